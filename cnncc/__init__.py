@@ -1,0 +1,26 @@
+"""cnncc: a small, readable compiler for convolutional neural networks.
+
+    import cnncc
+    g = cnncc.load_model("examples/lenet5.py")
+    print(g.summary())
+    y = cnncc.reference(g, x)
+"""
+from .errors import CnnccError, CompileError, IntegrityError, ModelError, UnsupportedError
+from .ir import N, Graph, Node, TensorType, sym
+from .reference import reference
+from .compiler import load_model
+
+__version__ = "0.1.0"
+
+__all__ = ["N", "Graph", "Node", "TensorType", "sym", "reference", "load_model", "CnnccError", "ModelError",
+           "UnsupportedError", "CompileError", "IntegrityError", "__version__"]
+
+
+def __getattr__(name):
+    # later floors (compile, optimize, from_onnx, from_torch, load) import lazily so that
+    # `import cnncc` stays fast and optional extras stay optional
+    from . import compiler
+
+    if hasattr(compiler, name):
+        return getattr(compiler, name)
+    raise AttributeError(f"module 'cnncc' has no attribute '{name}'")

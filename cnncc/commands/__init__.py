@@ -1,0 +1,1 @@
+"""One module per CLI subcommand: ``add(subparsers) -> parser`` and ``run(args) -> exit code``."""

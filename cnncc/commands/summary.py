@@ -1,0 +1,19 @@
+"""cnncc summary MODEL: shapes (batch N), parameters and FLOPs per layer, with totals."""
+from __future__ import annotations
+
+
+def add(sub):
+    p = sub.add_parser("summary", help="table of layers: output shape, parameters, FLOPs")
+    p.add_argument("model", help="DSL .py file or .onnx file")
+    p.add_argument("--batch", type=int, default=None, help="substitute a concrete batch size for N")
+    p.add_argument("--symbolic", default=None, metavar="H,W",
+                   help="keep the input's spatial sizes as symbols so the formulas show")
+    return p
+
+
+def run(args) -> int:
+    from cnncc.compiler import load_model
+
+    g = load_model(args.model, symbolic=args.symbolic)
+    print(g.summary(batch=args.batch))
+    return 0

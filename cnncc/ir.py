@@ -1,0 +1,285 @@
+"""The IR: a Graph of named Nodes over a networkx.DiGraph, every tensor typed with sympy shapes.
+
+Each node produces exactly one tensor, named like the node. ``Node.inputs`` (ordered producer
+names) is the source of truth; the DiGraph mirrors it so graph algorithms come from networkx.
+Weights live on the node that uses them (``Node.params``), so parameter counts, BN folding and
+codegen find them without chasing constant nodes.
+"""
+from __future__ import annotations
+
+import copy as _copy
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+import numpy as np
+import sympy
+
+from .errors import ModelError
+
+#: The batch dimension. Shapes keep it symbolic until a concrete batch is asked for.
+N = sympy.Symbol("N", integer=True, positive=True)
+
+
+def sym(name: str) -> sympy.Symbol:
+    """A positive integer size symbol (``H``, ``W``, ...), as used for symbolic spatial sizes."""
+    return sympy.Symbol(name, integer=True, positive=True)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """dtype + shape; the shape is a tuple of sympy expressions (ints are sympified)."""
+
+    shape: tuple
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(sympy.sympify(d) for d in self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    def numel(self) -> sympy.Expr:
+        return sympy.Mul(*self.shape) if self.shape else sympy.Integer(1)
+
+    def nbytes(self) -> sympy.Expr:
+        return self.numel() * self.itemsize
+
+    def subs(self, mapping: dict) -> "TensorType":
+        return TensorType(tuple(sympy.sympify(d).subs(mapping) for d in self.shape), self.dtype)
+
+    def concrete(self, mapping: dict | None = None) -> tuple[int, ...]:
+        """The shape as ints once every symbol is given (``{N: 8}``); errors name a free symbol."""
+        out = []
+        for d in self.shape:
+            d = sympy.sympify(d).subs(mapping or {})
+            if not d.is_number:
+                raise ModelError(f"shape {format_shape(self.shape)} still has free symbols {sorted(map(str, d.free_symbols))}",
+                                 fix="give a value for every symbol, e.g. a batch size for N")
+            out.append(int(d))
+        return tuple(out)
+
+    def __str__(self) -> str:
+        return f"{format_shape(self.shape)} {self.dtype}"
+
+
+def format_shape(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+@dataclass
+class Node:
+    """One operator application. ``op`` is a registry name (see cnncc.ops) or ``"fused"``."""
+
+    name: str
+    op: str
+    inputs: list[str] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    type: TensorType | None = None
+    #: for a fused group: the original nodes, anchor first, in execution order
+    members: list["Node"] | None = None
+    #: free-form annotations passes leave for reports (why not fused, memory offsets, ...)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple:
+        return self.type.shape if self.type else ()
+
+    def param_count(self) -> int:
+        own = sum(int(np.prod(p.shape)) for p in self.params.values())
+        return own + sum(m.param_count() for m in self.members or [])
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, {self.op!r}, inputs={self.inputs})"
+
+
+class Graph:
+    """A dataflow graph. Iterating yields nodes in a deterministic topological order."""
+
+    def __init__(self, name: str = "model"):
+        self.name = name
+        self.nx = nx.DiGraph()
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self._order = 0
+        #: filled by the pass manager: list of per-pass records (see cnncc.passes.manager)
+        self.pass_report: Any = None
+        self.meta: dict[str, Any] = {}
+
+    # -- construction ----------------------------------------------------------------------
+    def add(self, node: Node) -> Node:
+        if node.name in self.nx:
+            raise ModelError(f"a node named '{node.name}' already exists", node=node.name,
+                             fix="give every layer a unique name")
+        self.nx.add_node(node.name, node=node, order=self._order)
+        self._order += 1
+        self._link(node)
+        if node.op == "input" and node.name not in self.inputs:
+            self.inputs.append(node.name)
+        return node
+
+    def _link(self, node: Node) -> None:
+        for src in list(self.nx.predecessors(node.name)):
+            self.nx.remove_edge(src, node.name)
+        for src in node.inputs:
+            if src not in self.nx:
+                raise ModelError(f"input '{src}' does not exist", node=node.name, op=node.op,
+                                 fix="connect the layer to an existing tensor")
+            self.nx.add_edge(src, node.name)
+
+    def set_inputs(self, name: str, inputs: list[str]) -> None:
+        node = self[name]
+        node.inputs = list(inputs)
+        self._link(node)
+
+    def remove(self, name: str) -> None:
+        if any(True for _ in self.nx.successors(name)):
+            users = ", ".join(self.nx.successors(name))
+            raise ModelError(f"cannot remove '{name}': still read by {users}", node=name)
+        self.nx.remove_node(name)
+        self.inputs = [i for i in self.inputs if i != name]
+
+    def replace_uses(self, old: str, new: str, *, exclude: set[str] | frozenset = frozenset()) -> None:
+        """Make every consumer of ``old`` (and the graph outputs) read ``new`` instead."""
+        for user in list(self.nx.successors(old)):
+            if user in exclude:
+                continue
+            node = self[user]
+            self.set_inputs(user, [new if i == old else i for i in node.inputs])
+        self.outputs = [new if o == old else o for o in self.outputs]
+
+    def rename(self, old: str, new: str) -> None:
+        node = self[old]
+        users = list(self.nx.successors(old))
+        order = self.nx.nodes[old]["order"]
+        self.nx = nx.relabel_nodes(self.nx, {old: new})
+        node.name = new
+        self.nx.nodes[new]["order"] = order
+        for u in users:
+            self[u].inputs = [new if i == old else i for i in self[u].inputs]
+        self.outputs = [new if o == old else o for o in self.outputs]
+        self.inputs = [new if o == old else o for o in self.inputs]
+
+    def unique_name(self, base: str) -> str:
+        if base not in self.nx:
+            return base
+        i = 1
+        while f"{base}_{i}" in self.nx:
+            i += 1
+        return f"{base}_{i}"
+
+    # -- queries ---------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self.nx.nodes[name]["node"]
+        except KeyError:
+            raise KeyError(f"no node named '{name}' in graph '{self.name}'") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.nx
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def __iter__(self) -> Iterator[Node]:
+        if not nx.is_directed_acyclic_graph(self.nx):
+            self._raise_cycle()
+        order = self.nx.nodes
+        for name in nx.lexicographical_topological_sort(self.nx, key=lambda n: order[n]["order"]):
+            yield order[name]["node"]
+
+    def nodes(self) -> list[Node]:
+        return list(self)
+
+    def consumers(self, name: str) -> list[Node]:
+        return [self[s] for s in self.nx.successors(name)]
+
+    def producers(self, name: str) -> list[Node]:
+        return [self[p] for p in self[name].inputs]
+
+    def copy(self) -> "Graph":
+        """A deep copy (weights too) so a snapshot never changes under a later pass."""
+        return _copy.deepcopy(self)
+
+    # -- checks ----------------------------------------------------------------------------
+    def _raise_cycle(self):
+        cycle = nx.find_cycle(self.nx)
+        path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
+        raise ModelError(f"the graph has a cycle: {path}", node=cycle[0][0],
+                         fix="a layer cannot (indirectly) consume its own output; break the loop")
+
+    def verify(self) -> "Graph":
+        """Acyclic, inputs exist, arity and attributes valid, stored shapes equal inferred ones."""
+        from . import ops
+
+        if not nx.is_directed_acyclic_graph(self.nx):
+            self._raise_cycle()
+        for out in self.outputs:
+            if out not in self.nx:
+                raise ModelError(f"graph output '{out}' is not a node", fix="name an existing layer as output")
+        for node in self:
+            for src in node.inputs:
+                if src not in self.nx:
+                    raise ModelError(f"input '{src}' does not exist", node=node.name, op=node.op)
+            if node.op == "fused":
+                continue
+            opdef = ops.get(node.op, node=node.name)
+            opdef.check(node)
+            if node.type is not None:
+                inferred = opdef.infer(node, [self[i].type for i in node.inputs])
+                if tuple(sympy.simplify(a - b) for a, b in zip(inferred.shape, node.type.shape)) != (0,) * len(inferred.shape) \
+                        or len(inferred.shape) != len(node.type.shape):
+                    raise ModelError(f"stored shape {format_shape(node.type.shape)} differs from inferred "
+                                     f"{format_shape(inferred.shape)}", node=node.name, op=node.op)
+        return self
+
+    def infer_shapes(self) -> "Graph":
+        """Fill ``node.type`` for every node from its inputs with each operator's sympy rule."""
+        from . import ops
+
+        for node in self:
+            if node.op == "fused":
+                ops.infer_fused(self, node)
+                continue
+            opdef = ops.get(node.op, node=node.name)
+            opdef.check(node)
+            node.type = opdef.infer(node, [self[i].type for i in node.inputs])
+        return self
+
+    # -- totals ----------------------------------------------------------------------------
+    def param_count(self) -> int:
+        return sum(n.param_count() for n in self)
+
+    def flops(self) -> sympy.Expr:
+        from . import ops
+
+        return sympy.expand(sum((ops.node_cost(self, n)["flops"] for n in self), sympy.Integer(0)))
+
+    def input_types(self) -> dict[str, TensorType]:
+        return {i: self[i].type for i in self.inputs}
+
+    # -- printing --------------------------------------------------------------------------
+    def __str__(self) -> str:
+        """One line per node, like torch.fx's graph printout."""
+        lines = [f"graph {self.name}({', '.join(self.inputs)}):"]
+        for n in self:
+            shown = {k: v for k, v in n.attrs.items()}
+            attrs = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+            args = ", ".join(n.inputs)
+            ty = f" : {n.type}" if n.type else ""
+            members = f" [{' + '.join(m.name for m in n.members)}]" if n.members else ""
+            params = (" {" + ", ".join(f"{k}{list(v.shape)}" for k, v in n.params.items()) + "}") if n.params else ""
+            lines.append(f"  %{n.name}{ty} = {n.op}{members}({args}{', ' if args and attrs else ''}{attrs}){params}")
+        lines.append(f"  return {', '.join('%' + o for o in self.outputs)}")
+        return "\n".join(lines)
+
+    def summary(self, batch: int | None = None) -> str:
+        from .report import summary_table
+
+        return summary_table(self, batch=batch)

@@ -1,0 +1,753 @@
+"""The operator registry: one OpDef per operator, the single place an operator is defined.
+
+An OpDef carries its attributes (defaults + validation), its sympy shape rule, its cost
+(FLOPs = 2 x MACs, bytes, parameters), traits that passes read, and its numpy reference
+(float32, PyTorch/ONNX semantics). Frontends map onto these names; codegen maps each name to
+one template or one epilogue macro.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import sympy
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .errors import ModelError
+from .ir import Graph, Node, TensorType
+from .shapes import conv_out, conv_transpose_out, pool_out, resolve_padding
+
+REQUIRED = object()
+
+# traits
+ELEMENTWISE = "elementwise"   # out[i] depends on in[i] only (with broadcasting)
+REDUCTION = "reduction"       # reduces over some axes
+MONOTONE = "monotone"         # non-decreasing scalar function: commutes with max pooling
+ANCHOR = "anchor"             # heavy op that can absorb an epilogue (conv, dense, ...)
+POOL = "pool"                 # windowed pooling that may fuse after an anchor
+ACTIVATION = "activation"     # unary elementwise activation
+VIEW = "view"                 # changes only how memory is indexed (flatten, reshape)
+IDENTITY = "identity"         # returns its input unchanged at inference
+
+
+@dataclass
+class Attr:
+    default: Any = REQUIRED
+    check: Callable[[Any], bool] | None = None
+    expect: str = ""          # the expected form, for error messages
+
+
+@dataclass
+class OpDef:
+    name: str
+    arity: tuple[int, int | None]                       # (min, max); max None = variadic
+    shape: Callable[[Node, list[TensorType]], tuple]     # -> output shape (sympy)
+    ref: Callable[[Node, list[np.ndarray]], np.ndarray]  # numpy reference
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    params: tuple[str, ...] = ()                         # weight arrays the op may carry
+    required_params: tuple[str, ...] = ()
+    flops: Callable[[Node, list[TensorType], TensorType], sympy.Expr] | None = None
+    traits: frozenset = frozenset()
+    dtype: Callable[[Node, list[TensorType]], str] | None = None
+    doc: str = ""
+
+    def has(self, trait: str) -> bool:
+        return trait in self.traits
+
+    def check(self, node: Node) -> None:
+        """Fill defaults, reject unknown or malformed attributes, check arity and weights."""
+        lo, hi = self.arity
+        n = len(node.inputs)
+        if n < lo or (hi is not None and n > hi):
+            want = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'any'}"
+            raise ModelError(f"takes {want} inputs, got {n}", node=node.name, op=self.name)
+        for key in node.attrs:
+            if key not in self.attrs:
+                known = ", ".join(sorted(self.attrs)) or "none"
+                raise ModelError(f"unknown attribute '{key}' (known: {known})", node=node.name, op=self.name,
+                                 attr=key, fix=f"remove '{key}' or use one of: {known}")
+        for key, spec in self.attrs.items():
+            if key not in node.attrs:
+                if spec.default is REQUIRED:
+                    raise ModelError("is required", node=node.name, op=self.name, attr=key,
+                                     fix=f"give {key} ({spec.expect})" if spec.expect else None)
+                node.attrs[key] = spec.default
+            value = node.attrs[key]
+            if spec.check is not None and not _safe_check(spec.check, value):
+                raise ModelError(f"got {value!r}, expected {spec.expect or 'a valid value'}",
+                                 node=node.name, op=self.name, attr=key)
+        for p in self.required_params:
+            if p not in node.params:
+                raise ModelError(f"needs the weight array '{p}'", node=node.name, op=self.name,
+                                 fix="give weights (DSL initializes them) or load them from an .npz")
+        for p in node.params:
+            if p not in self.params:
+                raise ModelError(f"unexpected weight array '{p}' (expected: {', '.join(self.params) or 'none'})",
+                                 node=node.name, op=self.name)
+
+    def infer(self, node: Node, in_types: list[TensorType]) -> TensorType:
+        if any(t is None for t in in_types):
+            raise ModelError("an input has no shape yet", node=node.name, op=self.name)
+        shape = self.shape(node, in_types)
+        for d in shape:
+            d = sympy.sympify(d)
+            if d.is_number and d <= 0:
+                raise ModelError(f"output shape {tuple(shape)} has a non-positive size "
+                                 f"(input {', '.join(str(t.shape) for t in in_types)})",
+                                 node=node.name, op=self.name,
+                                 fix="the kernel or window is larger than the (padded) input: reduce it, add padding, or use a larger input")
+        dtype = self.dtype(node, in_types) if self.dtype else (in_types[0].dtype if in_types else "float32")
+        return TensorType(tuple(shape), dtype)
+
+
+def _safe_check(fn, value) -> bool:
+    try:
+        return bool(fn(value))
+    except Exception:
+        return False
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in REGISTRY:
+        raise ValueError(f"operator {opdef.name} registered twice")
+    REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def get(name: str, *, node: str | None = None) -> OpDef:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ModelError(f"unknown operator '{name}'", node=node, op=name,
+                         fix=f"use one of: {', '.join(sorted(REGISTRY))}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# attribute checks
+def is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def pos_int(v) -> bool:
+    return is_int(v) and v > 0
+
+
+def ints_or_int(pred=pos_int):
+    return lambda v: pred(v) or (isinstance(v, (tuple, list)) and len(v) > 0 and all(pred(x) for x in v))
+
+
+def is_number(v) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+
+
+def padding_ok(v) -> bool:
+    if isinstance(v, str):
+        return v.lower() in ("same", "valid", "full")
+    return ints_or_int(lambda x: is_int(x) and x >= 0)(v) or (is_int(v) and v >= 0)
+
+
+def tup(v, nd: int) -> tuple[int, ...]:
+    """An int or a sequence -> a tuple of nd ints."""
+    if isinstance(v, (tuple, list)):
+        if len(v) == 1:
+            return tuple(int(v[0]) for _ in range(nd))
+        if len(v) != nd:
+            raise ValueError(f"expected {nd} values, got {v}")
+        return tuple(int(x) for x in v)
+    return (int(v),) * nd
+
+
+def _nd_check(node: Node, key: str, nd: int, op: str) -> tuple[int, ...]:
+    try:
+        return tup(node.attrs[key], nd)
+    except (ValueError, TypeError):
+        raise ModelError(f"got {node.attrs[key]!r}, expected an int or {nd} ints", node=node.name, op=op,
+                         attr=key) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# cost model
+def node_cost(graph: Graph, node: Node) -> dict[str, sympy.Expr]:
+    """FLOPs, bytes read (inputs + weights), bytes written, parameters — sympy in N."""
+    if node.op == "fused":
+        total = {"flops": sympy.Integer(0), "bytes_read": sympy.Integer(0),
+                 "bytes_written": sympy.Integer(0), "params": sympy.Integer(0)}
+        for m in node.members:
+            in_types = [_member_type(graph, node, i) for i in m.inputs]
+            c = _cost(m, in_types, m.type)
+            total["flops"] += c["flops"]
+            total["params"] += c["params"]
+        ext = [graph[i].type for i in node.inputs]
+        total["bytes_read"] = sum((t.nbytes() for t in ext), sympy.Integer(0)) + sum(
+            (int(p.nbytes) for m in node.members for p in m.params.values()), 0)
+        total["bytes_written"] = node.type.nbytes()
+        return total
+    return _cost(node, [graph[i].type for i in node.inputs], node.type)
+
+
+def _member_type(graph: Graph, fused: Node, name: str) -> TensorType:
+    for m in fused.members:
+        if m.name == name:
+            return m.type
+    return graph[name].type
+
+
+def _cost(node: Node, in_types: list[TensorType], out: TensorType) -> dict[str, sympy.Expr]:
+    opdef = get(node.op, node=node.name)
+    flops = opdef.flops(node, in_types, out) if opdef.flops else sympy.Integer(0)
+    if opdef.has(VIEW) or opdef.has(IDENTITY) or node.op in ("input", "constant"):
+        read = written = sympy.Integer(0)
+    else:
+        read = sum((t.nbytes() for t in in_types), sympy.Integer(0)) + sum(int(p.nbytes) for p in node.params.values())
+        written = out.nbytes()
+    params = sum(int(np.prod(p.shape)) for p in node.params.values())
+    return {"flops": sympy.sympify(flops), "bytes_read": read, "bytes_written": written,
+            "params": sympy.Integer(params)}
+
+
+def infer_fused(graph: Graph, node: Node) -> None:
+    """Shape inference inside a fused group: members in order; the last member is the output."""
+    local: dict[str, TensorType] = {}
+    for m in node.members:
+        in_types = [local[i] if i in local else graph[i].type for i in m.inputs]
+        opdef = get(m.op, node=m.name)
+        opdef.check(m)
+        m.type = opdef.infer(m, in_types)
+        local[m.name] = m.type
+    node.type = node.members[-1].type
+
+
+def elementwise_flops(per: int = 1):
+    return lambda node, ins, out: per * out.numel()
+
+
+# ---------------------------------------------------------------------------------------------
+# graph boundary
+def _input_shape(node, ins):
+    return tuple(node.attrs["shape"])
+
+
+def _no_ref(node, xs):
+    raise RuntimeError(f"{node.name}: inputs are fed by the interpreter")
+
+
+register(OpDef("input", (0, 0), _input_shape, _no_ref,
+               attrs={"shape": Attr(REQUIRED, lambda v: isinstance(v, (tuple, list)), "a shape tuple"),
+                      "dtype": Attr("float32", lambda v: isinstance(v, str), "a numpy dtype name")},
+               dtype=lambda node, ins: node.attrs["dtype"], doc="a graph input"))
+
+register(OpDef("constant", (0, 0), lambda node, ins: node.params["value"].shape,
+               lambda node, xs: node.params["value"], params=("value",), required_params=("value",),
+               dtype=lambda node, ins: str(node.params["value"].dtype), doc="a constant tensor"))
+
+
+# ---------------------------------------------------------------------------------------------
+# convolution
+def conv_geometry(node: Node, in_type: TensorType) -> dict:
+    """Kernel, stride, dilation, per-dimension (lo, hi) padding and groups of a conv-like node."""
+    w = node.params["weight"]
+    nd = w.ndim - 2
+    kernel = tuple(int(k) for k in w.shape[2:])
+    stride = _nd_check(node, "stride", nd, node.op)
+    dilation = _nd_check(node, "dilation", nd, node.op)
+    pads = resolve_padding(node.attrs["padding"], in_type.shape[2:], kernel, stride, dilation,
+                           node=node.name, op=node.op)
+    return {"nd": nd, "kernel": kernel, "stride": stride, "dilation": dilation, "pads": pads,
+            "groups": int(node.attrs["groups"])}
+
+
+def _conv_shape(nd: int):
+    def shape(node: Node, ins: list[TensorType]):
+        x = ins[0]
+        w = node.params["weight"]
+        if x.rank != nd + 2:
+            raise ModelError(f"expects a rank-{nd + 2} input (N, C, {'spatial, ' * nd}...), got {x.shape}",
+                             node=node.name, op=node.op)
+        if w.ndim != nd + 2:
+            raise ModelError(f"weight must have rank {nd + 2} (out, in/groups, kernel...), got {w.shape}",
+                             node=node.name, op=node.op, attr="weight")
+        g = conv_geometry(node, x)
+        c_in = x.shape[1]
+        groups = g["groups"]
+        if sympy.sympify(c_in).is_number and int(c_in) != w.shape[1] * groups:
+            raise ModelError(f"channel mismatch: input has {c_in} channels, weight expects "
+                             f"{w.shape[1]} x {groups} groups = {w.shape[1] * groups}",
+                             node=node.name, op=node.op, attr="in_channels",
+                             fix="make the layer's in_channels equal the previous layer's out_channels")
+        if w.shape[0] % groups:
+            raise ModelError(f"out_channels {w.shape[0]} is not divisible by groups {groups}",
+                             node=node.name, op=node.op, attr="groups")
+        if "bias" in node.params and node.params["bias"].shape != (w.shape[0],):
+            raise ModelError(f"bias has shape {node.params['bias'].shape}, expected ({w.shape[0]},)",
+                             node=node.name, op=node.op, attr="bias")
+        spatial = []
+        for i in range(nd):
+            n = x.shape[2 + i]
+            lo, hi = g["pads"][i]
+            eff = g["dilation"][i] * (g["kernel"][i] - 1) + 1
+            if sympy.sympify(n).is_number and int(n) + lo + hi < eff:
+                raise ModelError(f"kernel {g['kernel'][i]} (dilation {g['dilation'][i]}) spans {eff} but the padded "
+                                 f"input is only {int(n) + lo + hi} wide (size {n}, padding {lo}+{hi})",
+                                 node=node.name, op=node.op, attr="kernel_size",
+                                 fix="use a smaller kernel, more padding, or remove a downsampling layer before it")
+            spatial.append(conv_out(n, g["kernel"][i], g["stride"][i], lo, hi, g["dilation"][i]))
+        return (x.shape[0], w.shape[0], *spatial)
+    return shape
+
+
+def _conv_flops(node, ins, out):
+    w = node.params["weight"]
+    macs = out.numel() * int(np.prod(w.shape[1:]))
+    return 2 * macs + (out.numel() if "bias" in node.params else 0)
+
+
+def conv_ref(x, w, b, stride, pads, dilation, groups):
+    """Direct convolution in numpy: pad, take dilated strided windows, one einsum per group."""
+    nd = x.ndim - 2
+    x = np.pad(x, [(0, 0), (0, 0)] + [tuple(int(v) for v in p) for p in pads])
+    k = w.shape[2:]
+    eff = [dilation[i] * (k[i] - 1) + 1 for i in range(nd)]
+    win = sliding_window_view(x, eff, axis=tuple(range(2, 2 + nd)))
+    sl = (slice(None), slice(None)) + tuple(slice(None, None, stride[i]) for i in range(nd)) \
+        + tuple(slice(None, None, dilation[i]) for i in range(nd))
+    win = win[sl]                                            # (N, C, *out, *k)
+    n, c = x.shape[:2]
+    o = w.shape[0]
+    out_sp = win.shape[2:2 + nd]
+    win = win.reshape(n, groups, c // groups, *out_sp, *k)
+    wg = w.reshape(groups, o // groups, c // groups, *k)
+    s = "xyz"[:nd]
+    kk = "ijk"[:nd]
+    y = np.einsum(f"ngc{s}{kk},goc{kk}->ngo{s}", win, wg, optimize=True).reshape(n, o, *out_sp)
+    if b is not None:
+        y = y + b.reshape((1, o) + (1,) * nd)
+    return y.astype(np.float32, copy=False)
+
+
+def _conv_ref(node, xs):
+    x = xs[0]
+    g = conv_geometry(node, TensorType(x.shape))
+    return conv_ref(x, node.params["weight"], node.params.get("bias"), g["stride"], g["pads"], g["dilation"],
+                    g["groups"])
+
+
+CONV_ATTRS = {
+    "stride": Attr(1, ints_or_int(), "a positive int or one per spatial dimension"),
+    "padding": Attr(0, padding_ok, "an int, a tuple (per dimension or begins+ends), 'same', 'valid' or 'full'"),
+    "dilation": Attr(1, ints_or_int(), "a positive int or one per spatial dimension"),
+    "groups": Attr(1, pos_int, "a positive int dividing in and out channels"),
+}
+
+for _nd in (1, 2):
+    register(OpDef(f"conv{_nd}d", (1, 1), _conv_shape(_nd), _conv_ref, attrs=dict(CONV_ATTRS),
+                   params=("weight", "bias"), required_params=("weight",), flops=_conv_flops,
+                   traits=frozenset({ANCHOR}), doc=f"{_nd}-D convolution, NC{'HW' if _nd == 2 else 'L'} layout"))
+
+
+# ---------------------------------------------------------------------------------------------
+# pooling
+def pool_geometry(node: Node, in_type: TensorType) -> dict:
+    nd = in_type.rank - 2
+    kernel = _nd_check(node, "kernel_size", nd, node.op)
+    stride = _nd_check(node, "stride", nd, node.op) if node.attrs.get("stride") is not None else kernel
+    dilation = _nd_check(node, "dilation", nd, node.op)
+    pads = resolve_padding(node.attrs["padding"], in_type.shape[2:], kernel, stride, dilation,
+                           node=node.name, op=node.op)
+    for i, (lo, hi) in enumerate(pads):
+        if max(lo, hi) * 2 > kernel[i] and node.attrs["padding"] not in ("same", "full"):
+            raise ModelError(f"padding {max(lo, hi)} is more than half the window {kernel[i]}",
+                             node=node.name, op=node.op, attr="padding",
+                             fix="padding must be at most kernel_size / 2 (PyTorch's rule)")
+    return {"nd": nd, "kernel": kernel, "stride": stride, "dilation": dilation, "pads": pads,
+            "ceil_mode": bool(node.attrs["ceil_mode"])}
+
+
+def _pool_shape(nd: int):
+    def shape(node, ins):
+        x = ins[0]
+        if x.rank != nd + 2:
+            raise ModelError(f"expects a rank-{nd + 2} input, got {x.shape}", node=node.name, op=node.op)
+        g = pool_geometry(node, x)
+        spatial = []
+        for i in range(nd):
+            n = x.shape[2 + i]
+            lo, hi = g["pads"][i]
+            eff = g["dilation"][i] * (g["kernel"][i] - 1) + 1
+            if sympy.sympify(n).is_number and int(n) + lo + hi < eff:
+                raise ModelError(f"window {g['kernel'][i]} is larger than the padded input {int(n) + lo + hi}",
+                                 node=node.name, op=node.op, attr="kernel_size",
+                                 fix="use a smaller window or a larger input")
+            spatial.append(pool_out(n, g["kernel"][i], g["stride"][i], lo, hi, g["dilation"][i], g["ceil_mode"]))
+        return (x.shape[0], x.shape[1], *spatial)
+    return shape
+
+
+def pool_ref(x, kind: str, kernel, stride, pads, dilation, ceil_mode, count_include_pad=True, out_sizes=None):
+    """max/min/avg/sum pooling with PyTorch semantics (ceil mode, count_include_pad, dilation)."""
+    nd = x.ndim - 2
+    if out_sizes is None:
+        out_sizes = [int(pool_out(x.shape[2 + i], kernel[i], stride[i], pads[i][0], pads[i][1], dilation[i],
+                                  ceil_mode)) for i in range(nd)]
+    eff = [dilation[i] * (kernel[i] - 1) + 1 for i in range(nd)]
+    # extra right padding so the last (ceil-mode) window exists; it never counts as an element
+    extra = [max(0, (out_sizes[i] - 1) * stride[i] + eff[i] - (x.shape[2 + i] + pads[i][0] + pads[i][1]))
+             for i in range(nd)]
+    fill = {"max": -np.inf, "min": np.inf}.get(kind, 0.0)
+    width = [(0, 0), (0, 0)] + [(pads[i][0], pads[i][1] + extra[i]) for i in range(nd)]
+    xp = np.pad(x, width, constant_values=fill)
+    sl = (slice(None), slice(None)) + tuple(slice(None, None, stride[i]) for i in range(nd)) \
+        + tuple(slice(None, None, dilation[i]) for i in range(nd))
+    cut = (slice(None), slice(None)) + tuple(slice(0, out_sizes[i]) for i in range(nd))
+    win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + nd)))[sl][cut]
+    axes = tuple(range(2 + nd, 2 + 2 * nd))
+    if kind == "max":
+        return win.max(axis=axes).astype(np.float32)
+    if kind == "min":
+        return win.min(axis=axes).astype(np.float32)
+    total = win.sum(axis=axes, dtype=np.float32)
+    if kind == "sum":
+        return total
+    # divisor: real elements count 1; declared padding counts when count_include_pad; ceil overflow never
+    shape1 = (1, 1) + x.shape[2:]
+    ones = np.ones(shape1, np.float32)
+    mask = np.pad(ones, [(0, 0), (0, 0)] + [(pads[i][0], pads[i][1]) for i in range(nd)],
+                  constant_values=1.0 if count_include_pad else 0.0)
+    mask = np.pad(mask, [(0, 0), (0, 0)] + [(0, extra[i]) for i in range(nd)], constant_values=0.0)
+    mwin = sliding_window_view(mask, eff, axis=tuple(range(2, 2 + nd)))[sl][cut]
+    count = mwin.sum(axis=axes)
+    return (total / count).astype(np.float32)
+
+
+def _pool_ref(kind):
+    def ref(node, xs):
+        x = xs[0]
+        g = pool_geometry(node, TensorType(x.shape))
+        return pool_ref(x, kind, g["kernel"], g["stride"], g["pads"], g["dilation"], g["ceil_mode"],
+                        node.attrs.get("count_include_pad", True))
+    return ref
+
+
+def _pool_flops(node, ins, out):
+    g = pool_geometry(node, ins[0])
+    return out.numel() * int(np.prod(g["kernel"]))
+
+
+POOL_ATTRS = {
+    "kernel_size": Attr(REQUIRED, ints_or_int(), "a positive int or one per spatial dimension"),
+    "stride": Attr(None, lambda v: v is None or ints_or_int()(v), "a positive int (default: kernel_size)"),
+    "padding": Attr(0, padding_ok, "an int or a tuple, at most half the window"),
+    "dilation": Attr(1, ints_or_int(), "a positive int"),
+    "ceil_mode": Attr(False, lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
+}
+
+for _kind in ("max", "avg", "min", "sum"):
+    for _nd in (1, 2):
+        _attrs = dict(POOL_ATTRS)
+        if _kind == "avg":
+            _attrs["count_include_pad"] = Attr(True, lambda v: isinstance(v, (bool, np.bool_)), "True or False")
+        _traits = {POOL, REDUCTION}
+        register(OpDef(f"{_kind}_pool{_nd}d", (1, 1), _pool_shape(_nd), _pool_ref(_kind), attrs=_attrs,
+                       flops=_pool_flops, traits=frozenset(_traits), doc=f"{_kind} pooling, {_nd}-D"))
+
+
+def _global_shape(node, ins):
+    x = ins[0]
+    if x.rank < 3:
+        raise ModelError(f"expects (N, C, spatial...), got {x.shape}", node=node.name, op=node.op)
+    return (x.shape[0], x.shape[1]) + (1,) * (x.rank - 2)
+
+
+for _kind, _fn in (("avg", np.mean), ("max", np.max)):
+    register(OpDef(f"global_{_kind}_pool", (1, 1), _global_shape,
+                   (lambda fn: lambda node, xs: fn(xs[0], axis=tuple(range(2, xs[0].ndim)), keepdims=True)
+                    .astype(np.float32))(_fn),
+                   flops=lambda node, ins, out: ins[0].numel(), traits=frozenset({REDUCTION}),
+                   doc=f"global {_kind} pooling to (N, C, 1, 1)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# dense / matmul
+def _dense_shape(node, ins):
+    x = ins[0]
+    w = node.params["weight"]
+    if x.rank < 2:
+        raise ModelError(f"expects (N, features), got {x.shape}", node=node.name, op=node.op)
+    feat = sympy.sympify(x.shape[-1])
+    if feat.is_number and int(feat) != w.shape[1]:
+        raise ModelError(f"feature mismatch: input has {feat} features, weight expects {w.shape[1]}",
+                         node=node.name, op=node.op, attr="in_features",
+                         fix="flatten before the dense layer and set in_features to the flattened size")
+    return (*x.shape[:-1], w.shape[0])
+
+
+register(OpDef("dense", (1, 1), _dense_shape,
+               lambda node, xs: (xs[0] @ node.params["weight"].T + (node.params["bias"] if "bias" in node.params
+                                                                   else 0)).astype(np.float32),
+               params=("weight", "bias"), required_params=("weight",),
+               flops=lambda node, ins, out: 2 * out.numel() * node.params["weight"].shape[1]
+               + (out.numel() if "bias" in node.params else 0),
+               traits=frozenset({ANCHOR}), doc="fully connected: y = x W^T + b, W is (out, in)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# normalization
+def _same_shape(node, ins):
+    return ins[0].shape
+
+
+def _bn_ref(node, xs):
+    x = xs[0]
+    p = node.params
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    inv = (p["weight"] / np.sqrt(p["var"] + np.float32(node.attrs["eps"]))).astype(np.float32)
+    return ((x - p["mean"].reshape(shape)) * inv.reshape(shape) + p["bias"].reshape(shape)).astype(np.float32)
+
+
+register(OpDef("batch_norm", (1, 1), _same_shape, _bn_ref,
+               attrs={"eps": Attr(1e-5, lambda v: is_number(v) and v >= 0, "a non-negative float")},
+               params=("weight", "bias", "mean", "var"), required_params=("weight", "bias", "mean", "var"),
+               flops=elementwise_flops(2), doc="inference batch norm over channel axis 1"))
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise activations: name -> (numpy function of (x, attrs, params), monotone?, attrs)
+def _f32(fn):
+    return lambda node, xs: np.asarray(fn(xs[0].astype(np.float32), node.attrs, node.params), np.float32)
+
+
+def _sigmoid(x):
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+def _softplus(x, a, p):
+    b, t = a["beta"], a["threshold"]
+    return np.where(x * b > t, x, np.log1p(np.exp(np.minimum(x * b, t))) / b)
+
+
+def _gelu(x, a, p):
+    if a["approximate"] == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.float32(math.sqrt(2 / math.pi)) * (x + np.float32(0.044715) * x ** 3)))
+    from math import erf
+    return 0.5 * x * (1 + np.vectorize(erf, otypes=[np.float64])(x.astype(np.float64) / math.sqrt(2)))
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+_float = Attr(0.0, is_number, "a number")
+ACTIVATIONS = {
+    "relu": (lambda x, a, p: np.maximum(x, 0), True, {}),
+    "leaky_relu": (lambda x, a, p: np.where(x >= 0, x, x * np.float32(a["alpha"])), True,
+                   {"alpha": Attr(0.01, lambda v: is_number(v) and v >= 0, "a non-negative slope")}),
+    "relu6": (lambda x, a, p: np.clip(x, 0, 6), True, {}),
+    "clip": (lambda x, a, p: np.clip(x, -np.inf if a["min"] is None else a["min"],
+                                     np.inf if a["max"] is None else a["max"]), True,
+             {"min": Attr(None, lambda v: v is None or is_number(v), "a number or None"),
+              "max": Attr(None, lambda v: v is None or is_number(v), "a number or None")}),
+    "sigmoid": (lambda x, a, p: _sigmoid(x), True, {}),
+    "tanh": (lambda x, a, p: np.tanh(x), True, {}),
+    "elu": (lambda x, a, p: np.where(x > 0, x, np.float32(a["alpha"]) * np.expm1(np.minimum(x, 0))), True,
+            {"alpha": Attr(1.0, lambda v: is_number(v) and v >= 0, "a non-negative number")}),
+    "selu": (lambda x, a, p: np.float32(SELU_SCALE) * np.where(x > 0, x, np.float32(SELU_ALPHA) * np.expm1(np.minimum(x, 0))),
+             True, {}),
+    "hardswish": (lambda x, a, p: x * np.clip(x + 3, 0, 6) / 6, False, {}),
+    "hardsigmoid": (lambda x, a, p: np.clip(np.float32(a["alpha"]) * x + np.float32(a["beta"]), 0, 1), True,
+                    {"alpha": Attr(1 / 6, lambda v: is_number(v) and v >= 0, "a non-negative slope"),
+                     "beta": Attr(0.5, is_number, "a number")}),
+    "silu": (lambda x, a, p: x * _sigmoid(x), False, {}),
+    "gelu": (_gelu, False, {"approximate": Attr("none", lambda v: v in ("none", "tanh"), "'none' or 'tanh'")}),
+    "softplus": (_softplus, True, {"beta": Attr(1.0, lambda v: is_number(v) and v > 0, "a positive number"),
+                                   "threshold": Attr(20.0, is_number, "a number")}),
+}
+
+for _name, (_fn, _mono, _attrs) in ACTIVATIONS.items():
+    _traits = {ELEMENTWISE, ACTIVATION} | ({MONOTONE} if _mono else set())
+    register(OpDef(_name, (1, 1), _same_shape, _f32(_fn), attrs=dict(_attrs), flops=elementwise_flops(1),
+                   traits=frozenset(_traits), doc=f"elementwise {_name}"))
+
+
+def _prelu_ref(node, xs):
+    x = xs[0]
+    s = node.params["slope"]
+    s = s.reshape((1, -1) + (1,) * (x.ndim - 2)) if s.size > 1 else s.reshape(())
+    return np.where(x >= 0, x, x * s).astype(np.float32)
+
+
+def _prelu_shape(node, ins):
+    s = node.params["slope"]
+    c = sympy.sympify(ins[0].shape[1]) if ins[0].rank > 1 else None
+    if s.size != 1 and c is not None and c.is_number and int(c) != s.size:
+        raise ModelError(f"slope has {s.size} values but the input has {c} channels", node=node.name,
+                         op=node.op, attr="slope", fix="give one slope, or one per channel")
+    return ins[0].shape
+
+
+register(OpDef("prelu", (1, 1), _prelu_shape, _prelu_ref, params=("slope",), required_params=("slope",),
+               flops=elementwise_flops(1), traits=frozenset({ELEMENTWISE, ACTIVATION}),
+               doc="x if x >= 0 else slope[c] * x (one slope or one per channel)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# binary elementwise with numpy broadcasting
+def broadcast_shapes(a: tuple, b: tuple, node: Node) -> tuple:
+    out = []
+    ra, rb = list(a)[::-1], list(b)[::-1]
+    for i in range(max(len(ra), len(rb))):
+        x = sympy.sympify(ra[i]) if i < len(ra) else sympy.Integer(1)
+        y = sympy.sympify(rb[i]) if i < len(rb) else sympy.Integer(1)
+        if x == 1:
+            out.append(y)
+        elif y == 1 or sympy.simplify(x - y) == 0:
+            out.append(x)
+        else:
+            raise ModelError(f"shapes {tuple(a)} and {tuple(b)} do not broadcast (dimension {x} vs {y})",
+                             node=node.name, op=node.op,
+                             fix="make the shapes equal, or 1 where one side should be repeated")
+    return tuple(out[::-1])
+
+
+def _binary_shape(node, ins):
+    shape = ins[0].shape
+    for t in ins[1:]:
+        shape = broadcast_shapes(shape, t.shape, node)
+    return shape
+
+
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+for _name, _fn in BINARY.items():
+    register(OpDef(_name, (2, 2), _binary_shape,
+                   (lambda fn: lambda node, xs: fn(xs[0], xs[1]).astype(np.float32))(_fn),
+                   flops=elementwise_flops(1), traits=frozenset({ELEMENTWISE}),
+                   doc=f"elementwise {_name} with numpy broadcasting"))
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax family
+def _axis_check(node, rank):
+    ax = node.attrs["axis"]
+    if not -rank <= ax < rank:
+        raise ModelError(f"axis {ax} is out of range for rank {rank}", node=node.name, op=node.op, attr="axis")
+    return ax % rank
+
+
+def _softmax_ref(log: bool):
+    def ref(node, xs):
+        x = xs[0].astype(np.float32)
+        ax = _axis_check(node, x.ndim)
+        m = x.max(axis=ax, keepdims=True)
+        e = np.exp(x - m)
+        s = e.sum(axis=ax, keepdims=True)
+        return ((x - m - np.log(s)) if log else (e / s)).astype(np.float32)
+    return ref
+
+
+def _softmax_shape(node, ins):
+    _axis_check(node, ins[0].rank)
+    return ins[0].shape
+
+
+for _name, _log in (("softmax", False), ("log_softmax", True)):
+    register(OpDef(_name, (1, 1), _softmax_shape, _softmax_ref(_log),
+                   attrs={"axis": Attr(1, is_int, "an int axis")}, flops=elementwise_flops(4),
+                   traits=frozenset({REDUCTION}), doc=f"{_name} along one axis"))
+
+
+# ---------------------------------------------------------------------------------------------
+# shape and data movement
+def _flatten_shape(node, ins):
+    x = ins[0]
+    ax = node.attrs["axis"] % max(x.rank, 1) if x.rank else 0
+    return (sympy.Mul(*x.shape[:ax]) if ax else 1, sympy.Mul(*x.shape[ax:]))
+
+
+register(OpDef("flatten", (1, 1), _flatten_shape,
+               lambda node, xs: xs[0].reshape(int(np.prod(xs[0].shape[:node.attrs["axis"]])), -1),
+               attrs={"axis": Attr(1, is_int, "an int axis")}, traits=frozenset({VIEW}),
+               doc="collapse dims [axis:] into one (and [:axis] into one)"))
+
+
+def _reshape_shape(node, ins):
+    x = ins[0]
+    spec = list(node.attrs["shape"])
+    total = x.numel()
+    out = []
+    for i, d in enumerate(spec):
+        if isinstance(d, int) and d == 0:
+            out.append(x.shape[i])
+        else:
+            out.append(sympy.sympify(d))
+    if sum(1 for d in out if d == -1) > 1:
+        raise ModelError("at most one dimension may be -1", node=node.name, op=node.op, attr="shape")
+    known = sympy.Mul(*[d for d in out if d != -1])
+    if any(d == -1 for d in out):
+        rest = sympy.simplify(total / known)
+        if rest.is_number and rest != int(rest):
+            raise ModelError(f"cannot reshape {x.shape} ({total} elements) to {tuple(spec)}",
+                             node=node.name, op=node.op, attr="shape")
+        out = [rest if d == -1 else d for d in out]
+    elif sympy.simplify(known - total) != 0:
+        raise ModelError(f"cannot reshape {x.shape} ({total} elements) to {tuple(spec)}",
+                         node=node.name, op=node.op, attr="shape",
+                         fix="the number of elements must stay the same; use -1 for one inferred dimension")
+    return tuple(out)
+
+
+def _reshape_ref(node, xs):
+    x = xs[0]
+    spec = [x.shape[i] if (isinstance(d, int) and d == 0) else d for i, d in enumerate(node.attrs["shape"])]
+    spec = [x.shape[0] if (isinstance(d, sympy.Basic) and not d.is_number) else int(d) for d in spec]
+    return x.reshape(spec)
+
+
+register(OpDef("reshape", (1, 1), _reshape_shape, _reshape_ref,
+               attrs={"shape": Attr(REQUIRED, lambda v: isinstance(v, (tuple, list)),
+                                    "a tuple; 0 copies the input dimension, -1 is inferred, N is the batch")},
+               traits=frozenset({VIEW}), doc="reshape (row-major)"))
+
+
+def _concat_shape(node, ins):
+    rank = ins[0].rank
+    ax = _axis_check(node, rank)
+    for t in ins[1:]:
+        if t.rank != rank or any(sympy.simplify(a - b) != 0 for i, (a, b) in enumerate(zip(t.shape, ins[0].shape))
+                                 if i != ax):
+            raise ModelError(f"inputs {[tuple(x.shape) for x in ins]} differ outside the concat axis {ax}",
+                             node=node.name, op=node.op, attr="axis")
+    return tuple(sum((t.shape[ax] for t in ins), sympy.Integer(0)) if i == ax else d
+                 for i, d in enumerate(ins[0].shape))
+
+
+register(OpDef("concat", (1, None), _concat_shape,
+               lambda node, xs: np.concatenate(xs, axis=node.attrs["axis"]),
+               attrs={"axis": Attr(1, is_int, "an int axis")}, doc="concatenate along an axis"))
+
+register(OpDef("dropout", (1, 1), _same_shape, lambda node, xs: xs[0],
+               attrs={"p": Attr(0.5, lambda v: is_number(v) and 0 <= v < 1, "a probability in [0, 1)")},
+               traits=frozenset({IDENTITY, ELEMENTWISE}), doc="identity at inference"))
+register(OpDef("identity", (1, 1), _same_shape, lambda node, xs: xs[0],
+               traits=frozenset({IDENTITY, ELEMENTWISE}), doc="identity"))
+
+
+def _scale_shift_ref(node, xs):
+    x = xs[0]
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x * node.params["scale"].reshape(shape) + node.params["shift"].reshape(shape)).astype(np.float32)
+
+
+def _scale_shift_shape(node, ins):
+    c = sympy.sympify(ins[0].shape[1])
+    for p in ("scale", "shift"):
+        if c.is_number and node.params[p].shape != (int(c),):
+            raise ModelError(f"'{p}' has shape {node.params[p].shape}, expected ({c},)", node=node.name,
+                             op=node.op, attr=p)
+    return ins[0].shape
+
+
+register(OpDef("scale_shift", (1, 1), _scale_shift_shape, _scale_shift_ref, params=("scale", "shift"),
+               required_params=("scale", "shift"), flops=elementwise_flops(2), traits=frozenset({ELEMENTWISE}),
+               doc="per-channel x * scale[c] + shift[c] (what a batch norm folds to without a producer)"))

@@ -1,0 +1,1 @@
+"""Graph passes (one per file) and the PassManager that runs, times, verifies and snapshots them."""

@@ -1,0 +1,72 @@
+"""The numpy interpreter: the oracle every pass and backend is checked against.
+
+It walks the graph in topological order calling each OpDef's reference. A fused group runs its
+members one by one, so every snapshot of the pass pipeline is executable.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from . import ops
+from .errors import ModelError
+from .ir import Graph, Node
+
+
+def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
+    """Accept one array (single-input graphs), a sequence, or a {name: array} mapping."""
+    if isinstance(inputs, Mapping):
+        feeds = dict(inputs)
+    elif isinstance(inputs, (list, tuple)):
+        feeds = dict(zip(graph.inputs, inputs))
+    else:
+        feeds = {graph.inputs[0]: inputs} if len(graph.inputs) == 1 else None
+        if feeds is None:
+            raise ModelError(f"the graph has {len(graph.inputs)} inputs ({', '.join(graph.inputs)}); "
+                             "pass a dict {name: array}")
+    missing = [i for i in graph.inputs if i not in feeds]
+    if missing:
+        raise ModelError(f"missing input(s): {', '.join(missing)}")
+    out = {}
+    for name in graph.inputs:
+        node = graph[name]
+        x = np.ascontiguousarray(feeds[name], dtype=node.attrs.get("dtype", "float32"))
+        want = node.type.shape if node.type else node.attrs["shape"]
+        if len(want) != x.ndim:
+            raise ModelError(f"input '{name}' expects rank {len(want)} {tuple(want)}, got shape {x.shape}")
+        for d, n in zip(want, x.shape):
+            d = __import__("sympy").sympify(d)
+            if d.is_number and int(d) != n:
+                raise ModelError(f"input '{name}' expects shape {tuple(want)}, got {x.shape}")
+        out[name] = x
+    return out
+
+
+def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    return ops.get(node.op, node=node.name).ref(node, args)
+
+
+def run_fused(node: Node, env: dict[str, np.ndarray]) -> np.ndarray:
+    local = dict(env)
+    for m in node.members:
+        local[m.name] = run_node(m, [local[i] for i in m.inputs])
+    return local[node.members[-1].name]
+
+
+def reference(graph: Graph, inputs, *, keep_all: bool = False):
+    """Run the graph in numpy. Returns the output array (a dict when there are several outputs,
+    or every tensor when ``keep_all``)."""
+    env = bind_inputs(graph, inputs)
+    for node in graph:
+        if node.op == "input":
+            continue
+        if node.op == "fused":
+            env[node.name] = run_fused(node, env)
+        else:
+            env[node.name] = run_node(node, [env[i] for i in node.inputs])
+    if keep_all:
+        return env
+    if len(graph.outputs) == 1:
+        return env[graph.outputs[0]]
+    return {o: env[o] for o in graph.outputs}

@@ -1,0 +1,99 @@
+"""Output-size formulas of the CNN literature, exact in sympy (floors and ceilings kept).
+
+All sizes may be ints or sympy expressions; results are sympy expressions that reduce to
+integers when the inputs are concrete.
+"""
+from __future__ import annotations
+
+import sympy
+
+from .errors import ModelError
+
+
+def _s(x) -> sympy.Expr:
+    return sympy.sympify(x)
+
+
+def conv_out(n, k, s=1, p_lo=0, p_hi=None, d=1) -> sympy.Expr:
+    """floor((n + p_lo + p_hi - d(k-1) - 1) / s) + 1 — convolution and floor-mode pooling."""
+    p_hi = p_lo if p_hi is None else p_hi
+    return sympy.floor((_s(n) + p_lo + p_hi - d * (k - 1) - 1) / _s(s)) + 1
+
+
+def pool_out(n, k, s, p_lo=0, p_hi=None, d=1, ceil_mode=False) -> sympy.Expr:
+    """Pooling output size; ceil mode drops a last window that would start in the right padding
+    (PyTorch/ONNX rule)."""
+    p_hi = p_lo if p_hi is None else p_hi
+    if not ceil_mode:
+        return conv_out(n, k, s, p_lo, p_hi, d)
+    out = sympy.ceiling((_s(n) + p_lo + p_hi - d * (k - 1) - 1) / _s(s)) + 1
+    last_start = (out - 1) * s
+    cond = sympy.Ge(last_start, _s(n) + p_lo)
+    if cond in (sympy.true, sympy.false):
+        return out - 1 if cond == sympy.true else out
+    return sympy.Piecewise((out - 1, cond), (out, True))
+
+
+def conv_transpose_out(n, k, s=1, p_lo=0, p_hi=None, d=1, output_padding=0) -> sympy.Expr:
+    """(n-1)s - p_lo - p_hi + d(k-1) + output_padding + 1."""
+    p_hi = p_lo if p_hi is None else p_hi
+    return (_s(n) - 1) * s - p_lo - p_hi + d * (k - 1) + output_padding + 1
+
+
+def conv_transpose_out_literature(n, k, s, p) -> sympy.Expr:
+    """The form that undoes a convolution of input n: s(n-1) + ((n+2p-k) mod s) + k - 2p.
+
+    Here n is the size the *forward* convolution took in; the mod term is the output_padding
+    that recovers it exactly."""
+    return s * (_s(n) - 1) + sympy.Mod(_s(n) + 2 * p - k, s) + k - 2 * p
+
+
+def same_padding(n, k, s=1, d=1) -> sympy.Expr:
+    """Total padding for 'same' output size n: n(s-1) + d(k-1) + 1 - s (= 2p in the literature's
+    p = (n(s-1)+f-s)/2)."""
+    return _s(n) * (s - 1) + d * (k - 1) + 1 - s
+
+
+def resolve_padding(padding, sizes, kernel, stride, dilation, *, node=None, op=None,
+                    attr="padding") -> list[tuple]:
+    """Normalize a padding attribute to [(lo, hi)] per spatial dimension.
+
+    Accepts an int, one int per dimension, (lo, hi) pairs flattened as ONNX does
+    (begin..., end...), or 'same' / 'valid' / 'full'."""
+    nd = len(kernel)
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return [(0, 0)] * nd
+        if mode == "full":
+            return [(dilation[i] * (kernel[i] - 1),) * 2 for i in range(nd)]
+        if mode == "same":
+            out = []
+            for i in range(nd):
+                total = sympy.simplify(same_padding(sizes[i], kernel[i], stride[i], dilation[i]))
+                if not total.is_number:
+                    raise ModelError(f"'same' padding with stride {stride[i]} depends on the input size {sizes[i]}",
+                                     node=node, op=op, attr=attr,
+                                     fix="use a concrete input size, stride 1, or explicit padding")
+                total = int(total)
+                if total < 0:
+                    raise ModelError(f"'same' padding would be negative ({total})", node=node, op=op, attr=attr)
+                if total % 2:
+                    raise ModelError(
+                        f"'same' padding cannot be symmetric: kernel {kernel[i]} (dilation {dilation[i]}, stride "
+                        f"{stride[i]}) on size {sizes[i]} needs {total} padding in total, which is odd",
+                        node=node, op=op, attr=attr,
+                        fix="use an odd kernel size, or give explicit asymmetric padding (lo, hi)")
+                out.append((total // 2, total // 2))
+            return out
+        raise ModelError(f"unknown padding mode '{padding}'", node=node, op=op, attr=attr,
+                         fix="use an int, a tuple, 'same', 'valid' or 'full'")
+    if isinstance(padding, int):
+        return [(padding, padding)] * nd
+    pads = tuple(int(p) for p in padding)
+    if len(pads) == nd:
+        return [(p, p) for p in pads]
+    if len(pads) == 2 * nd:
+        return [(pads[i], pads[i + nd]) for i in range(nd)]
+    raise ModelError(f"expected {nd} or {2 * nd} values, got {len(pads)}: {padding}", node=node, op=op, attr=attr,
+                     fix=f"give one padding per spatial dimension, or {2 * nd} values (begins, then ends)")

@@ -1,0 +1,373 @@
+"""The cnncc DSL: a small functional language for writing CNNs in Python.
+
+    from cnncc.frontends import dsl
+    x = dsl.input("image", (dsl.N, 1, 32, 32))
+    x = dsl.max_pool2d(dsl.relu(dsl.conv2d(x, 6, 5)), 2)
+    g = dsl.graph(x)
+
+Layers are named automatically (``conv1``, ``relu1``, ...) or by ``name=``. Weights are
+initialized deterministically (He init seeded by the layer name, so adding a layer never changes
+another layer's weights) or loaded from an ``.npz`` keyed ``"<layer>.<param>"``.
+A model file is a Python file defining ``model()``; loading it runs it: it is trusted code.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import sympy
+
+from cnncc import ops
+from cnncc.errors import CnnccError, ModelError
+from cnncc.ir import N, Graph, Node, TensorType, sym
+
+__all__ = ["N", "sym", "Tensor", "input", "graph", "load_model", "apply_weights"]
+
+SEED = 0
+
+
+class _Builder:
+    """Collects the nodes of one model as its layers are called."""
+
+    def __init__(self, name: str = "model"):
+        self.graph = Graph(name)
+        self.counters: dict[str, int] = {}
+
+    def name_for(self, base: str, name: str | None) -> str:
+        if name is not None:
+            if name in self.graph:
+                raise ModelError(f"a layer named '{name}' already exists", node=name,
+                                 fix="give every layer a unique name")
+            return name
+        while True:
+            self.counters[base] = self.counters.get(base, 0) + 1
+            candidate = f"{base}{self.counters[base]}"
+            if candidate not in self.graph:
+                return candidate
+
+
+class Tensor:
+    """The output of a layer: a handle to a node of the model being built."""
+
+    def __init__(self, builder: _Builder, name: str):
+        self._b = builder
+        self.name = name
+
+    @property
+    def node(self) -> Node:
+        return self._b.graph[self.name]
+
+    @property
+    def shape(self) -> tuple:
+        return self.node.type.shape
+
+    @property
+    def channels(self) -> int:
+        c = sympy.sympify(self.shape[1])
+        if not c.is_number:
+            raise ModelError(f"channel count of '{self.name}' is symbolic ({c})", node=self.name)
+        return int(c)
+
+    def __add__(self, other):
+        return add(self, other)
+
+    def __radd__(self, other):
+        return add(other, self)
+
+    def __sub__(self, other):
+        return sub(self, other)
+
+    def __mul__(self, other):
+        return mul(self, other)
+
+    def __rmul__(self, other):
+        return mul(other, self)
+
+    def __truediv__(self, other):
+        return div(self, other)
+
+    def __repr__(self):
+        return f"Tensor({self.name}: {self.node.type})"
+
+
+def _seed_for(name: str, param: str) -> np.random.Generator:
+    return np.random.default_rng([SEED, zlib.crc32(f"{name}.{param}".encode())])
+
+
+def he_normal(name: str, param: str, shape: tuple, fan_in: int) -> np.ndarray:
+    std = np.sqrt(2.0 / max(fan_in, 1))
+    return (_seed_for(name, param).standard_normal(shape) * std).astype(np.float32)
+
+
+def small_uniform(name: str, param: str, shape: tuple, lo=-0.1, hi=0.1) -> np.ndarray:
+    """Biases and BN statistics start non-trivial so tests notice a dropped term."""
+    return _seed_for(name, param).uniform(lo, hi, shape).astype(np.float32)
+
+
+def _builder_of(*xs) -> _Builder:
+    for x in xs:
+        if isinstance(x, Tensor):
+            return x._b
+        if isinstance(x, (list, tuple)):
+            for y in x:
+                if isinstance(y, Tensor):
+                    return y._b
+    raise CnnccError("a layer needs at least one DSL tensor as input (start from dsl.input)")
+
+
+def layer(op: str, inputs: Sequence[Tensor], attrs: dict | None = None, params: dict | None = None,
+          name: str | None = None, base: str | None = None) -> Tensor:
+    """Add one node of registry operator ``op``; shapes are inferred (and checked) at once."""
+    b = _builder_of(*inputs)
+    for x in inputs:
+        if x._b is not b:
+            raise CnnccError(f"'{x.name}' belongs to another model; layers cannot mix models")
+    node = Node(b.name_for(base or op, name), op, [x.name for x in inputs],
+                {k: v for k, v in (attrs or {}).items()}, dict(params or {}))
+    opdef = ops.get(op, node=node.name)
+    opdef.check(node)
+    node.type = opdef.infer(node, [b.graph[x.name].type for x in inputs])
+    b.graph.add(node)
+    return Tensor(b, node.name)
+
+
+def _as_tensor(like: Tensor, value, name: str | None = None) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    return _constant(like._b, np.asarray(value, dtype=np.float32), name)
+
+
+def _constant(b: _Builder, arr: np.ndarray, name: str | None = None) -> Tensor:
+    node = Node(b.name_for("const", name), "constant", [], {}, {"value": arr})
+    node.type = TensorType(arr.shape, str(arr.dtype))
+    b.graph.add(node)
+    return Tensor(b, node.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# model boundary
+def input(name: str = "input", shape: tuple = (N, 3, 224, 224), dtype: str = "float32",
+          model: str | None = None, like: Tensor | None = None) -> Tensor:  # noqa: A001 - DSL name
+    """A graph input. The first input starts a new model unless ``like`` names a tensor of one."""
+    b = like._b if like is not None else _Builder(model or "model")
+    node = Node(name, "input", [], {"shape": tuple(shape), "dtype": dtype})
+    ops.get("input").check(node)
+    node.type = TensorType(tuple(shape), dtype)
+    b.graph.add(node)
+    return Tensor(b, name)
+
+
+def constant(like: Tensor, value, name: str | None = None) -> Tensor:
+    return _constant(like._b, np.asarray(value, dtype=np.float32), name)
+
+
+def graph(*outputs: Tensor, name: str | None = None, weights: str | Path | None = None) -> Graph:
+    """Turn output tensors into a verified cnncc.Graph (optionally loading weights)."""
+    if len(outputs) == 1 and isinstance(outputs[0], (list, tuple)):
+        outputs = tuple(outputs[0])
+    if not outputs:
+        raise CnnccError("dsl.graph needs at least one output tensor")
+    b = _builder_of(*outputs)
+    g = b.graph
+    if name:
+        g.name = name
+    g.outputs = [o.name for o in outputs]
+    if weights is not None:
+        apply_weights(g, weights)
+    return g.verify()
+
+
+def apply_weights(g: Graph, path_or_dict) -> Graph:
+    """Replace weights from an .npz (or dict) keyed ``"<layer>.<param>"``; shapes must match."""
+    data = dict(np.load(path_or_dict)) if isinstance(path_or_dict, (str, Path)) else dict(path_or_dict)
+    for key, arr in data.items():
+        if "." not in key:
+            raise ModelError(f"weight key '{key}' is not of the form '<layer>.<param>'")
+        layer_name, param = key.rsplit(".", 1)
+        if layer_name not in g:
+            raise ModelError(f"weights file names layer '{layer_name}', which the model does not have",
+                             fix=f"layers are: {', '.join(n.name for n in g if n.params)}")
+        node = g[layer_name]
+        if param not in node.params:
+            raise ModelError(f"has no weight '{param}' (has: {', '.join(node.params)})", node=layer_name, op=node.op)
+        if node.params[param].shape != arr.shape:
+            raise ModelError(f"weight '{param}' has shape {node.params[param].shape}, file gives {arr.shape}",
+                             node=layer_name, op=node.op, attr=param)
+        node.params[param] = np.ascontiguousarray(arr, dtype=np.float32)
+    return g
+
+
+def load_model(path: str | Path, weights: str | Path | None = None, **kwargs) -> Graph:
+    """Run a DSL model file (trusted Python!) and return its Graph. ``kwargs`` go to ``model()``."""
+    path = Path(path)
+    if not path.exists():
+        raise CnnccError(f"model file '{path}' does not exist")
+    mod_name = "cnncc_model_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "model"):
+        raise CnnccError(f"{path} defines no model() function", )
+    out = module.model(**kwargs)
+    if isinstance(out, Graph):
+        g = out
+    else:
+        outs = out if isinstance(out, (list, tuple)) else (out,)
+        g = graph(*outs, name=path.stem)
+    if g.name == "model":
+        g.name = path.stem
+    if weights is not None:
+        apply_weights(g, weights)
+    return g.verify()
+
+
+# ---------------------------------------------------------------------------------------------
+# layers with weights
+def conv2d(x: Tensor, out_channels: int, kernel_size, stride=1, padding=0, dilation=1, groups: int = 1,
+           bias: bool = True, name: str | None = None) -> Tensor:
+    return _conv(x, 2, out_channels, kernel_size, stride, padding, dilation, groups, bias, name)
+
+
+def conv1d(x: Tensor, out_channels: int, kernel_size, stride=1, padding=0, dilation=1, groups: int = 1,
+           bias: bool = True, name: str | None = None) -> Tensor:
+    return _conv(x, 1, out_channels, kernel_size, stride, padding, dilation, groups, bias, name)
+
+
+def _conv(x, nd, out_channels, kernel_size, stride, padding, dilation, groups, bias, name):
+    b = x._b
+    lname = b.name_for("conv", name)
+    k = ops.tup(kernel_size, nd)
+    cin = x.channels
+    if cin % groups:
+        raise ModelError(f"input channels {cin} are not divisible by groups {groups}", node=lname,
+                         op=f"conv{nd}d", attr="groups")
+    wshape = (out_channels, cin // groups, *k)
+    fan_in = int(np.prod(wshape[1:]))
+    params = {"weight": he_normal(lname, "weight", wshape, fan_in)}
+    if bias:
+        params["bias"] = small_uniform(lname, "bias", (out_channels,))
+    return layer(f"conv{nd}d", [x], {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups},
+                 params, name=lname)
+
+
+def dense(x: Tensor, units: int, bias: bool = True, name: str | None = None) -> Tensor:
+    b = x._b
+    lname = b.name_for("fc", name)
+    fin = sympy.sympify(x.shape[-1])
+    if not fin.is_number:
+        raise ModelError(f"dense needs a concrete feature count, input has {fin}", node=lname, op="dense")
+    params = {"weight": he_normal(lname, "weight", (units, int(fin)), int(fin))}
+    if bias:
+        params["bias"] = small_uniform(lname, "bias", (units,))
+    return layer("dense", [x], {}, params, name=lname)
+
+
+def batch_norm(x: Tensor, eps: float = 1e-5, name: str | None = None) -> Tensor:
+    b = x._b
+    lname = b.name_for("bn", name)
+    c = x.channels
+    params = {"weight": small_uniform(lname, "weight", (c,), 0.5, 1.5),
+              "bias": small_uniform(lname, "bias", (c,)),
+              "mean": small_uniform(lname, "mean", (c,)),
+              "var": small_uniform(lname, "var", (c,), 0.5, 1.5)}
+    return layer("batch_norm", [x], {"eps": eps}, params, name=lname)
+
+
+def prelu(x: Tensor, per_channel: bool = True, init: float = 0.25, name: str | None = None) -> Tensor:
+    n = x.channels if per_channel else 1
+    return layer("prelu", [x], {}, {"slope": np.full((n,), init, np.float32)}, name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# pooling
+def _pool(kind, nd):
+    def fn(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+           name: str | None = None, **extra) -> Tensor:
+        attrs = {"kernel_size": kernel_size, "stride": stride, "padding": padding, "dilation": dilation,
+                 "ceil_mode": ceil_mode, **extra}
+        return layer(f"{kind}_pool{nd}d", [x], attrs, name=name, base="pool")
+    fn.__name__ = f"{kind}_pool{nd}d"
+    fn.__doc__ = f"{kind} pooling ({nd}-D); stride defaults to kernel_size."
+    return fn
+
+
+max_pool1d, max_pool2d = _pool("max", 1), _pool("max", 2)
+avg_pool1d, avg_pool2d = _pool("avg", 1), _pool("avg", 2)
+min_pool1d, min_pool2d = _pool("min", 1), _pool("min", 2)
+sum_pool1d, sum_pool2d = _pool("sum", 1), _pool("sum", 2)
+
+
+def global_avg_pool(x: Tensor, name: str | None = None) -> Tensor:
+    return layer("global_avg_pool", [x], name=name, base="gap")
+
+
+def global_max_pool(x: Tensor, name: str | None = None) -> Tensor:
+    return layer("global_max_pool", [x], name=name, base="gmp")
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise
+def _unary(op):
+    def fn(x: Tensor, name: str | None = None, **attrs) -> Tensor:
+        return layer(op, [x], attrs, name=name)
+    fn.__name__ = op
+    fn.__doc__ = f"elementwise {op} (attributes: {', '.join(ops.get(op).attrs) or 'none'})"
+    return fn
+
+
+relu = _unary("relu")
+leaky_relu = _unary("leaky_relu")
+relu6 = _unary("relu6")
+clip = _unary("clip")
+sigmoid = _unary("sigmoid")
+tanh = _unary("tanh")
+elu = _unary("elu")
+selu = _unary("selu")
+hardswish = _unary("hardswish")
+hardsigmoid = _unary("hardsigmoid")
+silu = _unary("silu")
+gelu = _unary("gelu")
+softplus = _unary("softplus")
+identity = _unary("identity")
+
+
+def dropout(x: Tensor, p: float = 0.5, name: str | None = None) -> Tensor:
+    return layer("dropout", [x], {"p": p}, name=name)
+
+
+def _binary(op):
+    def fn(a, b, name: str | None = None) -> Tensor:
+        like = a if isinstance(a, Tensor) else b
+        return layer(op, [_as_tensor(like, a), _as_tensor(like, b)], name=name)
+    fn.__name__ = op
+    fn.__doc__ = f"elementwise {op} with numpy broadcasting; either side may be a constant"
+    return fn
+
+
+add, sub, mul, div = _binary("add"), _binary("sub"), _binary("mul"), _binary("div")
+
+
+def softmax(x: Tensor, axis: int = 1, name: str | None = None) -> Tensor:
+    return layer("softmax", [x], {"axis": axis}, name=name)
+
+
+def log_softmax(x: Tensor, axis: int = 1, name: str | None = None) -> Tensor:
+    return layer("log_softmax", [x], {"axis": axis}, name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# shape
+def flatten(x: Tensor, axis: int = 1, name: str | None = None) -> Tensor:
+    return layer("flatten", [x], {"axis": axis}, name=name)
+
+
+def reshape(x: Tensor, shape: tuple, name: str | None = None) -> Tensor:
+    return layer("reshape", [x], {"shape": tuple(shape)}, name=name)
+
+
+def concat(xs: Sequence[Tensor], axis: int = 1, name: str | None = None) -> Tensor:
+    return layer("concat", list(xs), {"axis": axis}, name=name)
