@@ -21,6 +21,10 @@ from .errors import ModelError
 N = sympy.Symbol("N", integer=True, positive=True)
 
 
+#: weight arrays that are running statistics (PyTorch buffers), not learned parameters
+RUNNING_STATISTICS: dict[str, tuple[str, ...]] = {"batch_norm": ("mean", "var")}
+
+
 def sym(name: str) -> sympy.Symbol:
     """A positive integer size symbol (``H``, ``W``, ...), as used for symbolic spatial sizes."""
     return sympy.Symbol(name, integer=True, positive=True)
@@ -92,7 +96,10 @@ class Node:
         return self.type.shape if self.type else ()
 
     def param_count(self) -> int:
-        own = sum(int(np.prod(p.shape)) for p in self.params.values())
+        """Learned parameters only: running statistics (see RUNNING_STATISTICS) are state, not
+        parameters, so totals match PyTorch's ``parameters()`` and the published counts."""
+        skip = RUNNING_STATISTICS.get(self.op, ())
+        own = sum(int(np.prod(p.shape)) for k, p in self.params.items() if k not in skip)
         return own + sum(m.param_count() for m in self.members or [])
 
     def __repr__(self) -> str:
