@@ -257,8 +257,11 @@ def conv_geometry(node: Node, in_type: TensorType) -> dict:
     dilation = _nd_check(node, "dilation", nd, node.op)
     pads = resolve_padding(node.attrs["padding"], in_type.shape[2:], kernel, stride, dilation,
                            node=node.name, op=node.op)
-    return {"nd": nd, "kernel": kernel, "stride": stride, "dilation": dilation, "pads": pads,
-            "groups": int(node.attrs["groups"])}
+    geo = {"nd": nd, "kernel": kernel, "stride": stride, "dilation": dilation, "pads": pads,
+           "groups": int(node.attrs["groups"])}
+    if "output_padding" in node.attrs:          # conv_transpose2d
+        geo["output_padding"] = _nd_check(node, "output_padding", nd, node.op)
+    return geo
 
 
 def _conv_shape(nd: int):
@@ -751,3 +754,526 @@ def _scale_shift_shape(node, ins):
 register(OpDef("scale_shift", (1, 1), _scale_shift_shape, _scale_shift_ref, params=("scale", "shift"),
                required_params=("scale", "shift"), flops=elementwise_flops(2), traits=frozenset({ELEMENTWISE}),
                doc="per-channel x * scale[c] + shift[c] (what a batch norm folds to without a producer)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# transposed convolution
+def _int_pads_ok(v) -> bool:
+    """Transposed conv padding: an int or a tuple of non-negative ints (no 'same' strings)."""
+    return not isinstance(v, str) and padding_ok(v)
+
+
+def _conv_transpose_shape(node: Node, ins: list[TensorType]):
+    x = ins[0]
+    w = node.params["weight"]
+    if x.rank != 4:
+        raise ModelError(f"expects a rank-4 input (N, C, H, W), got {x.shape}", node=node.name, op=node.op)
+    if w.ndim != 4:
+        raise ModelError(f"weight must have rank 4 (in, out/groups, kH, kW), got {w.shape}",
+                         node=node.name, op=node.op, attr="weight")
+    g = conv_geometry(node, x)
+    groups = g["groups"]
+    c_in = sympy.sympify(x.shape[1])
+    if c_in.is_number and int(c_in) != w.shape[0]:
+        raise ModelError(f"channel mismatch: input has {c_in} channels, weight expects {w.shape[0]}",
+                         node=node.name, op=node.op, attr="in_channels",
+                         fix="make the layer's in_channels equal the previous layer's out_channels")
+    if w.shape[0] % groups:
+        raise ModelError(f"in_channels {w.shape[0]} is not divisible by groups {groups}",
+                         node=node.name, op=node.op, attr="groups")
+    c_out = w.shape[1] * groups
+    if "bias" in node.params and node.params["bias"].shape != (c_out,):
+        raise ModelError(f"bias has shape {node.params['bias'].shape}, expected ({c_out},)",
+                         node=node.name, op=node.op, attr="bias")
+    spatial = []
+    for i in range(2):
+        op_i, s_i, d_i = g["output_padding"][i], g["stride"][i], g["dilation"][i]
+        if op_i >= max(s_i, d_i):
+            raise ModelError(f"output_padding {op_i} must be smaller than the stride {s_i} or the dilation {d_i}",
+                             node=node.name, op=node.op, attr="output_padding",
+                             fix="output_padding only picks among the sizes a strided convolution maps to one size")
+        lo, hi = g["pads"][i]
+        spatial.append(conv_transpose_out(x.shape[2 + i], g["kernel"][i], s_i, lo, hi, d_i, op_i))
+    return (x.shape[0], c_out, *spatial)
+
+
+def conv_transpose_ref(x, w, b, stride, pads, dilation, groups, output_padding):
+    """Transposed convolution as a scatter: every input pixel adds w[c, :, i, j] * x at
+    (h*s + i*d, w*s + j*d) of the uncropped output, which is then cropped by the padding."""
+    n, cin, h, wd = x.shape
+    k = w.shape[2:]
+    cout_g = w.shape[1]
+    xg = x.astype(np.float64).reshape(n, groups, cin // groups, h, wd)
+    wg = w.astype(np.float64).reshape(groups, cin // groups, cout_g, *k)
+    full = [(h - 1) * stride[0] + dilation[0] * (k[0] - 1) + 1, (wd - 1) * stride[1] + dilation[1] * (k[1] - 1) + 1]
+    out = [full[i] - pads[i][0] - pads[i][1] + output_padding[i] for i in range(2)]
+    y = np.zeros((n, groups, cout_g, max(full[0], pads[0][0] + out[0]), max(full[1], pads[1][0] + out[1])))
+    for i in range(k[0]):
+        for j in range(k[1]):
+            contrib = np.einsum("ngchw,gco->ngohw", xg, wg[:, :, :, i, j])
+            y[:, :, :, i * dilation[0]: i * dilation[0] + (h - 1) * stride[0] + 1: stride[0],
+              j * dilation[1]: j * dilation[1] + (wd - 1) * stride[1] + 1: stride[1]] += contrib
+    y = y.reshape(n, groups * cout_g, *y.shape[3:])
+    y = y[:, :, pads[0][0]: pads[0][0] + out[0], pads[1][0]: pads[1][0] + out[1]]
+    if b is not None:
+        y = y + b.reshape(1, -1, 1, 1)
+    return y.astype(np.float32)
+
+
+def _conv_transpose_ref(node, xs):
+    g = conv_geometry(node, TensorType(xs[0].shape))
+    return conv_transpose_ref(xs[0], node.params["weight"], node.params.get("bias"), g["stride"], g["pads"],
+                              g["dilation"], g["groups"], g["output_padding"])
+
+
+def _conv_transpose_flops(node, ins, out):
+    w = node.params["weight"]
+    macs = ins[0].numel() * int(np.prod(w.shape[1:]))       # each input pixel meets (out/g) x k x k weights
+    return 2 * macs + (out.numel() if "bias" in node.params else 0)
+
+
+register(OpDef("conv_transpose2d", (1, 1), _conv_transpose_shape, _conv_transpose_ref,
+               attrs={"stride": Attr(1, ints_or_int(), "a positive int or one per spatial dimension"),
+                      "padding": Attr(0, _int_pads_ok, "an int, one per dimension, or begins+ends (4 ints)"),
+                      "output_padding": Attr(0, ints_or_int(lambda v: is_int(v) and v >= 0),
+                                             "a non-negative int smaller than the stride or dilation"),
+                      "dilation": Attr(1, ints_or_int(), "a positive int or one per spatial dimension"),
+                      "groups": Attr(1, pos_int, "a positive int dividing in and out channels")},
+               params=("weight", "bias"), required_params=("weight",), flops=_conv_transpose_flops,
+               traits=frozenset({ANCHOR}),
+               doc="2-D transposed convolution (PyTorch ConvTranspose2d); weight is (in, out/groups, kH, kW)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul (numpy semantics: 1-D operands are promoted then squeezed, batch dims broadcast)
+def _dims_equal(a, b) -> bool:
+    return sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0
+
+
+def _matmul_shape(node, ins):
+    a, b = list(ins[0].shape), list(ins[1].shape)
+    if not a or not b:
+        raise ModelError("operands must have rank >= 1", node=node.name, op=node.op)
+    drop_m, drop_n = len(a) == 1, len(b) == 1
+    if drop_m:
+        a = [1] + a
+    if drop_n:
+        b = b + [1]
+    if not _dims_equal(a[-1], b[-2]):
+        raise ModelError(f"inner dimensions differ: {tuple(ins[0].shape)} @ {tuple(ins[1].shape)} "
+                         f"({a[-1]} vs {b[-2]})", node=node.name, op=node.op,
+                         fix="the last dimension of A must equal the second-to-last of B")
+    batch = broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]), node)
+    return tuple(batch) + (() if drop_m else (a[-2],)) + (() if drop_n else (b[-1],))
+
+
+register(OpDef("matmul", (2, 2), _matmul_shape,
+               lambda node, xs: np.matmul(xs[0].astype(np.float64), xs[1].astype(np.float64)).astype(np.float32),
+               flops=lambda node, ins, out: 2 * out.numel() * ins[0].shape[-1], traits=frozenset({ANCHOR}),
+               doc="matrix product with numpy/ONNX semantics (batched, broadcasting)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# more pooling: Lp, max with indices, unpooling
+def _lp_pool_ref(node, xs):
+    x = xs[0]
+    g = pool_geometry(node, TensorType(x.shape))
+    p = float(node.attrs["p"])
+    powered = np.abs(x.astype(np.float64)) ** p
+    total = pool_ref(powered, "sum", g["kernel"], g["stride"], g["pads"], g["dilation"], g["ceil_mode"])
+    return (total.astype(np.float64) ** (1.0 / p)).astype(np.float32)
+
+
+register(OpDef("lp_pool2d", (1, 1), _pool_shape(2), _lp_pool_ref,
+               attrs={**POOL_ATTRS, "p": Attr(2.0, lambda v: is_number(v) and v > 0, "a positive number (the norm)")},
+               flops=lambda node, ins, out: 2 * out.numel() * int(np.prod(pool_geometry(node, ins[0])["kernel"])),
+               traits=frozenset({REDUCTION}),
+               doc="Lp pooling: (sum over the window of |x|^p)^(1/p) (ONNX LpPool; PyTorch LPPool2d for even p "
+                   "or non-negative x)"))
+
+
+def max_pool_indices_ref(x, kernel, stride, pads, dilation, ceil_mode):
+    """Flat index h*W + w (per (n, c) plane, of the unpadded input) of each window's first maximum."""
+    nd = x.ndim - 2
+    out_sizes = [int(pool_out(x.shape[2 + i], kernel[i], stride[i], pads[i][0], pads[i][1], dilation[i],
+                              ceil_mode)) for i in range(nd)]
+    eff = [dilation[i] * (kernel[i] - 1) + 1 for i in range(nd)]
+    extra = [max(0, (out_sizes[i] - 1) * stride[i] + eff[i] - (x.shape[2 + i] + pads[i][0] + pads[i][1]))
+             for i in range(nd)]
+    width = [(pads[i][0], pads[i][1] + extra[i]) for i in range(nd)]
+    xp = np.pad(x, [(0, 0), (0, 0)] + width, constant_values=-np.inf)
+    flat = np.pad(np.arange(int(np.prod(x.shape[2:])), dtype=np.int64).reshape(x.shape[2:]), width,
+                  constant_values=-1)
+    sl = tuple(slice(None, None, stride[i]) for i in range(nd)) + tuple(slice(None, None, dilation[i])
+                                                                        for i in range(nd))
+    cut = tuple(slice(0, out_sizes[i]) for i in range(nd))
+    axes = tuple(range(2, 2 + nd))
+    win = sliding_window_view(xp, eff, axis=axes)[(slice(None), slice(None)) + sl][(slice(None), slice(None)) + cut]
+    iwin = sliding_window_view(flat, eff, axis=tuple(range(nd)))[sl][cut]
+    win = win.reshape(*win.shape[:2 + nd], -1)
+    iwin = iwin.reshape(*iwin.shape[:nd], -1)
+    arg = np.argmax(win, axis=-1)                                       # first maximum, like PyTorch
+    idx = np.take_along_axis(np.broadcast_to(iwin, win.shape), arg[..., None], axis=-1)[..., 0]
+    return np.ascontiguousarray(idx, dtype=np.int64)
+
+
+def _max_indices_ref(node, xs):
+    g = pool_geometry(node, TensorType(xs[0].shape))
+    return max_pool_indices_ref(xs[0], g["kernel"], g["stride"], g["pads"], g["dilation"], g["ceil_mode"])
+
+
+register(OpDef("max_pool2d_indices", (1, 1), _pool_shape(2), _max_indices_ref, attrs=dict(POOL_ATTRS),
+               flops=_pool_flops, traits=frozenset({REDUCTION}), dtype=lambda node, ins: "int64",
+               doc="argmax of each max_pool2d window as PyTorch's flat per-plane index h*W + w (int64)"))
+
+
+def _unpool_geometry(node, x: TensorType):
+    kernel = _nd_check(node, "kernel_size", 2, node.op)
+    stride = _nd_check(node, "stride", 2, node.op) if node.attrs.get("stride") is not None else kernel
+    padding = _nd_check(node, "padding", 2, node.op)
+    default = [(x.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + kernel[i] for i in range(2)]
+    size = node.attrs.get("output_size")
+    if size is None:
+        return default
+    size = list(size)[-2:]
+    for i in range(2):
+        lo, hi = sympy.sympify(default[i] - stride[i]), sympy.sympify(default[i] + stride[i])
+        if lo.is_number and hi.is_number and not lo < size[i] < hi:
+            raise ModelError(f"output_size {tuple(size)} is not within ({lo}, {hi}) in dimension {i}",
+                             node=node.name, op=node.op, attr="output_size",
+                             fix="give the size of the tensor that was max-pooled, or leave output_size unset")
+    return size
+
+
+def _max_unpool_shape(node, ins):
+    x, idx = ins
+    if x.rank != 4:
+        raise ModelError(f"expects a rank-4 input (N, C, H, W), got {x.shape}", node=node.name, op=node.op)
+    if idx.rank != 4 or not all(_dims_equal(a, b) for a, b in zip(x.shape, idx.shape)):
+        raise ModelError(f"indices have shape {idx.shape}, expected the input's shape {x.shape}",
+                         node=node.name, op=node.op,
+                         fix="pass the indices of the max_pool2d whose output is being unpooled")
+    return (x.shape[0], x.shape[1], *_unpool_geometry(node, x))
+
+
+def _max_unpool_ref(node, xs):
+    x, idx = xs
+    hw = [int(d) for d in _unpool_geometry(node, TensorType(x.shape))]
+    n, c = x.shape[:2]
+    idx = idx.astype(np.int64).reshape(n, c, -1)
+    if idx.size and (idx.min() < 0 or idx.max() >= hw[0] * hw[1]):
+        raise ModelError(f"an index lies outside the {hw[0]}x{hw[1]} output", node=node.name, op=node.op,
+                         attr="output_size")
+    y = np.zeros((n, c, hw[0] * hw[1]), np.float32)
+    np.put_along_axis(y, idx, x.reshape(n, c, -1).astype(np.float32), axis=2)
+    return y.reshape(n, c, *hw)
+
+
+register(OpDef("max_unpool2d", (2, 2), _max_unpool_shape, _max_unpool_ref,
+               attrs={"kernel_size": Attr(REQUIRED, ints_or_int(), "a positive int or a pair"),
+                      "stride": Attr(None, lambda v: v is None or ints_or_int()(v),
+                                     "a positive int (default: kernel_size)"),
+                      "padding": Attr(0, ints_or_int(lambda v: is_int(v) and v >= 0), "a non-negative int or a pair"),
+                      "output_size": Attr(None, lambda v: v is None or (isinstance(v, (tuple, list))
+                                                                         and len(v) in (2, 4)),
+                                          "None, (H, W) or (N, C, H, W)")},
+               dtype=lambda node, ins: ins[0].dtype,
+               doc="'bed of nails' unpooling: scatter x to the positions max_pool2d_indices recorded, zeros elsewhere"))
+
+
+def _nearest_unpool_shape(node, ins):
+    x = ins[0]
+    if x.rank != 4:
+        raise ModelError(f"expects a rank-4 input (N, C, H, W), got {x.shape}", node=node.name, op=node.op)
+    s = _nd_check(node, "scale", 2, node.op)
+    return (x.shape[0], x.shape[1], x.shape[2] * s[0], x.shape[3] * s[1])
+
+
+def _nearest_unpool_ref(node, xs):
+    s = _nd_check(node, "scale", 2, node.op)
+    return np.repeat(np.repeat(xs[0], s[0], axis=2), s[1], axis=3)
+
+
+register(OpDef("unpool_nearest2d", (1, 1), _nearest_unpool_shape, _nearest_unpool_ref,
+               attrs={"scale": Attr(2, ints_or_int(), "a positive int or a pair")},
+               doc="nearest-neighbour unpooling: every value becomes a scale x scale block"))
+
+
+# ---------------------------------------------------------------------------------------------
+# more normalization
+def _instance_norm_shape(node, ins):
+    x = ins[0]
+    if x.rank < 3:
+        raise ModelError(f"expects (N, C, spatial...), got {x.shape}", node=node.name, op=node.op)
+    c = sympy.sympify(x.shape[1])
+    for p in ("weight", "bias"):
+        if c.is_number and node.params[p].shape != (int(c),):
+            raise ModelError(f"'{p}' has shape {node.params[p].shape}, expected ({c},)", node=node.name,
+                             op=node.op, attr=p, fix="give one value per channel")
+    return x.shape
+
+
+def _instance_norm_ref(node, xs):
+    x = xs[0].astype(np.float64)
+    axes = tuple(range(2, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - mean) / np.sqrt(var + float(node.attrs["eps"]))
+    return (y * node.params["weight"].reshape(shape) + node.params["bias"].reshape(shape)).astype(np.float32)
+
+
+register(OpDef("instance_norm", (1, 1), _instance_norm_shape, _instance_norm_ref,
+               attrs={"eps": Attr(1e-5, lambda v: is_number(v) and v >= 0, "a non-negative float")},
+               params=("weight", "bias"), required_params=("weight", "bias"), flops=elementwise_flops(5),
+               traits=frozenset({REDUCTION}),
+               doc="normalize each (n, c) plane by its own mean and (biased) variance, then weight[c], bias[c]"))
+
+
+def _lrn_ref(node, xs):
+    """PyTorch LocalResponseNorm: x / (k + alpha/size * sum of x^2 over channels
+    [c - size//2, c + (size-1)//2])^beta."""
+    x = xs[0].astype(np.float64)
+    a = node.attrs
+    size = int(a["size"])
+    sq = np.pad(x * x, [(0, 0), (size // 2, (size - 1) // 2)] + [(0, 0)] * (x.ndim - 2))
+    total = sliding_window_view(sq, size, axis=1).sum(axis=-1)
+    return (x / (a["k"] + a["alpha"] / size * total) ** a["beta"]).astype(np.float32)
+
+
+def _lrn_shape(node, ins):
+    if ins[0].rank < 3:
+        raise ModelError(f"expects (N, C, spatial...), got {ins[0].shape}", node=node.name, op=node.op)
+    return ins[0].shape
+
+
+register(OpDef("lrn", (1, 1), _lrn_shape, _lrn_ref,
+               attrs={"size": Attr(REQUIRED, pos_int, "a positive int (channels in the window)"),
+                      "alpha": Attr(1e-4, is_number, "a number"),
+                      "beta": Attr(0.75, is_number, "a number"),
+                      "k": Attr(1.0, is_number, "a number")},
+               flops=lambda node, ins, out: out.numel() * (2 * node.attrs["size"] + 4),
+               traits=frozenset({REDUCTION}),
+               doc="local response normalization across channels (AlexNet; PyTorch LocalResponseNorm)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# data movement: transpose, pad, upsampling, depth/space rearrangement
+def _perm(node, rank: int) -> tuple[int, ...]:
+    perm = node.attrs["perm"]
+    if perm is None:
+        return tuple(range(rank))[::-1]
+    perm = tuple(int(p) % rank if -rank <= int(p) < rank else int(p) for p in perm)
+    if sorted(perm) != list(range(rank)):
+        raise ModelError(f"perm {tuple(node.attrs['perm'])} is not a permutation of the {rank} axes",
+                         node=node.name, op=node.op, attr="perm", fix=f"give each of 0..{rank - 1} exactly once")
+    return perm
+
+
+register(OpDef("transpose", (1, 1), lambda node, ins: tuple(ins[0].shape[p] for p in _perm(node, ins[0].rank)),
+               lambda node, xs: np.ascontiguousarray(np.transpose(xs[0], _perm(node, xs[0].ndim))),
+               attrs={"perm": Attr(None, lambda v: v is None or (isinstance(v, (tuple, list)) and all(map(is_int, v))),
+                                   "a permutation of the axes (default: reversed)")},
+               doc="permute the axes (ONNX Transpose)"))
+
+
+def pad_widths(node: Node, rank: int) -> list[tuple[int, int]]:
+    """[(before, after)] for every axis from the ``pads`` attribute.
+
+    Accepted forms: an int (every spatial axis, both sides); ONNX order begins..ends over all
+    axes (2*rank ints) or over the spatial axes (2*(rank-2) ints); or (before, after) pairs,
+    one per axis or one per spatial axis."""
+    pads = node.attrs["pads"]
+    spatial = rank - 2
+    if is_int(pads):
+        widths = [(0, 0)] * 2 + [(int(pads), int(pads))] * spatial
+    elif all(isinstance(p, (tuple, list)) for p in pads):
+        widths = [tuple(int(v) for v in p) for p in pads]
+        if any(len(p) != 2 for p in widths) or len(widths) not in (rank, spatial):
+            raise ModelError(f"got {len(widths)} pairs {pads}, expected {rank} or {spatial} (before, after) pairs",
+                             node=node.name, op=node.op, attr="pads")
+        widths = [(0, 0)] * (rank - len(widths)) + widths
+    else:
+        flat = [int(p) for p in pads]
+        if len(flat) not in (2 * rank, 2 * spatial):
+            raise ModelError(f"got {len(flat)} values, expected {2 * rank} (ONNX begins then ends for every axis) "
+                             f"or {2 * spatial} (spatial axes only)", node=node.name, op=node.op, attr="pads")
+        half = len(flat) // 2
+        widths = [(0, 0)] * (rank - half) + [(flat[i], flat[i + half]) for i in range(half)]
+    if any(v < 0 for p in widths for v in p):
+        raise ModelError(f"negative padding {pads} is not supported", node=node.name, op=node.op, attr="pads",
+                         fix="crop with a slice before the model, or use non-negative pads")
+    return widths
+
+
+def _pad_shape(node, ins):
+    x = ins[0]
+    widths = pad_widths(node, x.rank)
+    if node.attrs["mode"] == "reflect":
+        for i, (lo, hi) in enumerate(widths):
+            d = sympy.sympify(x.shape[i])
+            if d.is_number and max(lo, hi) >= int(d):
+                raise ModelError(f"reflect padding {max(lo, hi)} needs axis {i} longer than that (size {d})",
+                                 node=node.name, op=node.op, attr="pads",
+                                 fix="reflect padding must be smaller than the padded dimension; use mode 'edge'")
+    return tuple(x.shape[i] + lo + hi for i, (lo, hi) in enumerate(widths))
+
+
+def _pad_ref(node, xs):
+    x = xs[0]
+    widths = pad_widths(node, x.ndim)
+    mode = node.attrs["mode"]
+    if mode == "constant":
+        return np.pad(x, widths, mode="constant", constant_values=np.float32(node.attrs["value"]))
+    return np.pad(x, widths, mode=mode)
+
+
+register(OpDef("pad", (1, 1), _pad_shape, _pad_ref,
+               attrs={"pads": Attr(REQUIRED, lambda v: is_int(v) or isinstance(v, (tuple, list)),
+                                   "an int, ONNX begins..ends, or (before, after) pairs"),
+                      "mode": Attr("constant", lambda v: v in ("constant", "reflect", "edge"),
+                                   "'constant', 'reflect' or 'edge'"),
+                      "value": Attr(0.0, is_number, "a number (constant mode)")},
+               doc="pad with a constant, a mirror image without the edge (reflect), or the edge value"))
+
+
+def _upsample_scales(node) -> tuple | None:
+    s = node.attrs["scale_factor"]
+    if s is None:
+        return None
+    return tuple(float(v) for v in s) if isinstance(s, (tuple, list)) else (float(s),) * 2
+
+
+def _upsample_sizes(node, x: TensorType) -> list:
+    """nn.Upsample: output = size, or floor(input * scale_factor)."""
+    if node.attrs["size"] is not None:
+        return [sympy.Integer(int(v)) for v in _nd_check(node, "size", 2, node.op)]
+    out = []
+    for n, s in zip(x.shape[2:], _upsample_scales(node)):
+        n = sympy.sympify(n)
+        out.append(sympy.Integer(math.floor(float(n) * s)) if n.is_number
+                   else sympy.floor(n * sympy.Rational(repr(s))))
+    return out
+
+
+def _upsample_shape(node, ins):
+    x = ins[0]
+    if x.rank != 4:
+        raise ModelError(f"expects a rank-4 input (N, C, H, W), got {x.shape}", node=node.name, op=node.op)
+    if (node.attrs["size"] is None) == (node.attrs["scale_factor"] is None):
+        raise ModelError("give exactly one of size and scale_factor", node=node.name, op=node.op,
+                         attr="scale_factor")
+    if node.attrs["align_corners"] and node.attrs["mode"] == "nearest":
+        raise ModelError("align_corners only applies to mode 'bilinear'", node=node.name, op=node.op,
+                         attr="align_corners", fix="drop align_corners or use mode='bilinear'")
+    return (x.shape[0], x.shape[1], *_upsample_sizes(node, x))
+
+
+def _source_scale(n_in: int, n_out: int, scale: float | None, align_corners: bool) -> np.float32:
+    """PyTorch's area_pixel_compute_scale, in float32 like its kernels."""
+    if align_corners:
+        return np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0)
+    return np.float32(1.0 / scale) if scale is not None and scale > 0 else np.float32(n_in) / np.float32(n_out)
+
+
+def _nearest_index(n_in: int, n_out: int, scale) -> np.ndarray:
+    if n_out == n_in:
+        return np.arange(n_out)
+    if n_out == 2 * n_in:
+        return np.arange(n_out) >> 1
+    r = _source_scale(n_in, n_out, scale, False)
+    src = np.floor(np.arange(n_out, dtype=np.float32) * r).astype(np.int64)
+    return np.minimum(src, n_in - 1)
+
+
+def _linear_weights(n_in: int, n_out: int, scale, align_corners: bool):
+    r = _source_scale(n_in, n_out, scale, align_corners)
+    dst = np.arange(n_out, dtype=np.float32)
+    src = dst * r if align_corners else np.maximum((dst + np.float32(0.5)) * r - np.float32(0.5), np.float32(0))
+    i0 = src.astype(np.int64)
+    i1 = i0 + (i0 < n_in - 1)
+    lam1 = (src - i0.astype(np.float32)).astype(np.float64)
+    return i0, i1, 1.0 - lam1, lam1
+
+
+def _upsample_ref(node, xs):
+    x = xs[0]
+    h, w = x.shape[2:]
+    ho, wo = (int(v) for v in _upsample_sizes(node, TensorType(x.shape)))
+    scales = _upsample_scales(node) or (None, None)
+    if node.attrs["mode"] == "nearest":
+        return np.ascontiguousarray(x[:, :, _nearest_index(h, ho, scales[0])][:, :, :, _nearest_index(w, wo, scales[1])])
+    ac = bool(node.attrs["align_corners"])
+    h0, h1, a0, a1 = _linear_weights(h, ho, scales[0], ac)
+    w0, w1, b0, b1 = _linear_weights(w, wo, scales[1], ac)
+    x64 = x.astype(np.float64)
+    rows = x64[:, :, h0] * a0[:, None] + x64[:, :, h1] * a1[:, None]
+    return (rows[..., w0] * b0 + rows[..., w1] * b1).astype(np.float32)
+
+
+register(OpDef("upsample2d", (1, 1), _upsample_shape, _upsample_ref,
+               attrs={"scale_factor": Attr(None, lambda v: v is None or (is_number(v) and v > 0) or (
+                          isinstance(v, (tuple, list)) and len(v) == 2 and all(is_number(s) and s > 0 for s in v)),
+                          "a positive number or a pair"),
+                      "size": Attr(None, lambda v: v is None or ints_or_int()(v), "None or (H, W)"),
+                      "mode": Attr("nearest", lambda v: v in ("nearest", "bilinear"), "'nearest' or 'bilinear'"),
+                      "align_corners": Attr(False, lambda v: isinstance(v, (bool, np.bool_)), "True or False")},
+               flops=lambda node, ins, out: (4 * out.numel() if node.attrs["mode"] == "bilinear" else 0),
+               doc="nn.Upsample: nearest or bilinear resizing by a scale factor or to a size"))
+
+
+def _block(node) -> int:
+    return int(node.attrs["block"])
+
+
+def _divisible(node, dim, by: int, what: str) -> None:
+    d = sympy.sympify(dim)
+    if d.is_number and int(d) % by:
+        raise ModelError(f"{what} {d} is not divisible by {by}", node=node.name, op=node.op, attr="block",
+                         fix=f"use a block size that divides the {what}")
+
+
+def _d2s_shape(node, ins):
+    x, b = ins[0], _block(node)
+    if x.rank != 4:
+        raise ModelError(f"expects a rank-4 input (N, C, H, W), got {x.shape}", node=node.name, op=node.op)
+    _divisible(node, x.shape[1], b * b, "channel count")
+    return (x.shape[0], x.shape[1] / (b * b), x.shape[2] * b, x.shape[3] * b)
+
+
+def _d2s_ref(node, xs):
+    x, b = xs[0], _block(node)
+    n, c, h, w = x.shape
+    if node.attrs["mode"] == "DCR":                      # ONNX default: channel = (i*b + j) * C' + c'
+        y = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    else:                                                # CRD = torch.pixel_shuffle: c' * b*b + i*b + j
+        y = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return np.ascontiguousarray(y.reshape(n, c // (b * b), h * b, w * b))
+
+
+def _s2d_shape(node, ins):
+    x, b = ins[0], _block(node)
+    if x.rank != 4:
+        raise ModelError(f"expects a rank-4 input (N, C, H, W), got {x.shape}", node=node.name, op=node.op)
+    _divisible(node, x.shape[2], b, "height")
+    _divisible(node, x.shape[3], b, "width")
+    return (x.shape[0], x.shape[1] * b * b, x.shape[2] / b, x.shape[3] / b)
+
+
+def _s2d_ref(node, xs):
+    x, b = xs[0], _block(node)
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // b, b, w // b, b)
+    if node.attrs["mode"] == "DCR":                      # ONNX SpaceToDepth: inverse of DCR depth_to_space
+        y = y.transpose(0, 3, 5, 1, 2, 4)
+    else:                                                # CRD = torch.pixel_unshuffle
+        y = y.transpose(0, 1, 3, 5, 2, 4)
+    return np.ascontiguousarray(y.reshape(n, c * b * b, h // b, w // b))
+
+
+_MOVE_ATTRS = {"block": Attr(REQUIRED, pos_int, "a positive int"),
+               "mode": Attr("DCR", lambda v: v in ("DCR", "CRD"), "'DCR' (ONNX default) or 'CRD' (pixel shuffle)")}
+register(OpDef("depth_to_space", (1, 1), _d2s_shape, _d2s_ref, attrs=dict(_MOVE_ATTRS),
+               doc="move channel blocks into b x b spatial blocks (ONNX DepthToSpace; CRD = pixel_shuffle)"))
+register(OpDef("space_to_depth", (1, 1), _s2d_shape, _s2d_ref, attrs=dict(_MOVE_ATTRS),
+               doc="move b x b spatial blocks into channels (ONNX SpaceToDepth; CRD = pixel_unshuffle)"))

@@ -371,3 +371,115 @@ def reshape(x: Tensor, shape: tuple, name: str | None = None) -> Tensor:
 
 def concat(xs: Sequence[Tensor], axis: int = 1, name: str | None = None) -> Tensor:
     return layer("concat", list(xs), {"axis": axis}, name=name)
+
+
+def transpose(x: Tensor, perm: Sequence[int] | None = None, name: str | None = None) -> Tensor:
+    """Permute the axes (default: reverse them, as ONNX does)."""
+    return layer("transpose", [x], {"perm": None if perm is None else tuple(perm)}, name=name)
+
+
+def pad(x: Tensor, pads, mode: str = "constant", value: float = 0.0, name: str | None = None) -> Tensor:
+    """Pad: an int (every spatial axis), ONNX begins..ends, or (before, after) pairs; mode
+    'constant', 'reflect' or 'edge'."""
+    pads = pads if isinstance(pads, int) else tuple(tuple(p) if isinstance(p, (tuple, list)) else p for p in pads)
+    return layer("pad", [x], {"pads": pads, "mode": mode, "value": value}, name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# more layers with weights
+def conv_transpose2d(x: Tensor, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+                     dilation=1, groups: int = 1, bias: bool = True, name: str | None = None) -> Tensor:
+    """Transposed 2-D convolution (PyTorch ConvTranspose2d); weight is (in, out/groups, kH, kW)."""
+    b = x._b
+    lname = b.name_for("deconv", name)
+    k = ops.tup(kernel_size, 2)
+    cin = x.channels
+    for what, count in (("input", cin), ("output", out_channels)):
+        if count % groups:
+            raise ModelError(f"{what} channels {count} are not divisible by groups {groups}", node=lname,
+                             op="conv_transpose2d", attr="groups")
+    wshape = (cin, out_channels // groups, *k)
+    params = {"weight": he_normal(lname, "weight", wshape, (cin // groups) * int(np.prod(k)))}
+    if bias:
+        params["bias"] = small_uniform(lname, "bias", (out_channels,))
+    attrs = {"stride": stride, "padding": padding, "output_padding": output_padding, "dilation": dilation,
+             "groups": groups}
+    return layer("conv_transpose2d", [x], attrs, params, name=lname)
+
+
+def matmul(a: Tensor, b: Tensor, name: str | None = None) -> Tensor:
+    """Matrix product with numpy semantics; either side may be a constant array."""
+    like = a if isinstance(a, Tensor) else b
+    return layer("matmul", [_as_tensor(like, a), _as_tensor(like, b)], name=name)
+
+
+def instance_norm(x: Tensor, eps: float = 1e-5, name: str | None = None) -> Tensor:
+    b = x._b
+    lname = b.name_for("inorm", name)
+    c = x.channels
+    params = {"weight": small_uniform(lname, "weight", (c,), 0.5, 1.5), "bias": small_uniform(lname, "bias", (c,))}
+    return layer("instance_norm", [x], {"eps": eps}, params, name=lname)
+
+
+def scale_shift(x: Tensor, scale, shift, name: str | None = None) -> Tensor:
+    """Per-channel x * scale[c] + shift[c]."""
+    c = x.channels
+    params = {"scale": np.broadcast_to(np.asarray(scale, np.float32), (c,)).copy(),
+              "shift": np.broadcast_to(np.asarray(shift, np.float32), (c,)).copy()}
+    return layer("scale_shift", [x], {}, params, name=name)
+
+
+def lrn(x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+        name: str | None = None) -> Tensor:
+    """Local response normalization across channels (PyTorch LocalResponseNorm)."""
+    return layer("lrn", [x], {"size": size, "alpha": alpha, "beta": beta, "k": k}, name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# more pooling and resizing
+def lp_pool2d(x: Tensor, p: float, kernel_size, stride=None, ceil_mode: bool = False,
+              name: str | None = None) -> Tensor:
+    """Lp pooling: (sum of |x|^p over the window)^(1/p)."""
+    return layer("lp_pool2d", [x], {"p": p, "kernel_size": kernel_size, "stride": stride, "ceil_mode": ceil_mode},
+                 name=name, base="pool")
+
+
+def max_pool2d_with_indices(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+                            name: str | None = None) -> tuple[Tensor, Tensor]:
+    """Max pooling that also returns the argmax indices (for max_unpool2d): (y, indices)."""
+    attrs = {"kernel_size": kernel_size, "stride": stride, "padding": padding, "dilation": dilation,
+             "ceil_mode": ceil_mode}
+    y = layer("max_pool2d", [x], attrs, name=name, base="pool")
+    idx = layer("max_pool2d_indices", [x], dict(attrs), name=f"{y.name}_indices")
+    return y, idx
+
+
+def max_unpool2d(x: Tensor, indices: Tensor, kernel_size, stride=None, padding=0, output_size=None,
+                 name: str | None = None) -> Tensor:
+    """'Bed of nails' unpooling with the indices of max_pool2d_with_indices."""
+    attrs = {"kernel_size": kernel_size, "stride": stride, "padding": padding,
+             "output_size": None if output_size is None else tuple(int(v) for v in output_size)}
+    return layer("max_unpool2d", [x, indices], attrs, name=name, base="unpool")
+
+
+def unpool_nearest2d(x: Tensor, scale=2, name: str | None = None) -> Tensor:
+    """Nearest-neighbour unpooling: each value becomes a scale x scale block."""
+    return layer("unpool_nearest2d", [x], {"scale": scale}, name=name, base="unpool")
+
+
+def upsample2d(x: Tensor, scale_factor=2, mode: str = "nearest", align_corners: bool = False,
+               size=None, name: str | None = None) -> Tensor:
+    """nn.Upsample: nearest or bilinear, by scale_factor or (when size is given) to a size."""
+    attrs = {"scale_factor": None if size is not None else scale_factor, "size": size, "mode": mode,
+             "align_corners": align_corners}
+    return layer("upsample2d", [x], attrs, name=name, base="up")
+
+
+def depth_to_space(x: Tensor, block: int, mode: str = "DCR", name: str | None = None) -> Tensor:
+    """Channels -> block x block spatial blocks (ONNX DepthToSpace; mode='CRD' is pixel_shuffle)."""
+    return layer("depth_to_space", [x], {"block": block, "mode": mode}, name=name)
+
+
+def space_to_depth(x: Tensor, block: int, mode: str = "DCR", name: str | None = None) -> Tensor:
+    """block x block spatial blocks -> channels (ONNX SpaceToDepth; mode='CRD' is pixel_unshuffle)."""
+    return layer("space_to_depth", [x], {"block": block, "mode": mode}, name=name)
