@@ -1,0 +1,415 @@
+"""A cnncc Graph as a PyTorch module built from torch.nn.functional calls.
+
+This is the *peer* the benchmarks compare against: the same model, same weights, run by
+PyTorch eager (cuDNN / oneDNN) or torch.compile, on CPU or CUDA. It is also a second oracle:
+tests check it against cnncc.reference. Fused groups run their members one by one, so any
+snapshot of the pass pipeline exports.
+
+    from cnncc.codegen.torch_export import to_torch
+    module = to_torch(graph, device="cuda")      # a torch.nn.Module
+    y = module(torch.randn(8, 1, 32, 32, device="cuda"))
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import sympy
+
+from cnncc import ops
+from cnncc.errors import UnsupportedError
+from cnncc.ir import Graph, Node, TensorType
+
+try:  # optional extra: importing this module without torch gives a clear error on use
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover - exercised only without the extra
+    torch = None
+    F = None
+
+Step = Callable[[list], "torch.Tensor"]
+
+
+def _require_torch() -> None:
+    if torch is None:
+        raise UnsupportedError("the PyTorch peer needs the 'torch' extra: pip install 'cnncc[torch]'")
+
+
+class GraphModule(torch.nn.Module if torch is not None else object):
+    """Runs the graph's nodes in topological order; weights are tensors on ``device``."""
+
+    def __init__(self, graph: Graph, device: str = "cpu"):
+        _require_torch()
+        super().__init__()
+        self.graph_name = graph.name
+        self.input_names = list(graph.inputs)
+        self.output_names = list(graph.outputs)
+        self.device = torch.device(device)
+        self.steps: list[tuple[str, Step, list[str]]] = []
+        for node in graph:
+            if node.op == "input":
+                continue
+            if node.op == "fused":
+                for m in node.members:
+                    self.steps.append((m.name, _build(m, _in_types(graph, node, m), self.device), list(m.inputs)))
+                # the group's tensor is named like the group; alias it to its last member
+                last = node.members[-1].name
+                self.steps.append((node.name, (lambda xs: xs[0]), [last]))
+            else:
+                self.steps.append((node.name, _build(node, [graph[i].type for i in node.inputs], self.device),
+                                   list(node.inputs)))
+
+    def forward(self, *inputs):
+        env = dict(zip(self.input_names, inputs))
+        for name, fn, args in self.steps:
+            env[name] = fn([env[a] for a in args])
+        outs = [env[o] for o in self.output_names]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def to_torch(graph: Graph, device: str = "cpu") -> "GraphModule":
+    """Build the PyTorch peer of ``graph`` (raises UnsupportedError listing every unmapped op)."""
+    _require_torch()
+    missing = sorted({n.op for n in _flat(graph) if n.op not in BUILDERS and n.op != "input"})
+    if missing:
+        raise UnsupportedError(f"the PyTorch exporter has no mapping for: {', '.join(missing)}")
+    return GraphModule(graph, device).eval()
+
+
+def run_torch(graph: Graph, x, device: str = "cpu"):
+    """Convenience: numpy in, numpy out (dict when several outputs), like cnncc.reference."""
+    module = to_torch(graph, device)
+    feeds = x if isinstance(x, (list, tuple)) else [x[i] for i in graph.inputs] if isinstance(x, dict) else [x]
+    with torch.no_grad():
+        out = module(*[torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in feeds])
+    if isinstance(out, tuple):
+        return {o: t.cpu().numpy() for o, t in zip(graph.outputs, out)}
+    return out.cpu().numpy()
+
+
+def _flat(graph: Graph):
+    for n in graph:
+        if n.op == "fused":
+            yield from n.members
+        else:
+            yield n
+
+
+def _in_types(graph: Graph, fused: Node, m: Node) -> list[TensorType]:
+    local = {x.name: x.type for x in fused.members}
+    return [local[i] if i in local else graph[i].type for i in m.inputs]
+
+
+# -------------------------------------------------------------------------------------------
+# builders: (node, input types, device) -> step(list of tensors) -> tensor
+BUILDERS: dict[str, Callable] = {}
+
+
+def builds(*names):
+    def deco(fn):
+        for n in names:
+            BUILDERS[n] = fn
+        return fn
+    return deco
+
+
+def _build(node: Node, in_types: list[TensorType], device) -> Step:
+    try:
+        builder = BUILDERS[node.op]
+    except KeyError:
+        raise UnsupportedError(f"the PyTorch exporter has no mapping for '{node.op}' (layer '{node.name}')") from None
+    return builder(node, in_types, device)
+
+
+def _t(arr, device):
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+
+
+def _channel_shape(rank: int) -> tuple:
+    return (1, -1) + (1,) * (rank - 2)
+
+
+def _symmetric(pads) -> list[int] | None:
+    """[p per dim] when every (lo, hi) is balanced, else None (then we pad explicitly)."""
+    return [int(lo) for lo, hi in pads] if all(int(lo) == int(hi) for lo, hi in pads) else None
+
+
+def _torch_pad(pads) -> list[int]:
+    """cnncc [(lo, hi) per dim, outermost first] -> F.pad's (last dim first) flat list."""
+    flat = []
+    for lo, hi in reversed(pads):
+        flat += [int(lo), int(hi)]
+    return flat
+
+
+@builds("constant")
+def _constant(node, ins, device):
+    value = _t(node.params["value"], device)
+    return lambda xs: value
+
+
+@builds("conv1d", "conv2d")
+def _conv(node, ins, device):
+    g = ops.conv_geometry(node, ins[0])
+    w = _t(node.params["weight"], device)
+    b = _t(node.params["bias"], device) if "bias" in node.params else None
+    conv = F.conv1d if g["nd"] == 1 else F.conv2d
+    sym = _symmetric(g["pads"])
+    if sym is not None:
+        return lambda xs: conv(xs[0], w, b, g["stride"], sym, g["dilation"], g["groups"])
+    pad = _torch_pad(g["pads"])
+    return lambda xs: conv(F.pad(xs[0], pad), w, b, g["stride"], 0, g["dilation"], g["groups"])
+
+
+@builds("conv_transpose2d")
+def _conv_transpose(node, ins, device):
+    a = node.attrs
+    w = _t(node.params["weight"], device)
+    b = _t(node.params["bias"], device) if "bias" in node.params else None
+    if isinstance(a.get("padding", 0), str):
+        raise UnsupportedError(f"layer '{node.name}': string padding on conv_transpose2d is not exported")
+    stride, dilation = ops.tup(a.get("stride", 1), 2), ops.tup(a.get("dilation", 1), 2)
+    padding, out_pad = ops.tup(a.get("padding", 0), 2), ops.tup(a.get("output_padding", 0), 2)
+    groups = int(a.get("groups", 1))
+    return lambda xs: F.conv_transpose2d(xs[0], w, b, stride, padding, out_pad, groups, dilation)
+
+
+@builds("dense")
+def _dense(node, ins, device):
+    w = _t(node.params["weight"], device)
+    b = _t(node.params["bias"], device) if "bias" in node.params else None
+    return lambda xs: F.linear(xs[0], w, b)
+
+
+@builds("matmul")
+def _matmul(node, ins, device):
+    return lambda xs: torch.matmul(xs[0], xs[1])
+
+
+def _pool_call(kind: str, nd: int, g: dict, count_include_pad: bool, node: Node):
+    """One of torch's pools with cnncc's (possibly asymmetric) padding and dilation."""
+    k, s, d, ceil = g["kernel"], g["stride"], g["dilation"], g["ceil_mode"]
+    sym = _symmetric(g["pads"])
+    explicit = None if sym is not None else _torch_pad(g["pads"])
+    padding = sym if sym is not None else [0] * nd
+    if kind in ("max", "min"):
+        mp = F.max_pool1d if nd == 1 else F.max_pool2d
+
+        def maxpool(x):
+            if explicit is not None:
+                x = F.pad(x, explicit, value=-math.inf)
+            return mp(x, k, s, padding, d, ceil)
+        return maxpool if kind == "max" else (lambda x: -maxpool(-x))
+    if any(v != 1 for v in d):
+        raise UnsupportedError(f"layer '{node.name}': dilated {kind} pooling has no PyTorch equivalent")
+    if explicit is not None and not count_include_pad:
+        raise UnsupportedError(f"layer '{node.name}': asymmetric padding with count_include_pad=False")
+    divisor = 1 if kind == "sum" else None  # divisor_override=1: the window sum
+
+    def avgpool(x):
+        if explicit is not None:
+            x = F.pad(x, explicit)
+        if nd == 1:  # avg_pool1d has no divisor_override: run it as a 2-D pool of height 1
+            return F.avg_pool2d(x.unsqueeze(2), (1, k[0]), (1, s[0]), (0, padding[0]), ceil, count_include_pad,
+                                divisor).squeeze(2)
+        return F.avg_pool2d(x, k, s, padding, ceil, count_include_pad, divisor)
+    return avgpool
+
+
+def _pool_builder(kind, nd):
+    def build(node, ins, device):
+        g = ops.pool_geometry(node, ins[0])
+        fn = _pool_call(kind, nd, g, bool(node.attrs.get("count_include_pad", True)), node)
+        return lambda xs: fn(xs[0])
+    return build
+
+
+for _kind in ("max", "avg", "min", "sum"):
+    for _nd in (1, 2):
+        BUILDERS[f"{_kind}_pool{_nd}d"] = _pool_builder(_kind, _nd)
+
+
+@builds("lp_pool2d")
+def _lp_pool(node, ins, device):
+    g = ops.pool_geometry(node, ins[0])
+    p = float(node.attrs.get("p", node.attrs.get("norm_type", 2)))
+    if _symmetric(g["pads"]) != [0, 0] or any(v != 1 for v in g["dilation"]):
+        raise UnsupportedError(f"layer '{node.name}': padded or dilated lp_pool2d is not exported")
+    return lambda xs: F.lp_pool2d(xs[0], p, g["kernel"], g["stride"], g["ceil_mode"])
+
+
+@builds("global_avg_pool")
+def _gap(node, ins, device):
+    return lambda xs: xs[0].mean(dim=tuple(range(2, xs[0].dim())), keepdim=True)
+
+
+@builds("global_max_pool")
+def _gmp(node, ins, device):
+    return lambda xs: xs[0].amax(dim=tuple(range(2, xs[0].dim())), keepdim=True)
+
+
+@builds("max_pool2d_indices")
+def _max_pool_indices(node, ins, device):
+    g = ops.pool_geometry(node, ins[0])
+    sym = _symmetric(g["pads"])
+    if sym is None:
+        raise UnsupportedError(f"layer '{node.name}': asymmetric padding on max_pool2d_indices")
+    return lambda xs: F.max_pool2d(xs[0], g["kernel"], g["stride"], sym, g["dilation"], g["ceil_mode"],
+                                   return_indices=True)[1]
+
+
+@builds("max_unpool2d")
+def _max_unpool(node, ins, device):
+    out_hw = tuple(int(d) for d in node.type.shape[2:])
+    k = ops.tup(node.attrs.get("kernel_size", 2), 2)
+    return lambda xs: F.max_unpool2d(xs[0], xs[1], k, output_size=out_hw)
+
+
+@builds("unpool_nearest2d", "upsample2d")
+def _upsample(node, ins, device):
+    out_hw = tuple(int(d) for d in node.type.shape[2:])
+    mode = node.attrs.get("mode", "nearest")
+    if mode == "nearest":
+        return lambda xs: F.interpolate(xs[0], size=out_hw, mode="nearest")
+    align = bool(node.attrs.get("align_corners", False))
+    return lambda xs: F.interpolate(xs[0], size=out_hw, mode=mode, align_corners=align)
+
+
+@builds("batch_norm")
+def _batch_norm(node, ins, device):
+    p = {k: _t(v, device) for k, v in node.params.items()}
+    eps = float(node.attrs["eps"])
+    return lambda xs: F.batch_norm(xs[0], p["mean"], p["var"], p["weight"], p["bias"], False, 0.0, eps)
+
+
+@builds("instance_norm")
+def _instance_norm(node, ins, device):
+    w = _t(node.params["weight"], device) if "weight" in node.params else None
+    b = _t(node.params["bias"], device) if "bias" in node.params else None
+    eps = float(node.attrs.get("eps", 1e-5))
+    return lambda xs: F.instance_norm(xs[0], weight=w, bias=b, eps=eps)
+
+
+@builds("scale_shift")
+def _scale_shift(node, ins, device):
+    shape = _channel_shape(ins[0].rank)
+    scale = _t(node.params["scale"], device).reshape(shape)
+    shift = _t(node.params["shift"], device).reshape(shape)
+    return lambda xs: xs[0] * scale + shift
+
+
+@builds("lrn")
+def _lrn(node, ins, device):
+    a = node.attrs
+    size = int(a.get("size", 5))
+    alpha, beta, k = float(a.get("alpha", 1e-4)), float(a.get("beta", 0.75)), float(a.get("k", a.get("bias", 1.0)))
+    return lambda xs: F.local_response_norm(xs[0], size, alpha, beta, k)
+
+
+def _unary(fn):
+    return lambda node, ins, device: (lambda xs: fn(xs[0], node.attrs))
+
+
+BUILDERS.update({
+    "relu": _unary(lambda x, a: F.relu(x)),
+    "leaky_relu": _unary(lambda x, a: F.leaky_relu(x, float(a["alpha"]))),
+    "relu6": _unary(lambda x, a: F.relu6(x)),
+    "clip": _unary(lambda x, a: torch.clamp(x, a["min"], a["max"])),
+    "sigmoid": _unary(lambda x, a: torch.sigmoid(x)),
+    "tanh": _unary(lambda x, a: torch.tanh(x)),
+    "elu": _unary(lambda x, a: F.elu(x, float(a["alpha"]))),
+    "selu": _unary(lambda x, a: F.selu(x)),
+    "hardswish": _unary(lambda x, a: F.hardswish(x)),
+    "hardsigmoid": _unary(lambda x, a: torch.clamp(float(a["alpha"]) * x + float(a["beta"]), 0, 1)),
+    "silu": _unary(lambda x, a: F.silu(x)),
+    "gelu": _unary(lambda x, a: F.gelu(x, approximate=a["approximate"])),
+    "softplus": _unary(lambda x, a: F.softplus(x, float(a["beta"]), float(a["threshold"]))),
+    "softmax": _unary(lambda x, a: F.softmax(x, dim=int(a["axis"]))),
+    "log_softmax": _unary(lambda x, a: F.log_softmax(x, dim=int(a["axis"]))),
+    "dropout": _unary(lambda x, a: x),
+    "identity": _unary(lambda x, a: x),
+    "flatten": _unary(lambda x, a: torch.flatten(x, int(a["axis"])) if int(a["axis"]) > 0 else x.reshape(1, -1)),
+})
+
+
+@builds("prelu")
+def _prelu(node, ins, device):
+    slope = _t(node.params["slope"], device)
+    if slope.numel() > 1:
+        slope = slope.reshape(_channel_shape(ins[0].rank))
+    return lambda xs: torch.where(xs[0] >= 0, xs[0], xs[0] * slope)
+
+
+BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div} if torch is not None else {}
+for _name, _fn in BINARY.items():
+    BUILDERS[_name] = (lambda fn: lambda node, ins, device: (lambda xs: fn(xs[0], xs[1])))(_fn)
+
+
+@builds("reshape")
+def _reshape(node, ins, device):
+    spec = list(node.attrs["shape"])
+    in_shape = ins[0].shape
+
+    def dim(i, d, x):
+        if isinstance(d, (int, np.integer)):
+            return x.shape[i] if d == 0 else int(d)
+        d = sympy.sympify(d)
+        if d.is_number:
+            return int(d)
+        # a symbolic size (the batch N): evaluate it against the actual input's dims
+        binding = {s: x.shape[j] for j, s in enumerate(in_shape) if isinstance(s, sympy.Symbol)}
+        return int(d.subs(binding))
+    return lambda xs: xs[0].reshape([dim(i, d, xs[0]) for i, d in enumerate(spec)])
+
+
+@builds("transpose")
+def _transpose(node, ins, device):
+    perm = node.attrs.get("perm", node.attrs.get("axes"))
+    return lambda xs: xs[0].permute(*perm) if perm is not None else xs[0].permute(*reversed(range(xs[0].dim())))
+
+
+@builds("concat")
+def _concat(node, ins, device):
+    return lambda xs: torch.cat(xs, dim=int(node.attrs["axis"]))
+
+
+@builds("pad")
+def _pad(node, ins, device):
+    a = node.attrs
+    pads = a.get("pads", a.get("padding"))
+    rank = ins[0].rank
+    if isinstance(pads, int):
+        pads = [(pads, pads)] * (rank - 2)
+    pads = [tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in pads]
+    flat = _torch_pad(pads)
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[a.get("mode", "constant")]
+    value = float(a.get("value", 0.0))
+    if mode == "constant":
+        return lambda xs: F.pad(xs[0], flat, mode="constant", value=value)
+    return lambda xs: F.pad(xs[0], flat, mode=mode)
+
+
+@builds("depth_to_space")
+def _depth_to_space(node, ins, device):
+    r = int(node.attrs.get("block_size", node.attrs.get("blocksize", 2)))
+    if node.attrs.get("mode", "CRD") != "CRD":  # DCR: ONNX's default, not pixel_shuffle's
+        def dcr(xs):
+            x = xs[0]
+            n, c, h, w = x.shape
+            x = x.reshape(n, r, r, c // (r * r), h, w).permute(0, 3, 4, 1, 5, 2)
+            return x.reshape(n, c // (r * r), h * r, w * r)
+        return dcr
+    return lambda xs: F.pixel_shuffle(xs[0], r)
+
+
+@builds("space_to_depth")
+def _space_to_depth(node, ins, device):
+    r = int(node.attrs.get("block_size", node.attrs.get("blocksize", 2)))
+
+    def s2d(xs):  # ONNX SpaceToDepth order: (N, C, H/r, r, W/r, r) -> (N, r, r, C, H/r, W/r)
+        x = xs[0]
+        n, c, h, w = x.shape
+        x = x.reshape(n, c, h // r, r, w // r, r).permute(0, 3, 5, 1, 2, 4)
+        return x.reshape(n, c * r * r, h // r, w // r)
+    return s2d
