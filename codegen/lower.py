@@ -1,0 +1,660 @@
+"""Lowering: a (fused) Graph -> a Program of KernelSpecs, everything a target needs as plain ints.
+
+Python decides WHAT each kernel computes; the templates of a target (C, CUDA) only spell it.
+A KernelSpec therefore holds no sympy and no graph: shapes, strides, paddings and offsets are
+ints, the batch size ``N`` is the one runtime argument every kernel takes.
+
+Vocabulary (shared by every target, see also ``runtime/module.py`` for the backend protocol):
+
+* ``TensorRef``: where a tensor lives. ``storage`` is ``"input"``/``"output"`` (the caller's
+  arrays, index ``slot``), ``"arena"`` (one scratch allocation; byte offset ``arena_a * N +
+  arena_b``) or ``"weights"`` (the one float32 weight blob; element offset ``offset``). Batched
+  tensors (``batched``) have ``shape[0] == 1`` standing for ``N``; item ``n`` starts at
+  ``n * item_stride`` elements from the tensor's pointer, and the pointer itself is the
+  storage address plus ``base`` elements (``base``/``item_stride`` differ from the plain
+  layout only when a producer writes into a channel slice of an eliminated concat,
+  contract C).
+* Output coordinates ``(n, c, q)``: every kernel's output of shape ``(N, C, *rest)`` is
+  addressed by batch item ``n``, channel ``c`` (dim 1) and flat inner position ``q`` (over
+  ``rest``; 0 when the output is 2-D). An ``Operand`` reads another tensor at those coordinates
+  with strides ``stride_n * n + stride_c * c + stride_q * q`` (a 0 stride broadcasts); when
+  the inner dims broadcast partially, ``general`` gives a stride per inner output dim and
+  ``inner_dims`` the sizes to decompose ``q`` with.
+* ``EpilogueOp``: one elementwise op applied to the running value ``v`` at ``(n, c, q)``:
+  ``bias``, ``scale_shift``, ``batch_norm`` (params mean, inv, bias), ``prelu``, any activation,
+  or ``add/sub/mul/div`` with an ``operand`` (``swap``: the operand is the left side).
+* ``PoolSpec``: the one pooling fused after an anchor. ``post_epilogue`` True means the
+  epilogue runs once per pooled output after the max/min (legal because every epilogue op
+  before the pool is per-channel and non-decreasing: bias, MONOTONE activations, scale_shift
+  with scale >= 0, ...).
+
+Families (``KernelSpec.family``) and their ``geometry`` keys:
+  conv            C_in, H, W, C_out, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW, groups  (1-D: H=1)
+  conv_transpose  same keys plus OPH, OPW (output_padding)
+  dense           K (in features), M (out features); optional ``tail`` softmax/log_softmax
+  pool            kind, C, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW, count_include_pad
+  global_pool     kind, C, Q (spatial size)
+  softmax         log, outer, axis_len, inner (per batch item)
+  elementwise     C, Q (output coordinates); inputs are Operands, the chain is ``epilogue``
+  copy            numel (per item) — views that must materialize, identity at opt 0
+  concat          axis-1 style copy: outer, inner sizes per input, in geometry["parts"]
+  (lrn, pad, upsample, depth_to_space, space_to_depth, transpose: see _lower_node)
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sympy
+
+from cnncc import ops
+from cnncc.errors import UnsupportedError
+from cnncc.ir import N, Graph, Node
+
+ALIGN_FLOATS = 16          # weight blob entries start on 64-byte boundaries (vector loads)
+ALIGN_BYTES = 64           # arena entries too, when we plan the arena ourselves
+
+# identifiers the templates use for their own locals, and C/CUDA keywords
+RESERVED = set("""auto break case char const continue default do double else enum extern float for goto if inline
+int long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile
+while N W n c q v i j k g co ci kh kw oh ow ih iw ph pw acc sum best cnt x y r s m o p t w b in out plane
+weights arena inputs outputs blockIdx threadIdx blockDim gridDim main min max exp log""".split())
+
+
+def cname(name: str) -> str:
+    """A graph name as a C identifier that clashes with no keyword and no template local."""
+    s = re.sub(r"\W", "_", name)
+    if not s or s[0].isdigit():
+        s = "t_" + s
+    if s in RESERVED or keyword.iskeyword(s):
+        s += "_t"
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# the data a template sees
+@dataclass
+class TensorRef:
+    """Where one tensor lives and how it is laid out (see the module docstring)."""
+
+    name: str
+    cname: str
+    shape: tuple[int, ...]            # concrete; shape[0] == 1 stands for N when batched
+    batched: bool = True
+    dtype: str = "float32"
+    storage: str = "arena"            # input | output | arena | weights
+    slot: int = 0                     # index into inputs / outputs
+    arena_a: int = 0                  # arena byte offset = arena_a * N + arena_b
+    arena_b: int = 0
+    offset: int = 0                   # element offset into the weight blob
+    base: int = 0                     # element offset added to the storage address
+    item_stride: int = 0              # elements between batch items
+
+    @property
+    def item_numel(self) -> int:
+        return int(np.prod(self.shape[1:] if self.batched else self.shape, dtype=np.int64))
+
+    def nbytes(self, batch: int) -> int:
+        return self.item_numel * (batch if self.batched else 1) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Operand:
+    """Reads ``tensor`` at output coordinates (n, c, q); see the module docstring."""
+
+    tensor: TensorRef
+    stride_n: int
+    stride_c: int
+    stride_q: int
+    general: tuple[int, ...] | None = None      # one stride per inner output dim
+    inner_dims: tuple[int, ...] | None = None   # the inner output dims (to split q)
+
+
+@dataclass
+class EpilogueOp:
+    op: str                                   # registry op name, or "bias"
+    node: str                                 # graph node it came from
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, TensorRef] = field(default_factory=dict)   # per-channel vectors in the blob
+    operand: Operand | None = None
+    swap: bool = False                        # binary op: operand OP v instead of v OP operand
+    per_channel: bool = False                 # params have one value per channel (else one value)
+
+
+@dataclass
+class PoolSpec:
+    node: str
+    kind: str                                  # max | avg | min | sum
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    DH: int
+    DW: int
+    PH: int                                    # low padding (the high side follows from OH/OW)
+    PW: int
+    H: int                                     # pooled input (the anchor's output)
+    W: int
+    OH: int
+    OW: int
+    count_include_pad: bool = True
+    PH_hi: int = 0
+    PW_hi: int = 0
+    post_epilogue: bool = False
+
+
+@dataclass
+class KernelSpec:
+    """One kernel: what it computes, in ints. ``name`` is a C identifier from the graph."""
+
+    name: str
+    family: str
+    nodes: list[tuple[str, str]]              # (node name, op) of every fused member, in order
+    output: TensorRef
+    inputs: list[TensorRef] = field(default_factory=list)       # main data inputs (x, indices, ...)
+    operands: list[Operand] = field(default_factory=list)       # elementwise family: its inputs
+    weights: dict[str, TensorRef] = field(default_factory=dict)  # weight, (bias is an epilogue op)
+    geometry: dict[str, Any] = field(default_factory=dict)
+    epilogue: list[EpilogueOp] = field(default_factory=list)
+    pool: PoolSpec | None = None
+    tail: str | None = None                   # softmax | log_softmax after dense
+    shapes: dict[str, tuple] = field(default_factory=dict)   # node -> shape text, for comments
+
+    @property
+    def out_C(self) -> int:
+        return self.output.shape[1] if len(self.output.shape) > 1 else 1
+
+    @property
+    def out_Q(self) -> int:
+        return int(np.prod(self.output.shape[2:], dtype=np.int64)) if len(self.output.shape) > 2 else 1
+
+    def tensors(self) -> list[TensorRef]:
+        """Every activation tensor the kernel touches (inputs, operands, output), deduplicated."""
+        seen: dict[str, TensorRef] = {}
+        for t in self.inputs + [o.tensor for o in self.operands] + \
+                [e.operand.tensor for e in self.epilogue if e.operand] + [self.output]:
+            if t.storage != "weights":
+                seen.setdefault(t.cname, t)
+        return list(seen.values())
+
+
+@dataclass
+class Program:
+    """A whole lowered model: kernels in execution order plus where every tensor lives."""
+
+    name: str
+    kernels: list[KernelSpec]
+    inputs: list[TensorRef]
+    outputs: list[TensorRef]
+    blob: np.ndarray                           # float32 weights, every param at its offset
+    blob_layout: dict[str, tuple[int, tuple]]  # "layer.param" -> (offset, shape)
+    arena_a: int                               # arena bytes = arena_a * N + arena_b
+    arena_b: int
+    arena_source: str = "cnncc"                # "memory_plan" when graph.meta's plan was used
+
+    def arena_bytes(self, batch: int) -> int:
+        return self.arena_a * batch + self.arena_b
+
+
+# ---------------------------------------------------------------------------------------------
+def lower(graph: Graph) -> list[KernelSpec]:
+    """Contract E: one KernelSpec per kernel, in execution order."""
+    return lower_program(graph).kernels
+
+
+def lower_program(graph: Graph) -> Program:
+    return _Lowering(graph).run()
+
+
+def _linear_in_N(expr, what: str) -> tuple[int, int]:
+    """sympy a*N + b -> (a, b); a Max of linear pieces -> its componentwise upper bound."""
+    expr = sympy.sympify(expr)
+    if isinstance(expr, sympy.Max):
+        pieces = [_linear_in_N(a, what) for a in expr.args]
+        return max(p[0] for p in pieces), max(p[1] for p in pieces)
+    try:
+        poly = sympy.Poly(sympy.expand(expr), N)
+    except sympy.PolynomialError:
+        raise UnsupportedError(f"{what} = {expr} is not linear in the batch size N") from None
+    if poly.degree() > 1 or poly.free_symbols - {N}:
+        raise UnsupportedError(f"{what} = {expr} is not linear in the batch size N")
+    a = int(poly.coeff_monomial(N)) if poly.degree() == 1 else 0
+    return a, int(poly.coeff_monomial(1))
+
+
+class _Lowering:
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.refs: dict[str, TensorRef] = {}
+        self.blob_parts: list[np.ndarray] = []
+        self.blob_size = 0
+        self.blob_layout: dict[str, tuple[int, tuple]] = {}
+        self.cnames: set[str] = set()
+        self.plan = graph.meta.get("memory_plan")
+        self.arena_a = 0
+        self.arena_b = 0
+
+    # -- names, weights ----------------------------------------------------------------------
+    def unique_cname(self, name: str) -> str:
+        base = cname(name)
+        s, i = base, 1
+        while s in self.cnames:
+            s, i = f"{base}_{i}", i + 1
+        self.cnames.add(s)
+        return s
+
+    def weight(self, key: str, arr: np.ndarray) -> TensorRef:
+        """Append an array to the weight blob (deduplicated by key) and return its reference."""
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if key in self.blob_layout:
+            off, shape = self.blob_layout[key]
+            return TensorRef(key, cname(key.replace(".", "_")), tuple(shape), batched=False,
+                             storage="weights", offset=off)
+        off = self.blob_size
+        self.blob_parts.append(arr.ravel())
+        pad = (-arr.size) % ALIGN_FLOATS
+        if pad:
+            self.blob_parts.append(np.zeros(pad, np.float32))
+        self.blob_size += arr.size + pad
+        self.blob_layout[key] = (off, tuple(arr.shape))
+        return TensorRef(key, cname(key.replace(".", "_")), tuple(arr.shape), batched=False,
+                         storage="weights", offset=off)
+
+    # -- tensors -------------------------------------------------------------------------------
+    def concrete(self, node: Node) -> tuple[tuple[int, ...], bool]:
+        shape = node.type.shape
+        if not shape:
+            return (1,), False
+        batched = sympy.simplify(sympy.sympify(shape[0]) - N) == 0
+        rest = shape[1:] if batched else shape
+        out = []
+        for d in rest:
+            d = sympy.sympify(d)
+            if not d.is_number:
+                raise UnsupportedError(f"layer '{node.name}' ({node.op}): shape {tuple(shape)} has a symbolic "
+                                       f"size other than a leading batch N; compile needs concrete sizes "
+                                       f"(fix: give concrete input sizes; only the batch may stay N)")
+            out.append(int(d))
+        return ((1,) + tuple(out) if batched else tuple(out)), bool(batched)
+
+    def ref(self, name: str) -> TensorRef:
+        if name not in self.refs:
+            self.refs[name] = self._make_ref(name)
+        return self.refs[name]
+
+    def _make_ref(self, name: str) -> TensorRef:
+        node = self.g[name]
+        shape, batched = self.concrete(node)
+        if node.op == "constant":
+            r = self.weight(f"{name}.value", node.params["value"])
+            r.shape, r.batched, r.name, r.cname = shape, batched, name, self.unique_cname(name)
+            r.item_stride = r.item_numel
+            return r
+        ref = TensorRef(name, self.unique_cname(name), shape, batched, dtype=node.type.dtype)
+        ref.item_stride = ref.item_numel
+        if name in self.g.inputs:
+            ref.storage, ref.slot = "input", self.g.inputs.index(name)
+            return ref
+        if name in self.g.outputs:
+            if node.meta.get("write_into"):
+                raise UnsupportedError(f"layer '{name}' is a graph output and also writes into concat "
+                                       f"'{node.meta['write_into']['tensor']}'")
+            ref.storage, ref.slot = "output", self.g.outputs.index(name)
+            return ref
+        view_of = node.meta.get("view_of")
+        if view_of:
+            src = self.ref(view_of)
+            if not (batched and src.batched):
+                raise UnsupportedError(f"layer '{name}' ({node.op}) is a view that merges the batch dimension "
+                                       f"{tuple(node.type.shape)}; cnncc keeps N as the leading dimension")
+            return TensorRef(name, ref.cname, shape, True, node.type.dtype, src.storage, src.slot, src.arena_a,
+                             src.arena_b, src.offset, src.base, src.item_stride)
+        wi = node.meta.get("write_into")
+        if wi:
+            dst = self.ref(wi["tensor"])
+            inner = int(np.prod(shape[2:], dtype=np.int64))
+            return TensorRef(name, ref.cname, shape, batched, node.type.dtype, dst.storage, dst.slot, dst.arena_a,
+                             dst.arena_b, dst.offset, dst.base + int(wi["channel_offset"]) * inner, dst.item_stride)
+        self.place_in_arena(ref)
+        return ref
+
+    def place_in_arena(self, ref: TensorRef) -> None:
+        if self.plan and ref.name in self.plan.get("offsets", {}):
+            ref.arena_a, ref.arena_b = _linear_in_N(self.plan["offsets"][ref.name], f"arena offset of '{ref.name}'")
+            return
+        if self.plan:
+            raise UnsupportedError(f"the memory plan has no offset for intermediate tensor '{ref.name}'")
+        size = ref.item_numel * np.dtype(ref.dtype).itemsize
+        per_n = size if ref.batched else 0
+        const = 0 if ref.batched else size
+        ref.arena_a, ref.arena_b = self.arena_a, self.arena_b
+        self.arena_a += -(-per_n // ALIGN_BYTES) * ALIGN_BYTES
+        self.arena_b += -(-const // ALIGN_BYTES) * ALIGN_BYTES
+
+    def operand(self, name: str, out_shape: tuple[int, ...]) -> Operand:
+        """How to read tensor ``name`` at the output's (n, c, q) coordinates, numpy broadcasting."""
+        t = self.ref(name)
+        rank = len(out_shape)
+        tshape = list(t.shape)
+        if len(tshape) > rank:
+            raise UnsupportedError(f"tensor '{name}' {tuple(t.shape)} has a higher rank than the output "
+                                   f"{out_shape} it is combined with")
+        # contiguous strides of the operand's storage, right-aligned against the output
+        strides = [0] * rank
+        acc = 1
+        for i in range(len(tshape) - 1, -1, -1):
+            od = rank - len(tshape) + i
+            if i == 0 and t.batched:
+                strides[od] = t.item_stride
+            else:
+                strides[od] = acc if tshape[i] != 1 or out_shape[od] == 1 else 0
+                if tshape[i] == 1:
+                    strides[od] = 0
+            acc *= tshape[i]
+        if rank == 0:
+            return Operand(t, 0, 0, 0)
+        s_n = strides[0] if (t.batched or len(tshape) == rank) else 0
+        if not t.batched and len(tshape) == rank and tshape[0] == 1:
+            s_n = 0
+        s_c = strides[1] if rank > 1 else 0
+        inner = list(out_shape[2:])
+        inner_strides = strides[2:]
+        contiguous = []
+        acc = 1
+        for d in reversed(inner):
+            contiguous.append(acc)
+            acc *= d
+        contiguous = contiguous[::-1]
+        live = [(s, d) for s, d in zip(inner_strides, inner) if d != 1]
+        if all(s == 0 for s, _ in live):
+            return Operand(t, s_n, s_c, 0)
+        if all(s == cs for s, cs, d in zip(inner_strides, contiguous, inner) if d != 1):
+            return Operand(t, s_n, s_c, 1)
+        return Operand(t, s_n, s_c, 0, tuple(inner_strides), tuple(inner))
+
+    # -- the walk --------------------------------------------------------------------------------
+    def run(self) -> Program:
+        g = self.g
+        for name in g.inputs:
+            self.ref(name)
+        for name in g.outputs:
+            self.ref(name)
+        kernels: list[KernelSpec] = []
+        problems: list[str] = []
+        for node in g:
+            if node.op in ("input", "constant"):
+                continue
+            if node.meta.get("eliminated"):
+                self.ref(node.name)
+                continue
+            if node.meta.get("view_of") and node.name not in g.outputs:
+                self.ref(node.name)
+                continue
+            try:
+                kernels.append(self.lower_node(node))
+            except UnsupportedError as e:
+                problems.append(str(e))
+        if problems:
+            raise UnsupportedError("cannot generate code for:\n  " + "\n  ".join(problems))
+        if self.plan:
+            self.arena_a, self.arena_b = _linear_in_N(self.plan["arena_bytes"], "arena size")
+            source = "memory_plan"
+        else:
+            source = "cnncc"
+        blob = np.concatenate(self.blob_parts) if self.blob_parts else np.zeros(ALIGN_FLOATS, np.float32)
+        return Program(g.name, kernels, [self.ref(i) for i in g.inputs], [self.ref(o) for o in g.outputs],
+                       blob, self.blob_layout, self.arena_a, self.arena_b, source)
+
+    def lower_node(self, node: Node) -> KernelSpec:
+        if node.op == "fused":
+            return self.lower_fused(node)
+        out = self.ref(node.name)
+        spec = KernelSpec(cname(node.name), "", [(node.name, node.op)], out)
+        spec.shapes[node.name] = tuple(node.type.shape)
+        opdef = ops.get(node.op, node=node.name)
+        if opdef.has(ops.ANCHOR):
+            self.anchor(spec, node)
+            return self.finish(spec)
+        if node.meta.get("view_of") or opdef.has(ops.VIEW):
+            src = self.ref(node.inputs[0])
+            spec.family = "copy"
+            spec.inputs = [src]
+            spec.geometry = {"numel": out.item_numel}
+            return spec
+        if opdef.has(ops.ELEMENTWISE) or node.op in ("batch_norm", "scale_shift", "prelu"):
+            self.elementwise_chain(spec, [node])
+            return spec
+        if opdef.has(ops.POOL):
+            spec.family = "pool"
+            spec.inputs = [self.ref(node.inputs[0])]
+            spec.pool = self.pool_spec(node)
+            return spec
+        if node.op in ("global_avg_pool", "global_max_pool"):
+            x = self.ref(node.inputs[0])
+            spec.family = "global_pool"
+            spec.inputs = [x]
+            spec.geometry = {"kind": node.op.split("_")[1], "C": x.shape[1],
+                             "Q": int(np.prod(x.shape[2:], dtype=np.int64))}
+            return spec
+        if node.op in ("softmax", "log_softmax"):
+            x = self.ref(node.inputs[0])
+            ax = node.attrs["axis"] % len(x.shape)
+            if ax == 0:
+                raise UnsupportedError(f"layer '{node.name}' ({node.op}): softmax over the batch axis")
+            spec.family = "softmax"
+            spec.inputs = [x]
+            spec.geometry = {"log": node.op == "log_softmax",
+                             "outer": int(np.prod(x.shape[1:ax], dtype=np.int64)), "axis_len": x.shape[ax],
+                             "inner": int(np.prod(x.shape[ax + 1:], dtype=np.int64))}
+            return spec
+        if node.op == "concat":
+            return self.concat(spec, node)
+        return self.lower_other(spec, node)
+
+    # -- families ---------------------------------------------------------------------------------
+    def anchor(self, spec: KernelSpec, node: Node) -> None:
+        x = self.ref(node.inputs[0])
+        spec.inputs = [x]
+        p = node.params
+        if node.op in ("conv1d", "conv2d", "conv_transpose2d", "conv_transpose1d"):
+            g = ops.conv_geometry(node, self.g[node.inputs[0]].type)
+            w = p["weight"]
+            if g["nd"] == 1:
+                g = {"kernel": (1,) + g["kernel"], "stride": (1,) + g["stride"],
+                     "dilation": (1,) + g["dilation"], "pads": [(0, 0)] + list(g["pads"]), "groups": g["groups"]}
+                xs = (x.shape[0], x.shape[1], 1, x.shape[2])
+                w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+            else:
+                xs = x.shape
+            (ph, ph_hi), (pw, pw_hi) = [(int(a), int(b)) for a, b in g["pads"]]
+            geo = {"C_in": xs[1], "H": xs[2], "W": xs[3], "KH": g["kernel"][0], "KW": g["kernel"][1],
+                   "SH": g["stride"][0], "SW": g["stride"][1], "DH": g["dilation"][0], "DW": g["dilation"][1],
+                   "PH": ph, "PW": pw, "PH_hi": ph_hi, "PW_hi": pw_hi, "groups": g["groups"]}
+            os_ = self.concrete(node)[0]
+            if len(os_) == 3:
+                os_ = (os_[0], os_[1], 1, os_[2])
+            geo.update(C_out=os_[1], OH=os_[2], OW=os_[3])
+            if node.op.startswith("conv_transpose"):
+                spec.family = "conv_transpose"
+                opad = ops.tup(node.attrs.get("output_padding", 0), 2 if len(xs) == 4 else 1)
+                geo.update(OPH=opad[0] if len(opad) == 2 else 0, OPW=opad[-1])
+            else:
+                spec.family = "conv"
+            spec.geometry = geo
+            spec.weights["weight"] = self.weight(f"{node.name}.weight", w)
+        elif node.op == "dense":
+            if len(x.shape) != 2:
+                raise UnsupportedError(f"layer '{node.name}' (dense): input {tuple(x.shape)} is not 2-D; "
+                                       f"flatten it first")
+            spec.family = "dense"
+            spec.geometry = {"K": p["weight"].shape[1], "M": p["weight"].shape[0]}
+            spec.weights["weight"] = self.weight(f"{node.name}.weight", p["weight"])
+        else:
+            raise UnsupportedError(f"layer '{node.name}' ({node.op}): no kernel family for this anchor yet")
+        if "bias" in p:
+            spec.epilogue.append(EpilogueOp("bias", node.name, params={"bias": self.weight(f"{node.name}.bias",
+                                                                                         p["bias"])},
+                                            per_channel=True))
+
+    def epilogue_op(self, m: Node, prev: str | None, out_shape: tuple[int, ...]) -> EpilogueOp:
+        """One chain member as an EpilogueOp; ``prev`` names the running value's tensor."""
+        op = m.op
+        e = EpilogueOp(op, m.name, attrs=dict(m.attrs))
+        p = m.params
+        if op == "batch_norm":
+            inv = (p["weight"] / np.sqrt(p["var"] + np.float32(m.attrs["eps"]))).astype(np.float32)
+            e.params = {"mean": self.weight(f"{m.name}.mean", p["mean"]),
+                        "inv": self.weight(f"{m.name}.inv_std_weight", inv),
+                        "bias": self.weight(f"{m.name}.bias", p["bias"])}
+            e.per_channel = True
+        elif op == "scale_shift":
+            e.params = {"scale": self.weight(f"{m.name}.scale", p["scale"]),
+                        "shift": self.weight(f"{m.name}.shift", p["shift"])}
+            e.per_channel = True
+        elif op == "prelu":
+            e.params = {"slope": self.weight(f"{m.name}.slope", p["slope"])}
+            e.per_channel = p["slope"].size > 1
+        elif op in ops.BINARY:
+            others = [i for i in m.inputs if i != prev] if prev is not None else list(m.inputs[1:])
+            if prev is not None and len(others) != 1:
+                # x + x: both sides are the running value
+                e.attrs["self"] = True
+                return e
+            e.operand = self.operand(others[0], out_shape)
+            e.swap = prev is not None and m.inputs[0] != prev
+        elif op in ("dropout", "identity"):
+            pass
+        elif not ops.get(op, node=m.name).has(ops.ACTIVATION):
+            raise UnsupportedError(f"layer '{m.name}' ({op}) cannot be part of an elementwise epilogue")
+        return e
+
+    def elementwise_chain(self, spec: KernelSpec, members: list[Node]) -> None:
+        spec.family = "elementwise"
+        out = spec.output
+        first = members[0]
+        spec.operands = [self.operand(first.inputs[0], out.shape)]
+        prev = None
+        for m in members:
+            e = self.epilogue_op(m, prev, out.shape)
+            if prev is None and m.op in ops.BINARY:
+                e.operand = self.operand(m.inputs[1], out.shape)
+                e.swap = False
+            spec.epilogue.append(e)
+            prev = m.name
+        spec.geometry = {"C": spec.out_C, "Q": spec.out_Q}
+
+    def pool_spec(self, node: Node) -> PoolSpec:
+        in_node_type = self._type_of(node.inputs[0])
+        g = ops.pool_geometry(node, in_node_type)
+        shape_in = tuple(int(sympy.sympify(d).subs(N, 1)) for d in in_node_type.shape)
+        shape_out = tuple(int(sympy.sympify(d).subs(N, 1)) for d in node.type.shape)
+        k, s, d, pads = list(g["kernel"]), list(g["stride"]), list(g["dilation"]), [tuple(map(int, p)) for p in g["pads"]]
+        if g["nd"] == 1:
+            k, s, d, pads = [1] + k, [1] + s, [1] + d, [(0, 0)] + pads
+            shape_in = shape_in[:2] + (1,) + shape_in[2:]
+            shape_out = shape_out[:2] + (1,) + shape_out[2:]
+        return PoolSpec(node.name, node.op.split("_")[0], k[0], k[1], s[0], s[1], d[0], d[1], pads[0][0],
+                        pads[1][0], shape_in[2], shape_in[3], shape_out[2], shape_out[3],
+                        bool(node.attrs.get("count_include_pad", True)), pads[0][1], pads[1][1])
+
+    def _type_of(self, name: str):
+        if getattr(self, "_member_types", None) and name in self._member_types:
+            return self._member_types[name]
+        return self.g[name].type
+
+    def concat(self, spec: KernelSpec, node: Node) -> KernelSpec:
+        out = spec.output
+        ax = node.attrs["axis"] % len(out.shape)
+        if ax == 0:
+            raise UnsupportedError(f"layer '{node.name}' (concat): concatenation along the batch axis")
+        spec.family = "concat"
+        spec.inputs = [self.ref(i) for i in node.inputs]
+        inner = int(np.prod(out.shape[ax + 1:], dtype=np.int64))
+        outer = int(np.prod(out.shape[1:ax], dtype=np.int64))
+        parts, off = [], 0
+        for t in spec.inputs:
+            chunk = t.shape[ax] * inner
+            parts.append({"chunk": chunk, "offset": off})
+            off += chunk
+        spec.geometry = {"outer": outer, "row": off, "parts": parts}
+        return spec
+
+    def lower_fused(self, node: Node) -> KernelSpec:
+        members = node.members
+        self._member_types = {m.name: m.type for m in members}
+        try:
+            out = self.ref(node.name)
+            spec = KernelSpec(cname(node.name), "", [(m.name, m.op) for m in members], out)
+            for m in members:
+                spec.shapes[m.name] = tuple(m.type.shape)
+            kind = node.attrs.get("kind")
+            if kind == "elementwise":
+                if any(ops.get(m.op).has(ops.POOL) for m in members):
+                    raise UnsupportedError(f"fused group '{node.name}': pooling after an elementwise chain")
+                self.elementwise_chain(spec, members)
+                return spec
+            anchor = members[0]
+            # the anchor reads the fused node's external input; build its spec on the anchor's own shape
+            saved = spec.output
+            spec.output = TensorRef(anchor.name, saved.cname, self._member_shape(anchor), True)
+            self.anchor(spec, anchor)
+            anchor_shape = spec.output.shape
+            spec.output = saved
+            prev = anchor.name
+            for m in members[1:]:
+                opdef = ops.get(m.op, node=m.name)
+                if opdef.has(ops.POOL):
+                    spec.pool = self.pool_spec(m)
+                elif m.op in ("softmax", "log_softmax"):
+                    spec.tail = m.op
+                else:
+                    if spec.pool is not None:
+                        raise UnsupportedError(f"fused group '{node.name}': '{m.name}' follows the pooling member")
+                    spec.epilogue.append(self.epilogue_op(m, prev, anchor_shape))
+                prev = m.name
+            if spec.pool is not None:
+                spec.pool.post_epilogue = self.commutes_with_pool(spec)
+            spec.geometry["anchor_shape"] = anchor_shape
+            return self.finish(spec)
+        finally:
+            self._member_types = None
+
+    def _member_shape(self, m: Node) -> tuple[int, ...]:
+        shape = tuple(int(sympy.sympify(d).subs(N, 1)) for d in m.type.shape)
+        return shape
+
+    def commutes_with_pool(self, spec: KernelSpec) -> bool:
+        """Max/min pooling commutes with per-channel non-decreasing maps: apply them after the pool."""
+        if spec.pool.kind not in ("max", "min"):
+            return False
+        blob = np.concatenate(self.blob_parts) if self.blob_parts else None
+        for e in spec.epilogue:
+            if e.op == "bias":
+                continue
+            if e.op in ("scale_shift", "batch_norm"):
+                ref = e.params["scale" if e.op == "scale_shift" else "inv"]
+                vals = blob[ref.offset: ref.offset + ref.item_numel]
+                if (vals < 0).any():
+                    return False
+                continue
+            if e.op in ("add", "sub") and e.operand is not None and not e.swap \
+                    and e.operand.stride_n == 0 and e.operand.stride_q == 0 and e.operand.general is None:
+                continue
+            if e.op in ops.REGISTRY and ops.get(e.op).has(ops.MONOTONE):
+                continue
+            return False
+        return True
+
+    def finish(self, spec: KernelSpec) -> KernelSpec:
+        if spec.family in ("conv", "conv_transpose"):
+            spec.geometry.setdefault("anchor_shape", (1, spec.geometry["C_out"], spec.geometry["OH"],
+                                                      spec.geometry["OW"]))
+        return spec
+
+    def lower_other(self, spec: KernelSpec, node: Node) -> KernelSpec:
+        """Data-movement and normalization operators that are kernels of their own."""
+        raise UnsupportedError(f"layer '{node.name}' ({node.op}): the code generators have no kernel for "
+                               f"this operator yet")

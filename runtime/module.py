@@ -1,0 +1,326 @@
+"""CompiledModule and the backend protocol every target (C, CUDA, CUDA emulation) implements.
+
+The protocol keeps the targets interchangeable: codegen/lower.py turns a graph into a
+``Program`` (KernelSpecs + where each tensor lives, all ints); a ``Backend`` then
+
+    rendered = backend.render(program)              # -> Rendered: one source text + per-kernel pieces
+    backend.build(rendered.source, artifact_path)   # compile it (gcc .so, NVRTC cubin, g++ emulation .so)
+    runner = backend.load(artifact_path, program, rendered)
+    outputs = runner(inputs, batch)                 # list of numpy inputs -> list of numpy outputs
+
+``build`` is called through runtime/cache.py, keyed by ``backend.toolchain()`` (compiler
+identity + flags) and the source text. ``load`` may be slow (it is called once, lazily, on the
+first forward call, so ``cnncc compile --target cuda`` works on a machine without a GPU).
+``machine()`` fingerprints where an artifact is valid; a saved module whose fingerprint differs
+is rebuilt from its source instead of trusting the binary.
+
+A saved module folder holds manifest.json (format version, sha256 of every file and of the
+manifest itself, the Program without its weights), the source (kernels.c / kernels.cu), the
+artifact (.so / .cubin) and weights.npz (one array per "layer.param", loaded with
+allow_pickle=False). Loading never unpickles and refuses any file whose hash differs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from cnncc.errors import CnnccError, CompileError, IntegrityError, ModelError
+from cnncc.codegen.lower import EpilogueOp, KernelSpec, Operand, PoolSpec, Program, TensorRef
+
+FORMAT = "cnncc-module"
+FORMAT_VERSION = 1
+
+#: a runner executes the whole model: (inputs in graph order, batch size) -> outputs in graph order
+Runner = Callable[[Sequence[np.ndarray], int], list]
+
+
+@dataclass
+class KernelSource:
+    """One kernel as the user sees it in ``mod.kernels``: name, its source text, how it launches."""
+
+    name: str
+    source: str
+    launch: str
+
+
+@dataclass
+class Rendered:
+    """A target's rendering of a Program: the complete source and the per-kernel excerpts."""
+
+    source: str
+    kernels: list[KernelSource] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    target: str            # "c" | "cuda" | "cuda-emu"
+    source_name: str       # file name of the source in a saved module ("kernels.c")
+    artifact_name: str     # file name of the built artifact ("kernels.so", "kernels.cubin")
+
+    def render(self, program: Program) -> Rendered: ...
+
+    def toolchain(self) -> str: ...
+
+    def machine(self) -> str: ...
+
+    def build(self, source: str, artifact: Path) -> None: ...
+
+    def load(self, artifact: Path, program: Program, rendered: Rendered) -> Runner: ...
+
+
+BACKENDS = {"c": "cnncc.runtime.cpu:CBackend", "cuda": "cnncc.runtime.cuda:CudaBackend",
+            "cuda-emu": "cnncc.runtime.emu:EmuBackend"}
+
+
+def get_backend(target: str) -> Backend:
+    if target not in BACKENDS:
+        raise CnnccError(f"unknown target '{target}' (known: {', '.join(BACKENDS)})")
+    mod_name, cls = BACKENDS[target].split(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        raise CnnccError(f"target '{target}' is not available: {e}") from None
+    return getattr(module, cls)()
+
+
+# ---------------------------------------------------------------------------------------------
+class CompiledModule:
+    """A compiled model: call it with numpy arrays; any batch size runs on the same module."""
+
+    def __init__(self, program: Program, rendered: Rendered, backend: Backend, artifact: Path,
+                 report: Any = None):
+        self.program = program
+        self.rendered = rendered
+        self.backend = backend
+        self.artifact = Path(artifact)
+        self.report = report
+        self._runner: Runner | None = None
+
+    @property
+    def target(self) -> str:
+        return self.backend.target
+
+    @property
+    def source(self) -> str:
+        return self.rendered.source
+
+    @property
+    def kernels(self) -> list[tuple[str, str, str]]:
+        return [(k.name, k.source, k.launch) for k in self.rendered.kernels]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.program.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.program.outputs]
+
+    def _bind(self, args, kwargs) -> tuple[list[np.ndarray], int]:
+        names = self.input_names
+        if kwargs:
+            feeds = dict(kwargs)
+        elif len(args) == 1 and isinstance(args[0], dict):
+            feeds = dict(args[0])
+        elif len(args) == 1 and isinstance(args[0], (list, tuple)) and len(names) > 1:
+            feeds = dict(zip(names, args[0]))
+        else:
+            feeds = dict(zip(names, args))
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise ModelError(f"missing input(s): {', '.join(missing)} (the model takes {', '.join(names)})")
+        arrays, batch = [], None
+        for ref in self.program.inputs:
+            x = np.ascontiguousarray(feeds[ref.name], dtype=ref.dtype)
+            want = ref.shape
+            ok = x.ndim == len(want) and all(a == b for a, b in zip(x.shape[1:] if ref.batched else x.shape,
+                                                                    want[1:] if ref.batched else want))
+            if not ok:
+                shown = ("N",) + want[1:] if ref.batched else want
+                raise ModelError(f"input '{ref.name}' expects shape ({', '.join(map(str, shown))}), got {x.shape}")
+            if ref.batched:
+                if batch is not None and x.shape[0] != batch:
+                    raise ModelError(f"inputs disagree on the batch size: {batch} vs {x.shape[0]} ('{ref.name}')")
+                batch = x.shape[0]
+            arrays.append(x)
+        return arrays, batch or 1
+
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = self.backend.load(self.artifact, self.program, self.rendered)
+        return self._runner
+
+    def __call__(self, *args, **kwargs):
+        arrays, batch = self._bind(args, kwargs)
+        outs = self.runner()(arrays, batch)
+        if len(outs) == 1:
+            return outs[0]
+        return dict(zip(self.output_names, outs))
+
+    def __repr__(self) -> str:
+        return (f"CompiledModule({self.program.name!r}, target={self.target!r}, "
+                f"{len(self.rendered.kernels)} kernels)")
+
+    # -- saving --------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write a self-contained folder: manifest.json, source, artifact, weights.npz."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        b = self.backend
+        (d / b.source_name).write_text(self.rendered.source)
+        shutil.copyfile(self.artifact, d / b.artifact_name)
+        weights = {key: self.program.blob[off: off + int(np.prod(shape, dtype=np.int64))].reshape(shape)
+                   for key, (off, shape) in self.program.blob_layout.items()}
+        with open(d / "weights.npz", "wb") as f:
+            np.savez(f, **weights)
+        files = {name: _sha256(d / name) for name in (b.source_name, b.artifact_name, "weights.npz")}
+        spans, pos = [], 0
+        for k in self.rendered.kernels:
+            start = self.rendered.source.find(k.source, pos)
+            spans.append({"name": k.name, "launch": k.launch, "start": start,
+                          "end": start + len(k.source) if start >= 0 else -1})
+            if start >= 0:
+                pos = start + len(k.source)
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                    "cnncc": __import__("cnncc").__version__, "target": b.target, "name": self.program.name,
+                    "machine": b.machine(), "toolchain": b.toolchain(),
+                    "source": b.source_name, "artifact": b.artifact_name, "files": files,
+                    "kernels": spans, "program": program_to_dict(self.program)}
+        manifest["manifest_sha256"] = _manifest_hash(manifest)
+        (d / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        return d
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_hash(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def load_module(directory: str | Path) -> CompiledModule:
+    """Load a saved module: verify every hash, reuse the artifact on a matching machine, else
+    rebuild it from the saved source. Never unpickles."""
+    from cnncc.runtime import cache
+
+    d = Path(directory)
+    mpath = d / "manifest.json"
+    if not mpath.is_file():
+        raise CnnccError(f"'{d}' is not a saved cnncc module (no manifest.json)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"{mpath}: not valid JSON ({e}); the file was damaged or edited") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IntegrityError(f"{mpath}: not a cnncc module manifest")
+    if manifest.get("manifest_sha256") != _manifest_hash(manifest):
+        raise IntegrityError(f"{mpath}: its contents do not match its recorded hash; the manifest was edited "
+                             f"after saving (re-save the module with cnncc compile)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CnnccError(f"{mpath}: format version {manifest.get('format_version')} is not supported "
+                         f"(this cnncc reads version {FORMAT_VERSION}); recompile the model")
+    for name, digest in manifest["files"].items():
+        if Path(name).name != name:
+            raise IntegrityError(f"{mpath}: file name '{name}' leaves the module folder")
+        path = d / name
+        if not path.is_file():
+            if name == manifest["artifact"]:
+                continue  # the artifact can be rebuilt from the source
+            raise IntegrityError(f"{path}: missing from the saved module")
+        if _sha256(path) != digest:
+            raise IntegrityError(f"{path}: sha256 does not match manifest.json; the file was modified after saving")
+    with np.load(d / "weights.npz", allow_pickle=False) as z:
+        weights = {k: z[k] for k in z.files}
+    program = program_from_dict(manifest["program"], weights)
+    backend = get_backend(manifest["target"])
+    source = (d / manifest["source"]).read_text()
+    kernels = [KernelSource(k["name"], source[k["start"]:k["end"]] if k["start"] >= 0 else "", k["launch"])
+               for k in manifest["kernels"]]
+    rendered = Rendered(source, kernels)
+    artifact = d / manifest["artifact"]
+    same_machine = manifest.get("machine") == backend.machine() and manifest.get("toolchain") == backend.toolchain()
+    if not (same_machine and artifact.is_file()):
+        artifact = cache.build_cached(backend, source)
+    return CompiledModule(program, rendered, backend, artifact, report=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Program <-> JSON (the weights travel separately in weights.npz)
+def program_to_dict(p: Program) -> dict:
+    return {"name": p.name, "kernels": [dataclasses.asdict(k) for k in p.kernels],
+            "inputs": [dataclasses.asdict(t) for t in p.inputs], "outputs": [dataclasses.asdict(t) for t in p.outputs],
+            "blob_size": int(p.blob.size), "blob_layout": {k: [o, list(s)] for k, (o, s) in p.blob_layout.items()},
+            "arena_a": p.arena_a, "arena_b": p.arena_b, "arena_source": p.arena_source}
+
+
+def _tensor(d: dict) -> TensorRef:
+    d = dict(d)
+    d["shape"] = tuple(d["shape"])
+    return TensorRef(**d)
+
+
+def _operand(d: dict | None) -> Operand | None:
+    if d is None:
+        return None
+    d = dict(d)
+    d["tensor"] = _tensor(d["tensor"])
+    for k in ("general", "inner_dims"):
+        d[k] = tuple(d[k]) if d.get(k) is not None else None
+    return Operand(**d)
+
+
+def _epilogue(d: dict) -> EpilogueOp:
+    d = dict(d)
+    d["params"] = {k: _tensor(v) for k, v in d["params"].items()}
+    d["operand"] = _operand(d["operand"])
+    return EpilogueOp(**d)
+
+
+def _kernel(d: dict) -> KernelSpec:
+    d = dict(d)
+    d["nodes"] = [tuple(x) for x in d["nodes"]]
+    d["output"] = _tensor(d["output"])
+    d["inputs"] = [_tensor(t) for t in d["inputs"]]
+    d["operands"] = [_operand(o) for o in d["operands"]]
+    d["weights"] = {k: _tensor(v) for k, v in d["weights"].items()}
+    d["epilogue"] = [_epilogue(e) for e in d["epilogue"]]
+    d["pool"] = PoolSpec(**d["pool"]) if d["pool"] else None
+    d["shapes"] = {k: tuple(v) for k, v in d["shapes"].items()}
+    if "anchor_shape" in d["geometry"]:
+        d["geometry"]["anchor_shape"] = tuple(d["geometry"]["anchor_shape"])
+    return KernelSpec(**d)
+
+
+def program_from_dict(d: dict, weights: dict[str, np.ndarray]) -> Program:
+    blob = np.zeros(int(d["blob_size"]), np.float32)
+    layout = {}
+    for key, (off, shape) in d["blob_layout"].items():
+        if key not in weights:
+            raise IntegrityError(f"weights.npz: missing array '{key}'")
+        arr = np.asarray(weights[key], np.float32)
+        if tuple(arr.shape) != tuple(shape):
+            raise IntegrityError(f"weights.npz: array '{key}' has shape {arr.shape}, manifest says {tuple(shape)}")
+        blob[off: off + arr.size] = arr.ravel()
+        layout[key] = (int(off), tuple(shape))
+    return Program(d["name"], [_kernel(k) for k in d["kernels"]], [_tensor(t) for t in d["inputs"]],
+                   [_tensor(t) for t in d["outputs"]], blob, layout, int(d["arena_a"]), int(d["arena_b"]),
+                   d.get("arena_source", "cnncc"))
+
+
+def check_artifact(path: Path) -> Path:
+    if not Path(path).is_file():
+        raise CompileError(f"compiled artifact '{path}' does not exist")
+    return Path(path)
