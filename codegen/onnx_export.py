@@ -132,17 +132,13 @@ def _conv(em, node, ins, out):
 
 @emits("conv_transpose2d")
 def _conv_transpose(em, node, ins, out):
-    a = node.attrs
-    if isinstance(a.get("padding", 0), str):
-        raise UnsupportedError(f"layer '{node.name}': string padding on conv_transpose2d is not exported")
-    w = node.params["weight"]
-    p = ops.tup(a.get("padding", 0), 2)
-    args = [node.inputs[0], em.const(node.name + "_weight", w)]
+    g = ops.conv_geometry(node, ins[0])
+    args = [node.inputs[0], em.const(node.name + "_weight", node.params["weight"])]
     if "bias" in node.params:
         args.append(em.const(node.name + "_bias", node.params["bias"]))
-    em.node("ConvTranspose", args, out, kernel_shape=list(w.shape[2:]), strides=list(ops.tup(a.get("stride", 1), 2)),
-            dilations=list(ops.tup(a.get("dilation", 1), 2)), pads=list(p) + list(p),
-            output_padding=list(ops.tup(a.get("output_padding", 0), 2)), group=int(a.get("groups", 1)))
+    em.node("ConvTranspose", args, out, kernel_shape=list(g["kernel"]), strides=list(g["stride"]),
+            dilations=list(g["dilation"]), pads=_onnx_pads(g["pads"]), output_padding=list(g["output_padding"]),
+            group=g["groups"])
 
 
 @emits("dense")
@@ -177,20 +173,30 @@ def _pool_emitter(kind: str):
             if kind == "min":
                 em.node("Neg", [y], out)
             return
-        if any(d != 1 for d in g["dilation"]):
-            raise UnsupportedError(f"layer '{node.name}': dilated {kind} pooling is not exported to ONNX")
         if kind == "avg":
+            if any(d != 1 for d in g["dilation"]):
+                raise UnsupportedError(f"layer '{node.name}': dilated average pooling is not exported to ONNX")
             em.node("AveragePool", [x], out, count_include_pad=int(bool(node.attrs.get("count_include_pad", True))),
                     **common)
             return
-        # sum pooling: a 1-filled depthwise convolution (exact, also for padding and ceil mode)
-        c = int(ins[0].shape[1])
-        w = np.ones((c, 1, *g["kernel"]), np.float32)
-        if g["ceil_mode"]:
-            raise UnsupportedError(f"layer '{node.name}': ceil-mode sum pooling is not exported to ONNX")
-        em.node("Conv", [x, em.const(node.name + "_ones", w)], out, kernel_shape=list(g["kernel"]),
-                strides=list(g["stride"]), pads=_onnx_pads(g["pads"]), group=c)
+        _sum_pool(em, node, ins, x, out)
     return emit
+
+
+def _sum_pool(em, node, ins, x: str, out: str) -> None:
+    """Window sums as a 1-filled depthwise convolution (exact with padding and dilation)."""
+    g = ops.pool_geometry(node, ins[0])
+    c = int(ins[0].shape[1])
+    pads = list(g["pads"])
+    if g["ceil_mode"]:  # the extra (ceil) window reads zeros: pad the far end by what it lacks
+        for i in range(g["nd"]):
+            n, (lo, hi) = int(ins[0].shape[2 + i]), pads[i]
+            out_i = int(node.type.shape[2 + i])
+            eff = g["dilation"][i] * (g["kernel"][i] - 1) + 1
+            pads[i] = (lo, hi + max(0, (out_i - 1) * g["stride"][i] + eff - (n + lo + hi)))
+    w = np.ones((c, 1, *g["kernel"]), np.float32)
+    em.node("Conv", [x, em.const(node.name + "_ones", w)], out, kernel_shape=list(g["kernel"]),
+            strides=list(g["stride"]), dilations=list(g["dilation"]), pads=_onnx_pads(pads), group=c)
 
 
 for _kind in ("max", "avg", "min", "sum"):
@@ -200,9 +206,12 @@ for _kind in ("max", "avg", "min", "sum"):
 
 @emits("lp_pool2d")
 def _lp_pool(em, node, ins, out):
-    g = ops.pool_geometry(node, ins[0])
-    em.node("LpPool", [node.inputs[0]], out, kernel_shape=list(g["kernel"]), strides=list(g["stride"]),
-            pads=_onnx_pads(g["pads"]), p=int(node.attrs.get("p", node.attrs.get("norm_type", 2))))
+    # spelled as (sum-pool of |x|^p)^(1/p): ONNX LpPool takes only an integer p
+    p = float(node.attrs["p"])
+    powered = em.node("Pow", [em.node("Abs", [node.inputs[0]]), _f(em, p)])
+    summed = em.fresh(node.name + "_sum")
+    _sum_pool(em, node, ins, powered, summed)
+    em.node("Pow", [summed, _f(em, 1.0 / p)], out)
 
 
 @emits("global_avg_pool")
@@ -242,8 +251,8 @@ def _scale_shift(em, node, ins, out):
 @emits("lrn")
 def _lrn(em, node, ins, out):
     a = node.attrs
-    em.node("LRN", [node.inputs[0]], out, size=int(a.get("size", 5)), alpha=float(a.get("alpha", 1e-4)),
-            beta=float(a.get("beta", 0.75)), bias=float(a.get("k", a.get("bias", 1.0))))
+    em.node("LRN", [node.inputs[0]], out, size=int(a["size"]), alpha=float(a["alpha"]), beta=float(a["beta"]),
+            bias=float(a["k"]))
 
 
 def _f(em, v) -> str:
@@ -356,8 +365,9 @@ def _reshape(em, node, ins, out):
 
 @emits("transpose")
 def _transpose(em, node, ins, out):
-    perm = node.attrs.get("perm", node.attrs.get("axes"))
-    em.node("Transpose", [node.inputs[0]], out, **({"perm": list(perm)} if perm is not None else {}))
+    perm = node.attrs.get("perm")
+    perm = list(range(ins[0].rank))[::-1] if perm is None else [int(p) % ins[0].rank for p in perm]
+    em.node("Transpose", [node.inputs[0]], out, perm=perm)
 
 
 @emits("concat")
@@ -367,46 +377,60 @@ def _concat(em, node, ins, out):
 
 @emits("pad")
 def _pad(em, node, ins, out):
-    a = node.attrs
-    pads = a.get("pads", a.get("padding"))
-    rank = ins[0].rank
-    if isinstance(pads, int):
-        pads = [(pads, pads)] * (rank - 2)
-    pads = [tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in pads]
-    pads = [(0, 0)] * (rank - len(pads)) + pads
-    args = [node.inputs[0], em.const(node.name + "_pads", np.array(_onnx_pads(pads), np.int64))]
-    mode = a.get("mode", "constant")
+    widths = ops.pad_widths(node, ins[0].rank)
+    args = [node.inputs[0], em.const(node.name + "_pads", np.array(_onnx_pads(widths), np.int64))]
+    mode = node.attrs["mode"]
     if mode == "constant":
-        args.append(_f(em, a.get("value", 0.0)))
+        args.append(_f(em, node.attrs["value"]))
     em.node("Pad", args, out, mode=mode)
 
 
-@emits("upsample2d", "unpool_nearest2d")
-def _resize(em, node, ins, out):
-    mode = node.attrs.get("mode", "nearest")
-    sizes = em.const(node.name + "_sizes", np.array([1, 1] + [int(d) for d in node.type.shape[2:]], np.int64))
-    shape = em.node("Shape", [node.inputs[0]])
-    nc = em.node("Slice", [shape, em.const("s", np.array([0], np.int64)), em.const("e", np.array([2], np.int64))])
-    hw = em.node("Slice", [sizes, em.const("s", np.array([2], np.int64)), em.const("e", np.array([4], np.int64))])
-    full = em.node("Concat", [nc, hw], axis=0)
-    if mode == "nearest":
-        em.node("Resize", [node.inputs[0], "", "", full], out, mode="nearest",
-                coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    else:
-        ctm = "align_corners" if node.attrs.get("align_corners", False) else "half_pixel"
-        em.node("Resize", [node.inputs[0], "", "", full], out, mode="linear", coordinate_transformation_mode=ctm)
+def _resize_scales(em, node, scales, out, **attrs) -> None:
+    em.node("Resize", [node.inputs[0], "", em.const(node.name + "_scales", np.array([1, 1, *scales], np.float32))],
+            out, **attrs)
+
+
+@emits("unpool_nearest2d")
+def _unpool_nearest(em, node, ins, out):
+    s = ops.tup(node.attrs["scale"], 2)
+    _resize_scales(em, node, [float(v) for v in s], out, mode="nearest", coordinate_transformation_mode="asymmetric",
+                   nearest_mode="floor")
+
+
+@emits("upsample2d")
+def _upsample(em, node, ins, out):
+    a = node.attrs
+    linear = a["mode"] == "bilinear"
+    attrs = dict(mode="linear", coordinate_transformation_mode="align_corners" if a["align_corners"]
+                 else "pytorch_half_pixel") if linear else \
+        dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    if a.get("scale_factor") is not None:  # coordinates map with 1/scale, as PyTorch does
+        sf = a["scale_factor"]
+        sf = [float(v) for v in sf] if isinstance(sf, (tuple, list)) else [float(sf)] * 2
+        _resize_scales(em, node, sf, out, **attrs)
+        return
+    sizes = em.const(node.name + "_hw", np.array([int(d) for d in node.type.shape[2:]], np.int64))
+    nc = em.node("Slice", [em.node("Shape", [node.inputs[0]]), em.const("s", np.array([0], np.int64)),
+                           em.const("e", np.array([2], np.int64))])
+    em.node("Resize", [node.inputs[0], "", "", em.node("Concat", [nc, sizes], axis=0)], out, **attrs)
 
 
 @emits("depth_to_space")
 def _d2s(em, node, ins, out):
-    em.node("DepthToSpace", [node.inputs[0]], out, blocksize=int(node.attrs.get("block_size", node.attrs.get("blocksize", 2))),
-            mode=node.attrs.get("mode", "CRD"))
+    em.node("DepthToSpace", [node.inputs[0]], out, blocksize=int(node.attrs["block"]), mode=node.attrs["mode"])
 
 
 @emits("space_to_depth")
 def _s2d(em, node, ins, out):
-    em.node("SpaceToDepth", [node.inputs[0]], out,
-            blocksize=int(node.attrs.get("block_size", node.attrs.get("blocksize", 2))))
+    b = int(node.attrs["block"])
+    if node.attrs["mode"] == "DCR":
+        em.node("SpaceToDepth", [node.inputs[0]], out, blocksize=b)
+        return
+    # CRD (pixel_unshuffle) has no ONNX operator: reshape, transpose, reshape
+    c, h, w = (int(d) for d in ins[0].shape[1:])
+    six = em.node("Reshape", [node.inputs[0], em.const("shape6", np.array([-1, c, h // b, b, w // b, b], np.int64))])
+    moved = em.node("Transpose", [six], perm=[0, 1, 3, 5, 2, 4])
+    em.node("Reshape", [moved, em.const("shape4", np.array([-1, c * b * b, h // b, w // b], np.int64))], out)
 
 
 @emits("max_pool2d_indices")
@@ -425,19 +449,19 @@ def _mp_indices(em, node, ins, out):
 @emits("max_unpool2d")
 def _max_unpool(em, node, ins, out):
     # ONNX MaxUnpool wants whole-tensor indices: add each plane's offset back
-    x_t = ins[0]
-    c = int(x_t.shape[1])
+    c = int(ins[0].shape[1])
     out_hw = [int(d) for d in node.type.shape[2:]]
     plane = out_hw[0] * out_hw[1]
-    k = ops.tup(node.attrs.get("kernel_size", 2), 2)
-    s = ops.tup(node.attrs.get("stride", None) or k, 2)
-    shape = em.node("Shape", [node.inputs[0]])
-    n = em.node("Slice", [shape, em.const("s", np.array([0], np.int64)), em.const("e", np.array([1], np.int64))])
-    n_scalar = em.node("Squeeze", [n])
-    ar = em.node("Range", [em.const("z", np.int64(0)), em.node("Mul", [n_scalar, em.const("c", np.int64(c))]),
-                           em.const("one", np.int64(1))])
+    k = ops.tup(node.attrs["kernel_size"], 2)
+    s = ops.tup(node.attrs["stride"], 2) if node.attrs.get("stride") is not None else k
+    p = ops.tup(node.attrs.get("padding", 0), 2)
+    n = em.node("Slice", [em.node("Shape", [node.inputs[0]]), em.const("s", np.array([0], np.int64)),
+                          em.const("e", np.array([1], np.int64))])
+    planes = em.node("Mul", [em.node("Squeeze", [n]), em.const("c", np.int64(c))])
+    ar = em.node("Range", [em.const("z", np.int64(0)), planes, em.const("one", np.int64(1))])
     base = em.node("Reshape", [em.node("Mul", [ar, em.const("pl", np.int64(plane))]),
                                em.const("shp", np.array([-1, c, 1, 1], np.int64))])
     idx = em.node("Add", [node.inputs[1], base])
     full = em.node("Concat", [n, em.const("rest", np.array([c] + out_hw, np.int64))], axis=0)
-    em.node("MaxUnpool", [node.inputs[0], idx, full], out, kernel_shape=list(k), strides=list(s))
+    em.node("MaxUnpool", [node.inputs[0], idx, full], out, kernel_shape=list(k), strides=list(s),
+            pads=list(p) + list(p))

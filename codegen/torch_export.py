@@ -164,15 +164,25 @@ def _conv(node, ins, device):
 
 @builds("conv_transpose2d")
 def _conv_transpose(node, ins, device):
-    a = node.attrs
+    g = ops.conv_geometry(node, ins[0])
     w = _t(node.params["weight"], device)
     b = _t(node.params["bias"], device) if "bias" in node.params else None
-    if isinstance(a.get("padding", 0), str):
-        raise UnsupportedError(f"layer '{node.name}': string padding on conv_transpose2d is not exported")
-    stride, dilation = ops.tup(a.get("stride", 1), 2), ops.tup(a.get("dilation", 1), 2)
-    padding, out_pad = ops.tup(a.get("padding", 0), 2), ops.tup(a.get("output_padding", 0), 2)
-    groups = int(a.get("groups", 1))
-    return lambda xs: F.conv_transpose2d(xs[0], w, b, stride, padding, out_pad, groups, dilation)
+    k, s, d, groups, opad = g["kernel"], g["stride"], g["dilation"], g["groups"], g["output_padding"]
+    sym = _symmetric(g["pads"])
+    if sym is not None:
+        return lambda xs: F.conv_transpose2d(xs[0], w, b, s, sym, opad, groups, d)
+    # asymmetric padding crops the full output unevenly: compute it whole, then cut the window
+    out_hw = [int(v) for v in node.type.shape[2:]]
+    lo = [int(p[0]) for p in g["pads"]]
+
+    def cropped(xs):
+        full = F.conv_transpose2d(xs[0], w, None, s, 0, 0, groups, d)
+        short = [max(0, lo[i] + out_hw[i] - full.shape[2 + i]) for i in range(2)]
+        if any(short):
+            full = F.pad(full, [0, short[1], 0, short[0]])
+        y = full[:, :, lo[0]:lo[0] + out_hw[0], lo[1]:lo[1] + out_hw[1]]
+        return y if b is None else y + b.reshape(1, -1, 1, 1)
+    return cropped
 
 
 @builds("dense")
@@ -232,11 +242,11 @@ for _kind in ("max", "avg", "min", "sum"):
 
 @builds("lp_pool2d")
 def _lp_pool(node, ins, device):
+    # (sum |x|^p)^(1/p) as the reference defines it (torch's lp_pool2d skips the abs for odd p)
     g = ops.pool_geometry(node, ins[0])
-    p = float(node.attrs.get("p", node.attrs.get("norm_type", 2)))
-    if _symmetric(g["pads"]) != [0, 0] or any(v != 1 for v in g["dilation"]):
-        raise UnsupportedError(f"layer '{node.name}': padded or dilated lp_pool2d is not exported")
-    return lambda xs: F.lp_pool2d(xs[0], p, g["kernel"], g["stride"], g["ceil_mode"])
+    p = float(node.attrs["p"])
+    window_sum = _pool_call("sum", 2, g, True, node)
+    return lambda xs: window_sum(xs[0].abs().pow(p)).pow(1.0 / p)
 
 
 @builds("global_avg_pool")
@@ -261,19 +271,30 @@ def _max_pool_indices(node, ins, device):
 
 @builds("max_unpool2d")
 def _max_unpool(node, ins, device):
-    out_hw = tuple(int(d) for d in node.type.shape[2:])
-    k = ops.tup(node.attrs.get("kernel_size", 2), 2)
-    return lambda xs: F.max_unpool2d(xs[0], xs[1], k, output_size=out_hw)
+    out_hw = tuple(int(v) for v in node.type.shape[2:])
+    k = ops.tup(node.attrs["kernel_size"], 2)
+    stride = ops.tup(node.attrs["stride"], 2) if node.attrs.get("stride") is not None else k
+    padding = ops.tup(node.attrs.get("padding", 0), 2)
+    return lambda xs: F.max_unpool2d(xs[0], xs[1], k, stride, padding, output_size=out_hw)
 
 
-@builds("unpool_nearest2d", "upsample2d")
+@builds("unpool_nearest2d")
+def _unpool_nearest(node, ins, device):
+    s = ops.tup(node.attrs["scale"], 2)
+    return lambda xs: xs[0].repeat_interleave(s[0], dim=2).repeat_interleave(s[1], dim=3)
+
+
+@builds("upsample2d")
 def _upsample(node, ins, device):
-    out_hw = tuple(int(d) for d in node.type.shape[2:])
-    mode = node.attrs.get("mode", "nearest")
-    if mode == "nearest":
-        return lambda xs: F.interpolate(xs[0], size=out_hw, mode="nearest")
-    align = bool(node.attrs.get("align_corners", False))
-    return lambda xs: F.interpolate(xs[0], size=out_hw, mode=mode, align_corners=align)
+    a = node.attrs
+    mode = a["mode"]
+    extra = {} if mode == "nearest" else {"align_corners": bool(a["align_corners"])}
+    if a.get("scale_factor") is not None:  # PyTorch maps coordinates with 1/scale_factor, not in/out
+        sf = a["scale_factor"]
+        sf = tuple(float(v) for v in sf) if isinstance(sf, (tuple, list)) else float(sf)
+        return lambda xs: F.interpolate(xs[0], scale_factor=sf, mode=mode, **extra)
+    size = tuple(int(v) for v in node.type.shape[2:])
+    return lambda xs: F.interpolate(xs[0], size=size, mode=mode, **extra)
 
 
 @builds("batch_norm")
@@ -302,9 +323,7 @@ def _scale_shift(node, ins, device):
 @builds("lrn")
 def _lrn(node, ins, device):
     a = node.attrs
-    size = int(a.get("size", 5))
-    alpha, beta, k = float(a.get("alpha", 1e-4)), float(a.get("beta", 0.75)), float(a.get("k", a.get("bias", 1.0)))
-    return lambda xs: F.local_response_norm(xs[0], size, alpha, beta, k)
+    return lambda xs: F.local_response_norm(xs[0], int(a["size"]), float(a["alpha"]), float(a["beta"]), float(a["k"]))
 
 
 def _unary(fn):
@@ -365,8 +384,9 @@ def _reshape(node, ins, device):
 
 @builds("transpose")
 def _transpose(node, ins, device):
-    perm = node.attrs.get("perm", node.attrs.get("axes"))
-    return lambda xs: xs[0].permute(*perm) if perm is not None else xs[0].permute(*reversed(range(xs[0].dim())))
+    perm = node.attrs.get("perm")
+    perm = list(range(ins[0].rank))[::-1] if perm is None else [int(p) % ins[0].rank for p in perm]
+    return lambda xs: xs[0].permute(*perm)
 
 
 @builds("concat")
@@ -376,40 +396,42 @@ def _concat(node, ins, device):
 
 @builds("pad")
 def _pad(node, ins, device):
-    a = node.attrs
-    pads = a.get("pads", a.get("padding"))
-    rank = ins[0].rank
-    if isinstance(pads, int):
-        pads = [(pads, pads)] * (rank - 2)
-    pads = [tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in pads]
-    flat = _torch_pad(pads)
-    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[a.get("mode", "constant")]
-    value = float(a.get("value", 0.0))
+    widths = ops.pad_widths(node, ins[0].rank)
+    flat = _torch_pad(widths)
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[node.attrs["mode"]]
     if mode == "constant":
+        value = float(node.attrs["value"])
         return lambda xs: F.pad(xs[0], flat, mode="constant", value=value)
-    return lambda xs: F.pad(xs[0], flat, mode=mode)
+    # torch pads only the trailing (spatial) dims in reflect/replicate mode
+    spatial = _torch_pad(widths[2:])
+    if any(v for p in widths[:2] for v in p):
+        raise UnsupportedError(f"layer '{node.name}': {node.attrs['mode']} padding of the batch or channel axis")
+    return lambda xs: F.pad(xs[0], spatial, mode=mode)
 
 
 @builds("depth_to_space")
 def _depth_to_space(node, ins, device):
-    r = int(node.attrs.get("block_size", node.attrs.get("blocksize", 2)))
-    if node.attrs.get("mode", "CRD") != "CRD":  # DCR: ONNX's default, not pixel_shuffle's
-        def dcr(xs):
-            x = xs[0]
-            n, c, h, w = x.shape
-            x = x.reshape(n, r, r, c // (r * r), h, w).permute(0, 3, 4, 1, 5, 2)
-            return x.reshape(n, c // (r * r), h * r, w * r)
-        return dcr
-    return lambda xs: F.pixel_shuffle(xs[0], r)
+    r = int(node.attrs["block"])
+    if node.attrs["mode"] == "CRD":
+        return lambda xs: F.pixel_shuffle(xs[0], r)
+
+    def dcr(xs):  # ONNX's default order: channel = (i*r + j) * C' + c'
+        x = xs[0]
+        n, c, h, w = x.shape
+        x = x.reshape(n, r, r, c // (r * r), h, w).permute(0, 3, 4, 1, 5, 2)
+        return x.reshape(n, c // (r * r), h * r, w * r)
+    return dcr
 
 
 @builds("space_to_depth")
 def _space_to_depth(node, ins, device):
-    r = int(node.attrs.get("block_size", node.attrs.get("blocksize", 2)))
+    r = int(node.attrs["block"])
+    if node.attrs["mode"] == "CRD":
+        return lambda xs: F.pixel_unshuffle(xs[0], r)
 
-    def s2d(xs):  # ONNX SpaceToDepth order: (N, C, H/r, r, W/r, r) -> (N, r, r, C, H/r, W/r)
+    def dcr(xs):  # ONNX SpaceToDepth: (N, C, H/r, r, W/r, r) -> (N, r, r, C, H/r, W/r)
         x = xs[0]
         n, c, h, w = x.shape
         x = x.reshape(n, c, h // r, r, w // r, r).permute(0, 3, 5, 1, 2, 4)
         return x.reshape(n, c * r * r, h // r, w // r)
-    return s2d
+    return dcr

@@ -71,7 +71,35 @@ def _scale_shift():
     return dsl.graph(dsl.relu(y), name="scale_shift")
 
 
-MODELS = {"conv_block": _conv_block, "activations": _activations, "pools": _pools_and_binary,
+def _data_movement():
+    x = dsl.input("x", (dsl.N, 8, 6, 6))
+    t = dsl.conv_transpose2d(x, 4, 3, stride=2, padding=1, output_padding=1)
+    t2 = dsl.conv_transpose2d(x, 4, 2, stride=2, padding=(0, 1, 1, 0), groups=2)
+    y = dsl.add(t, dsl.pad(t2, ((0, 0), (0, 0), (1, 0), (0, 1)), mode="constant", value=0.5))
+    y = dsl.pad(y, 1, mode="reflect")
+    y = dsl.pad(y, (1, 0, 0, 1), mode="edge")
+    y = dsl.lrn(y, 3)
+    y = dsl.instance_norm(y)
+    up = dsl.upsample2d(x, 2, mode="bilinear")
+    up2 = dsl.upsample2d(x, size=(9, 9), mode="bilinear", align_corners=True)
+    up3 = dsl.upsample2d(x, 1.5)
+    d = dsl.depth_to_space(x, 2)
+    e = dsl.depth_to_space(x, 2, mode="CRD")
+    f = dsl.space_to_depth(d, 2)
+    h = dsl.space_to_depth(e, 2, mode="CRD")
+    m = dsl.matmul(dsl.transpose(x, (0, 1, 3, 2)), x)
+    lp = dsl.lp_pool2d(x, 3, 2)
+    un = dsl.unpool_nearest2d(x, 2)
+    return dsl.graph(y, up, up2, up3, f, h, m, lp, un, name="data_movement")
+
+
+def _unpooling():
+    x = dsl.input("x", (dsl.N, 3, 7, 7))
+    v, idx = dsl.max_pool2d_with_indices(x, 3, stride=2, padding=1)
+    return dsl.graph(dsl.max_unpool2d(v, idx, 3, stride=2, padding=1, output_size=(7, 7)), idx, name="unpooling")
+
+
+MODELS = {"data_movement": _data_movement, "unpooling": _unpooling, "conv_block": _conv_block, "activations": _activations, "pools": _pools_and_binary,
           "one_d": _one_d, "scale_shift": _scale_shift}
 
 
