@@ -1,0 +1,104 @@
+"""eliminate_concat: producers write straight into their channel slice of a concat's buffer,
+and flatten/reshape become views of their input (contracts.md C).
+
+A channel concat (axis 1, NCHW) copies every input once more than needed. If each input is a
+kernel's output (not a graph input, constant, view or graph output), that kernel can write its
+result at channel offset ``o`` of the concat's buffer instead, and the concat costs nothing.
+Concats nested in concats (``concat(concat(a, b), c)``) and DenseNet's prefix concats
+(``concat(x0, n1)``, ``concat(x0, n1, n2)``, ...) resolve to ONE root buffer: concats are
+visited last-first, so each input is placed in the outermost buffer; a concat whose inputs
+already sit consecutively in a root becomes a slice of it too. Readers of a placed tensor read
+its channel slice (stride ``channels_total``).
+"""
+from __future__ import annotations
+
+import sympy
+
+from ..ir import Graph, Node
+from .base import note, register_pass
+
+VIEWS = ("flatten", "reshape")
+
+
+def _channels(node: Node) -> int | None:
+    c = sympy.sympify(node.type.shape[1]) if node.type and node.type.rank >= 2 else None
+    return int(c) if c is not None and c.is_number else None
+
+
+def _placeable(graph: Graph, node: Node) -> bool:
+    return (node.op not in ("input", "constant") and not node.meta.get("view_of")
+            and node.name not in graph.outputs and node.op not in VIEWS)
+
+
+def _plan_concat(graph: Graph, concat: Node, place: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]] | None:
+    """Placements for the inputs of ``concat`` (None: it must stay a copy)."""
+    if concat.name in graph.outputs or concat.type is None or concat.type.rank < 2:
+        return None
+    if int(concat.attrs.get("axis", 1)) % concat.type.rank != 1:
+        return None
+    widths = [_channels(graph[i]) for i in concat.inputs]
+    if None in widths or len(set(concat.inputs)) != len(concat.inputs):
+        return None
+    root, base = place.get(concat.name, (concat.name, 0))
+    want: dict[str, tuple[str, int]] = {}
+    offset = base
+    for name, width in zip(concat.inputs, widths):
+        target = (root, offset)
+        offset += width
+        if place.get(name) == target:
+            continue
+        if name in place or not _placeable(graph, graph[name]):
+            return None
+        want[name] = target
+    return want
+
+
+def _prefix_of_root(graph: Graph, concat: Node, place: dict) -> tuple[str, int] | None:
+    """If every input already sits consecutively in one root, the concat is that slice."""
+    spots = [place.get(i) for i in concat.inputs]
+    if concat.name in graph.outputs or None in spots or len({r for r, _ in spots}) != 1:
+        return None
+    offset = spots[0][1]
+    for name, (root, off) in zip(concat.inputs, spots):
+        width = _channels(graph[name])
+        if width is None or off != offset:
+            return None
+        offset += width
+    return spots[0]
+
+
+@register_pass("eliminate_concat")
+def eliminate_concat(graph: Graph) -> Graph:
+    place: dict[str, tuple[str, int]] = {}
+    eliminated: list[str] = []
+    for node in reversed(list(graph)):
+        if node.op != "concat":
+            continue
+        if node.name not in place:
+            spot = _prefix_of_root(graph, node, place)
+            if spot is not None:
+                place[node.name] = spot
+                eliminated.append(node.name)
+                continue
+        want = _plan_concat(graph, node, place)
+        if want is None:
+            note(graph, f"{node.name} stays a copy (an input is a graph input, view, output or read twice)")
+            continue
+        place.update(want)
+        eliminated.append(node.name)
+    roots = {r for r, _ in place.values()}
+    for name, (root, offset) in place.items():
+        graph[name].meta["write_into"] = {"tensor": root, "channel_offset": offset,
+                                          "channels_total": _channels(graph[root])}
+    for name in eliminated:
+        graph[name].meta["eliminated"] = True
+        where = graph[name].meta.get("write_into")
+        note(graph, f"{name}: inputs write in place" + (f" (slice of {where['tensor']})" if where else ""),
+             count="concats eliminated")
+    assert all(graph[r].meta.get("eliminated") for r in roots)
+    for node in graph:
+        if node.op in VIEWS and node.name not in graph.outputs and "write_into" not in graph[node.inputs[0]].meta \
+                and "write_into" not in node.meta:
+            node.meta["view_of"] = node.inputs[0]
+            note(graph, f"{node.name} ({node.op}) is a view of {node.inputs[0]}", count="views")
+    return graph
