@@ -60,3 +60,55 @@ def from_torch(module, example_input, **kwargs) -> Graph:
     from cnncc.frontends.torch import from_torch as _from_torch
 
     return _from_torch(module, example_input, **kwargs)
+
+
+# -- compile and load (codegen + runtime) -----------------------------------------------------------
+def _optimized(graph: Graph, opt_level: int) -> Graph:
+    """cnncc.optimize when the pass manager is there; otherwise opt 0 (one kernel per operator)."""
+    try:
+        from .passes.manager import optimize as _optimize
+    except ImportError:
+        g = graph.copy().infer_shapes()
+        g.pass_report = [{"pass": "infer_shapes", "note": "pass manager unavailable: compiled at opt 0"}]
+        return g
+    return _optimize(graph, opt_level=opt_level)
+
+
+def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, progress=None):  # noqa: A001 - public API
+    """Optimize, lower, render and build ``graph`` for ``target`` ("c", "cuda", "cuda-emu").
+
+    Returns a CompiledModule: ``mod(x)`` runs any batch size; ``mod.kernels`` lists every kernel's
+    source; ``mod.report`` holds the pass report and the fusion groups. Builds are cached on disk
+    (see cnncc.runtime.cache). ``progress`` is an optional callable receiving one-line messages."""
+    import time
+
+    from cnncc.codegen.lower import lower_program
+    from cnncc.runtime import cache
+    from cnncc.runtime.module import CompiledModule, get_backend
+
+    say = progress or (lambda msg: None)
+    if opt_level not in (0, 1, 2):
+        raise CnnccError(f"opt_level must be 0, 1 or 2, got {opt_level!r}")
+    backend = get_backend(target)
+    t0 = time.perf_counter()
+    say(f"optimizing {graph.name} at opt {opt_level}")
+    g = _optimized(graph, opt_level)
+    say(f"lowering {sum(1 for _ in g)} nodes")
+    program = lower_program(g)
+    say(f"rendering {len(program.kernels)} kernels for target {target}")
+    rendered = backend.render(program)
+    say(f"building {len(rendered.source.splitlines())} lines of source (cached by hash)")
+    artifact = cache.build_cached(backend, rendered.source)
+    say(f"done in {time.perf_counter() - t0:.1f} s")
+    groups = [(n.name, [m.name for m in n.members]) for n in g if n.op == "fused"]
+    report = {"opt_level": opt_level, "target": target, "passes": g.pass_report, "fusion_groups": groups,
+              "why_not": g.meta.get("why_not", []), "kernels": [k.name for k in rendered.kernels], "graph": g}
+    return CompiledModule(program, rendered, backend, artifact, report=report)
+
+
+def load(directory):
+    """Load a module saved with ``mod.save(dir)`` (hash-checked; recompiled from source on a
+    different machine; never unpickles)."""
+    from cnncc.runtime.module import load_module
+
+    return load_module(directory)

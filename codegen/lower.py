@@ -61,7 +61,8 @@ ALIGN_BYTES = 64           # arena entries too, when we plan the arena ourselves
 RESERVED = set("""auto break case char const continue default do double else enum extern float for goto if inline
 int long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile
 while N W n c q v i j k g co ci kh kw oh ow ih iw ph pw acc sum best cnt x y r s m o p t w b in out plane
-weights arena inputs outputs blockIdx threadIdx blockDim gridDim main min max exp log""".split())
+weights arena inputs outputs blockIdx threadIdx blockDim gridDim main min max exp log
+h0 w0 hh ww cnt_h cnt_w grp xc wc xr wr pr yc yr wv ls base oh_lo oh_hi ow_lo ow_hi part""".split())
 
 
 def cname(name: str) -> str:
@@ -658,3 +659,27 @@ class _Lowering:
         """Data-movement and normalization operators that are kernels of their own."""
         raise UnsupportedError(f"layer '{node.name}' ({node.op}): the code generators have no kernel for "
                                f"this operator yet")
+
+
+def template_env(*targets: str):
+    """The jinja2 environment renderers share: templates/<target>/ and templates/common/ on the
+    path (import as "common/epilogue.j2", "c/conv.c.j2"), plus the filters the macros use:
+    ``shape`` (a concrete shape with N shown for the batch), ``reduce_mul`` (product of ints)."""
+    import jinja2
+    from pathlib import Path
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined)
+
+    def shape(s, batched=True):
+        if not isinstance(s, (tuple, list)):
+            return str(s)
+        dims = [str(d) for d in s]
+        if batched and dims and dims[0] == "1":
+            dims[0] = "N"
+        return "(" + ", ".join(dims) + ")"
+
+    env.filters["shape"] = shape
+    env.filters["reduce_mul"] = lambda xs: int(np.prod(list(xs), dtype=np.int64)) if len(xs) else 1
+    return env

@@ -1,0 +1,122 @@
+"""The C renderer: a Program -> one C99 + OpenMP translation unit (templates/c/*.c.j2).
+
+Each kernel is a static function ``kernel_<name>(long N, const float* W, <tensors>)`` whose
+parameters are named after the graph's tensors; ``cnncc_forward`` computes every tensor's
+address (caller's inputs/outputs, the arena, the weight blob) and calls the kernels in order,
+so one ctypes call runs the whole model.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
+
+TEMPLATES = {"conv": "c/conv.c.j2", "dense": "c/dense.c.j2", "pool": "c/pool.c.j2",
+             "global_pool": "c/global_pool.c.j2", "softmax": "c/softmax.c.j2", "elementwise": "c/elementwise.c.j2",
+             "copy": "c/copy.c.j2", "concat": "c/concat.c.j2", "conv_transpose": "c/conv_transpose.c.j2",
+             "lrn": "c/lrn.c.j2", "pad": "c/pad.c.j2", "upsample": "c/upsample.c.j2", "transpose": "c/transpose.c.j2",
+             "depth_to_space": "c/depth_to_space.c.j2", "instance_norm": "c/instance_norm.c.j2",
+             "unpool": "c/unpool.c.j2", "matmul": "c/matmul.c.j2"}
+
+
+@lru_cache(maxsize=1)
+def _env():
+    return template_env("c")
+
+
+def weight_refs(spec: KernelSpec) -> list[TensorRef]:
+    """Every blob array a kernel reads (weights, epilogue vectors, constant operands)."""
+    refs: dict[str, TensorRef] = {}
+    for t in spec.weights.values():
+        refs.setdefault(t.cname, t)
+    for e in spec.epilogue:
+        for t in e.params.values():
+            refs.setdefault(t.cname, t)
+        if e.operand is not None and e.operand.tensor.storage == "weights":
+            refs.setdefault(e.operand.tensor.cname, e.operand.tensor)
+    for o in spec.operands:
+        if o.tensor.storage == "weights":
+            refs.setdefault(o.tensor.cname, o.tensor)
+    for t in spec.inputs:
+        if t.storage == "weights":
+            refs.setdefault(t.cname, t)
+    return list(refs.values())
+
+
+def signature_tensors(spec: KernelSpec) -> list[TensorRef]:
+    return [t for t in spec.tensors() if t.storage != "weights"]
+
+
+def _ctype(t: TensorRef) -> str:
+    return {"float32": "float", "int64": "long long"}.get(t.dtype, "float")
+
+
+def signature(spec: KernelSpec) -> str:
+    parts = ["long N", "const float* W"]
+    for t in signature_tensors(spec):
+        const = "" if t.cname == spec.output.cname else "const "
+        parts.append(f"{const}{_ctype(t)}* {t.cname}")
+    return ", ".join(parts)
+
+
+def weight_decls(spec: KernelSpec) -> str:
+    lines = []
+    for t in weight_refs(spec):
+        shape = "(" + ", ".join(map(str, t.shape)) + ")"
+        lines.append(f"    const float* {t.cname} = W + {t.offset};   /* {t.name} {shape} */")
+    return "\n".join(lines)
+
+
+def launch(spec: KernelSpec) -> str:
+    g = spec.geometry
+    f = spec.family
+    if f in ("conv", "conv_transpose"):
+        return f"omp parallel for over N x {g['C_out']} output planes ({g['OH']}x{g['OW']})"
+    if f == "dense":
+        return f"omp parallel for over {g['M']} output features, N rows each"
+    if f in ("pool", "global_pool", "elementwise"):
+        return f"omp parallel for over N x {spec.out_C} channels"
+    if f == "softmax":
+        return f"omp parallel for over N x {g['outer'] * g['inner']} rows"
+    return f"serial loop over N ({f})"
+
+
+def render_kernel(spec: KernelSpec) -> str:
+    tmpl = _env().get_template(TEMPLATES[spec.family])
+    return tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec)).strip() + "\n"
+
+
+def address(t: TensorRef) -> str:
+    """The C expression of a tensor's pointer inside cnncc_forward."""
+    ty = _ctype(t)
+    if t.storage == "input":
+        ptr = f"(const {ty}*)inputs[{t.slot}]"
+    elif t.storage == "output":
+        ptr = f"({ty}*)outputs[{t.slot}]"
+    elif t.storage == "arena":
+        ptr = f"({ty}*)(arena + {t.arena_a}L * N + {t.arena_b}L)"
+    else:
+        ptr = f"W + {t.offset}"
+    return f"{ptr} + {t.base}" if t.base else ptr
+
+
+def render(program: Program):
+    """Render the whole translation unit; returns (source, [(name, kernel source, launch)])."""
+    import cnncc
+
+    env = _env()
+    prelude = env.get_template("c/prelude.c.j2").render(program=program, version=cnncc.__version__).strip()
+    kernels = [(spec, render_kernel(spec)) for spec in program.kernels]
+    decls, seen, calls = [], set(), []
+    for spec, _ in kernels:
+        tensors = signature_tensors(spec)
+        for t in tensors:
+            if t.cname not in seen:
+                seen.add(t.cname)
+                const = "const " if t.storage == "input" else ""
+                shape = "(" + ", ".join(["N"] + [str(d) for d in t.shape[1:]]) + ")" if t.batched else str(t.shape)
+                decls.append(f"{const}{_ctype(t)}* {t.cname} = {address(t)};   /* {t.name} {shape} */")
+        calls.append(f"kernel_{spec.name}(N, W, {', '.join(t.cname for t in tensors)});")
+    source = env.get_template("c/module.c.j2").render(prelude=prelude, kernels=[k for _, k in kernels],
+                                                      tensor_decls=decls, calls=calls)
+    return source, [(spec.name, text, launch(spec)) for spec, text in kernels]

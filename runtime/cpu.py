@@ -1,0 +1,133 @@
+"""The C target: gcc (or $CC) builds the rendered C into a shared library, ctypes calls it.
+
+One exported function runs the whole model, so a forward call costs one ctypes call (LeNet-5
+is dominated by per-call overhead otherwise). Outputs are fresh numpy arrays; the arena is one
+numpy buffer per batch size, reused between calls.
+
+OpenMP threads spin after a parallel region before sleeping (GOMP_SPINCOUNT, default 300000
+iterations when threads <= cores). With tiny kernels on 2 cores that spinning competes with the
+master thread, so unless the user set it, we set GOMP_SPINCOUNT=10000 before libgomp loads.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from cnncc.errors import CompileError
+from cnncc.codegen.lower import Program
+from cnncc.runtime.module import KernelSource, Rendered
+
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c99", "-ffp-contract=fast"]
+
+
+def compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise CompileError("no C compiler found: install gcc (or set CC) to use the C target")
+    return cc
+
+
+@lru_cache(maxsize=4)
+def compiler_version(cc: str) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError as e:
+        raise CompileError(f"cannot run the C compiler '{cc}': {e}") from None
+    return out.splitlines()[0] if out else cc
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return hashlib.sha256(line.encode()).hexdigest()[:16]
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class CBackend:
+    target = "c"
+    source_name = "kernels.c"
+    artifact_name = "kernels.so"
+
+    def render(self, program: Program) -> Rendered:
+        from cnncc.codegen.c import render
+
+        source, kernels = render(program)
+        return Rendered(source, [KernelSource(*k) for k in kernels])
+
+    def toolchain(self) -> str:
+        cc = compiler()
+        return f"{compiler_version(cc)} | {' '.join(FLAGS)}"
+
+    def machine(self) -> str:
+        # -march=native ties the binary to this CPU family
+        return f"{platform.system()}-{platform.machine()}-{_cpu_flags()}"
+
+    def build(self, source: str, artifact: Path) -> None:
+        artifact = Path(artifact)
+        src = artifact.with_suffix(".c")
+        src.write_text(source)
+        cmd = [compiler(), *FLAGS, str(src), "-o", str(artifact), "-lm"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            src.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            raise CompileError(f"the C compiler failed ({' '.join(cmd[:3])} ...):\n{proc.stderr[-4000:]}")
+
+    def load(self, artifact: Path, program: Program, rendered: Rendered):
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+        try:
+            lib = ctypes.CDLL(str(artifact))
+        except OSError as e:
+            raise CompileError(f"cannot load the compiled module '{artifact}': {e}") from None
+        return CRunner(lib, program)
+
+
+class CRunner:
+    """Calls cnncc_forward(N, inputs, outputs, weights, arena)."""
+
+    def __init__(self, lib, program: Program):
+        self.lib = lib  # keep the library alive
+        self.fn = lib.cnncc_forward
+        self.fn.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.fn.restype = ctypes.c_int
+        self.program = program
+        self.blob = np.ascontiguousarray(program.blob, np.float32)
+        self.in_ptrs = (ctypes.c_void_p * max(1, len(program.inputs)))()
+        self.out_ptrs = (ctypes.c_void_p * max(1, len(program.outputs)))()
+        self.arenas: dict[int, np.ndarray] = {}
+
+    def arena(self, batch: int) -> np.ndarray:
+        a = self.arenas.get(batch)
+        if a is None:
+            if len(self.arenas) >= 4:
+                self.arenas.pop(next(iter(self.arenas)))
+            a = self.arenas[batch] = np.empty(max(64, self.program.arena_bytes(batch)), np.uint8)
+        return a
+
+    def __call__(self, inputs, batch: int) -> list[np.ndarray]:
+        outs = []
+        for i, t in enumerate(self.program.outputs):
+            shape = ((batch,) + tuple(t.shape[1:])) if t.batched else tuple(t.shape)
+            o = np.empty(shape, t.dtype)
+            outs.append(o)
+            self.out_ptrs[i] = o.ctypes.data
+        for i, x in enumerate(inputs):
+            self.in_ptrs[i] = x.ctypes.data
+        rc = self.fn(batch, ctypes.addressof(self.in_ptrs), ctypes.addressof(self.out_ptrs),
+                     self.blob.ctypes.data, self.arena(batch).ctypes.data)
+        if rc != 0:
+            raise CompileError(f"cnncc_forward returned {rc}")
+        return outs
