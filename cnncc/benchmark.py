@@ -1,0 +1,520 @@
+"""Benchmark harness behind `cnncc bench` and benchmarks/*.py: honest, same-run comparisons.
+
+Every engine (cnncc at opt 0/1/2, onnxruntime, PyTorch eager) runs the SAME graph with the
+SAME weights and input, and its output is checked against cnncc.reference before it is timed:
+a fast wrong answer is reported as a mismatch, not as a speedup. Timing is interleaved: each
+round times every engine once, in a rotated order, so thermal or neighbour drift hits all of
+them alike. One sample repeats the call until it lasts at least ``min_sample_s`` (small models
+take microseconds), and we report median, min and max over the samples.
+
+Two thread pools on two cores slow each other badly when one spins while the other works, so
+OpenMP gets a short ``GOMP_SPINCOUNT`` and onnxruntime runs with intra-op spinning off
+(``session.intra_op.allow_spinning=0``, ``session.force_spinning_stop=1``). Both are stated in
+every report.
+
+Per-kernel times come from ``module.profile(inputs, repeat=R) -> [(kernel name, seconds)]``
+when the runtime offers it; otherwise each kernel of the optimized graph is compiled as its
+own one-kernel module (its inputs become graph inputs) and timed alone, which adds one call's
+overhead to each kernel; the report says which method was used.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import sympy
+
+from . import ops
+from .errors import CnnccError
+from .ir import N, Graph, Node
+
+SPINCOUNT = "10000"
+ENGINES = ("opt0", "opt1", "opt2", "onnxruntime", "torch")
+CHECK_RTOL = 1e-3
+
+
+def configure_threads(threads: int | None = None) -> list[str]:
+    """Set OpenMP's environment before any OpenMP runtime loads; returns the notes to print."""
+    from .roofline import default_threads
+
+    threads = threads or default_threads()
+    os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    return [f"OpenMP: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, GOMP_SPINCOUNT={os.environ['GOMP_SPINCOUNT']} "
+            "(short spin, so idle OpenMP threads yield the cores to the other engines)",
+            f"onnxruntime: intra_op_num_threads={threads}, intra-op spinning off "
+            "(session.intra_op.allow_spinning=0, session.force_spinning_stop=1)",
+            f"torch: torch.set_num_threads({threads}), eager mode, no_grad"]
+
+
+# ---------------------------------------------------------------------------------------------
+# engines: name -> prepare(graph, feeds, target, threads) -> callable running one inference
+@dataclass
+class Engine:
+    name: str
+    run: Callable[[], object]
+    output: Callable[[], np.ndarray]
+    note: str = ""
+    module: object = None
+
+
+def _first(out, names):
+    if isinstance(out, dict):
+        return out[names[0]]
+    if isinstance(out, (list, tuple)):
+        return out[0]
+    return out
+
+
+def prepare_cnncc(graph: Graph, feeds: dict, opt_level: int, target: str, threads: int) -> Engine:
+    import cnncc
+
+    try:
+        compile_fn = cnncc.compile
+    except AttributeError:
+        raise CnnccError("cnncc.compile is not available yet (codegen/runtime not built)") from None
+    mod = compile_fn(graph, target=target, opt_level=opt_level)
+    args = [feeds[i] for i in graph.inputs]
+    run = (lambda: mod(*args))
+    return Engine(f"opt{opt_level}", run, lambda: np.asarray(_first(run(), graph.outputs)),
+                  note=f"cnncc {target} opt {opt_level}, {len(mod.kernels)} kernels", module=mod)
+
+
+def prepare_onnxruntime(graph: Graph, feeds: dict, threads: int) -> Engine:
+    import onnxruntime as ort
+
+    from cnncc.codegen.onnx_export import to_onnx
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.force_spinning_stop", "1")
+    sess = ort.InferenceSession(to_onnx(graph).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    out_name = graph.outputs[0]
+    run = (lambda: sess.run([out_name], feeds))
+    return Engine("onnxruntime", run, lambda: run()[0], note=f"onnxruntime {ort.__version__} CPU, spinning off")
+
+
+def prepare_torch(graph: Graph, feeds: dict, threads: int) -> Engine:
+    import torch
+
+    from cnncc.codegen.torch_export import to_torch
+
+    torch.set_num_threads(threads)
+    module = to_torch(graph, "cpu")
+    args = [torch.from_numpy(feeds[i]) for i in graph.inputs]
+
+    def run():
+        with torch.no_grad():
+            return module(*args)
+    return Engine("torch", run, lambda: _first(run(), graph.outputs).numpy(),
+                  note=f"torch {torch.__version__} eager CPU, {threads} threads")
+
+
+def prepare_engine(name: str, graph: Graph, feeds: dict, target: str, threads: int) -> Engine:
+    if name.startswith("opt") and name[3:].isdigit():
+        return prepare_cnncc(graph, feeds, int(name[3:]), target, threads)
+    if name == "onnxruntime":
+        return prepare_onnxruntime(graph, feeds, threads)
+    if name == "torch":
+        return prepare_torch(graph, feeds, threads)
+    raise CnnccError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+def calibrate(fn: Callable[[], object], min_sample_s: float) -> int:
+    """How many calls make one sample last at least ``min_sample_s``."""
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    return max(1, int(min_sample_s / one + 0.999))
+
+
+def sample(fn: Callable[[], object], inner: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 3, min_sample_s: float = 0.002,
+                progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Per-call seconds, ``repeat`` samples per engine, rounds interleaved in rotated order."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    inner = {name: calibrate(fns[name], min_sample_s) for name in names}
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeat):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            samples[name].append(sample(fns[name], inner[name]))
+        if progress:
+            progress(f"round {r + 1}/{repeat}")
+    return samples
+
+
+def stats(samples: Sequence[float]) -> dict:
+    return {"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples),
+            "samples": len(samples)}
+
+
+def rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+
+
+# ---------------------------------------------------------------------------------------------
+# per-kernel view
+@dataclass
+class KernelRow:
+    name: str
+    ops: str
+    seconds: float
+    flops: float
+    bytes: float
+    gflops: float = 0.0
+    gbs: float = 0.0
+    share: float = 0.0
+    intensity: float = 0.0
+    bound: str = ""
+    roof_fraction: float = 0.0
+    members: list[str] = field(default_factory=list)
+
+
+def kernel_nodes(opt_graph: Graph) -> list[Node]:
+    """The nodes of an optimized graph that run as kernels (views and inputs do not)."""
+    out = []
+    for node in opt_graph:
+        if node.op in ("input", "constant") or "view_of" in node.meta or node.meta.get("eliminated"):
+            continue
+        if node.op != "fused" and (ops.get(node.op).has(ops.VIEW) or ops.get(node.op).has(ops.IDENTITY)):
+            continue
+        out.append(node)
+    return out
+
+
+def node_work(opt_graph: Graph, node: Node, batch: int) -> tuple[float, float]:
+    """(FLOPs, bytes moved) of one kernel at ``batch``, from the cost model."""
+    c = ops.node_cost(opt_graph, node)
+    sub = {N: batch}
+    flops = float(sympy.sympify(node.meta.get("flops", c["flops"])).subs(sub))
+    nbytes = float(sympy.sympify(c["bytes_read"] + c["bytes_written"]).subs(sub))
+    return flops, nbytes
+
+
+def single_kernel_graph(opt_graph: Graph, node: Node) -> Graph:
+    """A graph holding just ``node``: its tensor inputs become graph inputs, constants stay."""
+    import copy
+
+    g = Graph(f"{opt_graph.name}_{node.name}")
+    for src in node.inputs:
+        prod = opt_graph[src]
+        if prod.op == "constant":
+            g.add(copy.deepcopy(prod))
+        else:
+            inp = Node(src, "input", [], {"shape": tuple(prod.type.shape), "dtype": prod.type.dtype})
+            inp.type = prod.type
+            g.add(inp)
+    clone = copy.deepcopy(node)
+    clone.meta = {k: v for k, v in clone.meta.items() if k in ("bytes_unfused", "bytes_fused", "flops")}
+    g.add(clone)
+    g.outputs = [node.name]
+    return g
+
+
+def profile_kernels(module, opt_graph: Graph, feeds: dict, batch: int, target: str, opt_level: int,
+                    repeat: int, min_sample_s: float = 0.001) -> tuple[list[tuple[Node, float]], str]:
+    """Seconds per kernel node and the method used (the runtime's profiler or one module per kernel)."""
+    nodes = kernel_nodes(opt_graph)
+    profile = getattr(module, "profile", None)
+    if callable(profile):
+        times = dict(profile([feeds[i] for i in opt_graph.inputs], repeat=repeat))
+        by_name = {n.name: n for n in nodes}
+        rows = [(by_name[k], t) for k, t in times.items() if k in by_name]
+        if rows:
+            return rows, "runtime profiler"
+    import cnncc
+
+    rng = np.random.default_rng(1)
+    overhead = call_overhead(target, min_sample_s)
+    rows = []
+    for node in nodes:
+        sub = single_kernel_graph(opt_graph, node)
+        mod = cnncc.compile(sub, target=target, opt_level=0)
+        args = [rng.standard_normal(sub[i].type.concrete({N: batch})).astype(sub[i].type.dtype)
+                if np.dtype(sub[i].type.dtype).kind == "f" else np.zeros(sub[i].type.concrete({N: batch}),
+                                                                           sub[i].type.dtype)
+                for i in sub.inputs]
+        fn = (lambda m=mod, a=args: m(*a))
+        for _ in range(2):
+            fn()
+        inner = calibrate(fn, min_sample_s)
+        t = statistics.median(sample(fn, inner) for _ in range(max(3, repeat)))
+        rows.append((node, max(t - overhead, 0.05 * t)))
+    return rows, f"one module per kernel, minus {overhead * 1e6:.1f} us call overhead"
+
+
+def call_overhead(target: str, min_sample_s: float = 0.001) -> float:
+    """Seconds one module call costs beyond its kernels: a one-element relu module's time."""
+    import cnncc
+
+    g = Graph("call_overhead")
+    g.add(Node("x", "input", [], {"shape": (N, 1)}))
+    g.add(Node("y", "relu", ["x"]))
+    g.outputs = ["y"]
+    mod = cnncc.compile(g.infer_shapes(), target=target, opt_level=0)
+    x = np.ones((1, 1), np.float32)
+    fn = (lambda: mod(x))
+    for _ in range(3):
+        fn()
+    inner = calibrate(fn, min_sample_s)
+    return statistics.median(sample(fn, inner) for _ in range(5))
+
+
+def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, roof) -> list[KernelRow]:
+    total = sum(t for _, t in rows) or 1.0
+    out = []
+    for node, t in rows:
+        flops, nbytes = node_work(opt_graph, node, batch)
+        members = [m.name for m in node.members] if node.members else [node.name]
+        op_text = "+".join(m.op for m in node.members) if node.members else node.op
+        r = KernelRow(node.name, op_text, t, flops, nbytes, flops / t / 1e9, nbytes / t / 1e9, t / total,
+                      members=members)
+        if roof is not None and r.gbs > 0:
+            pos = roof.position(r.gflops, r.gbs)
+            r.intensity, r.bound, r.roof_fraction = pos["intensity"], pos["bound"], pos["fraction"]
+        out.append(r)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# fusion: predicted bytes saved vs measured speedup
+def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict) -> dict:
+    sub = {N: batch}
+    traffic = opt_graph.meta.get("traffic") or {}
+    out: dict = {}
+    if traffic:
+        unf = float(sympy.sympify(traffic["bytes_unfused"]).subs(sub))
+        fus = float(sympy.sympify(traffic["bytes_fused"]).subs(sub))
+        out["model"] = {"bytes_unfused": unf, "bytes_fused": fus, "predicted_saving": 1 - fus / unf if unf else 0.0}
+    e0, e2 = engines.get("opt0", {}), engines.get("opt2", {})
+    if e0.get("status") == "ok" and e2.get("status") == "ok":
+        out.setdefault("model", {})["speedup_opt2_vs_opt0"] = e0["median_s"] / e2["median_s"]
+        out["model"]["measured_saving"] = 1 - e2["median_s"] / e0["median_s"]
+    groups = []
+    t0 = {m: r["seconds"] for r in kernels.get("opt0", {}).get("rows", []) for m in r["members"]}
+    t2 = {r["name"]: r["seconds"] for r in kernels.get("opt2", {}).get("rows", [])}
+    for node in opt_graph:
+        if node.op != "fused" or "bytes_unfused" not in node.meta:
+            continue
+        unf = float(sympy.sympify(node.meta["bytes_unfused"]).subs(sub))
+        fus = float(sympy.sympify(node.meta["bytes_fused"]).subs(sub))
+        g = {"name": node.name, "ops": "+".join(m.op for m in node.members), "bytes_unfused": unf,
+             "bytes_fused": fus, "predicted_saving": 1 - fus / unf if unf else 0.0}
+        members = [m.name for m in node.members]
+        if node.name in t2 and all(m in t0 for m in members if not _is_free(m, node)):
+            unfused_t = sum(t0.get(m, 0.0) for m in members)
+            g.update(seconds_unfused=unfused_t, seconds_fused=t2[node.name],
+                     speedup=unfused_t / t2[node.name] if t2[node.name] else 0.0,
+                     measured_saving=1 - t2[node.name] / unfused_t if unfused_t else 0.0)
+        groups.append(g)
+    out["groups"] = groups
+    return out
+
+
+def _is_free(member: str, group: Node) -> bool:
+    """Members that never run as their own kernel at opt 0 (views, identities)."""
+    m = next(x for x in group.members if x.name == member)
+    d = ops.get(m.op)
+    return d.has(ops.VIEW) or d.has(ops.IDENTITY)
+
+
+# ---------------------------------------------------------------------------------------------
+def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,),
+                compare: Sequence[str] = ("opt0", "opt2", "onnxruntime"), repeat: int = 10, warmup: int = 3,
+                threads: int | None = None, kernels: Sequence[str] | None = None, min_sample_s: float = 0.002,
+                check: bool = True, progress: Callable[[str], None] | None = None) -> dict:
+    """Measure ``graph`` on every engine in ``compare`` at each batch; returns a JSON-able dict.
+
+    ``kernels`` names the cnncc engines whose per-kernel table is built (default: all of
+    them in ``compare``; ``()`` for none)."""
+    import cnncc
+    from .roofline import default_threads, describe_machine, machine_roofline
+
+    threads = threads or default_threads()
+    notes = configure_threads(threads)
+    say = progress or (lambda msg: None)
+    roof = None
+    if target == "c":
+        say("roofline probe (cached after the first run)")
+        roof = machine_roofline(threads)
+    kernels = [e for e in compare if e.startswith("opt")] if kernels is None else list(kernels)
+    if target != "c" and any(e in ("onnxruntime", "torch") for e in compare):
+        notes.append("peers run on the CPU while cnncc runs on the GPU target: compare with care")
+    opt_graphs: dict[str, Graph] = {}
+    result = {"model": graph.name, "target": target, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "machine": describe_machine(), "threads": threads,
+              "roofline": asdict(roof) if roof else None, "repeat": repeat, "warmup": warmup,
+              "notes": notes, "params": graph.param_count(), "runs": []}
+    for batch in batches:
+        rng = np.random.default_rng(0)
+        feeds = {i: rng.standard_normal(graph[i].type.concrete({N: batch})).astype(np.float32) for i in graph.inputs}
+        want = None
+        if check:
+            say(f"batch {batch}: reference")
+            want = _first(cnncc.reference(graph, feeds), graph.outputs)
+        engines: dict[str, dict] = {}
+        ready: dict[str, Engine] = {}
+        for name in compare:
+            say(f"batch {batch}: preparing {name}")
+            try:
+                eng = prepare_engine(name, graph, feeds, target, threads)
+                err = rel_error(eng.output(), want) if want is not None else None
+            except ImportError as e:
+                engines[name] = {"status": "skipped", "reason": f"not installed: {e.name or e}"}
+                continue
+            except Exception as e:  # noqa: BLE001 - one engine failing must not hide the others
+                engines[name] = {"status": "skipped", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:200]}
+                continue
+            engines[name] = {"status": "ok", "note": eng.note, "max_rel_err": err,
+                             "matches_reference": err is None or err <= CHECK_RTOL}
+            ready[name] = eng
+        say(f"batch {batch}: timing {', '.join(ready)} x {repeat} rounds")
+        samples = interleaved({n: e.run for n, e in ready.items()}, repeat, warmup, min_sample_s,
+                              progress=(lambda m: say(f"batch {batch}: {m}")))
+        for name, s in samples.items():
+            st = stats(s)
+            engines[name].update(st, throughput_per_s=batch / st["median_s"], latency_ms=st["median_s"] * 1e3)
+        base = engines.get("opt0", {}).get("median_s")
+        for name, e in engines.items():
+            if e.get("status") == "ok" and base:
+                e["speedup_vs_opt0"] = base / e["median_s"]
+        ktables = {}
+        for name in kernels:
+            if name not in ready:
+                continue
+            level = int(name[3:])
+            if name not in opt_graphs:
+                opt_graphs[name] = cnncc.optimize(graph, opt_level=level)
+            say(f"batch {batch}: per-kernel times for {name}")
+            try:
+                rows, method = profile_kernels(ready[name].module, opt_graphs[name], feeds, batch, target, level,
+                                               max(3, repeat // 2))
+            except Exception as e:  # noqa: BLE001
+                ktables[name] = {"method": None, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200], "rows": []}
+                continue
+            ktables[name] = {"method": method, "rows": [asdict(r) for r in kernel_table(rows, opt_graphs[name], batch, roof)]}
+        if "opt2" not in opt_graphs and "opt2" in compare:
+            opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2)
+        fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables) if "opt2" in opt_graphs else {}
+        result["runs"].append({"batch": batch, "engines": engines, "kernels": ktables, "fusion": fusion})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# printing
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.3f}"
+
+
+def format_report(result: dict, max_kernels: int = 25) -> str:
+    out = [f"cnncc bench: {result['model']} (target {result['target']}), {result['date']}",
+           f"machine: {result['machine']}"]
+    roof = result.get("roofline")
+    if roof:
+        out.append(f"roofline: {roof['peak_gflops']:.0f} GFLOP/s peak (FMA probe), {roof['bandwidth_gbs']:.1f} GB/s "
+                   f"(triad probe), ridge {roof['peak_gflops'] / roof['bandwidth_gbs']:.1f} FLOP/byte, "
+                   f"{roof['threads']} threads")
+    out += [f"note: {n}" for n in result["notes"]]
+    out.append(f"timing: {result['warmup']} warm-up calls, {result['repeat']} interleaved rounds; median [min, max]")
+    for run in result["runs"]:
+        b = run["batch"]
+        out.append(f"\n== batch {b}: end to end ==")
+        rows = []
+        for name, e in run["engines"].items():
+            if e["status"] != "ok":
+                rows.append([name, "skipped", "", "", "", e["reason"]])
+                continue
+            err = e.get("max_rel_err")
+            check = "" if err is None else (f"ok ({err:.1e})" if e["matches_reference"] else f"MISMATCH ({err:.1e})")
+            rows.append([name, _ms(e["median_s"]), f"[{_ms(e['min_s'])}, {_ms(e['max_s'])}]",
+                         f"{e['throughput_per_s']:.1f}", f"{e['speedup_vs_opt0']:.2f}x" if "speedup_vs_opt0" in e else "",
+                         check])
+        out.append(_table(["engine", "median ms", "[min, max] ms", "items/s", "vs opt0", "vs reference"], rows))
+        for name, kt in run["kernels"].items():
+            out.append(f"\n-- batch {b}: kernels of {name} ({kt.get('method') or kt.get('error')}) --")
+            krows = sorted(kt["rows"], key=lambda r: -r["seconds"])
+            shown = krows[:max_kernels]
+            out.append(_table(["kernel", "ops", "ms", "GFLOP/s", "GB/s", "share", "FLOP/B", "roofline"],
+                              [[r["name"][:40], r["ops"][:32], _ms(r["seconds"]), f"{r['gflops']:.1f}",
+                                f"{r['gbs']:.1f}", f"{r['share'] * 100:.1f}%", f"{r['intensity']:.1f}",
+                                f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof" if r["bound"] else ""]
+                               for r in shown]))
+            if len(krows) > len(shown):
+                out.append(f"... {len(krows) - len(shown)} more kernels (see --json)")
+        fusion = run.get("fusion") or {}
+        model = fusion.get("model")
+        if model:
+            out.append(f"\n-- batch {b}: fusion, traffic model vs measurement --")
+            line = (f"predicted bytes: {model['bytes_unfused'] / 1e6:.2f} MB unfused -> {model['bytes_fused'] / 1e6:.2f} MB "
+                    f"fused ({model['predicted_saving'] * 100:.0f}% saved)")
+            if "speedup_opt2_vs_opt0" in model:
+                line += (f"; measured opt2 vs opt0: {model['speedup_opt2_vs_opt0']:.2f}x "
+                         f"({model['measured_saving'] * 100:.0f}% less time)")
+            out.append(line)
+            groups = fusion.get("groups", [])
+            if groups:
+                out.append(_table(["fused group", "ops", "pred. saved", "unfused ms", "fused ms", "speedup"],
+                                  [[g["name"][:40], g["ops"][:32], f"{g['predicted_saving'] * 100:.0f}%",
+                                    _ms(g["seconds_unfused"]) if "seconds_unfused" in g else "",
+                                    _ms(g["seconds_fused"]) if "seconds_fused" in g else "",
+                                    f"{g['speedup']:.2f}x" if "speedup" in g else ""] for g in groups[:max_kernels]]))
+    return "\n".join(out)
+
+
+def plot_result(result: dict, path: str) -> None:
+    """Bar chart of median latency per engine and batch (min-max as error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    names = [n for n in dict.fromkeys(n for r in runs for n in r["engines"])]
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) * len(runs)), 3.6))
+    width = 0.8 / max(len(runs), 1)
+    for j, run in enumerate(runs):
+        xs, ys, lo, hi = [], [], [], []
+        for i, n in enumerate(names):
+            e = run["engines"].get(n, {})
+            if e.get("status") == "ok":
+                xs.append(i + j * width)
+                ys.append(e["median_s"] * 1e3)
+                lo.append((e["median_s"] - e["min_s"]) * 1e3)
+                hi.append((e["max_s"] - e["median_s"]) * 1e3)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=f"batch {run['batch']}")
+    ax.set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(names))], names)
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title(f"{result['model']} ({result['target']}), {result['date'][:10]}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,124 @@
+"""`cnncc bench` and its library: structure of the JSON and the printed tables (never speed)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from cnncc.cli import main
+
+TINY = '''
+from cnncc.frontends import dsl
+
+def model():
+    x = dsl.input("x", (dsl.N, 2, 8, 8))
+    x = dsl.max_pool2d(dsl.relu(dsl.conv2d(x, 3, 3, padding=1)), 2)
+    return dsl.dense(dsl.flatten(x), 4)
+'''
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture
+def isolated_env(monkeypatch, tmp_path):
+    """Keep the OpenMP settings and the roofline cache of these tests to themselves."""
+    monkeypatch.setenv("CNNCC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    from cnncc import roofline
+
+    fake = roofline.Roofline(100.0, 20.0, 2, "test cpu", "2000-01-01 00:00:00")
+    monkeypatch.setattr(roofline, "machine_roofline", lambda threads=None, refresh=False: fake)
+    return tmp_path
+
+
+def test_bench_cli_writes_tables_and_json(tiny_model, isolated_env, capsys):
+    pytest.importorskip("onnxruntime")
+    out_json = isolated_env / "r.json"
+    out_png = isolated_env / "r.png"
+    rc = main(["bench", str(tiny_model), "--compare", "opt0,opt2,onnxruntime", "--batch", "1,2",
+               "--repeat", "2", "--warmup", "1", "--json", str(out_json), "--plot", str(out_png)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for needle in ("== batch 1: end to end ==", "== batch 2: end to end ==", "kernels of opt0", "kernels of opt2",
+                   "GOMP_SPINCOUNT", "spinning off", "fusion, traffic model vs measurement", "roofline"):
+        assert needle in text, needle
+    data = json.loads(out_json.read_text())
+    assert data["model"] == "tiny" and data["target"] == "c"
+    assert [r["batch"] for r in data["runs"]] == [1, 2]
+    for run in data["runs"]:
+        assert set(run["engines"]) == {"opt0", "opt2", "onnxruntime"}
+        for name, e in run["engines"].items():
+            assert e["status"] == "ok", (name, e)
+            assert e["min_s"] <= e["median_s"] <= e["max_s"]
+            assert e["samples"] == 2
+            assert e["matches_reference"], (name, e["max_rel_err"])
+        # opt0 runs one kernel per operator, opt2 fuses conv+relu+pool into one
+        opt0_rows, opt2_rows = run["kernels"]["opt0"]["rows"], run["kernels"]["opt2"]["rows"]
+        assert {r["name"] for r in opt0_rows} >= {"conv1", "relu1", "pool1", "fc1"}
+        assert len(opt2_rows) < len(opt0_rows)
+        assert abs(sum(r["share"] for r in opt2_rows) - 1.0) < 1e-6
+        for r in opt0_rows + opt2_rows:
+            assert r["seconds"] > 0 and r["flops"] >= 0 and r["bytes"] > 0
+            assert r["bound"] in ("memory", "compute")
+        model = run["fusion"]["model"]
+        assert 0 < model["predicted_saving"] < 1
+        assert model["speedup_opt2_vs_opt0"] > 0
+        group = next(g for g in run["fusion"]["groups"] if g["ops"] == "conv2d+relu+max_pool2d")
+        assert group["bytes_fused"] < group["bytes_unfused"]
+        assert "speedup" in group
+    assert out_png.stat().st_size > 1000
+
+
+def test_missing_peer_is_skipped_not_faked(tiny_model, isolated_env, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)   # `import onnxruntime` now fails
+    out_json = isolated_env / "r.json"
+    rc = main(["bench", str(tiny_model), "--compare", "opt2,onnxruntime", "--repeat", "1", "--warmup", "0",
+               "--no-kernels", "--json", str(out_json)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "skipped" in text
+    run = json.loads(out_json.read_text())["runs"][0]
+    assert run["engines"]["onnxruntime"]["status"] == "skipped"
+    assert "median_s" not in run["engines"]["onnxruntime"]
+    assert run["engines"]["opt2"]["status"] == "ok"
+    assert run["kernels"] == {}
+
+
+def test_unknown_engine_is_an_error(tiny_model, capsys):
+    assert main(["bench", str(tiny_model), "--compare", "opt2,tvm"]) == 2
+    assert "tvm" in capsys.readouterr().err
+
+
+def test_interleaving_rotates_order():
+    from cnncc.benchmark import interleaved
+
+    calls = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    samples = interleaved(fns, repeat=3, warmup=0, min_sample_s=0.0)
+    assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+    timed = calls[3:]  # the first three calls calibrate
+    assert timed[0:3] == ["a", "b", "c"] and timed[3:6] == ["b", "c", "a"] and timed[6:9] == ["c", "a", "b"]
+
+
+def test_roofline_probe_measures_and_caches(monkeypatch, tmp_path):
+    from cnncc import roofline
+
+    monkeypatch.setenv("CNNCC_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = roofline.measure
+    monkeypatch.setattr(roofline, "measure", lambda threads=None: calls.append(1) or real(threads, quick=True))
+    first = roofline.machine_roofline(1)
+    second = roofline.machine_roofline(1)
+    assert len(calls) == 1, "the second call must come from the cache"
+    assert first == second
+    assert first.peak_gflops > 0.5 and first.bandwidth_gbs > 0.1
+    assert list(tmp_path.glob("roofline-*.json"))
+    pos = first.position(first.peak_gflops / 2, first.bandwidth_gbs / 1000)
+    assert pos["bound"] == "compute" and 0.4 < pos["fraction"] < 0.6
