@@ -40,12 +40,14 @@ def conv_transpose_out(n, k, s=1, p_lo=0, p_hi=None, d=1, output_padding=0) -> s
     return (_s(n) - 1) * s - p_lo - p_hi + d * (k - 1) + output_padding + 1
 
 
-def conv_transpose_out_literature(n, k, s, p) -> sympy.Expr:
-    """The form that undoes a convolution of input n: s(n-1) + ((n+2p-k) mod s) + k - 2p.
+def conv_transpose_out_literature(m, k, s, p, n) -> sympy.Expr:
+    """The literature's form, which undoes a convolution: s(m-1) + ((n+2p-k) mod s) + k - 2p.
 
-    Here n is the size the *forward* convolution took in; the mod term is the output_padding
-    that recovers it exactly."""
-    return s * (_s(n) - 1) + sympy.Mod(_s(n) + 2 * p - k, s) + k - 2 * p
+    A stride-s convolution maps every size in a run of s input sizes n to the same output m;
+    the transposed convolution of m recovers n exactly when the mod term, (n+2p-k) mod s, is
+    given as output_padding (Dumoulin & Visin, relationship 14). ``m`` is the transposed
+    convolution's input (the forward output), ``n`` the forward convolution's input."""
+    return s * (_s(m) - 1) + sympy.Mod(_s(n) + 2 * p - k, s) + k - 2 * p
 
 
 def same_padding(n, k, s=1, d=1) -> sympy.Expr:
