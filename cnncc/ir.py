@@ -218,7 +218,7 @@ class Graph:
     def _raise_cycle(self):
         cycle = nx.find_cycle(self.nx)
         path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
-        raise ModelError(f"the graph has a cycle: {path}", node=cycle[0][0],
+        raise ModelError(f"the graph has a cycle: {path}", node=cycle[0][0], op=self[cycle[0][0]].op,
                          fix="a layer cannot (indirectly) consume its own output; break the loop")
 
     def verify(self) -> "Graph":
