@@ -26,7 +26,8 @@ def bn_affine(bn: Node) -> tuple[np.ndarray, np.ndarray]:
 
 def scaled_weight(producer: Node, scale: np.ndarray) -> np.ndarray:
     """The producer's weight with output channel c multiplied by scale[c] (its own layout)."""
-    w = producer.params["weight"].astype(np.float64)
+    w = producer.params["weight"]
+    scale = scale.astype(np.float32)   # one fp32 multiply per weight is exactly rounded
     if producer.op == "conv_transpose2d":
         groups = int(producer.attrs.get("groups", 1))
         cin, cout_g = w.shape[:2]

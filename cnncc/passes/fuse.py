@@ -82,6 +82,8 @@ def is_elementwise_member(op: str) -> bool:
 
 
 def _shape_eq(a, b) -> bool:
+    if tuple(a) == tuple(b):
+        return True
     return len(a) == len(b) and all(sympy.simplify(sympy.sympify(x) - sympy.sympify(y)) == 0 for x, y in zip(a, b))
 
 
@@ -113,10 +115,12 @@ def pool_recompute(graph: Graph, anchor: Node, producer: Node, pool: Node) -> tu
 
 def member_reason(graph: Graph, chain: Chain, cur: Node, c: Node, anchors_on: bool = True) -> str | None:
     """Why ``c`` cannot join ``chain`` after ``cur`` (None: it can)."""
-    if chain.closed:
-        return chain.closed
     if c.op in ANCHORS:
         return f"{c.name} is a {c.op}: every anchor starts its own group"
+    if not (is_elementwise_member(c.op) or c.op in POOLS or c.op in SOFTMAX):
+        return f"operator {c.op} has no fused form"
+    if chain.closed:
+        return chain.closed
     if c.op in POOLS:
         if chain.kind == "elementwise":
             return (f"anchor fusion is off at this opt level, so {c.name} cannot join a conv group"
@@ -202,6 +206,10 @@ def generic_reason(graph: Graph, p: Node, c: Node, anchors_on: bool) -> str:
     if len(readers) > 1:
         names = ", ".join(r.name for r in sorted(readers, key=lambda n: graph.nx.nodes[n.name]["order"]))
         return f"{p.name} feeds {len(readers)} consumers: {names}"
+    if c.op in ANCHORS:
+        return f"{c.name} is a {c.op}: every anchor starts its own group"
+    if not (is_elementwise_member(c.op) or c.op in POOLS or c.op in SOFTMAX):
+        return f"operator {c.op} has no fused form"
     if p.op in ANCHORS and not anchors_on:
         return "anchor fusion (conv/dense epilogues) runs at opt level 2"
     if p.op in POOLS:

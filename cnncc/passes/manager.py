@@ -147,7 +147,7 @@ def optimize(graph: Graph, opt_level: int = 2, passes: Iterable[str] | None = No
     Returns the optimized copy; ``result.pass_report`` holds one PassRecord per pass, each with
     a snapshot of the graph right after it."""
     names = pipeline_for(opt_level, passes, disable)
-    work = graph.copy()
+    work = snapshot(graph)   # weights shared: passes replace arrays, never write into them
     work.pass_report = None
     work.meta["opt_level"] = opt_level if passes is None else None
     report = PassReport(opt_level if passes is None else None, snapshot(work))
