@@ -95,6 +95,8 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, progress=Non
     g = _optimized(graph, opt_level)
     say(f"lowering {sum(1 for _ in g)} nodes")
     program = lower_program(g)
+    if len(graph.outputs) == len(g.outputs):
+        program.output_names = list(graph.outputs)   # fusion renames outputs; the user keeps theirs
     say(f"rendering {len(program.kernels)} kernels for target {target}")
     rendered = backend.render(program)
     say(f"building {len(rendered.source.splitlines())} lines of source (cached by hash)")

@@ -62,7 +62,8 @@ RESERVED = set("""auto break case char const continue default do double else enu
 int long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile
 while N W n c q v i j k g co ci kh kw oh ow ih iw ph pw acc sum best cnt x y r s m o p t w b in out plane
 weights arena inputs outputs blockIdx threadIdx blockDim gridDim main min max exp log
-h0 w0 hh ww cnt_h cnt_w grp xc wc xr wr pr yc yr wv ls base oh_lo oh_hi ow_lo ow_hi part""".split())
+h0 w0 hh ww cnt_h cnt_w grp xc wc xr wr pr yc yr wv ls base oh_lo oh_hi ow_lo ow_hi part
+xn yo ic r0 r1 a0 a1 top bottom c_lo c_hi ar bm flat arg ih_lo ih_hi iw_lo iw_hi mf inv s0 s1 s2 s3 s4 s5 i0 i1 i2 i3 i4 i5""".split())
 
 
 def cname(name: str) -> str:
@@ -128,7 +129,7 @@ class EpilogueOp:
 @dataclass
 class PoolSpec:
     node: str
-    kind: str                                  # max | avg | min | sum
+    kind: str                                  # max | avg | min | sum | lp | argmax (int64 indices)
     KH: int
     KW: int
     SH: int
@@ -145,6 +146,7 @@ class PoolSpec:
     PH_hi: int = 0
     PW_hi: int = 0
     post_epilogue: bool = False
+    p: float = 0.0                             # the norm of an "lp" pool
 
 
 @dataclass
@@ -195,6 +197,7 @@ class Program:
     arena_a: int                               # arena bytes = arena_a * N + arena_b
     arena_b: int
     arena_source: str = "cnncc"                # "memory_plan" when graph.meta's plan was used
+    output_names: list[str] | None = None      # the user's names for the outputs (before fusion renamed them)
 
     def arena_bytes(self, batch: int) -> int:
         return self.arena_a * batch + self.arena_b
@@ -493,12 +496,42 @@ class _Lowering:
             spec.family = "dense"
             spec.geometry = {"K": p["weight"].shape[1], "M": p["weight"].shape[0]}
             spec.weights["weight"] = self.weight(f"{node.name}.weight", p["weight"])
+        elif node.op == "matmul":
+            self.matmul(spec, node, x)
+            return
         else:
             raise UnsupportedError(f"layer '{node.name}' ({node.op}): no kernel family for this anchor yet")
         if "bias" in p:
             spec.epilogue.append(EpilogueOp("bias", node.name, params={"bias": self.weight(f"{node.name}.bias",
                                                                                          p["bias"])},
                                             per_channel=True))
+
+    def matmul(self, spec: KernelSpec, node: Node, a: TensorRef) -> None:
+        """x @ B per batch item: B a constant matrix (or vector), or one matrix per item with the
+        same leading dims as x."""
+        b = self.ref(node.inputs[1])
+        if not a.batched or len(a.shape) < 2:
+            raise UnsupportedError(f"layer '{node.name}' (matmul): the left operand must carry the batch N")
+        K = a.shape[-1]
+        vec = len(b.shape) == 1
+        if not b.batched:
+            if len(b.shape) > 2:
+                raise UnsupportedError(f"layer '{node.name}' (matmul): a constant right operand of rank "
+                                       f"{len(b.shape)} (only matrices and vectors)")
+            MB, R = 1, int(np.prod(a.shape[1:-1], dtype=np.int64))
+            b_mb = 0
+        else:
+            if len(b.shape) != len(a.shape) or b.shape[1:-2] != a.shape[1:-2] or len(a.shape) < 3:
+                raise UnsupportedError(f"layer '{node.name}' (matmul): batched operands {a.shape} @ {b.shape} "
+                                       f"must share their leading dims")
+            MB, R = int(np.prod(a.shape[1:-2], dtype=np.int64)), a.shape[-2]
+            b_mb = K * b.shape[-1]
+        M = 1 if vec else b.shape[-1]
+        spec.family = "matmul"
+        spec.inputs = [a, b]
+        spec.geometry = {"MB": MB, "R": R, "K": K, "M": M, "b_batched": b.batched, "b_mb": b_mb,
+                         "C": spec.out_C if len(spec.output.shape) > 1 else 1,
+                         "Q": spec.out_Q}
 
     def epilogue_op(self, m: Node, prev: str | None, out_shape: tuple[int, ...]) -> EpilogueOp:
         """One chain member as an EpilogueOp; ``prev`` names the running value's tensor."""
@@ -657,8 +690,140 @@ class _Lowering:
 
     def lower_other(self, spec: KernelSpec, node: Node) -> KernelSpec:
         """Data-movement and normalization operators that are kernels of their own."""
-        raise UnsupportedError(f"layer '{node.name}' ({node.op}): the code generators have no kernel for "
+        op = node.op
+        x = self.ref(node.inputs[0])
+        out = spec.output
+        spec.inputs = [x]
+        if op in ("transpose", "pad", "depth_to_space", "space_to_depth", "unpool_nearest2d") or \
+                (op == "upsample2d" and node.attrs["mode"] == "nearest"):
+            return self.gather(spec, node, x)
+        if op == "upsample2d":
+            (h0, h1, a0, a1), (w0, w1, b0, b1) = self.bilinear_tables(node, x)
+            spec.family = "upsample"
+            spec.geometry = {"C": x.shape[1], "H": x.shape[2], "W": x.shape[3], "OH": out.shape[2],
+                             "OW": out.shape[3], "h0": h0, "h1": h1, "a0": a0, "a1": a1,
+                             "w0": w0, "w1": w1, "b0": b0, "b1": b1}
+            return spec
+        if op == "lrn":
+            a = node.attrs
+            spec.family = "lrn"
+            spec.geometry = {"C": x.shape[1], "Q": int(np.prod(x.shape[2:], dtype=np.int64)), "size": int(a["size"]),
+                             "alpha": float(a["alpha"]), "beta": float(a["beta"]), "k": float(a["k"])}
+            return spec
+        if op == "instance_norm":
+            spec.family = "instance_norm"
+            spec.geometry = {"C": x.shape[1], "Q": int(np.prod(x.shape[2:], dtype=np.int64)),
+                             "eps": float(node.attrs["eps"])}
+            spec.weights = {"weight": self.weight(f"{node.name}.weight", node.params["weight"]),
+                            "bias": self.weight(f"{node.name}.bias", node.params["bias"])}
+            return spec
+        if op in ("lp_pool2d", "max_pool2d_indices"):
+            spec.family = "pool"
+            spec.pool = self.pool_spec(node)
+            if op == "lp_pool2d":
+                spec.pool.kind, spec.pool.p = "lp", float(node.attrs["p"])
+            else:
+                spec.pool.kind = "argmax"
+            return spec
+        if op == "max_unpool2d":
+            idx = self.ref(node.inputs[1])
+            spec.family = "unpool"
+            spec.inputs = [x, idx]
+            spec.geometry = {"C": x.shape[1], "Q_in": int(np.prod(x.shape[2:], dtype=np.int64)),
+                             "Q_out": int(np.prod(out.shape[2:], dtype=np.int64))}
+            return spec
+        raise UnsupportedError(f"layer '{node.name}' ({op}): the code generators have no kernel for "
                                f"this operator yet")
+
+    def gather(self, spec: KernelSpec, node: Node, x: TensorRef) -> KernelSpec:
+        """Pure data movement as nested loops over ``dims`` (per batch item, row-major = the output
+        order); the source element is the sum of one table entry per loop index. A negative sum
+        (padding) reads the constant ``fill``."""
+        op, a, out = node.op, node.attrs, spec.output
+        rank = len(x.shape)
+        xs = x.shape
+        in_strides = [int(np.prod(xs[i + 1:], dtype=np.int64)) for i in range(rank)]
+        PAD = -(1 << 40)
+        fill = 0.0
+        if op == "transpose":
+            perm = ops._perm(node, rank)
+            if perm[0] != 0:
+                raise UnsupportedError(f"layer '{node.name}' (transpose): perm {perm} moves the batch axis")
+            dims = [out.shape[d] for d in range(1, rank)]
+            tables = [[i * in_strides[perm[d]] for i in range(out.shape[d])] for d in range(1, rank)]
+        elif op == "pad":
+            widths = ops.pad_widths(node, rank)
+            if widths[0] != (0, 0):
+                raise UnsupportedError(f"layer '{node.name}' (pad): padding the batch axis")
+            mode = a["mode"]
+            fill = float(a["value"])
+            dims, tables = [], []
+            for d in range(1, rank):
+                lo, hi = widths[d]
+                n = xs[d]
+                row = []
+                for i in range(n + lo + hi):
+                    j = i - lo
+                    if 0 <= j < n:
+                        row.append(j * in_strides[d])
+                    elif mode == "constant":
+                        row.append(PAD)
+                    elif mode == "edge":
+                        row.append(min(max(j, 0), n - 1) * in_strides[d])
+                    else:  # reflect without repeating the edge
+                        period = 2 * (n - 1) if n > 1 else 1
+                        k = abs(j) % period if n > 1 else 0
+                        row.append((k if k < n else period - k) * in_strides[d])
+                dims.append(n + lo + hi)
+                tables.append(row)
+        elif op in ("depth_to_space", "space_to_depth"):
+            b, mode = int(a["block"]), a["mode"]
+            C, H, W = xs[1], xs[2], xs[3]
+            HW = H * W
+            if op == "depth_to_space":
+                Cp = C // (b * b)
+                # output (c', h, i, w, j) <- channel (i*b + j)*C' + c' (DCR) or c'*b*b + i*b + j (CRD)
+                dims = [Cp, H, b, W, b]
+                if mode == "DCR":
+                    tables = [[c * HW for c in range(Cp)], [h * W for h in range(H)], [i * b * Cp * HW for i in range(b)],
+                              list(range(W)), [j * Cp * HW for j in range(b)]]
+                else:
+                    tables = [[c * b * b * HW for c in range(Cp)], [h * W for h in range(H)],
+                              [i * b * HW for i in range(b)], list(range(W)), [j * HW for j in range(b)]]
+            else:
+                Hp, Wp = H // b, W // b
+                ti, tj = [i * W for i in range(b)], list(range(b))
+                tc, th, tw = [c * HW for c in range(C)], [h * b * W for h in range(Hp)], [w * b for w in range(Wp)]
+                if mode == "DCR":      # output channel (i*b + j)*C + c
+                    dims, tables = [b, b, C, Hp, Wp], [ti, tj, tc, th, tw]
+                else:                  # output channel c*b*b + i*b + j
+                    dims, tables = [C, b, b, Hp, Wp], [tc, ti, tj, th, tw]
+        else:  # nearest upsampling / unpooling: every output row/column reads one source row/column
+            H, W = xs[2], xs[3]
+            OH, OW = out.shape[2], out.shape[3]
+            if op == "unpool_nearest2d":
+                s = ops.tup(a["scale"], 2)
+                rows, cols = [i // s[0] for i in range(OH)], [j // s[1] for j in range(OW)]
+            else:
+                scales = ops._upsample_scales(node) or (None, None)
+                rows = ops._nearest_index(H, OH, scales[0]).tolist()
+                cols = ops._nearest_index(W, OW, scales[1]).tolist()
+            dims = [xs[1], OH, OW]
+            tables = [[c * H * W for c in range(xs[1])], [r * W for r in rows], [int(c) for c in cols]]
+        spec.family = "gather"
+        spec.geometry = {"dims": [int(d) for d in dims], "tables": [[int(v) for v in t] for t in tables],
+                         "fill": fill, "numel": out.item_numel}
+        return spec
+
+    def bilinear_tables(self, node: Node, x: TensorRef):
+        out = self.concrete(node)[0]
+        scales = ops._upsample_scales(node) or (None, None)
+        ac = bool(node.attrs["align_corners"])
+        res = []
+        for n_in, n_out, sc in ((x.shape[2], out[2], scales[0]), (x.shape[3], out[3], scales[1])):
+            i0, i1, l0, l1 = ops._linear_weights(n_in, n_out, sc, ac)
+            res.append(([int(v) for v in i0], [int(v) for v in i1], [float(v) for v in l0], [float(v) for v in l1]))
+        return res
 
 
 def template_env(*targets: str):

@@ -121,7 +121,7 @@ class CompiledModule:
 
     @property
     def output_names(self) -> list[str]:
-        return [t.name for t in self.program.outputs]
+        return list(self.program.output_names or [t.name for t in self.program.outputs])
 
     def _bind(self, args, kwargs) -> tuple[list[np.ndarray], int]:
         names = self.input_names
@@ -263,7 +263,8 @@ def program_to_dict(p: Program) -> dict:
     return {"name": p.name, "kernels": [dataclasses.asdict(k) for k in p.kernels],
             "inputs": [dataclasses.asdict(t) for t in p.inputs], "outputs": [dataclasses.asdict(t) for t in p.outputs],
             "blob_size": int(p.blob.size), "blob_layout": {k: [o, list(s)] for k, (o, s) in p.blob_layout.items()},
-            "arena_a": p.arena_a, "arena_b": p.arena_b, "arena_source": p.arena_source}
+            "arena_a": p.arena_a, "arena_b": p.arena_b, "arena_source": p.arena_source,
+            "output_names": p.output_names}
 
 
 def _tensor(d: dict) -> TensorRef:
@@ -317,7 +318,7 @@ def program_from_dict(d: dict, weights: dict[str, np.ndarray]) -> Program:
         layout[key] = (int(off), tuple(shape))
     return Program(d["name"], [_kernel(k) for k in d["kernels"]], [_tensor(t) for t in d["inputs"]],
                    [_tensor(t) for t in d["outputs"]], blob, layout, int(d["arena_a"]), int(d["arena_b"]),
-                   d.get("arena_source", "cnncc"))
+                   d.get("arena_source", "cnncc"), d.get("output_names"))
 
 
 def check_artifact(path: Path) -> Path:
