@@ -16,6 +16,8 @@ def add(sub):
     p.add_argument("--repeat", type=int, default=10, help="interleaved timing rounds (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per engine first (default 3)")
     p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all cores)")
+    p.add_argument("--refresh-roofline", action="store_true",
+                   help="measure the machine's roofline again instead of using the cached one")
     p.add_argument("--no-kernels", action="store_true", help="skip the per-kernel tables")
     p.add_argument("--json", default=None, metavar="OUT.json", help="write every figure to this file")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="bar chart of the latencies")
@@ -42,6 +44,10 @@ def run(args) -> int:
     if args.repeat < 1 or any(b < 1 for b in batches):
         raise CnnccError("--repeat and every --batch must be at least 1")
     graph = load_model(args.model)
+    if args.refresh_roofline:
+        from cnncc.roofline import machine_roofline
+
+        machine_roofline(args.threads, refresh=True)
     progress = (lambda msg: print(f"  [{msg}]", file=sys.stderr, flush=True))
     result = bench_model(graph, target=args.target, batches=batches, compare=compare, repeat=args.repeat,
                          warmup=args.warmup, threads=args.threads, kernels=() if args.no_kernels else None,
