@@ -147,9 +147,27 @@ def _launcher(names: list[str], fibers: dict[str, bool]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def flags(sanitize: str | None = None, openmp: bool | None = None, opt: str = "-O2") -> list[str]:
+    """g++ flags of an emulator build (part of the cache key)."""
+    sanitize = sanitize if sanitize is not None else sanitizer()
+    if openmp is None:
+        openmp = sanitize is None  # keep the sanitized build single-threaded and simple
+    out = ["-std=c++17", opt, "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-variable",
+           "-Wno-unused-function", "-Wno-unused-but-set-variable", f"-I{HEADER.parent}"]
+    if openmp:
+        out.append("-fopenmp")
+    if sanitize:
+        out += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
+    return out
+
+
 def build(source: str, *, name: str = "kernels", sanitize: str | None = None, openmp: bool | None = None,
-          opt: str = "-O2", extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile ``source`` + launchers into a shared library (cached by content); returns its path."""
+          opt: str = "-O2", extra_flags: tuple[str, ...] = (), output: Path | None = None) -> Path:
+    """Compile ``source`` + launchers into a shared library; returns its path.
+
+    Without ``output`` the library is cached under the cache folder by a hash of everything
+    that goes into it; with ``output`` (the kernel cache of runtime/cache.py calls it so) it is
+    written there."""
     names = kernel_names(source)
     if not names:
         raise CompileError(f"{name}.cu defines no __global__ kernel")
@@ -158,31 +176,26 @@ def build(source: str, *, name: str = "kernels", sanitize: str | None = None, op
     cxx = os.environ.get("CXX", "g++")
     if shutil.which(cxx) is None:
         raise CompileError(f"the cuda-emu target needs a C++ compiler; '{cxx}' is not on PATH")
-    sanitize = sanitize if sanitize is not None else sanitizer()
-    if openmp is None:
-        openmp = sanitize is None  # keep the sanitized build single-threaded and simple
-    flags = ["-std=c++17", opt, "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-variable",
-             "-Wno-unused-function", "-Wno-unused-but-set-variable", f"-I{HEADER.parent}"]
-    if openmp:
-        flags.append("-fopenmp")
-    if sanitize:
-        flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
-    flags += list(extra_flags)
+    cmd_flags = flags(sanitize, openmp, opt) + list(extra_flags)
     unit = (f'#include "cuda_emu.h"\n#line 1 "{name}.cu"\n{source}\n'
             f'#line 1 "{name}_launch.cpp"\n{_launcher(names, needs_fibers(source))}')
-    key = hashlib.sha256("\0".join([unit, HEADER.read_text(), " ".join(flags), _compiler_version(cxx)])
-                         .encode()).hexdigest()[:24]
-    lib = _cache_dir() / f"{name}-{key}.so"
-    if lib.exists():
-        return lib
+    if output is not None:
+        lib = Path(output)
+    else:
+        key = hashlib.sha256("\0".join([unit, HEADER.read_text(), " ".join(cmd_flags), _compiler_version(cxx)])
+                             .encode()).hexdigest()[:24]
+        lib = _cache_dir() / f"{name}-{key}.so"
+        if lib.exists():
+            return lib
     with tempfile.TemporaryDirectory(prefix="cnncc-emu-") as tmp:
         src = Path(tmp) / f"{name}_emu.cpp"
         src.write_text(unit)
         out = Path(tmp) / "lib.so"
-        proc = subprocess.run([cxx, *flags, str(src), "-o", str(out)], capture_output=True, text=True)
+        proc = subprocess.run([cxx, *cmd_flags, str(src), "-o", str(out)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise CompileError(f"g++ could not compile {name}.cu for the CUDA emulator:\n{proc.stderr[-6000:]}")
-        os.replace(out, lib)  # atomic: a concurrent build of the same key is harmless
+        shutil.move(str(out), str(lib.with_name(lib.name + ".part")))
+        os.replace(lib.with_name(lib.name + ".part"), lib)  # atomic: a concurrent build of the same key is harmless
     return lib
 
 
@@ -194,9 +207,10 @@ class EmuProgram:
     """A built emulator library: ``program.launch("kernel", grid, block, [args...])``."""
 
     def __init__(self, source: str, *, name: str = "kernels", sanitize: str | None = None,
-                 openmp: bool | None = None, opt: str = "-O2"):
+                 openmp: bool | None = None, opt: str = "-O2", library: Path | None = None):
         self.source = source
-        self.path = build(source, name=name, sanitize=sanitize, openmp=openmp, opt=opt)
+        self.path = Path(library) if library is not None else build(source, name=name, sanitize=sanitize,
+                                                                     openmp=openmp, opt=opt)
         self.lib = ctypes.CDLL(str(self.path))
         self.lib.cnncc_emu_last_error.restype = ctypes.c_char_p
         self.fibers = needs_fibers(source)
@@ -251,3 +265,100 @@ class EmuProgram:
         if want is None or a.dtype != np.dtype(want):
             raise EmulationError(f"{where}: the kernel parameter is {code}, got numpy {a.dtype}")
         return ctypes.create_string_buffer(a.tobytes(), len(a.tobytes()))
+
+
+# ---------------------------------------------------------------------------------------------
+# the "cuda-emu" backend of runtime/module.py
+class EmuBackend:
+    """Target "cuda-emu": the CUDA target's source, built with g++ against cuda_emu.h."""
+
+    target = "cuda-emu"
+    source_name = "kernels.cu"
+    artifact_name = "kernels_emu.so"
+
+    def render(self, program):
+        from cnncc.runtime.cuda import render
+
+        return render(program)
+
+    def toolchain(self) -> str:
+        cxx = os.environ.get("CXX", "g++")
+        header = hashlib.sha256(HEADER.read_bytes()).hexdigest()[:12]
+        return f"{_compiler_version(cxx)} | {' '.join(flags()[:-1])} | cuda_emu.h {header}"
+
+    def machine(self) -> str:
+        import platform
+
+        return f"{platform.system()}-{platform.machine()}-emu"
+
+    def build(self, source: str, artifact: Path) -> None:
+        build(source, output=Path(artifact))
+
+    def load(self, artifact: Path, program, rendered):
+        return EmuRunner(Path(artifact), program, rendered)
+
+
+class EmuRunner:
+    """Runs the launch sequence of the CUDA target on the CPU.
+
+    Before every call the outputs and all scratch memory are filled with NaN (integers with
+    their minimum), so a kernel that forgets to write a value shows it. Under a sanitizer (or
+    with ``separate_buffers=True``) every arena slot is its own allocation, so AddressSanitizer
+    sees a write past a tensor's end instead of it landing in the neighbouring slot."""
+
+    def __init__(self, library: Path, program, rendered, separate_buffers: bool | None = None):
+        from cnncc.runtime.cuda import kernel_calls
+
+        self.program = program
+        self.calls = kernel_calls(program, rendered)
+        self.emu = EmuProgram(rendered.source, library=library)
+        self.weights = np.ascontiguousarray(program.blob, np.float32)
+        self.separate = sanitizer() is not None if separate_buffers is None else separate_buffers
+
+    def _arena(self, batch: int):
+        """(address function for arena tensors, buffers to keep alive)."""
+        if not self.separate:
+            arena = np.full(max(64, self.program.arena_bytes(batch)) // 4 + 1, np.nan, np.float32)
+            base = arena.ctypes.data
+            return (lambda t: base + t.arena_a * batch + t.arena_b), [arena]
+        slots: dict[tuple[int, int], int] = {}
+        for spec in self.program.kernels:
+            for t in spec.tensors():
+                if t.storage == "arena":
+                    size = np.dtype(t.dtype).itemsize
+                    span = t.base * size + (((batch - 1) * t.item_stride + t.item_numel) * size if t.batched
+                                            else t.item_numel * size)
+                    key = (t.arena_a, t.arena_b)
+                    slots[key] = max(slots.get(key, 0), span)
+        buffers = {k: np.full(v // 4 + 2, np.nan, np.float32) for k, v in slots.items()}
+        return (lambda t: buffers[(t.arena_a, t.arena_b)].ctypes.data), list(buffers.values())
+
+    def __call__(self, inputs, batch: int) -> list:
+        from cnncc.runtime.cuda import output_shape
+
+        outs = []
+        for t in self.program.outputs:
+            dt = np.dtype(t.dtype)
+            fill = np.nan if dt.kind == "f" else np.iinfo(dt).min
+            outs.append(np.full(output_shape(t, batch), fill, dt))
+        slot_address, keep = self._arena(batch)
+        ins = [np.ascontiguousarray(x) for x in inputs]
+        for call in self.calls:
+            args = []
+            for a in call.args:
+                if isinstance(a, str):
+                    args.append(np.int32(batch) if a == "N" else self.weights)
+                    continue
+                size = np.dtype(a.dtype).itemsize
+                if a.storage == "input":
+                    addr = ins[a.slot].ctypes.data
+                elif a.storage == "output":
+                    addr = outs[a.slot].ctypes.data
+                elif a.storage == "arena":
+                    addr = slot_address(a)
+                else:
+                    addr = self.weights.ctypes.data + 4 * a.offset
+                args.append(Pointer(addr + size * a.base))
+            self.emu.launch(call.name, call.grid_for(batch), call.block, args)
+        del keep
+        return outs

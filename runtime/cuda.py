@@ -1,0 +1,223 @@
+"""The CUDA target: NVRTC builds the rendered .cu into an sm_90 cubin, CuPy loads and launches it.
+
+``build`` needs no GPU (NVRTC only, with the ptxas report checked: no spills, limits kept), so
+``cnncc compile --target cuda`` works anywhere; ``load`` needs CuPy and a GPU. At run time there
+is one ``cupy.RawModule`` per model, one arena allocation per batch size (sized by the memory
+plan), the weight blob uploaded once, every kernel launched in order on one stream, and for
+small batches the whole launch sequence captured once as a CUDA Graph and replayed.
+
+The pieces that do not touch CuPy (``KernelCall``, ``kernel_calls``, ``tensor_address``) are
+shared with the CPU emulation (runtime/emu.py), so both run the exact same launch sequence.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cnncc.codegen.lower import Program, TensorRef
+from cnncc.errors import CnnccError, CompileError
+from cnncc.runtime.module import KernelSource, Rendered
+
+#: batches up to this size replay a captured CUDA Graph (launch overhead dominates there)
+GRAPH_MAX_BATCH = 8
+
+
+@dataclass
+class KernelCall:
+    """One launch: kernel name, grid as a function of N, block, and what each argument is."""
+
+    name: str
+    grid: tuple        # three GridDim (see codegen/cuda.py)
+    block: tuple[int, int, int]
+    args: list         # "N", "W" or a TensorRef
+
+    def grid_for(self, batch: int) -> tuple[int, int, int]:
+        return tuple(int(g(batch)) for g in self.grid)
+
+
+def kernel_calls(program: Program, rendered: Rendered) -> list[KernelCall]:
+    """The launch sequence, parsed from each kernel's launch text (so a saved module replays
+    exactly what was rendered) and bound to the Program's tensors by name."""
+    from cnncc.codegen.cuda import parse_launch
+
+    if len(rendered.kernels) != len(program.kernels):
+        raise CompileError(f"{len(rendered.kernels)} rendered kernels for {len(program.kernels)} kernel specs")
+    calls = []
+    for spec, k in zip(program.kernels, rendered.kernels):
+        grid, block, names = parse_launch(k.launch)
+        tensors = {t.cname: t for t in spec.tensors()}
+        args = []
+        for a in names:
+            if a in ("N", "W"):
+                args.append(a)
+            elif a in tensors:
+                args.append(tensors[a])
+            else:
+                raise CompileError(f"kernel {k.name}: launch argument '{a}' is not one of its tensors")
+        calls.append(KernelCall(k.name, grid, block, args))
+    return calls
+
+
+def tensor_address(t: TensorRef, batch: int, inputs: Sequence[int], outputs: Sequence[int], arena: int,
+                   weights: int) -> int:
+    """Byte address of a tensor's first element given the base addresses of each storage."""
+    size = np.dtype(t.dtype).itemsize
+    if t.storage == "input":
+        base = inputs[t.slot]
+    elif t.storage == "output":
+        base = outputs[t.slot]
+    elif t.storage == "arena":
+        base = arena + t.arena_a * batch + t.arena_b
+    elif t.storage == "weights":
+        return weights + 4 * t.offset + size * t.base
+    else:
+        raise CompileError(f"tensor '{t.name}': unknown storage '{t.storage}'")
+    return base + size * t.base
+
+
+def output_shape(t: TensorRef, batch: int) -> tuple[int, ...]:
+    return ((batch,) + tuple(t.shape[1:])) if t.batched else tuple(t.shape)
+
+
+def render(program: Program) -> Rendered:
+    from cnncc.codegen.cuda import render as render_cuda
+
+    source, kernels = render_cuda(program)
+    return Rendered(source, [KernelSource(*k) for k in kernels])
+
+
+class CudaBackend:
+    target = "cuda"
+    source_name = "kernels.cu"
+    artifact_name = "kernels.cubin"
+
+    def render(self, program: Program) -> Rendered:
+        return render(program)
+
+    def toolchain(self) -> str:
+        from cnncc.runtime import nvrtc
+
+        return f"nvrtc {'.'.join(map(str, nvrtc.nvrtc_version()))} | {' '.join(nvrtc.default_options()[:4])}"
+
+    def machine(self) -> str:
+        # a cubin for sm_90 runs on any sm_90 device; the driver checks the rest at load time
+        from cnncc.runtime import nvrtc
+
+        return f"cuda-{nvrtc.ARCH}"
+
+    def build(self, source: str, artifact: Path) -> None:
+        build_cubin(source, artifact)
+
+    def load(self, artifact: Path, program: Program, rendered: Rendered):
+        return CudaRunner(Path(artifact), program, rendered)
+
+
+def launch_table(source: str) -> dict[str, tuple]:
+    """Kernel name -> (grid, block, args) from the launch table in a rendered .cu file's header."""
+    from cnncc.codegen.cuda import parse_launch
+
+    return {m.group(1): parse_launch(m.group(2))
+            for m in re.finditer(r"^//\s+(\w+)\s+(grid \(.*\) block \(.*\) args \(.*\))$", source, re.M)}
+
+
+def build_cubin(source: str, artifact: Path):
+    """NVRTC -> cubin, failing on spills or exceeded limits (block sizes from the launch table)."""
+    from cnncc.runtime import nvrtc
+
+    table = launch_table(source)
+    result = nvrtc.compile_checked(source, threads={k: v[1][0] for k, v in table.items()}, expect=list(table))
+    Path(artifact).write_bytes(result.cubin)
+    return result
+
+
+class CudaRunner:
+    """Runs a compiled module on the GPU through CuPy."""
+
+    def __init__(self, cubin: Path, program: Program, rendered: Rendered, use_graphs: bool = True):
+        try:
+            import cupy as cp
+        except ImportError as e:
+            raise CnnccError("running the cuda target needs CuPy (pip install 'cnncc[cuda]'); "
+                             "without a GPU use target 'cuda-emu'") from e
+        try:
+            if cp.cuda.runtime.getDeviceCount() < 1:
+                raise CnnccError("no CUDA device")
+        except Exception as e:  # cupy raises CUDARuntimeError without a driver
+            raise CnnccError(f"running the cuda target needs an NVIDIA GPU ({e}); the cubin was built; "
+                             f"use target 'cuda-emu' to run the same CUDA source on the CPU") from None
+        self.cp = cp
+        self.program = program
+        self.calls = kernel_calls(program, rendered)
+        self.module = cp.RawModule(path=str(cubin))
+        self.functions = {c.name: self.module.get_function(c.name) for c in self.calls}
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        with self.stream:
+            self.weights = cp.asarray(np.ascontiguousarray(program.blob, np.float32))
+        self.arenas: dict[int, object] = {}
+        self.use_graphs = use_graphs
+        self.graphs: dict[int, tuple] = {}
+
+    def arena(self, batch: int):
+        a = self.arenas.get(batch)
+        if a is None:
+            if len(self.arenas) >= 4:
+                self.arenas.pop(next(iter(self.arenas)))
+            a = self.arenas[batch] = self.cp.empty(max(256, self.program.arena_bytes(batch)), self.cp.uint8)
+        return a
+
+    def _launch_all(self, batch: int, ins: list, outs: list) -> None:
+        cp = self.cp
+        in_ptrs = [int(x.data.ptr) for x in ins]
+        out_ptrs = [int(o.data.ptr) for o in outs]
+        arena, weights = int(self.arena(batch).data.ptr), int(self.weights.data.ptr)
+        for call in self.calls:
+            args = []
+            for a in call.args:
+                if a == "N":
+                    args.append(np.int32(batch))
+                elif a == "W":
+                    args.append(np.uint64(weights))
+                else:
+                    args.append(np.uint64(tensor_address(a, batch, in_ptrs, out_ptrs, arena, weights)))
+            self.functions[call.name](call.grid_for(batch), call.block, tuple(args), stream=self.stream)
+
+    def _fresh_outputs(self, batch: int) -> list:
+        return [self.cp.empty(output_shape(t, batch), t.dtype) for t in self.program.outputs]
+
+    def __call__(self, inputs, batch: int) -> list:
+        cp = self.cp
+        on_device = any(isinstance(x, cp.ndarray) for x in inputs)
+        with self.stream:
+            ins = [cp.ascontiguousarray(cp.asarray(x, dtype=t.dtype)) for x, t in zip(inputs, self.program.inputs)]
+            if self.use_graphs and batch <= GRAPH_MAX_BATCH:
+                outs = self._replay(batch, ins)
+            else:
+                outs = self._fresh_outputs(batch)
+                self._launch_all(batch, ins, outs)
+            if on_device:
+                return outs
+            result = [cp.asnumpy(o, stream=self.stream) for o in outs]
+        self.stream.synchronize()
+        return result
+
+    def _replay(self, batch: int, ins: list) -> list:
+        """Capture the launch sequence once per batch size on static buffers, then replay it."""
+        cp = self.cp
+        entry = self.graphs.get(batch)
+        if entry is None:
+            static_in = [cp.empty_like(x) for x in ins]
+            static_out = self._fresh_outputs(batch)
+            self.arena(batch)
+            self.stream.begin_capture()
+            self._launch_all(batch, static_in, static_out)
+            graph = self.stream.end_capture()
+            entry = self.graphs[batch] = (graph, static_in, static_out)
+        graph, static_in, static_out = entry
+        for dst, src in zip(static_in, ins):
+            dst[...] = src
+        graph.launch(stream=self.stream)
+        return [o.copy() for o in static_out]
