@@ -953,6 +953,9 @@ def _max_unpool_shape(node, ins):
         raise ModelError(f"indices have shape {idx.shape}, expected the input's shape {x.shape}",
                          node=node.name, op=node.op,
                          fix="pass the indices of the max_pool2d whose output is being unpooled")
+    if not np.issubdtype(np.dtype(idx.dtype), np.integer):
+        raise ModelError(f"indices must be integers, got {idx.dtype}", node=node.name, op=node.op,
+                         fix="use the max_pool2d_indices output (int64)")
     return (x.shape[0], x.shape[1], *_unpool_geometry(node, x))
 
 

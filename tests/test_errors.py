@@ -121,6 +121,11 @@ def _matmul_of_mismatched():
     return dsl.matmul(x, dsl.max_pool2d(x, 2), name="mm0")        # (.., 8, 8) @ (.., 4, 4)
 
 
+def _unpool_with_float_indices():
+    x = image()
+    return dsl.max_unpool2d(x, x, 2, name="unpool0")
+
+
 @pytest.mark.parametrize("make,words", [
     (lambda: dsl.conv2d(image(), 4, 3, stride=0, name="c0"), ["layer 'c0'", "attribute 'stride'", "got 0"]),
     (lambda: dsl.max_pool2d(image(h=2, w=2), 3, name="p0"), ["layer 'p0'", "(max_pool2d)", "window 3"]),
@@ -136,8 +141,9 @@ def _matmul_of_mismatched():
      ["layer 'up1'", "attribute 'output_padding'", "fix:"]),
     (lambda: dsl.transpose(image(), (0, 1, 1, 2), name="t0"), ["layer 't0'", "attribute 'perm'"]),
     (lambda: _matmul_of_mismatched(), ["layer 'mm0'", "inner dimensions", "(8 vs 4)"]),
+    (lambda: _unpool_with_float_indices(), ["layer 'unpool0'", "(max_unpool2d)", "indices must be integers"]),
 ], ids=["stride0", "pool_window", "pool_padding", "dense_features", "two_models", "reflect", "align_corners",
-        "depth_to_space", "output_padding", "perm", "matmul"])
+        "depth_to_space", "output_padding", "perm", "matmul", "unpool_indices"])
 def test_malformed_layers(make, words):
     if words is None:        # tensors from two different models cannot be combined
         with pytest.raises(cnncc.CnnccError, match="another model"):
