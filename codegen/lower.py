@@ -198,6 +198,7 @@ class Program:
     arena_b: int
     arena_source: str = "cnncc"                # "memory_plan" when graph.meta's plan was used
     output_names: list[str] | None = None      # the user's names for the outputs (before fusion renamed them)
+    fixed_batch: int | None = None             # `cnncc compile --batch B`: the only batch the module accepts
 
     def arena_bytes(self, batch: int) -> int:
         return self.arena_a * batch + self.arena_b
@@ -417,7 +418,7 @@ class _Lowering:
             return self.lower_fused(node)
         out = self.ref(node.name)
         spec = KernelSpec(cname(node.name), "", [(node.name, node.op)], out)
-        spec.shapes[node.name] = tuple(node.type.shape)
+        spec.shapes[node.name] = tuple(str(d) for d in node.type.shape)
         opdef = ops.get(node.op, node=node.name)
         if opdef.has(ops.ANCHOR):
             self.anchor(spec, node)
@@ -623,7 +624,7 @@ class _Lowering:
             out = self.ref(node.name)
             spec = KernelSpec(cname(node.name), "", [(m.name, m.op) for m in members], out)
             for m in members:
-                spec.shapes[m.name] = tuple(m.type.shape)
+                spec.shapes[m.name] = tuple(str(d) for d in m.type.shape)
             kind = node.attrs.get("kind")
             if kind == "elementwise":
                 if any(ops.get(m.op).has(ops.POOL) for m in members):

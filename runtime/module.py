@@ -150,6 +150,9 @@ class CompiledModule:
                     raise ModelError(f"inputs disagree on the batch size: {batch} vs {x.shape[0]} ('{ref.name}')")
                 batch = x.shape[0]
             arrays.append(x)
+        fixed = self.program.fixed_batch
+        if fixed is not None and batch is not None and batch != fixed:
+            raise ModelError(f"this module was compiled for batch {fixed} (cnncc compile --batch), got {batch}")
         return arrays, batch or 1
 
     def runner(self) -> Runner:
@@ -264,7 +267,7 @@ def program_to_dict(p: Program) -> dict:
             "inputs": [dataclasses.asdict(t) for t in p.inputs], "outputs": [dataclasses.asdict(t) for t in p.outputs],
             "blob_size": int(p.blob.size), "blob_layout": {k: [o, list(s)] for k, (o, s) in p.blob_layout.items()},
             "arena_a": p.arena_a, "arena_b": p.arena_b, "arena_source": p.arena_source,
-            "output_names": p.output_names}
+            "output_names": p.output_names, "fixed_batch": p.fixed_batch}
 
 
 def _tensor(d: dict) -> TensorRef:
@@ -318,7 +321,7 @@ def program_from_dict(d: dict, weights: dict[str, np.ndarray]) -> Program:
         layout[key] = (int(off), tuple(shape))
     return Program(d["name"], [_kernel(k) for k in d["kernels"]], [_tensor(t) for t in d["inputs"]],
                    [_tensor(t) for t in d["outputs"]], blob, layout, int(d["arena_a"]), int(d["arena_b"]),
-                   d.get("arena_source", "cnncc"), d.get("output_names"))
+                   d.get("arena_source", "cnncc"), d.get("output_names"), d.get("fixed_batch"))
 
 
 def check_artifact(path: Path) -> Path:
