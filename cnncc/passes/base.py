@@ -38,7 +38,8 @@ def note(graph: Graph, text: str, count: str | None = None) -> None:
 
 def rename_output(graph: Graph, old: str, new: str) -> None:
     """Remember that graph output ``old`` is now produced under ``new`` (for comparing outputs)."""
-    renamed = graph.meta.setdefault("renamed", {})
+    renamed = dict(graph.meta.get("renamed", {}))   # a new dict: snapshots share meta values
+    graph.meta["renamed"] = renamed
     for k, v in list(renamed.items()):
         if v == old:
             renamed[k] = new

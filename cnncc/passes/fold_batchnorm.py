@@ -60,7 +60,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
         if producer is not None:
             bias = producer.params.get("bias")
             bias = np.zeros_like(scale) if bias is None else bias.astype(np.float64)
-            producer.params = dict(producer.params, weight=scaled_weight(producer, scale).astype(np.float32),
+            producer.params = dict(producer.params, weight=scaled_weight(producer, scale).astype(np.float32, copy=False),
                                    bias=(bias * scale + shift).astype(np.float32))
             bypass(graph, bn, producer.name)
             note(graph, f"{bn.name} folded into {producer.name}'s weights and bias",

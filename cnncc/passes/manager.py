@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from ..errors import CnnccError
-from ..ir import Graph
-from .base import PASSES, all_nodes
+from ..ir import Graph, Node
+from .base import PASSES
 from .verify import verify_fused
 
 # importing the pass modules registers them
@@ -98,14 +98,23 @@ class PassReport:
         return "\n".join(lines)
 
 
+def _copy_node(node: Node) -> Node:
+    new = copy.copy(node)
+    new.inputs, new.attrs, new.params, new.meta = list(node.inputs), dict(node.attrs), dict(node.params), dict(node.meta)
+    if node.members:
+        new.members = [_copy_node(m) for m in node.members]
+    return new
+
+
 def snapshot(graph: Graph) -> Graph:
-    """A structural copy that shares the weight arrays (cheap enough to keep one per pass)."""
-    memo = {id(a): a for n in all_nodes(graph) for a in n.params.values()}
-    report, graph.pass_report = graph.pass_report, None
-    try:
-        return copy.deepcopy(graph, memo)
-    finally:
-        graph.pass_report = report
+    """A structural copy sharing weight arrays and (immutable) types: cheap enough to keep one
+    per pass. Passes replace arrays and meta values, they never write into them."""
+    out = Graph(graph.name)
+    for node in graph:
+        out.add(_copy_node(node))
+    out.inputs, out.outputs = list(graph.inputs), list(graph.outputs)
+    out.meta = dict(graph.meta)
+    return out
 
 
 def pipeline_for(opt_level: int, passes: Iterable[str] | None = None, disable: Iterable[str] = ()) -> list[str]:

@@ -75,7 +75,7 @@ def model_traffic(graph: Graph) -> dict:
 def traffic(graph: Graph) -> Graph:
     """Annotate every group and store the model totals in graph.meta["traffic"]."""
     for node in graph:
-        if node.op == "fused":
+        if node.op == "fused" and "bytes_fused" not in node.meta:   # a group never changes once made
             annotate_group(graph, node)
     graph.meta["traffic"] = t = model_traffic(graph)
     from .base import note
