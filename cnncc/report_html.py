@@ -69,14 +69,16 @@ def html_report(optimized: Graph, kernels: list | None = None, kernels_note: str
     report = optimized.pass_report
     stages = [("input", report.initial)] + [(r.name, r.snapshot) for r in report] if report else [("graph", optimized)]
     graphs = []
-    last_dot = None
+    last_dot, drawn = None, None
     for name, g in stages:
         dot_text = to_dot(g, f"{optimized.name} after {name}")
         body = dot_text.split("\n", 3)[3]
         unchanged = body == last_dot
         last_dot = body
-        graphs.append({"name": name, "nodes": len(g), "unchanged": unchanged,
+        drawn = drawn if unchanged else name
+        graphs.append({"name": name, "nodes": len(g), "unchanged": unchanged, "same_as": drawn, "open": False,
                        "svg": None if unchanged else _inline_svg(dot_text), "text": str(g)})
+    graphs[[g["name"] for g in graphs].index(drawn)]["open"] = True   # the final picture, unfolded
     groups = []
     for node in optimized:
         if node.op != "fused":

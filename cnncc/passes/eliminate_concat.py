@@ -100,5 +100,5 @@ def eliminate_concat(graph: Graph) -> Graph:
         if node.op in VIEWS and node.name not in graph.outputs and "write_into" not in graph[node.inputs[0]].meta \
                 and "write_into" not in node.meta:
             node.meta["view_of"] = node.inputs[0]
-            note(graph, f"{node.name} ({node.op}) is a view of {node.inputs[0]}", count="views")
+            note(graph, f"{node.name} ({node.op}) is a view of {node.inputs[0]}", count="flatten/reshape as views")
     return graph
