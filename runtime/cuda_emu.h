@@ -215,8 +215,9 @@ inline bool release_warps() {
             } else if (f.op == WarpOp::Ballot) {
                 f.result = ballot;
             }
-            f.state = State::Runnable;
         }
+        for (size_t i = base; i < end; ++i)  // only now: the loop above reads the lanes' states
+            if (block.pool[i]->state == State::AtWarpOp) block.pool[i]->state = State::Runnable;
         released = true;
     }
     return released;

@@ -152,6 +152,8 @@ def flags(sanitize: str | None = None, openmp: bool | None = None, opt: str = "-
     sanitize = sanitize if sanitize is not None else sanitizer()
     if openmp is None:
         openmp = sanitize is None  # keep the sanitized build single-threaded and simple
+    if sanitize and opt == "-O2":
+        opt = "-O1"  # the sanitizer's usual level: faster builds, clearer reports
     out = ["-std=c++17", opt, "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-variable",
            "-Wno-unused-function", "-Wno-unused-but-set-variable", f"-I{HEADER.parent}"]
     if openmp:

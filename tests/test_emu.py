@@ -46,9 +46,17 @@ extern "C" __global__ void tiled_matmul(const float* A, const float* B, float* C
     if (row < M && col < Ncols) C[row * Ncols + col] = acc;
 }
 
-extern "C" __global__ void warp_sums(const float* x, float* out, int* lanes_seen) {
+extern "C" __global__ void warp_sums(const float* x, float* out, int* lanes_seen, float* all_lanes, float* scan) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     float v = x[i];
+    float t = v, prefix = v;
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);   // butterfly: every lane gets the sum
+    for (int o = 1; o < 32; o <<= 1) {                                           // inclusive scan: reads lower lanes
+        float up = __shfl_up_sync(0xffffffffu, prefix, o);
+        if ((threadIdx.x & 31) >= o) prefix += up;
+    }
+    all_lanes[i] = t;
+    scan[i] = prefix;
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     float b = __shfl_sync(0xffffffffu, v, 0);          // broadcast lane 0's total
     unsigned ballot = __ballot_sync(0xffffffffu, x[i] > 0.5f);
@@ -116,8 +124,12 @@ def test_warp_shuffles_and_ballot(program):
     x = rng.random(256).astype(np.float32)
     out = np.full(8, np.nan, np.float32)
     seen = np.zeros(8, np.int32)
-    program.launch("warp_sums", (2,), (128,), [x, out, seen])
+    all_lanes = np.full(256, np.nan, np.float32)
+    scan = np.full(256, np.nan, np.float32)
+    program.launch("warp_sums", (2,), (128,), [x, out, seen, all_lanes, scan])
     np.testing.assert_allclose(out, x.reshape(8, 32).sum(1), rtol=1e-5)
+    np.testing.assert_allclose(all_lanes, np.repeat(x.reshape(8, 32).sum(1), 32), rtol=1e-5)
+    np.testing.assert_allclose(scan, np.cumsum(x.reshape(8, 32), axis=1).ravel(), rtol=1e-5)
     np.testing.assert_array_equal(seen, (x.reshape(8, 32) > 0.5).sum(1))
 
 
