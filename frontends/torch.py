@@ -90,6 +90,8 @@ class _Tracer:
                 self._output(fx)
                 continue
             if any(isinstance(a, _Poison) for a in _flat(self._args(fx.args)) + _flat(self._args(list(fx.kwargs.values())))):
+                if not self._known(fx):        # downstream of a problem: report it only if unsupported itself
+                    self.problems.append(f"  - {fx.name} ({_describe(fx, self.modules)}){_where(fx)}")
                 self.env[fx.name] = _Poison()
                 continue
             try:
@@ -104,6 +106,15 @@ class _Tracer:
             raise UnsupportedError(f"{len(self.problems)} construct(s) of the traced module are not supported:\n"
                                    + "\n".join(self.problems))
         return self.graph
+
+    def _known(self, fx) -> bool:
+        if fx.op == "call_module":
+            return MODULES.get(type(self.modules[fx.target])) is not None
+        if fx.op == "call_function":
+            return FUNCTIONS.get(fx.target) is not None
+        if fx.op == "call_method":
+            return METHODS.get(fx.target) is not None
+        return True
 
     def _placeholder(self, fx, i: int) -> None:
         if i >= len(self.examples):
