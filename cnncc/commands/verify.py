@@ -1,0 +1,140 @@
+"""cnncc verify MODEL: run cnncc and the model's own runtime on the same seeded inputs and compare.
+
+MODEL is an .onnx file (checked against onnxruntime), or a .py file whose ``model()`` returns
+either an ``nn.Module`` (traced with from_torch, checked against PyTorch; the file also defines
+``input_shape = (1, C, H, W)`` or ``example_input(batch)``) or a DSL graph (checked against the
+numpy reference). Per output it prints the max absolute and relative error and pass/fail.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+
+def add(sub):
+    p = sub.add_parser("verify", help="compare cnncc against the model's own runtime (onnxruntime, PyTorch)")
+    p.add_argument("model", help=".onnx file, or a .py file whose model() returns an nn.Module or a DSL graph")
+    p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"], help="cnncc target (default c)")
+    p.add_argument("--batch", type=int, default=2, help="batch size of the random inputs (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--opt", type=int, default=2, choices=[0, 1, 2], help="optimization level (default 2)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
+    return p
+
+
+def run(args) -> int:
+    import cnncc
+    from cnncc.errors import CnnccError
+
+    path = Path(args.model)
+    if not path.exists():
+        raise CnnccError(f"no such file: {path}")
+    rng = np.random.default_rng(args.seed)
+    if path.suffix == ".onnx":
+        graph = cnncc.from_onnx(path)
+        feeds = random_inputs(graph, args.batch, rng)
+        expected = onnxruntime_outputs(path, graph, feeds)
+        runtime = "onnxruntime"
+    elif path.suffix == ".py":
+        graph, feeds, expected, runtime = _from_python(path, args.batch, rng)
+    else:
+        raise CnnccError(f"cnncc verify takes an .onnx or .py model, got '{path}'")
+    mod = cnncc.compile(graph, target=args.target, opt_level=args.opt)
+    got = mod(feeds)
+    got = got if isinstance(got, dict) else {graph.outputs[0]: got}
+    print(f"{path.name}: cnncc ({args.target}, opt {args.opt}) vs {runtime}, batch {args.batch}, seed {args.seed}")
+    ok = report(got, expected, args.rtol, args.atol)
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def random_inputs(graph, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Seeded standard-normal inputs; the batch symbol N becomes ``batch``."""
+    import cnncc
+    from cnncc.errors import CnnccError
+
+    feeds = {}
+    for name in graph.inputs:
+        t = graph[name].type
+        try:
+            shape = t.concrete({cnncc.N: batch})
+        except CnnccError:
+            raise CnnccError(f"input '{name}' has symbolic sizes {t.shape} besides the batch; export the model "
+                             "with concrete spatial sizes") from None
+        if np.dtype(t.dtype).kind == "f":
+            feeds[name] = rng.standard_normal(shape).astype(t.dtype)
+        else:
+            feeds[name] = np.zeros(shape, t.dtype)
+    return feeds
+
+
+def onnxruntime_outputs(path: Path, graph, feeds: dict) -> dict[str, np.ndarray]:
+    """onnxruntime's outputs keyed by the cnncc output names."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        from cnncc.errors import CnnccError
+
+        raise CnnccError("cnncc verify of an .onnx file needs onnxruntime (pip install cnncc[onnx])") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    by_cnncc = {v: k for k, v in graph.meta["onnx_inputs"].items()}
+    ort_feeds = {by_cnncc[k]: v for k, v in feeds.items()}
+    names = [o.name for o in session.get_outputs()]
+    outs = dict(zip(names, session.run(None, ort_feeds)))
+    return {graph.meta["onnx_outputs"][k]: v for k, v in outs.items() if k in graph.meta["onnx_outputs"]}
+
+
+def _from_python(path: Path, batch: int, rng):
+    import cnncc
+    from cnncc.errors import CnnccError
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "model"):
+        raise CnnccError(f"{path} defines no model() function")
+    built = module.model()
+    if isinstance(built, cnncc.Graph):
+        graph = built.infer_shapes()
+        feeds = random_inputs(graph, batch, rng)
+        ref = cnncc.reference(graph, feeds)
+        expected = ref if isinstance(ref, dict) else {graph.outputs[0]: ref}
+        return graph, feeds, expected, "the numpy reference"
+    import torch
+
+    built = built.eval()
+    if hasattr(module, "example_input"):
+        x = module.example_input(batch)
+    elif hasattr(module, "input_shape"):
+        x = torch.from_numpy(rng.standard_normal((batch, *module.input_shape[1:])).astype(np.float32))
+    else:
+        raise CnnccError(f"{path}: model() returns an nn.Module; also define input_shape or example_input(batch)")
+    graph = cnncc.from_torch(built, x)
+    with torch.no_grad():
+        y = built(x)
+    ys = list(y) if isinstance(y, (tuple, list)) else [y]
+    expected = {name: t.numpy() for name, t in zip(graph.outputs, ys)}
+    return graph, {graph.inputs[0]: x.numpy()}, expected, "PyTorch"
+
+
+def report(got: dict, expected: dict, rtol: float, atol: float) -> bool:
+    """Print one line per output; an output passes when max|a-b| <= atol + rtol * max|b|."""
+    ok = True
+    print(f"  {'output':<28}{'shape':<20}{'max abs err':>14}{'max rel err':>14}  result")
+    for name, want in expected.items():
+        have = np.asarray(got[name])
+        if have.shape != want.shape:
+            print(f"  {name:<28}{str(have.shape):<20}{'shape differs from ' + str(want.shape):>28}  FAIL")
+            ok = False
+            continue
+        diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
+        abs_err = float(diff.max(initial=0.0))
+        scale = float(np.abs(want).max(initial=0.0))
+        rel_err = abs_err / scale if scale > 0 else abs_err
+        passed = bool(np.isfinite(have).all()) and abs_err <= atol + rtol * scale
+        ok &= passed
+        print(f"  {name:<28}{str(have.shape):<20}{abs_err:>14.3g}{rel_err:>14.3g}  {'pass' if passed else 'FAIL'}")
+    return ok
