@@ -220,3 +220,11 @@ def test_verify_fails_with_exit_1_on_a_wrong_result(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(frontend, "from_onnx", tampered)
     assert main(["verify", str(path)]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_example_from_onnx_runs(examples_dir, capsys):
+    pytest.importorskip("torch")
+    import runpy
+
+    runpy.run_path(str(examples_dir / "from_onnx.py"), run_name="__main__")
+    assert "max abs difference to onnxruntime" in capsys.readouterr().out

@@ -113,3 +113,10 @@ def test_untraceable_module_fails_with_location():
 def test_training_mode_is_rejected():
     with pytest.raises(ModelError, match="eval"):
         cnncc.from_torch(nn.Sequential(nn.BatchNorm2d(3)), torch.randn(1, 3, 4, 4))
+
+
+def test_example_from_torch_runs(examples_dir, capsys):
+    import runpy
+
+    runpy.run_path(str(examples_dir / "from_torch.py"), run_name="__main__")
+    assert "identical outputs" in capsys.readouterr().out
