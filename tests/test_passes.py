@@ -306,3 +306,11 @@ def test_traffic_model_counts_the_saved_intermediates():
                                                            m.type)["flops"] for i, m in enumerate(grp.members))) == 0
     t = opt.meta["traffic"]
     assert t["groups"] == 1 and sympy.simplify(t["bytes_unfused"] - t["bytes_fused"]).is_positive
+
+
+def test_only_batch_keeping_reshapes_become_views():
+    x = dsl.input("x", (N, 4, 6))
+    merged = dsl.relu(dsl.reshape(dsl.relu(x), (-1, 6), name="merge"))
+    kept = dsl.relu(dsl.flatten(dsl.relu(x, name="r2"), name="flat"))
+    opt = optimize(dsl.graph(merged, kept))
+    assert opt["flat"].meta.get("view_of") == "r2" and "view_of" not in opt["merge"].meta

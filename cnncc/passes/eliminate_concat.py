@@ -97,7 +97,10 @@ def eliminate_concat(graph: Graph) -> Graph:
              count="concats eliminated")
     assert all(graph[r].meta.get("eliminated") for r in roots)
     for node in graph:
-        if node.op in VIEWS and node.name not in graph.outputs and "write_into" not in graph[node.inputs[0]].meta \
+        src = graph[node.inputs[0]] if node.inputs else None
+        keeps_batch = src is not None and src.type.rank and node.type.rank \
+            and sympy.simplify(src.type.shape[0] - node.type.shape[0]) == 0   # N stays the leading dim
+        if node.op in VIEWS and keeps_batch and node.name not in graph.outputs and "write_into" not in src.meta \
                 and "write_into" not in node.meta:
             node.meta["view_of"] = node.inputs[0]
             note(graph, f"{node.name} ({node.op}) is a view of {node.inputs[0]}", count="flatten/reshape as views")
