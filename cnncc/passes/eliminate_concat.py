@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sympy
 
-from ..ir import Graph, Node
+from ..ir import N, Graph, Node
 from .base import note, register_pass
 
 VIEWS = ("flatten", "reshape")
@@ -99,7 +99,8 @@ def eliminate_concat(graph: Graph) -> Graph:
     for node in graph:
         src = graph[node.inputs[0]] if node.inputs else None
         keeps_batch = src is not None and src.type.rank and node.type.rank \
-            and sympy.simplify(src.type.shape[0] - node.type.shape[0]) == 0   # N stays the leading dim
+            and sympy.simplify(src.type.shape[0] - node.type.shape[0]) == 0 \
+            and N in sympy.sympify(node.type.shape[0]).free_symbols   # N stays the leading dim (codegen's rule)
         if node.op in VIEWS and keeps_batch and node.name not in graph.outputs and "write_into" not in src.meta \
                 and "write_into" not in node.meta:
             node.meta["view_of"] = node.inputs[0]
