@@ -33,6 +33,9 @@ TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:direct": "cuda/conv_dire
 #: a convolution whose reduction (C_in/groups x KH x KW) is at most this long runs as a direct
 #: kernel (one thread per output, window unrolled): depthwise 3x3/5x5, RGB stems, LeNet's conv1
 DIRECT_CONV_MAX_K = 27
+#: register budget of the GEMM convolution (via __launch_bounds__' minimum blocks per SM):
+#: ptxas otherwise spends up to 255 on the unrolled tile loads and occupancy collapses
+MAX_GEMM_REGISTERS = 128
 #: the rowwise dense kernel keeps one output row in shared memory for the softmax tail
 ROWWISE_MAX_M = 8192
 
@@ -160,16 +163,17 @@ def _plan_conv(spec: KernelSpec) -> LaunchPlan:
         lp = _flat(spec, "conv:direct", g["C_out"] * outplane)
         lp.tiles.update(tiles)
         return lp
-    # implicit GEMM: (C_out/groups) x (N * positions) x K, tiles in shared memory
+    # implicit GEMM: (C_out/groups) x (N * positions) x K, tiles in shared memory. Always 16 x 16
+    # threads; the tile's channel extent follows C_out/groups so small layers waste little.
     bm = 16 if co_g <= 16 else 32 if co_g <= 32 else 64
-    tm = 4 if win <= 9 else 1
-    ty = bm // tm
-    tx = 16
+    tx = ty = 16
+    tm = bm // ty
     tp = 4 if win == 1 else 1
     bp = tx * tp
-    bk = 16 if win <= 4 else 8
+    bk = 16
     threads = tx * ty
-    tiles.update(BM=bm, BP=bp, BK=bk, TM=tm, TP=tp, TX=tx, TY=ty, COLS=bp * win)
+    tiles.update(BM=bm, BP=bp, BK=bk, TM=tm, TP=tp, TX=tx, TY=ty, COLS=bp * win,
+                 MIN_BLOCKS=max(1, 65536 // (threads * MAX_GEMM_REGISTERS)))
     return LaunchPlan("conv:gemm", threads, (GridDim(outplane, 0, bp), GridDim(0, cdiv(co_g, bm), 1),
                                              GridDim(0, g["groups"], 1)), tiles)
 
