@@ -64,6 +64,9 @@ while N W n c q v i j k g co ci kh kw oh ow ih iw ph pw acc sum best cnt x y r s
 weights arena inputs outputs blockIdx threadIdx blockDim gridDim main min max exp log
 h0 w0 hh ww cnt_h cnt_w grp xc wc xr wr pr yc yr wv ls base oh_lo oh_hi ow_lo ow_hi part
 xn yo ic r0 r1 a0 a1 top bottom c_lo c_hi ar bm flat arg ih_lo ih_hi iw_lo iw_hi mf inv s0 s1 s2 s3 s4 s5 i0 i1 i2 i3 i4 i5""".split())
+# locals of the CUDA templates (templates/cuda/*.cu.j2)
+RESERVED |= set("""tid tx ty co0 p0 P As Bs Ws Xs wg xg gp e mm kk col val l lane warp rowid start mx partial row
+total idx rest w1 b0 b1 h1 mean var target tb wi wj c0 n0 nn dim3 uint3 warpSize INFINITY""".split())
 
 
 def cname(name: str) -> str:
