@@ -169,11 +169,10 @@ class CudaRunner:
             a = self.arenas[batch] = self.cp.empty(max(256, self.program.arena_bytes(batch)), self.cp.uint8)
         return a
 
-    def _launch_all(self, batch: int, ins: list, outs: list) -> None:
-        cp = self.cp
+    def _launch_all(self, batch: int, ins: list, outs: list, arena_buffer) -> None:
         in_ptrs = [int(x.data.ptr) for x in ins]
         out_ptrs = [int(o.data.ptr) for o in outs]
-        arena, weights = int(self.arena(batch).data.ptr), int(self.weights.data.ptr)
+        arena, weights = int(arena_buffer.data.ptr), int(self.weights.data.ptr)
         for call in self.calls:
             args = []
             for a in call.args:
@@ -197,7 +196,7 @@ class CudaRunner:
                 outs = self._replay(batch, ins)
             else:
                 outs = self._fresh_outputs(batch)
-                self._launch_all(batch, ins, outs)
+                self._launch_all(batch, ins, outs, self.arena(batch))
             if on_device:
                 return outs
             result = [cp.asnumpy(o, stream=self.stream) for o in outs]
@@ -205,18 +204,19 @@ class CudaRunner:
         return result
 
     def _replay(self, batch: int, ins: list) -> list:
-        """Capture the launch sequence once per batch size on static buffers, then replay it."""
+        """Capture the launch sequence once per batch size on static buffers (inputs, outputs and
+        an arena the graph owns, so no later eviction frees memory it points at), then replay it."""
         cp = self.cp
         entry = self.graphs.get(batch)
         if entry is None:
             static_in = [cp.empty_like(x) for x in ins]
             static_out = self._fresh_outputs(batch)
-            self.arena(batch)
+            arena = cp.empty(max(256, self.program.arena_bytes(batch)), cp.uint8)
             self.stream.begin_capture()
-            self._launch_all(batch, static_in, static_out)
+            self._launch_all(batch, static_in, static_out, arena)
             graph = self.stream.end_capture()
-            entry = self.graphs[batch] = (graph, static_in, static_out)
-        graph, static_in, static_out = entry
+            entry = self.graphs[batch] = (graph, static_in, static_out, arena)
+        graph, static_in, static_out, _ = entry
         for dst, src in zip(static_in, ins):
             dst[...] = src
         graph.launch(stream=self.stream)

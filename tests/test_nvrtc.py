@@ -7,7 +7,6 @@ fails on any ptxas problem: a cache hit therefore means this exact source alread
 checks with this NVRTC, so re-runs stay fast while any template change recompiles."""
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
