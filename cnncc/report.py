@@ -39,7 +39,8 @@ def summary_table(graph: Graph, batch: int | None = None) -> str:
     out.append(line)
     out.append(f"Total params: {total_params:,}")
     out.append(f"Total FLOPs:  {_fmt_int(sympy.expand(total_flops))}")
-    ins = ", ".join(f"{i} {format_shape(graph[i].type.shape)}" for i in graph.inputs)
+    ins = ", ".join(f"{i} {format_shape([sympy.sympify(d).subs(mapping) for d in graph[i].type.shape])}"
+                    for i in graph.inputs)
     out.append(f"Inputs: {ins}")
     return "\n".join(out)
 

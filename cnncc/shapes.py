@@ -26,12 +26,13 @@ def pool_out(n, k, s, p_lo=0, p_hi=None, d=1, ceil_mode=False) -> sympy.Expr:
     p_hi = p_lo if p_hi is None else p_hi
     if not ceil_mode:
         return conv_out(n, k, s, p_lo, p_hi, d)
-    out = sympy.ceiling((_s(n) + p_lo + p_hi - d * (k - 1) - 1) / _s(s)) + 1
-    last_start = (out - 1) * s
-    cond = sympy.Ge(last_start, _s(n) + p_lo)
-    if cond in (sympy.true, sympy.false):
-        return out - 1 if cond == sympy.true else out
-    return sympy.Piecewise((out - 1, cond), (out, True))
+    eff = d * (k - 1) + 1
+    out = sympy.ceiling((_s(n) + p_lo + p_hi - eff) / _s(s)) + 1
+    # The last window must start inside the input or the left padding: at most ceil((n + p_lo)/s)
+    # windows. (out-1)s < n + p_lo + p_hi - eff + s, so when p_hi + s <= eff that never bites.
+    if p_hi + s <= eff:
+        return out
+    return sympy.Min(out, sympy.ceiling((_s(n) + p_lo) / _s(s)))
 
 
 def conv_transpose_out(n, k, s=1, p_lo=0, p_hi=None, d=1, output_padding=0) -> sympy.Expr:

@@ -143,3 +143,21 @@ def test_symbolic_summary_shows_formulas():
 def test_same_padding_that_cannot_be_symmetric_is_an_error():
     with pytest.raises(ModelError, match="cannot be symmetric"):
         resolve_padding("same", (6, 6), (4, 4), (1, 1), (1, 1), node="c", op="conv2d")
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 2, 0), (3, 2, 1), (2, 2, 1), (3, 1, 1), (1, 2, 0), (2, 3, 1)])
+def test_ceil_mode_pool_size_stays_exact_when_symbolic(k, s, p):
+    """A symbolic ceil-mode size (cnncc summary --symbolic) must equal the concrete rule at every n."""
+    import sympy
+
+    from cnncc.ir import sym
+    from cnncc.shapes import pool_out
+
+    h = sym("H")
+    expr = pool_out(h, k, s, p, p, 1, ceil_mode=True)
+    for n in range(max(k - 2 * p, 1), 40):
+        assert int(expr.subs(h, n)) == int(pool_out(n, k, s, p, p, 1, ceil_mode=True)), n
+        torch_rule = -(-(n + 2 * p - k) // s) + 1
+        if (torch_rule - 1) * s >= n + p:
+            torch_rule -= 1
+        assert int(pool_out(n, k, s, p, p, 1, ceil_mode=True)) == torch_rule
