@@ -116,7 +116,8 @@ def render(program: Program):
                 const = "const " if t.storage == "input" else ""
                 shape = "(" + ", ".join(["N"] + [str(d) for d in t.shape[1:]]) + ")" if t.batched else str(t.shape)
                 decls.append(f"{const}{_ctype(t)}* {t.cname} = {address(t)};   /* {t.name} {shape} */")
-        calls.append(f"kernel_{spec.name}(N, W, {', '.join(t.cname for t in tensors)});")
+        n = "N" if spec.batch is None else f"{spec.batch}L /* static rows */"
+        calls.append(f"kernel_{spec.name}({n}, W, {', '.join(t.cname for t in tensors)});")
     source = env.get_template("c/module.c.j2").render(prelude=prelude, kernels=[k for _, k in kernels],
                                                       tensor_decls=decls, calls=calls)
     return source, [(spec.name, text, launch(spec)) for spec, text in kernels]

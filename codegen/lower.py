@@ -14,6 +14,11 @@ Vocabulary (shared by every target, see also ``runtime/module.py`` for the backe
   storage address plus ``base`` elements (``base``/``item_stride`` differ from the plain
   layout only when a producer writes into a channel slice of an eliminated concat,
   contract C).
+* Static tensors: a tensor whose shape does not lead with N (ONNX graphs with fixed sizes,
+  constants) is not ``batched``; its ``shape`` is the full shape and ``item_stride`` the size
+  of one leading row. A kernel whose output is static has ``KernelSpec.batch`` = that leading
+  size, and runs over exactly that many rows instead of the runtime N (the renderer passes the
+  literal where it would pass N).
 * Output coordinates ``(n, c, q)``: every kernel's output of shape ``(N, C, *rest)`` is
   addressed by batch item ``n``, channel ``c`` (dim 1) and flat inner position ``q`` (over
   ``rest``; 0 when the output is 2-D). An ``Operand`` reads another tensor at those coordinates
@@ -168,6 +173,7 @@ class KernelSpec:
     pool: PoolSpec | None = None
     tail: str | None = None                   # softmax | log_softmax after dense
     shapes: dict[str, tuple] = field(default_factory=dict)   # node -> shape text, for comments
+    batch: int | None = None                  # None: N items at run time; an int: a static kernel's rows
 
     @property
     def out_C(self) -> int:
@@ -215,6 +221,13 @@ def lower(graph: Graph) -> list[KernelSpec]:
 
 def lower_program(graph: Graph) -> Program:
     return _Lowering(graph).run()
+
+
+def _row(t: TensorRef) -> int:
+    """Elements per leading item: per batch item (batched) or per leading row (static)."""
+    if t.batched:
+        return t.item_numel
+    return t.item_numel // t.shape[0] if t.shape and t.shape[0] else t.item_numel
 
 
 def _linear_in_N(expr, what: str) -> tuple[int, int]:
@@ -299,10 +312,10 @@ class _Lowering:
         if node.op == "constant":
             r = self.weight(f"{name}.value", node.params["value"])
             r.shape, r.batched, r.name, r.cname = shape, batched, name, self.unique_cname(name)
-            r.item_stride = r.item_numel
+            r.item_stride = _row(r)
             return r
         ref = TensorRef(name, self.unique_cname(name), shape, batched, dtype=node.type.dtype)
-        ref.item_stride = ref.item_numel
+        ref.item_stride = _row(ref)
         if name in self.g.inputs:
             ref.storage, ref.slot = "input", self.g.inputs.index(name)
             return ref
@@ -315,11 +328,11 @@ class _Lowering:
         view_of = node.meta.get("view_of")
         if view_of:
             src = self.ref(view_of)
-            if not (batched and src.batched):
+            if batched != src.batched or (not batched and (src.item_stride != _row(src) or shape[0] != src.shape[0])):
                 raise UnsupportedError(f"layer '{name}' ({node.op}) is a view that merges the batch dimension "
                                        f"{tuple(node.type.shape)}; cnncc keeps N as the leading dimension")
-            return TensorRef(name, ref.cname, shape, True, node.type.dtype, src.storage, src.slot, src.arena_a,
-                             src.arena_b, src.offset, src.base, src.item_stride)
+            return TensorRef(name, ref.cname, shape, batched, node.type.dtype, src.storage, src.slot, src.arena_a,
+                             src.arena_b, src.offset, src.base, src.item_stride if batched else _row(ref))
         wi = node.meta.get("write_into")
         if wi:
             dst = self.ref(wi["tensor"])
@@ -417,9 +430,28 @@ class _Lowering:
                        blob, self.blob_layout, self.arena_a, self.arena_b, source)
 
     def lower_node(self, node: Node) -> KernelSpec:
+        spec = self._lower_node(node)
+        out = spec.output
+        data = [t for t in spec.inputs if t.storage != "weights"]
+        operands = [o for o in spec.operands + [e.operand for e in spec.epilogue if e.operand]]
+        if out.batched:
+            static = [t.name for t in data if not t.batched]
+        elif spec.family == "copy" and not any(t.batched for t in data):
+            spec.batch, static = 1, []            # a static reshape: one copy of the whole tensor
+            spec.geometry["numel"] = out.item_numel
+        else:
+            spec.batch = out.shape[0] if out.shape else 1
+            static = [t.name for t in data if t.batched or t.shape[0] != spec.batch] + \
+                     [o.tensor.name for o in operands if o.tensor.batched]
+        if static:
+            raise UnsupportedError(f"layer '{node.name}' ({node.op}): output {tuple(node.type.shape)} and input(s) "
+                                   f"{', '.join(static)} do not share a leading batch dimension")
+        return spec
+
+    def _lower_node(self, node: Node) -> KernelSpec:
+        out = self.ref(node.name)
         if node.op == "fused":
             return self.lower_fused(node)
-        out = self.ref(node.name)
         spec = KernelSpec(cname(node.name), "", [(node.name, node.op)], out)
         spec.shapes[node.name] = tuple(str(d) for d in node.type.shape)
         opdef = ops.get(node.op, node=node.name)
