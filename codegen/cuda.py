@@ -11,7 +11,8 @@ launch string of ``mod.kernels``, a small grammar the runtimes parse (see ``pars
 
     grid (cdiv(784*N, 256), 1, 1) block (256, 1, 1) args (N, conv1, image, W)
 
-Each grid dimension is an int or ``cdiv(A*N+B, D)`` = ceil((A*N+B)/D).
+Each grid dimension is an int or ``cdiv(A*N+B, D)`` = ceil((A*N+B)/D). A static kernel (output
+not leading with N, ``KernelSpec.batch`` set) gets its literal row count as first argument.
 """
 from __future__ import annotations
 
@@ -264,11 +265,17 @@ def weight_decls(spec: KernelSpec) -> str:
 def render_kernel(spec: KernelSpec) -> tuple[str, str]:
     """(kernel source, launch text) for one KernelSpec."""
     lp = plan(spec)
+    rows = "N"
+    if spec.batch is not None:
+        # a static kernel (its output does not lead with N): the literal row count stands for N
+        rows = str(spec.batch)
+        lp.grid = tuple(GridDim(0, g.a * spec.batch + g.b, g.d) for g in lp.grid)
+    launch = lp.text([rows] + [t.cname for t in param_tensors(spec)] + ["W"])
     key = lp.variant if lp.variant in TEMPLATES else spec.family
     text = _env().get_template(TEMPLATES[key]).render(
         spec=spec, t=lp.tiles, threads=lp.threads, signature=signature(spec), weight_decls=weight_decls(spec),
-        launch=lp.text(["N"] + [t.cname for t in param_tensors(spec)] + ["W"]))
-    return text.strip() + "\n", lp.text(["N"] + [t.cname for t in param_tensors(spec)] + ["W"])
+        launch=launch)
+    return text.strip() + "\n", launch
 
 
 def render(program: Program) -> tuple[str, list[tuple[str, str, str]]]:

@@ -33,7 +33,7 @@ class KernelCall:
     name: str
     grid: tuple        # three GridDim (see codegen/cuda.py)
     block: tuple[int, int, int]
-    args: list         # "N", "W" or a TensorRef
+    args: list         # "N", "W", a literal int (static kernels) or a TensorRef
 
     def grid_for(self, batch: int) -> tuple[int, int, int]:
         return tuple(int(g(batch)) for g in self.grid)
@@ -54,6 +54,8 @@ def kernel_calls(program: Program, rendered: Rendered) -> list[KernelCall]:
         for a in names:
             if a in ("N", "W"):
                 args.append(a)
+            elif a.isdigit():
+                args.append(int(a))   # a static kernel's literal row count, passed where N goes
             elif a in tensors:
                 args.append(tensors[a])
             else:
@@ -176,7 +178,9 @@ class CudaRunner:
         for call in self.calls:
             args = []
             for a in call.args:
-                if a == "N":
+                if isinstance(a, int):
+                    args.append(np.int32(a))
+                elif a == "N":
                     args.append(np.int32(batch))
                 elif a == "W":
                     args.append(np.uint64(weights))

@@ -348,6 +348,9 @@ class EmuRunner:
         for call in self.calls:
             args = []
             for a in call.args:
+                if isinstance(a, int):
+                    args.append(np.int32(a))
+                    continue
                 if isinstance(a, str):
                     args.append(np.int32(batch) if a == "N" else self.weights)
                     continue
