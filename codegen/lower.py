@@ -18,7 +18,10 @@ Vocabulary (shared by every target, see also ``runtime/module.py`` for the backe
   constants) is not ``batched``; its ``shape`` is the full shape and ``item_stride`` the size
   of one leading row. A kernel whose output is static has ``KernelSpec.batch`` = that leading
   size, and runs over exactly that many rows instead of the runtime N (the renderer passes the
-  literal where it would pass N).
+  literal where it would pass N). A static kernel that mixes the leading dim (concat or softmax
+  along it, a transpose/pad that moves or grows it, a matmul over literal batch dims) sets
+  ``geometry["whole"]``: it runs once (``batch`` = 1) over the whole tensors, its geometry
+  counting dim 0 like any other; an epilogue reads its leading index from the flat position.
 * Output coordinates ``(n, c, q)``: every kernel's output of shape ``(N, C, *rest)`` is
   addressed by batch item ``n``, channel ``c`` (dim 1) and flat inner position ``q`` (over
   ``rest``; 0 when the output is 2-D). An ``Operand`` reads another tensor at those coordinates
@@ -39,10 +42,12 @@ Families (``KernelSpec.family``) and their ``geometry`` keys:
   dense           K (in features), M (out features); optional ``tail`` softmax/log_softmax
   pool            kind, C, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW, count_include_pad
   global_pool     kind, C, Q (spatial size)
-  softmax         log, outer, axis_len, inner (per batch item)
+  softmax         log, outer, axis_len, inner (per batch item; whole: over the whole tensor)
+  matmul          MB blocks of R x K @ K x M per item; a_off/b_off: each block's offset into a/b;
+                  a_item/b_item: an operand's stride per batch item (0: shared); C, Q for the epilogue
   elementwise     C, Q (output coordinates); inputs are Operands, the chain is ``epilogue``
   copy            numel (per item) — views that must materialize, identity at opt 0
-  concat          axis-1 style copy: outer, inner sizes per input, in geometry["parts"]
+  concat          outer x row copy: each input's chunk of a row and its offset in geometry["parts"]
   (lrn, pad, upsample, depth_to_space, space_to_depth, transpose: see _lower_node)
 """
 from __future__ import annotations
@@ -288,7 +293,7 @@ class _Lowering:
     def concrete(self, node: Node) -> tuple[tuple[int, ...], bool]:
         shape = node.type.shape
         if not shape:
-            return (1,), False
+            return (), False          # a scalar: one value, kept 0-D so the caller gets a 0-D array
         batched = sympy.simplify(sympy.sympify(shape[0]) - N) == 0
         rest = shape[1:] if batched else shape
         out = []
@@ -328,7 +333,7 @@ class _Lowering:
         view_of = node.meta.get("view_of")
         if view_of:
             src = self.ref(view_of)
-            if batched != src.batched or (not batched and (src.item_stride != _row(src) or shape[0] != src.shape[0])):
+            if batched != src.batched or (not batched and (src.item_stride != _row(src) or shape[:1] != src.shape[:1])):
                 raise UnsupportedError(f"layer '{name}' ({node.op}) is a view that merges the batch dimension "
                                        f"{tuple(node.type.shape)}; cnncc keeps N as the leading dimension")
             return TensorRef(name, ref.cname, shape, batched, node.type.dtype, src.storage, src.slot, src.arena_a,
@@ -434,14 +439,19 @@ class _Lowering:
         out = spec.output
         data = [t for t in spec.inputs if t.storage != "weights"]
         operands = [o for o in spec.operands + [e.operand for e in spec.epilogue if e.operand]]
-        if out.batched:
+        if spec.geometry.get("whole"):
+            # a static kernel that mixes the leading dim (concat/softmax along it, a transpose that
+            # moves it, a matmul over literal batch dims): one pass over the whole tensors
+            spec.batch = 1
+            static = [t.name for t in data if t.batched] + [o.tensor.name for o in operands if o.tensor.batched]
+        elif out.batched:
             static = [t.name for t in data if not t.batched]
         elif spec.family == "copy" and not any(t.batched for t in data):
             spec.batch, static = 1, []            # a static reshape: one copy of the whole tensor
             spec.geometry["numel"] = out.item_numel
         else:
             spec.batch = out.shape[0] if out.shape else 1
-            static = [t.name for t in data if t.batched or t.shape[0] != spec.batch] + \
+            static = [t.name for t in data if t.batched or (t.shape[0] if t.shape else 1) != spec.batch] + \
                      [o.tensor.name for o in operands if o.tensor.batched]
         if static:
             raise UnsupportedError(f"layer '{node.name}' ({node.op}): output {tuple(node.type.shape)} and input(s) "
@@ -482,13 +492,15 @@ class _Lowering:
         if node.op in ("softmax", "log_softmax"):
             x = self.ref(node.inputs[0])
             ax = node.attrs["axis"] % len(x.shape)
-            if ax == 0:
+            whole = ax == 0
+            if whole and (x.batched or out.batched):
                 raise UnsupportedError(f"layer '{node.name}' ({node.op}): softmax over the batch axis")
             spec.family = "softmax"
             spec.inputs = [x]
             spec.geometry = {"log": node.op == "log_softmax",
-                             "outer": int(np.prod(x.shape[1:ax], dtype=np.int64)), "axis_len": x.shape[ax],
-                             "inner": int(np.prod(x.shape[ax + 1:], dtype=np.int64))}
+                             "outer": int(np.prod(x.shape[0 if whole else 1:ax], dtype=np.int64)),
+                             "axis_len": x.shape[ax], "inner": int(np.prod(x.shape[ax + 1:], dtype=np.int64)),
+                             "whole": whole}
             return spec
         if node.op == "concat":
             return self.concat(spec, node)
@@ -543,31 +555,51 @@ class _Lowering:
                                             per_channel=True))
 
     def matmul(self, spec: KernelSpec, node: Node, a: TensorRef) -> None:
-        """x @ B per batch item: B a constant matrix (or vector), or one matrix per item with the
-        same leading dims as x."""
+        """numpy matmul with literal shapes: 1-D operands promoted (and their unit dim dropped from
+        the result), batch dims broadcast. Per kernel item the output is MB blocks of R x M; block i
+        reads a at ``a_off[i]`` and b at ``b_off[i]`` (tables), plus ``n * item stride`` for an
+        operand that carries the batch N. A static output runs as one whole-tensor item."""
         b = self.ref(node.inputs[1])
-        if not a.batched or len(a.shape) < 2:
-            raise UnsupportedError(f"layer '{node.name}' (matmul): the left operand must carry the batch N")
-        K = a.shape[-1]
-        vec = len(b.shape) == 1
-        if not b.batched:
-            if len(b.shape) > 2:
-                raise UnsupportedError(f"layer '{node.name}' (matmul): a constant right operand of rank "
-                                       f"{len(b.shape)} (only matrices and vectors)")
-            MB, R = 1, int(np.prod(a.shape[1:-1], dtype=np.int64))
-            b_mb = 0
-        else:
-            if len(b.shape) != len(a.shape) or b.shape[1:-2] != a.shape[1:-2] or len(a.shape) < 3:
-                raise UnsupportedError(f"layer '{node.name}' (matmul): batched operands {a.shape} @ {b.shape} "
-                                       f"must share their leading dims")
-            MB, R = int(np.prod(a.shape[1:-2], dtype=np.int64)), a.shape[-2]
-            b_mb = K * b.shape[-1]
-        M = 1 if vec else b.shape[-1]
+        whole = not self.concrete(node)[1]
+        A = [None if (i == 0 and a.batched) else d for i, d in enumerate(a.shape)]   # None: the batch N
+        B = [None if (i == 0 and b.batched) else d for i, d in enumerate(b.shape)]
+        if len(A) == 1:
+            A = [1] + A
+        if len(B) == 1:
+            B = B + [1]
+        R, K, M = A[-2], A[-1], B[-1]
+        if None in (K, B[-2], M) or (R is None and len(B) > 2):
+            raise UnsupportedError(f"layer '{node.name}' (matmul): {tuple(a.shape)} @ {tuple(b.shape)} puts the "
+                                   f"batch N inside the matrices; cnncc keeps N as the leading dimension")
+        rank = max(len(A), len(B)) - 2
+        ab = [1] * (rank - len(A) + 2) + A[:-2]
+        bb = [1] * (rank - len(B) + 2) + B[:-2]
+        a_item = b_item = 0
+        if R is None:                      # a (N, K): N is the row dim, one row per item
+            R, a_item = 1, a.item_stride
+        elif rank and (ab[0] is None or bb[0] is None):
+            a_item = a.item_stride if ab[0] is None else 0
+            b_item = b.item_stride if bb[0] is None else 0
+            if (ab[0] is None and bb[0] not in (None, 1)) or (bb[0] is None and ab[0] not in (None, 1)):
+                raise UnsupportedError(f"layer '{node.name}' (matmul): the batch N of one operand meets a fixed "
+                                       f"size of the other ({tuple(a.shape)} @ {tuple(b.shape)})")
+            ab, bb = ab[1:], bb[1:]
+        if None in ab or None in bb:
+            raise UnsupportedError(f"layer '{node.name}' (matmul): {tuple(a.shape)} @ {tuple(b.shape)} does not "
+                                   f"keep the batch N as the leading dimension")
+        blocks = [max(x, y) for x, y in zip(ab, bb)]
+
+        def offsets(dims: list[int], matrix: int) -> list[int]:
+            strides = [int(np.prod(dims[i + 1:], dtype=np.int64)) * matrix if d != 1 else 0
+                       for i, d in enumerate(dims)]
+            return [int(sum(i * s for i, s in zip(idx, strides))) for idx in np.ndindex(*blocks)] if blocks else [0]
+
+        a_off, b_off = offsets(ab, R * K), offsets(bb, K * M)
         spec.family = "matmul"
         spec.inputs = [a, b]
-        spec.geometry = {"MB": MB, "R": R, "K": K, "M": M, "b_batched": b.batched, "b_mb": b_mb,
-                         "C": spec.out_C if len(spec.output.shape) > 1 else 1,
-                         "Q": spec.out_Q}
+        spec.geometry = {"MB": len(a_off), "R": R, "K": K, "M": M, "a_off": a_off, "b_off": b_off,
+                         "a_item": a_item, "b_item": b_item, "b_batched": bool(b_item),
+                         "C": spec.out_C if len(spec.output.shape) > 1 else 1, "Q": spec.out_Q, "whole": whole}
 
     def epilogue_op(self, m: Node, prev: str | None, out_shape: tuple[int, ...]) -> EpilogueOp:
         """One chain member as an EpilogueOp; ``prev`` names the running value's tensor."""
@@ -638,18 +670,19 @@ class _Lowering:
     def concat(self, spec: KernelSpec, node: Node) -> KernelSpec:
         out = spec.output
         ax = node.attrs["axis"] % len(out.shape)
-        if ax == 0:
+        whole = ax == 0         # static tensors joined along their leading dim: one pass over everything
+        if whole and out.batched:
             raise UnsupportedError(f"layer '{node.name}' (concat): concatenation along the batch axis")
         spec.family = "concat"
         spec.inputs = [self.ref(i) for i in node.inputs]
         inner = int(np.prod(out.shape[ax + 1:], dtype=np.int64))
-        outer = int(np.prod(out.shape[1:ax], dtype=np.int64))
+        outer = int(np.prod(out.shape[0 if whole else 1:ax], dtype=np.int64))
         parts, off = [], 0
         for t in spec.inputs:
             chunk = t.shape[ax] * inner
             parts.append({"chunk": chunk, "offset": off})
             off += chunk
-        spec.geometry = {"outer": outer, "row": off, "parts": parts}
+        spec.geometry = {"outer": outer, "row": off, "parts": parts, "whole": whole}
         return spec
 
     def lower_fused(self, node: Node) -> KernelSpec:
@@ -781,20 +814,25 @@ class _Lowering:
         in_strides = [int(np.prod(xs[i + 1:], dtype=np.int64)) for i in range(rank)]
         PAD = -(1 << 40)
         fill = 0.0
+        # static tensors whose leading dim moves or grows: loop over the whole tensor, dim 0 included
+        whole = False
         if op == "transpose":
             perm = ops._perm(node, rank)
-            if perm[0] != 0:
+            whole = perm[0] != 0
+            if whole and (x.batched or out.batched):
                 raise UnsupportedError(f"layer '{node.name}' (transpose): perm {perm} moves the batch axis")
-            dims = [out.shape[d] for d in range(1, rank)]
-            tables = [[i * in_strides[perm[d]] for i in range(out.shape[d])] for d in range(1, rank)]
+            first = 0 if whole else 1
+            dims = [out.shape[d] for d in range(first, rank)]
+            tables = [[i * in_strides[perm[d]] for i in range(out.shape[d])] for d in range(first, rank)]
         elif op == "pad":
             widths = ops.pad_widths(node, rank)
-            if widths[0] != (0, 0):
+            whole = widths[0] != (0, 0)
+            if whole and (x.batched or out.batched):
                 raise UnsupportedError(f"layer '{node.name}' (pad): padding the batch axis")
             mode = a["mode"]
             fill = float(a["value"])
             dims, tables = [], []
-            for d in range(1, rank):
+            for d in range(0 if whole else 1, rank):
                 lo, hi = widths[d]
                 n = xs[d]
                 row = []
@@ -848,7 +886,7 @@ class _Lowering:
             tables = [[c * H * W for c in range(xs[1])], [r * W for r in rows], [int(c) for c in cols]]
         spec.family = "gather"
         spec.geometry = {"dims": [int(d) for d in dims], "tables": [[int(v) for v in t] for t in tables],
-                         "fill": fill, "numel": out.item_numel}
+                         "fill": fill, "numel": out.item_numel, "whole": whole}
         return spec
 
     def bilinear_tables(self, node: Node, x: TensorRef):
