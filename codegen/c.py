@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from cnncc.codegen import c_conv
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
 
 TEMPLATES = {"conv": "c/conv.c.j2", "dense": "c/dense.c.j2", "pool": "c/pool.c.j2",
@@ -27,8 +28,9 @@ def _env():
 def weight_refs(spec: KernelSpec) -> list[TensorRef]:
     """Every blob array a kernel reads (weights, epilogue vectors, constant operands)."""
     refs: dict[str, TensorRef] = {}
-    for t in spec.weights.values():
-        refs.setdefault(t.cname, t)
+    for key, t in spec.weights.items():
+        if not (key == "weight" and "packed" in spec.weights):   # a blocked conv reads only its packed copy
+            refs.setdefault(t.cname, t)
     for e in spec.epilogue:
         for t in e.params.values():
             refs.setdefault(t.cname, t)
@@ -83,7 +85,8 @@ def launch(spec: KernelSpec) -> str:
 
 def render_kernel(spec: KernelSpec) -> str:
     tmpl = _env().get_template(TEMPLATES[spec.family])
-    return tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec)).strip() + "\n"
+    return tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec),
+                       blk=c_conv.plan(spec) if "packed" in spec.weights else None).strip() + "\n"
 
 
 def address(t: TensorRef) -> str:
@@ -105,6 +108,7 @@ def render(program: Program):
     import cnncc
 
     env = _env()
+    c_conv.prepare(program)   # blocked convolutions read weights packed for their tiles
     prelude = env.get_template("c/prelude.c.j2").render(program=program, version=cnncc.__version__).strip()
     kernels = [(spec, render_kernel(spec)) for spec in program.kernels]
     decls, seen, calls = [], set(), []

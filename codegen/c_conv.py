@@ -1,0 +1,154 @@
+"""The C target's register blocking for convolutions, and the weight packing that matches it.
+
+A plain direct convolution keeps one output value live at a time and reloads its weight for
+every element, so it runs at a tenth of the FMA peak. The blocked kernel instead computes a
+tile of ``RH x RW`` output pixels times ``COB`` output channels in ``RH*RW*V`` vector registers
+(``V`` vectors of 16 channels per pixel): per (ci, kh, kw) it loads ``V`` weight vectors once
+and broadcasts each of the tile's input pixels into them. That needs the weights of one channel
+block contiguous per (ci, kh, kw), so they are packed at compile time (free at run time) as
+``[channel block][ci][kh][kw][COB]``, zero-padded when C_out is not a multiple of ``COB``.
+
+The packed arrays are appended to the Program's weight blob by :func:`prepare` (the C renderer
+calls it; the CUDA target keeps the PyTorch layout and never sees them).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from cnncc.codegen.lower import ALIGN_FLOATS, KernelSpec, Program, TensorRef, cname
+
+
+@lru_cache(maxsize=1)
+def vector_isa() -> tuple[int, int]:
+    """(floats per vector register, vector registers) of the machine ``cc -march=native``
+    targets: the tile is sized to fill the register file without spilling. The generated C
+    uses gcc's generic vectors, so it stays correct (only slower) on any other machine.
+    ``CNNCC_C_VECTOR=floats,registers`` overrides the probe (tests, cross-checking)."""
+    env = os.environ.get("CNNCC_C_VECTOR")
+    if env:
+        vec, regs = (int(v) for v in env.split(","))
+        return vec, regs
+    from cnncc.runtime.cpu import compiler
+
+    try:
+        out = subprocess.run([compiler(), "-march=native", "-dM", "-E", "-x", "c", os.devnull],
+                             capture_output=True, text=True, timeout=60).stdout
+    except Exception:   # no compiler: the build will say so; any plan renders correct C
+        out = ""
+    if "__AVX512F__" in out:
+        return 16, 32
+    if "__AVX__" in out:
+        return 8, 16
+    if "__aarch64__" in out:
+        return 4, 32
+    return 4, 16
+
+
+@dataclass(frozen=True)
+class ConvBlocking:
+    """How one conv kernel is tiled (all sizes literal in the generated C)."""
+
+    VEC: int          # floats per vector register
+    V: int            # vectors of VEC output channels per pixel
+    COB: int          # output channels per block (V * VEC)
+    P: int            # output pixels per tile (consecutive in row-major order, any rows)
+    NCB: int          # channel blocks (over all groups)
+    NT: int           # tiles per output plane
+    Hp: int           # rows of the channels-last input copy (zero border included)
+    Wp: int           # columns, likewise
+    padded: bool      # the copy has a zero border
+
+
+def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[int, int] | None:
+    """The (V, P) tile that does the most useful work per cycle: few padded channels and wasted
+    pixels, and enough independent accumulators (V * P) to hide the FMA latency -- fewer than
+    ``regs - 4`` costs more than proportionally, as measured. Once V weight vectors, a broadcast
+    and the accumulators exceed the registers, gcc folds the weight loads into every FMA."""
+    max_acc = regs - 4
+    best, best_key = None, None
+    for V in range(1, 5):
+        cob = V * vec
+        if groups > 1 and co_g % cob:
+            continue
+        P = min(plane, min(max_acc, regs - V - 2) // V)
+        if P < 1:
+            continue
+        useful = co_g / (-(-co_g // cob) * cob) * plane / (-(-plane // P) * P)
+        score = useful * min(1.0, V * P / max_acc) ** 1.5
+        key = (round(score, 3), -abs(V - 2))
+        if best_key is None or key > best_key:
+            best, best_key = (V, P), key
+    return best
+
+
+def plan(spec: KernelSpec) -> ConvBlocking | None:
+    """The blocking of a conv kernel, or None when the direct kernel suits it better (grouped
+    convolutions whose groups are not whole vectors of output channels, e.g. depthwise)."""
+    if spec.family != "conv":
+        return None
+    g = spec.geometry
+    VEC, regs = vector_isa()
+    groups = g["groups"]
+    co_g = g["C_out"] // groups
+    OH, OW = g["OH"], g["OW"]
+    choice = _choose(co_g, OH * OW, groups, VEC, regs)
+    if choice is None:
+        return None
+    V, P = choice
+    COB = V * VEC
+    NCB = groups * -(-co_g // COB)
+    rows = (OH - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1
+    cols = (OW - 1) * g["SW"] + (g["KW"] - 1) * g["DW"] + 1
+    padded = bool(g["PH"] or g["PW"] or rows > g["H"] or cols > g["W"])
+    Hp = max(g["PH"] + g["H"], rows) if padded else g["H"]
+    Wp = max(g["PW"] + g["W"], cols) if padded else g["W"]
+    return ConvBlocking(VEC, V, COB, P, NCB, -(-OH * OW // P), Hp, Wp, padded)
+
+
+def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
+    """(C_out, CI_G, KH, KW) -> (NCB, CI_G, KH, KW, COB); block k holds channels k*COB.. of its
+    group (blocks never straddle groups), zeros where a block runs past the group's channels."""
+    c_out, ci_g, kh, kw = weight.shape
+    co_g = c_out // groups
+    per_group = b.NCB // groups
+    out = np.zeros((b.NCB, kh, kw, ci_g, b.COB), np.float32)
+    for blk in range(b.NCB):
+        grp, k = divmod(blk, per_group)
+        lo = grp * co_g + k * b.COB
+        hi = min(lo + b.COB, (grp + 1) * co_g)
+        out[blk, ..., : hi - lo] = np.transpose(weight[lo:hi], (2, 3, 1, 0))
+    return out
+
+
+def prepare(program: Program) -> None:
+    """Append each blocked conv's packed weights to the blob as ``<layer>.weight.c_packed`` and
+    reference them as ``spec.weights["packed"]``. Idempotent (a saved module keeps them)."""
+    extra: list[np.ndarray] = []
+    size = int(program.blob.size)
+    for spec in program.kernels:
+        b = plan(spec)
+        if b is None or "packed" in spec.weights:
+            continue
+        w = spec.weights["weight"]
+        key = f"{w.name}.c_packed"
+        if key in program.blob_layout:      # two kernels of one layer cannot happen; stay safe anyway
+            off, shape = program.blob_layout[key]
+        else:
+            numel = int(np.prod(w.shape, dtype=np.int64))
+            arr = pack(program.blob[w.offset: w.offset + numel].reshape(w.shape), spec.geometry["groups"], b)
+            off, shape = size, arr.shape
+            extra.append(arr.ravel())
+            pad = (-arr.size) % ALIGN_FLOATS
+            if pad:
+                extra.append(np.zeros(pad, np.float32))
+            size += arr.size + pad
+            program.blob_layout[key] = (off, tuple(shape))
+        spec.weights["packed"] = TensorRef(key, cname(key.replace(".", "_")), tuple(shape), batched=False,
+                                           storage="weights", offset=off)
+    if extra:
+        program.blob = np.concatenate([program.blob] + extra)
