@@ -86,7 +86,7 @@ def launch(spec: KernelSpec) -> str:
 def render_kernel(spec: KernelSpec) -> str:
     tmpl = _env().get_template(TEMPLATES[spec.family])
     return tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec),
-                       blk=c_conv.plan(spec) if "packed" in spec.weights else None).strip() + "\n"
+                       blk=c_conv.plan(spec)).strip() + "\n"
 
 
 def address(t: TensorRef) -> str:

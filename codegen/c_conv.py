@@ -53,15 +53,21 @@ def vector_isa() -> tuple[int, int]:
 class ConvBlocking:
     """How one conv kernel is tiled (all sizes literal in the generated C)."""
 
+    kind: str         # "channels": vectors run along output channels; "pixels": along output pixels
     VEC: int          # floats per vector register
-    V: int            # vectors of VEC output channels per pixel
-    COB: int          # output channels per block (V * VEC)
+    V: int            # vectors per tile row (of output channels, or of pixels)
+    COB: int          # output channels per block
     P: int            # output pixels per tile (consecutive in row-major order, any rows)
     NCB: int          # channel blocks (over all groups)
     NT: int           # tiles per output plane
-    Hp: int           # rows of the channels-last input copy (zero border included)
-    Wp: int           # columns, likewise
-    padded: bool      # the copy has a zero border
+    Hp: int = 0       # "channels": rows of the channels-last input copy (zero border included)
+    Wp: int = 0       # columns, likewise
+    padded: bool = False    # the copy has a zero border
+    TPC: int = 0      # "pixels": tiles per chunk (a chunk's input columns stay in L2 across blocks)
+    NCHUNK: int = 0   # chunks per plane
+    OWr: int = 0      # "rows": output row length rounded up to whole vectors
+    Wq: int = 0       # "rows": columns of each stride phase of the padded input plane
+    phases: tuple = ()      # "rows": per phase s, the (first, end) columns j that read the input
 
 
 def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[int, int] | None:
@@ -86,19 +92,59 @@ def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[in
     return best
 
 
+def _pointwise(spec: KernelSpec, VEC: int, regs: int) -> ConvBlocking | None:
+    """A 1x1, stride-1, unpadded, ungrouped convolution is the GEMM W (C_out x C_in) @ X
+    (C_in x pixels) on the NCHW planes as they are: vectors along the pixels, ``COB`` output
+    channels broadcast from packed weights -- no input copy, contiguous stores."""
+    g = spec.geometry
+    plane = g["OH"] * g["OW"]
+    if (g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"], g["groups"]) != (1, 1, 1, 1, 0, 0, 1) or \
+            (g["OH"], g["OW"]) != (g["H"], g["W"]):
+        return None
+    V = 2
+    P = V * VEC
+    if plane < P:
+        return None
+    COB = (regs - 4) // V
+    NT = -(-plane // P)
+    TPC = max(1, min(NT, (128 * 1024) // (4 * g["C_in"] * P)))   # ~128 KiB of input columns per chunk
+    return ConvBlocking("pixels", VEC, V, COB, P, -(-g["C_out"] // COB), NT, TPC=TPC, NCHUNK=-(-NT // TPC))
+
+
+def _rows(spec: KernelSpec, VEC: int) -> ConvBlocking:
+    """Grouped convolutions with less than a vector of output channels per group (depthwise):
+    vectors along each output row. Each input plane is copied zero-bordered and split into its
+    SW column phases (phase s holds padded columns s, s + SW, ...), so every tap of a strided
+    convolution reads whole vectors at consecutive addresses."""
+    g = spec.geometry
+    SW = g["SW"]
+    OWr = -(-g["OW"] // VEC) * VEC
+    Wq = OWr + (g["KW"] - 1) * g["DW"] // SW + 1
+    Hp = max(g["PH"] + g["H"], (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
+    phases = []
+    for s in range(SW):   # phase column j reads input column j * SW + s - PW when that is inside
+        lo = min(Wq, max(0, -(-(g["PW"] - s) // SW)))
+        hi = min(Wq, max(lo, (g["W"] - 1 + g["PW"] - s) // SW + 1))
+        phases.append((lo, hi))
+    return ConvBlocking("rows", VEC, 1, g["C_out"] // g["groups"], 0, g["groups"], g["OH"], Hp=Hp,
+                        OWr=OWr, Wq=Wq, phases=tuple(phases))
+
+
 def plan(spec: KernelSpec) -> ConvBlocking | None:
-    """The blocking of a conv kernel, or None when the direct kernel suits it better (grouped
-    convolutions whose groups are not whole vectors of output channels, e.g. depthwise)."""
+    """How a conv kernel is vectorized and blocked (None: not a convolution)."""
     if spec.family != "conv":
         return None
     g = spec.geometry
     VEC, regs = vector_isa()
+    pw = _pointwise(spec, VEC, regs)
+    if pw is not None:
+        return pw
     groups = g["groups"]
     co_g = g["C_out"] // groups
     OH, OW = g["OH"], g["OW"]
     choice = _choose(co_g, OH * OW, groups, VEC, regs)
     if choice is None:
-        return None
+        return _rows(spec, VEC)
     V, P = choice
     COB = V * VEC
     NCB = groups * -(-co_g // COB)
@@ -107,13 +153,19 @@ def plan(spec: KernelSpec) -> ConvBlocking | None:
     padded = bool(g["PH"] or g["PW"] or rows > g["H"] or cols > g["W"])
     Hp = max(g["PH"] + g["H"], rows) if padded else g["H"]
     Wp = max(g["PW"] + g["W"], cols) if padded else g["W"]
-    return ConvBlocking(VEC, V, COB, P, NCB, -(-OH * OW // P), Hp, Wp, padded)
+    return ConvBlocking("channels", VEC, V, COB, P, NCB, -(-OH * OW // P), Hp, Wp, padded)
 
 
 def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
-    """(C_out, CI_G, KH, KW) -> (NCB, CI_G, KH, KW, COB); block k holds channels k*COB.. of its
+    """(C_out, CI_G, KH, KW) -> (NCB, KH, KW, CI_G, COB); block k holds channels k*COB.. of its
     group (blocks never straddle groups), zeros where a block runs past the group's channels."""
     c_out, ci_g, kh, kw = weight.shape
+    if b.kind == "pixels":      # (NCB, C_in, COB): the block's channels side by side per input channel
+        out = np.zeros((b.NCB, ci_g, b.COB), np.float32)
+        for blk in range(b.NCB):
+            lo, hi = blk * b.COB, min((blk + 1) * b.COB, c_out)
+            out[blk, :, : hi - lo] = weight[lo:hi, :, 0, 0].T
+        return out
     co_g = c_out // groups
     per_group = b.NCB // groups
     out = np.zeros((b.NCB, kh, kw, ci_g, b.COB), np.float32)
@@ -132,7 +184,7 @@ def prepare(program: Program) -> None:
     size = int(program.blob.size)
     for spec in program.kernels:
         b = plan(spec)
-        if b is None or "packed" in spec.weights:
+        if b is None or b.kind == "rows" or "packed" in spec.weights:   # the row kernel reads the PyTorch layout
             continue
         w = spec.weights["weight"]
         key = f"{w.name}.c_packed"
