@@ -1,4 +1,5 @@
-"""The C target's register blocking for convolutions, and the weight packing that matches it.
+"""The C target's register blocking for convolutions and dense layers, and the weight packing
+that matches it.
 
 A plain direct convolution keeps one output value live at a time and reloads its weight for
 every element, so it runs at a tenth of the FMA peak. The blocked kernel instead computes a
@@ -7,6 +8,10 @@ tile of ``RH x RW`` output pixels times ``COB`` output channels in ``RH*RW*V`` v
 and broadcasts each of the tile's input pixels into them. That needs the weights of one channel
 block contiguous per (ci, kh, kw), so they are packed at compile time (free at run time) as
 ``[channel block][ci][kh][kw][COB]``, zero-padded when C_out is not a multiple of ``COB``.
+
+Dense layers keep the PyTorch (out, in) layout: a tile of ``NR`` batch rows x ``MR`` weight rows
+holds ``NR * MR`` vector accumulators along k, over chunks of ``KC`` inputs so that the chunk of
+``MR`` weight rows stays in L1 while every batch row passes over it.
 
 The packed arrays are appended to the Program's weight blob by :func:`prepare` (the C renderer
 calls it; the CUDA target keeps the PyTorch layout and never sees them).
@@ -53,7 +58,8 @@ def vector_isa() -> tuple[int, int]:
 class ConvBlocking:
     """How one conv kernel is tiled (all sizes literal in the generated C)."""
 
-    kind: str         # "channels": vectors run along output channels; "pixels": along output pixels
+    kind: str         # "channels": vectors along output channels; "pixels": along output pixels;
+                      # "rows": along output rows; "dense": along the inputs k
     VEC: int          # floats per vector register
     V: int            # vectors per tile row (of output channels, or of pixels)
     COB: int          # output channels per block
@@ -68,6 +74,8 @@ class ConvBlocking:
     OWr: int = 0      # "rows": output row length rounded up to whole vectors
     Wq: int = 0       # "rows": columns of each stride phase of the padded input plane
     phases: tuple = ()      # "rows": per phase s, the (first, end) columns j that read the input
+    NR: int = 0       # "dense": batch rows per tile (COB = MR weight rows, NCB blocks of them)
+    KC: int = 0       # "dense": inputs per chunk
 
 
 def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[int, int] | None:
@@ -130,12 +138,23 @@ def _rows(spec: KernelSpec, VEC: int) -> ConvBlocking:
                         OWr=OWr, Wq=Wq, phases=tuple(phases))
 
 
+def _dense(spec: KernelSpec, VEC: int, regs: int) -> ConvBlocking:
+    MR = 6   # weight rows per task; NR items x MR accumulators + NR input vectors + one weight vector fit
+    NR = max(1, (regs - 2) // (MR + 1))
+    K = spec.geometry["K"]
+    KC = min(-(-K // VEC) * VEC, max(VEC, (16384 // (4 * MR)) // VEC * VEC))   # MR rows of a chunk: ~16 KiB
+    return ConvBlocking("dense", VEC, 1, MR, 0, -(-spec.geometry["M"] // MR), 0, NR=NR, KC=KC,
+                        NCHUNK=-(-K // KC))
+
+
 def plan(spec: KernelSpec) -> ConvBlocking | None:
-    """How a conv kernel is vectorized and blocked (None: not a convolution)."""
+    """How a conv or dense kernel is vectorized and blocked (None: neither)."""
+    VEC, regs = vector_isa()
+    if spec.family == "dense":
+        return _dense(spec, VEC, regs)
     if spec.family != "conv":
         return None
     g = spec.geometry
-    VEC, regs = vector_isa()
     pw = _pointwise(spec, VEC, regs)
     if pw is not None:
         return pw
@@ -184,7 +203,7 @@ def prepare(program: Program) -> None:
     size = int(program.blob.size)
     for spec in program.kernels:
         b = plan(spec)
-        if b is None or b.kind == "rows" or "packed" in spec.weights:   # the row kernel reads the PyTorch layout
+        if b is None or b.kind in ("rows", "dense") or "packed" in spec.weights:   # the row kernel reads the PyTorch layout
             continue
         w = spec.weights["weight"]
         key = f"{w.name}.c_packed"
