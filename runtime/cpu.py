@@ -96,18 +96,29 @@ class CBackend:
 
 
 class CRunner:
-    """Calls cnncc_forward(N, inputs, outputs, weights, arena)."""
+    """Calls cnncc_forward(N, inputs, outputs, weights, arena), or its per-kernel timed twin."""
 
     def __init__(self, lib, program: Program):
         self.lib = lib  # keep the library alive
         self.fn = lib.cnncc_forward
         self.fn.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         self.fn.restype = ctypes.c_int
+        prof = lib.cnncc_forward_profiled
+        prof.argtypes = self.fn.argtypes + [ctypes.c_void_p]
+        prof.restype = ctypes.c_int
         self.program = program
         self.blob = np.ascontiguousarray(program.blob, np.float32)
         self.in_ptrs = (ctypes.c_void_p * max(1, len(program.inputs)))()
         self.out_ptrs = (ctypes.c_void_p * max(1, len(program.outputs)))()
         self.arenas: dict[int, np.ndarray] = {}
+
+    def profile(self, inputs, batch: int, repeat: int) -> list[tuple[str, float]]:
+        """Mean seconds per kernel over ``repeat`` forwards, timed between the calls inside the C code
+        (no ctypes or Python overhead in the figures)."""
+        seconds = np.zeros(max(1, len(self.program.kernels)), np.float64)
+        for _ in range(repeat):
+            self(inputs, batch, seconds)
+        return [(k.name, float(s) / repeat) for k, s in zip(self.program.kernels, seconds)]
 
     def arena(self, batch: int) -> np.ndarray:
         a = self.arenas.get(batch)
@@ -117,7 +128,7 @@ class CRunner:
             a = self.arenas[batch] = np.empty(max(64, self.program.arena_bytes(batch)), np.uint8)
         return a
 
-    def __call__(self, inputs, batch: int) -> list[np.ndarray]:
+    def __call__(self, inputs, batch: int, seconds: np.ndarray | None = None) -> list[np.ndarray]:
         outs = []
         for i, t in enumerate(self.program.outputs):
             shape = ((batch,) + tuple(t.shape[1:])) if t.batched else tuple(t.shape)
@@ -126,8 +137,13 @@ class CRunner:
             self.out_ptrs[i] = o.ctypes.data
         for i, x in enumerate(inputs):
             self.in_ptrs[i] = x.ctypes.data
-        rc = self.fn(batch, ctypes.addressof(self.in_ptrs), ctypes.addressof(self.out_ptrs),
-                     self.blob.ctypes.data, self.arena(batch).ctypes.data)
+        args = (batch, ctypes.addressof(self.in_ptrs), ctypes.addressof(self.out_ptrs),
+                self.blob.ctypes.data, self.arena(batch).ctypes.data)
+        if seconds is None:
+            rc = self.fn(*args)
+        else:
+            rc = self.lib.cnncc_forward_profiled(*args, ctypes.c_void_p(seconds.ctypes.data))
+        rc = int(rc)
         if rc != 0:
             raise CompileError(f"cnncc_forward returned {rc}")
         return outs

@@ -167,6 +167,14 @@ class CompiledModule:
             return outs[0]
         return dict(zip(self.output_names, outs))
 
+    def profile(self, inputs, repeat: int = 10) -> list[tuple[str, float]]:
+        """[(kernel name, mean seconds)] measured inside the generated code (target c only)."""
+        runner = self.runner()
+        if not hasattr(runner, "profile"):
+            raise CompileError(f"per-kernel profiling is not available on target '{self.target}'")
+        arrays, batch = self._bind(tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs,), {})
+        return runner.profile(arrays, batch, repeat)
+
     def __repr__(self) -> str:
         return (f"CompiledModule({self.program.name!r}, target={self.target!r}, "
                 f"{len(self.rendered.kernels)} kernels)")
