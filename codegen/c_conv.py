@@ -2,19 +2,22 @@
 that matches it.
 
 A plain direct convolution keeps one output value live at a time and reloads its weight for
-every element, so it runs at a tenth of the FMA peak. The blocked kernel instead computes a
-tile of ``RH x RW`` output pixels times ``COB`` output channels in ``RH*RW*V`` vector registers
-(``V`` vectors of 16 channels per pixel): per (ci, kh, kw) it loads ``V`` weight vectors once
-and broadcasts each of the tile's input pixels into them. That needs the weights of one channel
-block contiguous per (ci, kh, kw), so they are packed at compile time (free at run time) as
-``[channel block][ci][kh][kw][COB]``, zero-padded when C_out is not a multiple of ``COB``.
+every element, so it runs at a tenth of the FMA peak. The blocked kernels keep a tile of outputs
+in as many vector registers as the machine has (``vector_isa``) and feed every loaded vector to
+several FMAs. :func:`plan` picks one of four kinds per kernel:
 
-Dense layers keep the PyTorch (out, in) layout: a tile of ``NR`` batch rows x ``MR`` weight rows
-holds ``NR * MR`` vector accumulators along k, over chunks of ``KC`` inputs so that the chunk of
-``MR`` weight rows stays in L1 while every batch row passes over it.
+* ``channels`` (any convolution with whole vectors of output channels per group): vectors along
+  ``COB`` output channels x ``P`` consecutive output pixels; the input item is copied
+  channels-last with a zero border, weights packed as ``[block][kh][kw][ci][COB]``.
+* ``pixels`` (1x1, stride 1, unpadded): the GEMM W @ X straight on the NCHW planes, vectors along
+  the pixels, ``COB`` channels broadcast from weights packed as ``[block][ci][COB]``.
+* ``rows`` (depthwise and other groups smaller than a vector): vectors along each output row of a
+  zero-bordered plane split into its stride phases; weights in the PyTorch layout.
+* ``dense``: a tile of ``NR`` batch rows x ``MR`` weight rows (PyTorch layout) with vector
+  accumulators along the inputs, over chunks of ``KC`` inputs that stay in L1.
 
-The packed arrays are appended to the Program's weight blob by :func:`prepare` (the C renderer
-calls it; the CUDA target keeps the PyTorch layout and never sees them).
+Packed arrays are appended to the Program's weight blob by :func:`prepare` (the C renderer calls
+it; the CUDA target keeps the PyTorch layout and never sees them); packing is free at run time.
 """
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ def vector_isa() -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ConvBlocking:
-    """How one conv kernel is tiled (all sizes literal in the generated C)."""
+    """How one conv or dense kernel is tiled (all sizes literal in the generated C)."""
 
     kind: str         # "channels": vectors along output channels; "pixels": along output pixels;
                       # "rows": along output rows; "dense": along the inputs k
@@ -197,17 +200,20 @@ def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
 
 
 def prepare(program: Program) -> None:
-    """Append each blocked conv's packed weights to the blob as ``<layer>.weight.c_packed`` and
-    reference them as ``spec.weights["packed"]``. Idempotent (a saved module keeps them)."""
+    """Append each blocked conv's packed weights to the blob as ``<layer>.weight.c_<kind><COB>``
+    and reference them as ``spec.weights["packed"]``. Idempotent (a saved module keeps them);
+    a Program packed for another vector width is packed again."""
     extra: list[np.ndarray] = []
     size = int(program.blob.size)
     for spec in program.kernels:
         b = plan(spec)
-        if b is None or b.kind in ("rows", "dense") or "packed" in spec.weights:   # the row kernel reads the PyTorch layout
+        if b is None or b.kind in ("rows", "dense"):   # these read the PyTorch layout
             continue
         w = spec.weights["weight"]
-        key = f"{w.name}.c_packed"
-        if key in program.blob_layout:      # two kernels of one layer cannot happen; stay safe anyway
+        key = f"{w.name}.c_{b.kind}{b.COB}"
+        if "packed" in spec.weights and spec.weights["packed"].name == key:
+            continue
+        if key in program.blob_layout:
             off, shape = program.blob_layout[key]
         else:
             numel = int(np.prod(w.shape, dtype=np.int64))

@@ -171,7 +171,7 @@ def test_tiles_fit_the_register_file(vec, regs):
 def test_saved_module_keeps_packed_weights(tmp_path):
     g = conv_zoo()
     mod = cnncc.compile(g, "c", 2)
-    assert any(k.endswith(".c_packed") for k in mod.program.blob_layout)
+    assert any(".weight.c_channels" in k for k in mod.program.blob_layout)
     mod.save(tmp_path / "m")
     loaded = cnncc.load(tmp_path / "m")
     rng = np.random.default_rng(2)
@@ -180,3 +180,20 @@ def test_saved_module_keeps_packed_weights(tmp_path):
     a, b = mod(feeds), loaded(feeds)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_program_rendered_again_for_other_vectors_is_repacked(isa):
+    """A Program packed for one vector width and rendered for another gets a second packing
+    that matches the new tiles (never a kernel reading another layout)."""
+    from cnncc.runtime import cache
+    from cnncc.runtime.module import CompiledModule, get_backend
+
+    g = conv_zoo()
+    mod = cnncc.compile(g, "c", 2)
+    isa((16, 32))
+    backend = get_backend("c")
+    rendered = backend.render(mod.program)
+    assert any(k.endswith(".c_channels32") for k in mod.program.blob_layout)
+    again = CompiledModule(mod.program, rendered, backend, cache.build_cached(backend, rendered.source),
+                           report=mod.report)
+    check(g, again, batches=(2,))
