@@ -51,7 +51,9 @@ def has_gpu() -> bool:
 
 
 def example_names() -> list[str]:
-    return sorted(p.stem for p in (ROOT / "examples").glob("*.py") if not p.stem.startswith("_"))
+    """The DSL model files (those defining model()); from_onnx.py/from_torch.py are scripts."""
+    return sorted(p.stem for p in (ROOT / "examples").glob("*.py")
+                  if not p.stem.startswith("_") and "\ndef model(" in p.read_text())
 
 
 def main(argv=None) -> int:
