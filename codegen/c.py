@@ -25,37 +25,13 @@ def _env():
     return template_env("c")
 
 
-def weight_refs(spec: KernelSpec) -> list[TensorRef]:
-    """Every blob array a kernel reads (weights, epilogue vectors, constant operands)."""
-    refs: dict[str, TensorRef] = {}
-    for key, t in spec.weights.items():
-        if not (key == "weight" and "packed" in spec.weights):   # a blocked conv reads only its packed copy
-            refs.setdefault(t.cname, t)
-    for e in spec.epilogue:
-        for t in e.params.values():
-            refs.setdefault(t.cname, t)
-        if e.operand is not None and e.operand.tensor.storage == "weights":
-            refs.setdefault(e.operand.tensor.cname, e.operand.tensor)
-    for o in spec.operands:
-        if o.tensor.storage == "weights":
-            refs.setdefault(o.tensor.cname, o.tensor)
-    for t in spec.inputs:
-        if t.storage == "weights":
-            refs.setdefault(t.cname, t)
-    return list(refs.values())
-
-
-def signature_tensors(spec: KernelSpec) -> list[TensorRef]:
-    return [t for t in spec.tensors() if t.storage != "weights"]
-
-
 def _ctype(t: TensorRef) -> str:
     return {"float32": "float", "int64": "long long"}.get(t.dtype, "float")
 
 
 def signature(spec: KernelSpec) -> str:
     parts = ["long N", "const float* W"]
-    for t in signature_tensors(spec):
+    for t in spec.tensors():
         const = "" if t.cname == spec.output.cname else "const "
         parts.append(f"{const}{_ctype(t)}* {t.cname}")
     return ", ".join(parts)
@@ -63,7 +39,7 @@ def signature(spec: KernelSpec) -> str:
 
 def weight_decls(spec: KernelSpec) -> str:
     lines = []
-    for t in weight_refs(spec):
+    for t in spec.blob_tensors():
         shape = "(" + ", ".join(map(str, t.shape)) + ")"
         lines.append(f"    const float* {t.cname} = W + {t.offset};   /* {t.name} {shape} */")
     return "\n".join(lines)
@@ -113,7 +89,7 @@ def render(program: Program):
     kernels = [(spec, render_kernel(spec)) for spec in program.kernels]
     decls, seen, calls = [], set(), []
     for spec, _ in kernels:
-        tensors = signature_tensors(spec)
+        tensors = spec.tensors()
         for t in tensors:
             if t.cname not in seen:
                 seen.add(t.cname)

@@ -197,25 +197,6 @@ def _env():
     return template_env("cuda")
 
 
-def weight_refs(spec: KernelSpec) -> list[TensorRef]:
-    """Every blob array a kernel reads (weights, epilogue vectors, constant operands)."""
-    refs: dict[str, TensorRef] = {}
-    for t in list(spec.weights.values()) + [t for e in spec.epilogue for t in e.params.values()]:
-        refs.setdefault(t.cname, t)
-    for o in list(spec.operands) + [e.operand for e in spec.epilogue if e.operand is not None]:
-        if o.tensor.storage == "weights":
-            refs.setdefault(o.tensor.cname, o.tensor)
-    for t in spec.inputs:
-        if t.storage == "weights":
-            refs.setdefault(t.cname, t)
-    return list(refs.values())
-
-
-def param_tensors(spec: KernelSpec) -> list[TensorRef]:
-    """The activation tensors a kernel takes as pointer parameters, in order."""
-    return [t for t in spec.tensors() if t.storage != "weights"]
-
-
 _CTYPE = {"float32": "float", "int64": "long long", "int32": "int"}
 
 
@@ -234,7 +215,7 @@ def _extent(t: TensorRef, batch: int) -> tuple[str, int, int] | None:
 
 def may_alias(spec: KernelSpec) -> bool:
     """True when two of the kernel's tensors can overlap in memory (then no ``__restrict__``)."""
-    ts = param_tensors(spec)
+    ts = spec.tensors()
     for batch in (1, 7, 64):
         ext = [e for e in (_extent(t, batch) for t in ts) if e]
         for i, (s1, a1, b1) in enumerate(ext):
@@ -247,7 +228,7 @@ def may_alias(spec: KernelSpec) -> bool:
 def signature(spec: KernelSpec) -> str:
     r = "" if may_alias(spec) else " __restrict__"
     parts = ["const int N"]
-    for t in param_tensors(spec):
+    for t in spec.tensors():
         const = "" if t.cname == spec.output.cname else "const "
         parts.append(f"{const}{_CTYPE.get(t.dtype, 'float')}*{r} {t.cname}")
     parts.append(f"const float* __restrict__ W")
@@ -256,7 +237,7 @@ def signature(spec: KernelSpec) -> str:
 
 def weight_decls(spec: KernelSpec) -> str:
     lines = []
-    for t in weight_refs(spec):
+    for t in spec.blob_tensors():
         shape = "(" + ", ".join(map(str, t.shape)) + ")"
         lines.append(f"    const float* __restrict__ {t.cname} = W + {t.offset};   // {t.name} {shape}")
     return "\n".join(lines)
@@ -270,7 +251,7 @@ def render_kernel(spec: KernelSpec) -> tuple[str, str]:
         # a static kernel (its output does not lead with N): the literal row count stands for N
         rows = str(spec.batch)
         lp.grid = tuple(GridDim(0, g.a * spec.batch + g.b, g.d) for g in lp.grid)
-    launch = lp.text([rows] + [t.cname for t in param_tensors(spec)] + ["W"])
+    launch = lp.text([rows] + [t.cname for t in spec.tensors()] + ["W"])
     key = lp.variant if lp.variant in TEMPLATES else spec.family
     text = _env().get_template(TEMPLATES[key]).render(
         spec=spec, t=lp.tiles, threads=lp.threads, signature=signature(spec), weight_decls=weight_decls(spec),

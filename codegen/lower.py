@@ -197,6 +197,22 @@ class KernelSpec:
                 seen.setdefault(t.cname, t)
         return list(seen.values())
 
+    def blob_tensors(self) -> list[TensorRef]:
+        """Every weight-blob array the kernel reads (weights, epilogue vectors, constant operands),
+        deduplicated; a kernel with a packed weight copy reads only the packed one."""
+        refs: dict[str, TensorRef] = {}
+        for key, t in self.weights.items():
+            if not (key == "weight" and "packed" in self.weights):
+                refs.setdefault(t.cname, t)
+        for e in self.epilogue:
+            for t in e.params.values():
+                refs.setdefault(t.cname, t)
+        for t in [o.tensor for o in self.operands] + [e.operand.tensor for e in self.epilogue if e.operand] \
+                + list(self.inputs):
+            if t.storage == "weights":
+                refs.setdefault(t.cname, t)
+        return list(refs.values())
+
 
 @dataclass
 class Program:
