@@ -106,7 +106,7 @@ def main(argv=None) -> int:
              "repeat": args.repeat, "warmup": args.warmup, "quick": args.quick, "results": results, "gpu": gpu,
              "seconds": time.time() - started}
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(study, indent=1, default=str))
+    json_path.write_text(json.dumps(study, separators=(",", ":"), default=str))
     write_report(study, out, img_dir, json_path)
     print(f"wrote {out}, {json_path} and plots in {img_dir} ({time.time() - started:.0f} s)", file=sys.stderr)
     return 0
@@ -218,6 +218,10 @@ def plot_groups(study: dict, target: str, path: Path, pred_path: Path) -> bool:
     if not pts:
         return False
     pts.sort(key=lambda p: p["speedup"])
+    title = f"Speedup per fused group, target {target}"
+    if len(pts) > 60:   # hundreds of groups: keep the 30 worst and 30 best readable
+        pts = pts[:30] + pts[-30:]
+        title += " (30 worst, 30 best)"
     fig, ax = plt.subplots(figsize=(8, max(3, 0.18 * len(pts))))
     ax.barh(range(len(pts)), [p["speedup"] for p in pts],
             color=["tab:green" if p["speedup"] >= 1 else "tab:red" for p in pts])
@@ -225,7 +229,7 @@ def plot_groups(study: dict, target: str, path: Path, pred_path: Path) -> bool:
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("fused kernel speedup over its members run as opt-0 kernels")
-    ax.set_title(f"Speedup per fused group, target {target}")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
