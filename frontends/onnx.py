@@ -676,13 +676,19 @@ def _padding_attr(pads: list[int]):
     return tuple(pads)
 
 
+def _weight_and_bias(imp, ins, op: str) -> dict:
+    """The constant weight (input 1) and optional bias (input 2) of a Conv/ConvTranspose node."""
+    params = {"weight": np.asarray(imp.const(ins[1], f"the {op} weight"), np.float32)}
+    if len(ins) > 2 and ins[2] is not None:
+        params["bias"] = np.asarray(imp.const(ins[2], f"the {op} bias"), np.float32)
+    return params
+
+
 @handles("Conv")
 def _conv(imp, node, ins, a):
     x = imp.tensor(ins[0])
-    w = np.asarray(imp.const(ins[1], "the Conv weight"), np.float32)
-    params = {"weight": w}
-    if len(ins) > 2 and ins[2] is not None:
-        params["bias"] = np.asarray(imp.const(ins[2], "the Conv bias"), np.float32)
+    params = _weight_and_bias(imp, ins, "Conv")
+    w = params["weight"]
     nd = w.ndim - 2
     if nd not in (1, 2):
         raise _Skip(f"{nd}-D convolution (cnncc has conv1d and conv2d)")
@@ -698,10 +704,8 @@ def _conv(imp, node, ins, a):
 @handles("ConvTranspose")
 def _conv_transpose(imp, node, ins, a):
     x = imp.tensor(ins[0])
-    w = np.asarray(imp.const(ins[1], "the ConvTranspose weight"), np.float32)
-    params = {"weight": w}
-    if len(ins) > 2 and ins[2] is not None:
-        params["bias"] = np.asarray(imp.const(ins[2], "the ConvTranspose bias"), np.float32)
+    params = _weight_and_bias(imp, ins, "ConvTranspose")
+    w = params["weight"]
     nd = w.ndim - 2
     if nd not in (1, 2):
         raise _Skip(f"{nd}-D transposed convolution (cnncc has conv_transpose2d)")
