@@ -42,9 +42,9 @@ def rel_err(y, r) -> float:
 
 
 def check(g: Graph, mod, batches=(1, 3), seed=0):
-    """Generated code vs the reference of the graph it compiled (strict), and vs the original
-    graph's reference within RTOL plus whatever the passes themselves changed (BN folding
-    rounds differently; on deep un-normalized nets that alone can reach ~1e-4)."""
+    """Generated code vs the reference of the graph it compiled, and vs the original graph's
+    reference: both within RTOL (the passes' own rounding, BN folding, is ~1e-6 on the
+    examples)."""
     rng = np.random.default_rng(seed)
     compiled_graph = mod.report["graph"] if mod.report else g
     for b in batches:
@@ -58,8 +58,7 @@ def check(g: Graph, mod, batches=(1, 3), seed=0):
         if isinstance(r_opt, dict) and isinstance(r, dict):
             r_opt = dict(zip(r, r_opt.values()))
         assert rel_err(y, r_opt) <= RTOL, f"batch {b}: relative error {rel_err(y, r_opt):.2e} vs the compiled graph"
-        passes = rel_err(r_opt, r)
-        assert rel_err(y, r) <= RTOL + passes, f"batch {b}: relative error {rel_err(y, r):.2e} (passes: {passes:.2e})"
+        assert rel_err(y, r) <= RTOL, f"batch {b}: relative error {rel_err(y, r):.2e} vs the original graph"
 
 
 # -- examples ---------------------------------------------------------------------------------

@@ -85,6 +85,42 @@ def test_batch_norm_statistics_are_not_parameters():
     assert g.param_count() == 4 * 3 * 9 + 2 * 4     # conv weight + BN weight and bias
 
 
+def test_batch_norm_statistics_are_calibrated_so_deep_activations_stay_small():
+    """Made-up BN statistics normalize nothing: ResNet-50's residual sums reach ~6e3 at 32x32 and
+    SE gates then amplify float32 rounding past 1e-4. Calibrated they stay O(1)."""
+    g = dsl.load_model(_path("resnet50"), size=32)
+    env = cnncc.reference(g, np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32),
+                          keep_all=True)
+    assert max(float(np.abs(v).max()) for k, v in env.items() if k.endswith("_add")) < 50
+
+
+def test_batch_norm_calibration_scales_to_the_input_and_keeps_the_jitter():
+    x = dsl.input("x", (dsl.N, 3, 8, 8))
+    y = dsl.conv2d(x, 4, 3, bias=False, name="conv")
+    raw = dsl.small_uniform("bn", "var", (4,), 0.5, 1.5)
+    g = dsl.graph(dsl.batch_norm(y, name="bn"))
+    ms = float(np.mean(np.square(cnncc.reference(g, np.random.default_rng([dsl.SEED, 0]).standard_normal(
+        (2, 3, 8, 8)).astype(np.float32), keep_all=True)["conv"], dtype=np.float64)))
+    np.testing.assert_allclose(g["bn"].params["var"], raw * ms, rtol=1e-5)
+    assert np.ptp(g["bn"].params["var"]) > 0 and np.abs(g["bn"].params["mean"]).max() > 0
+
+
+def test_batch_norm_calibration_yields_to_loaded_weights_and_symbolic_sizes(tmp_path):
+    x = dsl.input("x", (dsl.N, 3, dsl.sym("H"), dsl.sym("W")))
+    g = dsl.graph(dsl.batch_norm(dsl.conv2d(x, 4, 3), name="bn"))
+    np.testing.assert_array_equal(g["bn"].params["var"], dsl.small_uniform("bn", "var", (4,), 0.5, 1.5))
+    np.savez(tmp_path / "w.npz", **{"bn.var": np.full(4, 7.0, np.float32)})
+    x = dsl.input("x", (dsl.N, 3, 8, 8))
+    g = dsl.graph(dsl.batch_norm(dsl.conv2d(x, 4, 3), name="bn"), weights=tmp_path / "w.npz")
+    np.testing.assert_array_equal(g["bn"].params["var"], np.full(4, 7.0, np.float32))
+
+
+def test_verify_cli_checks_a_dsl_example_against_the_reference(capsys):
+    assert main(["verify", str(_path("lenet5")), "--batch", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "numpy reference" in out and "PASS" in out
+
+
 def test_summary_cli_resnet50(capsys):
     assert main(["summary", str(_path("resnet50"))]) == 0
     out = capsys.readouterr().out
