@@ -90,6 +90,7 @@ def onnxruntime_outputs(path: Path, graph, feeds: dict) -> dict[str, np.ndarray]
 def _from_python(path: Path, batch: int, rng):
     import cnncc
     from cnncc.errors import CnnccError
+    from cnncc.frontends import dsl
 
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
@@ -97,12 +98,16 @@ def _from_python(path: Path, batch: int, rng):
     if not hasattr(module, "model"):
         raise CnnccError(f"{path} defines no model() function")
     built = module.model()
-    if isinstance(built, cnncc.Graph):
-        graph = built.infer_shapes()
+    first = built[0] if isinstance(built, (list, tuple)) and built else built
+    if isinstance(first, (cnncc.Graph, dsl.Tensor)):
+        graph = dsl.load_model(path) if isinstance(first, dsl.Tensor) else built.infer_shapes()
         feeds = random_inputs(graph, batch, rng)
         ref = cnncc.reference(graph, feeds)
         expected = ref if isinstance(ref, dict) else {graph.outputs[0]: ref}
         return graph, feeds, expected, "the numpy reference"
+    if not hasattr(built, "eval"):
+        raise CnnccError(f"{path}: model() returned a {type(built).__name__}; expected a DSL tensor or graph, "
+                         "or a torch nn.Module")
     import torch
 
     built = built.eval()
