@@ -28,6 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from cnncc.errors import CompileError
 from cnncc.codegen.lower import ALIGN_FLOATS, KernelSpec, Program, TensorRef, cname
 
 
@@ -216,6 +217,9 @@ def prepare(program: Program) -> None:
         if key in program.blob_layout:
             off, shape = program.blob_layout[key]
         else:
+            if w.offset < 0:
+                raise CompileError(f"{spec.name}: its weights were packed for another vector width and the "
+                                   "original layout was dropped; compile the model again")
             numel = int(np.prod(w.shape, dtype=np.int64))
             arr = pack(program.blob[w.offset: w.offset + numel].reshape(w.shape), spec.geometry["groups"], b)
             off, shape = size, arr.shape
@@ -229,3 +233,35 @@ def prepare(program: Program) -> None:
                                            storage="weights", offset=off)
     if extra:
         program.blob = np.concatenate([program.blob] + extra)
+        drop_unread_weights(program)
+
+
+def drop_unread_weights(program: Program) -> None:
+    """Keep in the blob only the arrays some kernel reads: a packed convolution no longer needs
+    its PyTorch-layout copy (ResNet-18 would otherwise hold and save its weights twice, +45 MB).
+    References to a dropped array get offset -1; packing again then needs a fresh lowering."""
+    read = {t.offset for spec in program.kernels for t in spec.blob_tensors()}
+    moves, parts, size, layout = {}, [], 0, {}
+    for key, (off, shape) in sorted(program.blob_layout.items(), key=lambda kv: kv[1][0]):
+        numel = int(np.prod(shape, dtype=np.int64))
+        if not any(off <= r < off + numel for r in read):
+            continue
+        moves[off] = (numel, size)
+        parts.append(program.blob[off: off + numel])
+        pad = (-numel) % ALIGN_FLOATS
+        if pad:
+            parts.append(np.zeros(pad, np.float32))
+        layout[key] = (size, shape)
+        size += numel + pad
+    refs = [t for spec in program.kernels for t in _weight_refs(spec)]
+    for t in refs:
+        t.offset = next((new + t.offset - off for off, (numel, new) in moves.items()
+                         if off <= t.offset < off + numel), -1)
+    program.blob = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    program.blob_layout = layout
+
+
+def _weight_refs(spec):
+    """Every blob reference of a kernel, including ones it does not read (a packed conv's original)."""
+    seen = {id(t): t for t in list(spec.weights.values()) + spec.blob_tensors()}
+    return list(seen.values())

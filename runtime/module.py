@@ -181,7 +181,10 @@ class CompiledModule:
 
     # -- saving --------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write a self-contained folder: manifest.json, source, artifact, weights.npz."""
+        """Write a self-contained folder: manifest.json, source, artifact, weights.npz.
+
+        weights.npz holds the arrays as the kernels read them: on the C target a blocked
+        convolution's weight appears only packed for its tiles, as ``<layer>.weight.c_<kind><COB>``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         b = self.backend

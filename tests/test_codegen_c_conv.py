@@ -182,18 +182,22 @@ def test_saved_module_keeps_packed_weights(tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_program_rendered_again_for_other_vectors_is_repacked(isa):
-    """A Program packed for one vector width and rendered for another gets a second packing
-    that matches the new tiles (never a kernel reading another layout)."""
-    from cnncc.runtime import cache
-    from cnncc.runtime.module import CompiledModule, get_backend
+def test_packed_program_holds_each_weight_once_and_refuses_other_vectors(isa):
+    """A packed convolution's PyTorch-layout copy leaves the blob (it was held and saved twice);
+    rendering that Program for another vector width then says to compile again (never a kernel
+    reading another layout)."""
+    from cnncc.errors import CompileError
+    from cnncc.runtime.module import get_backend
 
     g = conv_zoo()
     mod = cnncc.compile(g, "c", 2)
+    packed = [k for k in mod.program.blob_layout if ".c_" in k]
+    assert packed
+    for key in packed:
+        assert key.split(".c_")[0] not in mod.program.blob_layout     # the original is gone
+    total = sum(int(np.prod(s)) for _, s in mod.program.blob_layout.values())
+    assert mod.program.blob.size < total + 16 * len(mod.program.blob_layout)
+    check(g, mod, batches=(2,))
     isa((16, 32))
-    backend = get_backend("c")
-    rendered = backend.render(mod.program)
-    assert any(k.endswith(".c_channels32") for k in mod.program.blob_layout)
-    again = CompiledModule(mod.program, rendered, backend, cache.build_cached(backend, rendered.source),
-                           report=mod.report)
-    check(g, again, batches=(2,))
+    with pytest.raises(CompileError, match="compile the model again"):
+        get_backend("c").render(mod.program)
