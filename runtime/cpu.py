@@ -95,6 +95,30 @@ class CBackend:
         return CRunner(lib, program)
 
 
+LINE, PAGE = 64, 4096
+
+
+def aligned_empty(shape, dtype, align: int = LINE) -> np.ndarray:
+    """np.empty whose data starts on an ``align``-byte boundary. numpy guarantees 16 bytes; the
+    memory plan's 64-byte offsets are cache lines only if the arena starts on one. Measured:
+    DenseNet-121's elementwise kernels ran 2-4x slower in processes whose arena happened to
+    start 16 or 32 bytes past a line (every vector access straddled two lines)."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + align, np.uint8)
+    skip = -raw.ctypes.data % align
+    return raw[skip: skip + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def aligned(x: np.ndarray, align: int = LINE) -> np.ndarray:
+    """``x`` itself when contiguous and aligned, else an aligned copy."""
+    if x.flags.c_contiguous and x.ctypes.data % align == 0:
+        return x
+    out = aligned_empty(x.shape, x.dtype, align)
+    out[...] = x
+    return out
+
+
 class CRunner:
     """Calls cnncc_forward(N, inputs, outputs, weights, arena), or its per-kernel timed twin."""
 
@@ -107,7 +131,7 @@ class CRunner:
         prof.argtypes = self.fn.argtypes + [ctypes.c_void_p]
         prof.restype = ctypes.c_int
         self.program = program
-        self.blob = np.ascontiguousarray(program.blob, np.float32)
+        self.blob = aligned(np.asarray(program.blob, np.float32), PAGE)
         self.in_ptrs = (ctypes.c_void_p * max(1, len(program.inputs)))()
         self.out_ptrs = (ctypes.c_void_p * max(1, len(program.outputs)))()
         self.arenas: dict[int, np.ndarray] = {}
@@ -125,16 +149,17 @@ class CRunner:
         if a is None:
             if len(self.arenas) >= 4:
                 self.arenas.pop(next(iter(self.arenas)))
-            a = self.arenas[batch] = np.empty(max(64, self.program.arena_bytes(batch)), np.uint8)
+            a = self.arenas[batch] = aligned_empty(max(64, self.program.arena_bytes(batch)), np.uint8, PAGE)
         return a
 
     def __call__(self, inputs, batch: int, seconds: np.ndarray | None = None) -> list[np.ndarray]:
         outs = []
         for i, t in enumerate(self.program.outputs):
             shape = ((batch,) + tuple(t.shape[1:])) if t.batched else tuple(t.shape)
-            o = np.empty(shape, t.dtype)
+            o = aligned_empty(shape, t.dtype)
             outs.append(o)
             self.out_ptrs[i] = o.ctypes.data
+        inputs = [aligned(x) for x in inputs]   # a copy only when misaligned; alive until we return
         for i, x in enumerate(inputs):
             self.in_ptrs[i] = x.ctypes.data
         args = (batch, ctypes.addressof(self.in_ptrs), ctypes.addressof(self.out_ptrs),

@@ -129,3 +129,21 @@ def test_cli_batch_fixes_n(tmp_path, examples_dir_module):
     assert m(np.zeros((4, 1, 32, 32), np.float32)).shape == (4, 10)
     with pytest.raises(cnncc.ModelError):
         m(np.zeros((2, 1, 32, 32), np.float32))
+
+
+def test_c_runner_memory_is_aligned_and_misaligned_inputs_still_work(saved):
+    """Arena and weights start on a page, outputs on a cache line (the plan's 64-byte offsets
+    are lines only then); an input 4 bytes off a line is copied, not read crooked."""
+    g, mod, _ = saved
+    runner = mod.runner()
+    assert runner.blob.ctypes.data % 4096 == 0 and runner.arena(3).ctypes.data % 4096 == 0
+    x = np.random.default_rng(3).standard_normal((3, 1, 32, 32)).astype(np.float32)
+    buf = np.empty(x.size + 16, np.float32)
+    skip = next(i for i in range(16) if (buf.ctypes.data + 4 * i) % 64)
+    crooked = buf[skip: skip + x.size].reshape(x.shape)
+    crooked[...] = x
+    assert crooked.ctypes.data % 64 != 0
+    y = mod(crooked)
+    assert y.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(y, mod(x))
+    np.testing.assert_allclose(y, cnncc.reference(g, x), rtol=1e-4, atol=1e-5 * np.abs(y).max())
