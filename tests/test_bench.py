@@ -64,6 +64,7 @@ def test_bench_cli_writes_tables_and_json(tiny_model, isolated_env, capsys):
         assert {r["name"] for r in opt0_rows} >= {"conv1", "relu1", "pool1", "fc1"}
         assert len(opt2_rows) < len(opt0_rows)
         assert abs(sum(r["share"] for r in opt2_rows) - 1.0) < 1e-6
+        assert run["kernels"]["opt2"]["method"] == "runtime profiler, engines interleaved, median"
         for r in opt0_rows + opt2_rows:
             assert r["seconds"] > 0 and r["flops"] >= 0 and r["bytes"] > 0
             assert r["bound"] in ("memory", "compute")
@@ -94,6 +95,30 @@ def test_missing_peer_is_skipped_not_faked(tiny_model, isolated_env, capsys, mon
 def test_unknown_engine_is_an_error(tiny_model, capsys):
     assert main(["bench", str(tiny_model), "--compare", "opt2,tvm"]) == 2
     assert "tvm" in capsys.readouterr().err
+
+
+def test_kernel_profiles_alternate_between_modules_and_skip_targets_without_one():
+    """opt 0 and opt 2 are profiled one forward each in turn (a slow minute hits both alike)."""
+    from cnncc.benchmark import interleaved_kernel_times
+    from cnncc.errors import CompileError
+
+    calls = []
+
+    class Fake:
+        def __init__(self, name, times):
+            self.name, self.times = name, times
+
+        def profile(self, inputs, repeat):
+            calls.append(self.name)
+            if self.times is None:
+                raise CompileError("per-kernel profiling is not available on target 'cuda'")
+            return [(k, t.pop(0) if len(t) > 1 else t[0]) for k, t in self.times.items()]
+
+    mods = {"opt0": Fake("opt0", {"a": [9.0, 1.0, 2.0, 3.0]}), "opt2": Fake("opt2", {"ab": [9.0, 5.0, 4.0, 6.0]}),
+            "gpu": Fake("gpu", None)}
+    times = interleaved_kernel_times(mods, [], rounds=3)
+    assert times == {"opt0": {"a": 2.0}, "opt2": {"ab": 5.0}}       # medians, warm-up call dropped
+    assert calls == ["opt0", "opt2", "gpu"] + ["opt0", "opt2"] * 3
 
 
 def test_interleaving_rotates_order():
