@@ -161,6 +161,26 @@ def test_every_family(opt):
     assert isinstance(mod(np.zeros((2, 4, 12, 12), np.float32)), dict)
 
 
+@pytest.mark.parametrize("k,s,pad,outpad,groups,extra", [
+    (2, 2, 0, 0, 1, "relu"),       # U-Net's up-convolution: kernel == stride, phase planes
+    (2, 2, 1, 1, 2, "add"),        # cropped by padding, grown by output_padding, grouped, residual
+    (1, 2, 0, 1, 1, None),         # kernel < stride: the gaps get only the bias
+    (3, 3, (1, 0, 2, 1), 0, 1, None),   # asymmetric padding (ONNX pads)
+    (2, 3, 0, 2, 1, "relu"),
+    (3, 2, 1, 1, 1, "relu"),       # kernel > stride: the scatter path
+])
+def test_transposed_convolution_geometries(k, s, pad, outpad, groups, extra):
+    x = dsl.input("x", (N, 4, 5, 6))
+    y = dsl.conv_transpose2d(x, 6, k, stride=s, padding=pad, output_padding=outpad, groups=groups, name="up")
+    if extra == "relu":
+        y = dsl.relu(y)
+    elif extra == "add":
+        y = dsl.add(y, dsl.conv_transpose2d(x, 6, k, stride=s, padding=pad, output_padding=outpad, name="other"))
+    g = dsl.graph(y)
+    for opt in (0, 2):
+        check(g, cnncc.compile(g, target="c", opt_level=opt), batches=(2,))
+
+
 def test_indices_unpool_matmul_and_1d():
     x = dsl.input("x", (N, 3, 8, 8))
     p = dsl.max_pool2d_with_indices(x, 2)
