@@ -11,7 +11,7 @@ import numpy as np
 
 from . import ops
 from .errors import ModelError
-from .ir import Graph, Node
+from .ir import N, Graph, Node
 
 
 def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
@@ -41,6 +41,23 @@ def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
                 raise ModelError(f"input '{name}' expects shape {tuple(want)}, got {x.shape}")
         out[name] = x
     return out
+
+
+def random_inputs(graph: Graph, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Seeded standard-normal inputs (zeros for integer ones); the batch symbol N becomes ``batch``."""
+    feeds = {}
+    for name in graph.inputs:
+        t = graph[name].type
+        try:
+            shape = t.concrete({N: batch})
+        except ModelError:
+            raise ModelError(f"input '{name}' has symbolic sizes {t.shape} besides the batch; export the model "
+                             "with concrete spatial sizes") from None
+        if np.dtype(t.dtype).kind == "f":
+            feeds[name] = rng.standard_normal(shape).astype(t.dtype)
+        else:
+            feeds[name] = np.zeros(shape, t.dtype)
+    return feeds
 
 
 def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:

@@ -201,15 +201,14 @@ def calibrate_batch_norm(g: Graph, batch: int = 2) -> Graph:
     bns = [n for n in g if n.op == "batch_norm"]
     if not bns:
         return g
-    from cnncc.reference import run_node
+    from cnncc.reference import random_inputs, run_node
 
-    env = {}
-    for i, name in enumerate(g.inputs):
-        node = g[name]
-        dims = [batch if d == N else sympy.sympify(d) for d in node.type.shape]
-        if not all(getattr(d, "is_number", True) for d in dims) or node.type.dtype != "float32":
-            return g
-        env[name] = np.random.default_rng([SEED, i]).standard_normal([int(d) for d in dims]).astype(np.float32)
+    if any(g[i].type.dtype != "float32" for i in g.inputs):
+        return g
+    try:
+        env = random_inputs(g, batch, np.random.default_rng([SEED, 0]))
+    except ModelError:          # a symbolic size besides N: nothing concrete to run
+        return g
     for node in g:
         if node.op == "input":
             continue

@@ -10,6 +10,19 @@ def examples_dir() -> Path:
     return ROOT / "examples"
 
 
+@pytest.fixture(scope="module")
+def shared_kernel_cache(tmp_path_factory):
+    """A kernel cache private to the test session (unless CNNCC_CACHE_DIR is set), shared by the
+    modules that use it, so each model compiles once and the user's cache stays untouched."""
+    import os
+
+    old = os.environ.get("CNNCC_CACHE_DIR")
+    os.environ.setdefault("CNNCC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cnncc-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CNNCC_CACHE_DIR", None)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` need a real NVIDIA GPU; skip them cleanly without one."""
     try:

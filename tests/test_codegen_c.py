@@ -9,27 +9,17 @@ import numpy as np
 import pytest
 
 import cnncc
+from cnncc.reference import random_inputs
 from cnncc import ops
 from cnncc.errors import UnsupportedError
 from cnncc.frontends import dsl
 from cnncc.ir import N, Graph, Node
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
-                                reason="no C compiler")
+pytestmark = [pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                 reason="no C compiler"),
+              pytest.mark.usefixtures("shared_kernel_cache")]
 
 RTOL = 1e-4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    """A private kernel cache for this module, shared by all its tests (each model compiles once)."""
-    import os
-
-    old = os.environ.get("CNNCC_CACHE_DIR")
-    os.environ.setdefault("CNNCC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cnncc-cache"))
-    yield
-    if old is None:
-        os.environ.pop("CNNCC_CACHE_DIR", None)
 
 
 def rel_err(y, r) -> float:
@@ -48,10 +38,7 @@ def check(g: Graph, mod, batches=(1, 3), seed=0):
     rng = np.random.default_rng(seed)
     compiled_graph = mod.report["graph"] if mod.report else g
     for b in batches:
-        feeds = {}
-        for name in g.inputs:
-            shape = [b if d == N else int(d) for d in g[name].type.shape]
-            feeds[name] = rng.standard_normal(shape).astype(np.float32)
+        feeds = random_inputs(g, b, rng)
         y = mod(feeds)
         r = cnncc.reference(g, feeds)
         r_opt = cnncc.reference(compiled_graph, feeds)

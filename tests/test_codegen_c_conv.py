@@ -12,23 +12,14 @@ import numpy as np
 import pytest
 
 import cnncc
+from cnncc.reference import random_inputs
 from cnncc.codegen import c_conv
 from cnncc.frontends import dsl
 from cnncc.ir import N
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
-                                reason="no C compiler")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    import os
-
-    old = os.environ.get("CNNCC_CACHE_DIR")
-    os.environ.setdefault("CNNCC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cnncc-cache"))
-    yield
-    if old is None:
-        os.environ.pop("CNNCC_CACHE_DIR", None)
+pytestmark = [pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                 reason="no C compiler"),
+              pytest.mark.usefixtures("shared_kernel_cache")]
 
 
 @pytest.fixture
@@ -93,8 +84,7 @@ def check(g, mod, batches=(1, 3)):
     rng = np.random.default_rng(0)
     compiled = mod.report["graph"]
     for b in batches:
-        feeds = {n: rng.standard_normal([b if d == N else int(d) for d in g[n].type.shape]).astype(np.float32)
-                 for n in g.inputs}
+        feeds = random_inputs(g, b, rng)
         y = mod(feeds)
         r = cnncc.reference(compiled, feeds)
         ys = y if isinstance(y, dict) else {0: y}
@@ -175,8 +165,7 @@ def test_saved_module_keeps_packed_weights(tmp_path):
     mod.save(tmp_path / "m")
     loaded = cnncc.load(tmp_path / "m")
     rng = np.random.default_rng(2)
-    feeds = {n: rng.standard_normal([2 if d == N else int(d) for d in g[n].type.shape]).astype(np.float32)
-             for n in g.inputs}
+    feeds = random_inputs(g, 2, rng)
     a, b = mod(feeds), loaded(feeds)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import cnncc
+from cnncc.reference import random_inputs
 from cnncc.codegen.lower import lower
 from cnncc.frontends import dsl
 from cnncc.ir import N
@@ -60,15 +61,10 @@ def batched_matmul_graph():
     return dsl.graph(*outs, name="batched_mm")
 
 
-def _feeds(g, batch, rng):
-    return {n: rng.standard_normal([batch if d == N else int(d) for d in g[n].type.shape]).astype(np.float32)
-            for n in g.inputs}
-
-
 def _check(g, mod, batches=(1,)):
     rng = np.random.default_rng(0)
     for b in batches:
-        feeds = _feeds(g, b, rng)
+        feeds = random_inputs(g, b, rng)
         got, want = mod(feeds), cnncc.reference(g, feeds)
         if not isinstance(want, dict):
             got, want = {"y": got}, {"y": want}

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import cnncc
+from cnncc.reference import random_inputs
 from cnncc.frontends import dsl
 from cnncc.ir import N
 
@@ -29,15 +30,10 @@ def rel_err(y, r) -> float:
     return float(np.abs(y.astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-6))
 
 
-def feeds_for(g, batch, rng):
-    return {name: rng.standard_normal([batch if d == N else int(d) for d in g[name].type.shape]).astype(np.float32)
-            for name in g.inputs}
-
-
 def check(g, mod, batches=(1, 3), seed=0):
     rng = np.random.default_rng(seed)
     for b in batches:
-        feeds = feeds_for(g, b, rng)
+        feeds = random_inputs(g, b, rng)
         y, r = mod(feeds), cnncc.reference(g, feeds)
         if not isinstance(r, dict):
             y, r = {"out": y}, {"out": r}

@@ -18,10 +18,7 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory, examples_dir_module):
-    import os
-
-    os.environ.setdefault("CNNCC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cnncc-cache"))
+def saved(tmp_path_factory, examples_dir_module, shared_kernel_cache):
     g = cnncc.load_model(examples_dir_module / "lenet5.py")
     mod = cnncc.compile(g, target="c", opt_level=2)
     out = tmp_path_factory.mktemp("saved") / "lenet"

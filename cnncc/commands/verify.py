@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnncc.reference import random_inputs
+
 
 def add(sub):
     p = sub.add_parser("verify", help="compare cnncc against the model's own runtime (onnxruntime, PyTorch)")
@@ -49,26 +51,6 @@ def run(args) -> int:
     ok = report(got, expected, args.rtol, args.atol)
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
-
-
-def random_inputs(graph, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Seeded standard-normal inputs; the batch symbol N becomes ``batch``."""
-    import cnncc
-    from cnncc.errors import CnnccError
-
-    feeds = {}
-    for name in graph.inputs:
-        t = graph[name].type
-        try:
-            shape = t.concrete({cnncc.N: batch})
-        except CnnccError:
-            raise CnnccError(f"input '{name}' has symbolic sizes {t.shape} besides the batch; export the model "
-                             "with concrete spatial sizes") from None
-        if np.dtype(t.dtype).kind == "f":
-            feeds[name] = rng.standard_normal(shape).astype(t.dtype)
-        else:
-            feeds[name] = np.zeros(shape, t.dtype)
-    return feeds
 
 
 def onnxruntime_outputs(path: Path, graph, feeds: dict) -> dict[str, np.ndarray]:
