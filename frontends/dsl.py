@@ -246,6 +246,18 @@ def apply_weights(g: Graph, path_or_dict) -> Graph:
     return g
 
 
+def graph_of(out, name: str) -> Graph:
+    """What a model() returned, as a Graph: a Graph as it is, or its output tensor(s) finalized;
+    a graph left with the default name gets ``name``."""
+    if isinstance(out, Graph):
+        g = out
+    else:
+        g = graph(*(out if isinstance(out, (list, tuple)) else (out,)), name=name)
+    if g.name == "model":
+        g.name = name
+    return g
+
+
 def load_model(path: str | Path, weights: str | Path | None = None, **kwargs) -> Graph:
     """Run a DSL model file (trusted Python!) and return its Graph. ``kwargs`` go to ``model()``."""
     path = Path(path)
@@ -257,14 +269,7 @@ def load_model(path: str | Path, weights: str | Path | None = None, **kwargs) ->
     spec.loader.exec_module(module)
     if not hasattr(module, "model"):
         raise CnnccError(f"{path} defines no model() function", )
-    out = module.model(**kwargs)
-    if isinstance(out, Graph):
-        g = out
-    else:
-        outs = out if isinstance(out, (list, tuple)) else (out,)
-        g = graph(*outs, name=path.stem)
-    if g.name == "model":
-        g.name = path.stem
+    g = graph_of(module.model(**kwargs), path.stem)
     if weights is not None:
         apply_weights(g, weights)
     return g.verify()

@@ -82,7 +82,7 @@ def _from_python(path: Path, batch: int, rng):
     built = module.model()
     first = built[0] if isinstance(built, (list, tuple)) and built else built
     if isinstance(first, (cnncc.Graph, dsl.Tensor)):
-        graph = dsl.load_model(path) if isinstance(first, dsl.Tensor) else built.infer_shapes()
+        graph = dsl.graph_of(built, path.stem).infer_shapes()
         feeds = random_inputs(graph, batch, rng)
         ref = cnncc.reference(graph, feeds)
         expected = ref if isinstance(ref, dict) else {graph.outputs[0]: ref}
