@@ -29,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 
 from cnncc.errors import CompileError
-from cnncc.codegen.lower import ALIGN_FLOATS, KernelSpec, Program, TensorRef, cname
+from cnncc.codegen.lower import KernelSpec, Program, TensorRef, append_blob_entry, cname
 
 
 @lru_cache(maxsize=1)
@@ -202,8 +202,9 @@ def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
 
 def prepare(program: Program) -> None:
     """Append each blocked conv's packed weights to the blob as ``<layer>.weight.c_<kind><COB>``
-    and reference them as ``spec.weights["packed"]``. Idempotent (a saved module keeps them);
-    a Program packed for another vector width is packed again."""
+    and reference them as ``spec.weights["packed"]``, then drop the originals no kernel reads.
+    Idempotent (a saved module keeps them); packing for another vector width needs the
+    originals, so such a Program is refused (compile again)."""
     extra: list[np.ndarray] = []
     size = int(program.blob.size)
     for spec in program.kernels:
@@ -223,11 +224,7 @@ def prepare(program: Program) -> None:
             numel = int(np.prod(w.shape, dtype=np.int64))
             arr = pack(program.blob[w.offset: w.offset + numel].reshape(w.shape), spec.geometry["groups"], b)
             off, shape = size, arr.shape
-            extra.append(arr.ravel())
-            pad = (-arr.size) % ALIGN_FLOATS
-            if pad:
-                extra.append(np.zeros(pad, np.float32))
-            size += arr.size + pad
+            size += append_blob_entry(extra, arr)
             program.blob_layout[key] = (off, tuple(shape))
         spec.weights["packed"] = TensorRef(key, cname(key.replace(".", "_")), tuple(shape), batched=False,
                                            storage="weights", offset=off)
@@ -247,12 +244,8 @@ def drop_unread_weights(program: Program) -> None:
         if not any(off <= r < off + numel for r in read):
             continue
         moves[off] = (numel, size)
-        parts.append(program.blob[off: off + numel])
-        pad = (-numel) % ALIGN_FLOATS
-        if pad:
-            parts.append(np.zeros(pad, np.float32))
         layout[key] = (size, shape)
-        size += numel + pad
+        size += append_blob_entry(parts, program.blob[off: off + numel])
     refs = [t for spec in program.kernels for t in _weight_refs(spec)]
     for t in refs:
         t.offset = next((new + t.offset - off for off, (numel, new) in moves.items()

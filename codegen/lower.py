@@ -244,6 +244,17 @@ def lower_program(graph: Graph) -> Program:
     return _Lowering(graph).run()
 
 
+def append_blob_entry(parts: list[np.ndarray], arr: np.ndarray) -> int:
+    """Append one weight-blob entry to ``parts``: the array flattened, then zeros so the next
+    entry starts on ALIGN_FLOATS. Returns the floats appended."""
+    flat = np.ravel(arr)
+    parts.append(flat)
+    pad = (-flat.size) % ALIGN_FLOATS
+    if pad:
+        parts.append(np.zeros(pad, np.float32))
+    return flat.size + pad
+
+
 def _row(t: TensorRef) -> int:
     """Elements per leading item: per batch item (batched) or per leading row (static)."""
     if t.batched:
@@ -296,11 +307,7 @@ class _Lowering:
             return TensorRef(key, cname(key.replace(".", "_")), tuple(shape), batched=False,
                              storage="weights", offset=off)
         off = self.blob_size
-        self.blob_parts.append(arr.ravel())
-        pad = (-arr.size) % ALIGN_FLOATS
-        if pad:
-            self.blob_parts.append(np.zeros(pad, np.float32))
-        self.blob_size += arr.size + pad
+        self.blob_size += append_blob_entry(self.blob_parts, arr)
         self.blob_layout[key] = (off, tuple(arr.shape))
         return TensorRef(key, cname(key.replace(".", "_")), tuple(arr.shape), batched=False,
                          storage="weights", offset=off)
