@@ -102,7 +102,7 @@ def aligned_empty(shape, dtype, align: int = LINE) -> np.ndarray:
     """np.empty whose data starts on an ``align``-byte boundary. numpy guarantees 16 bytes; the
     memory plan's 64-byte offsets are cache lines only if the arena starts on one. Measured:
     DenseNet-121's elementwise kernels ran 2-4x slower in processes whose arena happened to
-    start 16 or 32 bytes past a line (every vector access straddled two lines)."""
+    start 16-48 bytes past a line (vector loads and stores split across two lines)."""
     dtype = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64))
     raw = np.empty(count * dtype.itemsize + align, np.uint8)
