@@ -311,6 +311,17 @@ def call_overhead(target: str, min_sample_s: float = 0.001) -> float:
     return statistics.median(sample(fn, inner) for _ in range(5))
 
 
+def _roof_text(r: dict) -> str:
+    """The roofline column: a fraction of the roof that applies, never above 100%."""
+    if not r["bound"]:
+        return ""
+    if r["bound"] == "cache":
+        return "above DRAM roof (cache-resident)"
+    if r["bound"] == "above probe":
+        return "above the FMA probe: --refresh-roofline"
+    return f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof"
+
+
 def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, roof) -> list[KernelRow]:
     total = sum(t for _, t in rows) or 1.0
     out = []
@@ -499,7 +510,7 @@ def format_report(result: dict, max_kernels: int = 25) -> str:
             out.append(_table(["kernel", "ops", "ms", "GFLOP/s", "GB/s", "share", "FLOP/B", "roofline"],
                               [[r["name"][:40], r["ops"][:32], _ms(r["seconds"]), f"{r['gflops']:.1f}",
                                 f"{r['gbs']:.1f}", f"{r['share'] * 100:.1f}%", f"{r['intensity']:.1f}",
-                                f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof" if r["bound"] else ""]
+                                _roof_text(r)]
                                for r in shown]))
             if len(krows) > len(shown):
                 out.append(f"... {len(krows) - len(shown)} more kernels (see --json)")
