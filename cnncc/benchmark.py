@@ -41,10 +41,14 @@ def configure_threads(threads: int | None = None) -> list[str]:
     """Set OpenMP's environment before any OpenMP runtime loads; returns the notes to print."""
     from .roofline import default_threads
 
+    source = ("--threads" if threads else
+              "OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS", "").isdigit() else "all cores")
     threads = threads or default_threads()
     os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    return [f"OpenMP: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, GOMP_SPINCOUNT={os.environ['GOMP_SPINCOUNT']} "
+    return [f"threads: {threads} for every engine (from {source}); cnncc modules run with "
+            f"compile(threads={threads})",
+            f"OpenMP: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, GOMP_SPINCOUNT={os.environ['GOMP_SPINCOUNT']} "
             "(short spin, so idle OpenMP threads yield the cores to the other engines)",
             f"onnxruntime: intra_op_num_threads={threads}, intra-op spinning off "
             "(session.intra_op.allow_spinning=0, session.force_spinning_stop=1)",
@@ -77,7 +81,7 @@ def prepare_cnncc(graph: Graph, feeds: dict, opt_level: int, target: str, thread
         compile_fn = cnncc.compile
     except AttributeError:
         raise CnnccError("cnncc.compile is not available yet (codegen/runtime not built)") from None
-    mod = compile_fn(graph, target=target, opt_level=opt_level)
+    mod = compile_fn(graph, target=target, opt_level=opt_level, threads=threads)
     args = [feeds[i] for i in graph.inputs]
     run = (lambda: mod(*args))
     return Engine(f"opt{opt_level}", run, lambda: np.asarray(_first(run(), graph.outputs)),

@@ -74,12 +74,15 @@ def _optimized(graph: Graph, opt_level: int) -> Graph:
     return _optimize(graph, opt_level=opt_level)
 
 
-def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, progress=None):  # noqa: A001 - public API
+def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, threads: int | None = None,  # noqa: A001
+            progress=None):
     """Optimize, lower, render and build ``graph`` for ``target`` ("c", "cuda", "cuda-emu").
 
     Returns a CompiledModule: ``mod(x)`` runs any batch size; ``mod.kernels`` lists every kernel's
     source; ``mod.report`` holds the pass report and the fusion groups. Builds are cached on disk
-    (see cnncc.runtime.cache). ``progress`` is an optional callable receiving one-line messages."""
+    (see cnncc.runtime.cache). ``threads`` sets the C target's OpenMP threads for this module's
+    calls (default: ``OMP_NUM_THREADS``, else all cores; ``mod.threads`` changes it later).
+    ``progress`` is an optional callable receiving one-line messages."""
     import time
 
     from cnncc.codegen.lower import lower_program
@@ -105,7 +108,9 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, progress=Non
     groups = [(n.name, [m.name for m in n.members]) for n in g if n.op == "fused"]
     report = {"opt_level": opt_level, "target": target, "passes": g.pass_report, "fusion_groups": groups,
               "why_not": g.meta.get("why_not", []), "kernels": [k.name for k in rendered.kernels], "graph": g}
-    return CompiledModule(program, rendered, backend, artifact, report=report)
+    mod = CompiledModule(program, rendered, backend, artifact, report=report)
+    mod.threads = threads
+    return mod
 
 
 def load(directory):

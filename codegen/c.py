@@ -11,6 +11,7 @@ from functools import lru_cache
 
 from cnncc.codegen import c_conv
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
+from cnncc.codegen.target import CTarget
 
 TEMPLATES = {"conv": "c/conv.c.j2", "dense": "c/dense.c.j2", "pool": "c/pool.c.j2",
              "global_pool": "c/global_pool.c.j2", "softmax": "c/softmax.c.j2", "elementwise": "c/elementwise.c.j2",
@@ -59,10 +60,10 @@ def launch(spec: KernelSpec) -> str:
     return f"serial loop over N ({f})"
 
 
-def render_kernel(spec: KernelSpec) -> str:
+def render_kernel(spec: KernelSpec, target: CTarget) -> str:
     tmpl = _env().get_template(TEMPLATES[spec.family])
     return tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec),
-                       blk=c_conv.plan(spec)).strip() + "\n"
+                       blk=c_conv.plan(spec, target)).strip() + "\n"
 
 
 def address(t: TensorRef) -> str:
@@ -79,14 +80,16 @@ def address(t: TensorRef) -> str:
     return f"{ptr} + {t.base}" if t.base else ptr
 
 
-def render(program: Program):
-    """Render the whole translation unit; returns (source, [(name, kernel source, launch)])."""
+def render(program: Program, target: CTarget):
+    """Render the whole translation unit for ``target``; returns (source, [(name, kernel source,
+    launch)])."""
     import cnncc
 
     env = _env()
-    c_conv.prepare(program)   # blocked convolutions read weights packed for their tiles
-    prelude = env.get_template("c/prelude.c.j2").render(program=program, version=cnncc.__version__).strip()
-    kernels = [(spec, render_kernel(spec)) for spec in program.kernels]
+    c_conv.prepare(program, target)   # blocked convolutions read weights packed for their tiles
+    prelude = env.get_template("c/prelude.c.j2").render(program=program, version=cnncc.__version__,
+                                                        target=target).strip()
+    kernels = [(spec, render_kernel(spec, target)) for spec in program.kernels]
     decls, seen, calls = [], set(), []
     for spec, _ in kernels:
         tensors = spec.tensors()

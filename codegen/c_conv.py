@@ -3,7 +3,7 @@ that matches it.
 
 A plain direct convolution keeps one output value live at a time and reloads its weight for
 every element, so it runs at a tenth of the FMA peak. The blocked kernels keep a tile of outputs
-in as many vector registers as the machine has (``vector_isa``) and feed every loaded vector to
+in as many vector registers as the target has (a :class:`CTarget`) and feed every loaded vector to
 several FMAs. :func:`plan` picks one of four kinds per kernel:
 
 * ``channels`` (any convolution with whole vectors of output channels per group): vectors along
@@ -21,41 +21,13 @@ it; the CUDA target keeps the PyTorch layout and never sees them); packing is fr
 """
 from __future__ import annotations
 
-import os
-import subprocess
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from cnncc.errors import CompileError
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, append_blob_entry, cname
-
-
-@lru_cache(maxsize=1)
-def vector_isa() -> tuple[int, int]:
-    """(floats per vector register, vector registers) of the machine ``cc -march=native``
-    targets: the tile is sized to fill the register file without spilling. The generated C
-    uses gcc's generic vectors, so it stays correct (only slower) on any other machine.
-    ``CNNCC_C_VECTOR=floats,registers`` overrides the probe (tests, cross-checking)."""
-    env = os.environ.get("CNNCC_C_VECTOR")
-    if env:
-        vec, regs = (int(v) for v in env.split(","))
-        return vec, regs
-    from cnncc.runtime.cpu import compiler
-
-    try:
-        out = subprocess.run([compiler(), "-march=native", "-dM", "-E", "-x", "c", os.devnull],
-                             capture_output=True, text=True, timeout=60).stdout
-    except Exception:   # no compiler: the build will say so; any plan renders correct C
-        out = ""
-    if "__AVX512F__" in out:
-        return 16, 32
-    if "__AVX__" in out:
-        return 8, 16
-    if "__aarch64__" in out:
-        return 4, 32
-    return 4, 16
+from cnncc.codegen.target import CTarget
 
 
 @dataclass(frozen=True)
@@ -80,6 +52,9 @@ class ConvBlocking:
     phases: tuple = ()      # "rows": per phase s, the (first, end) columns j that read the input
     NR: int = 0       # "dense": batch rows per tile (COB = MR weight rows, NCB blocks of them)
     KC: int = 0       # "dense": inputs per chunk
+    BR: int = 0       # "channels" with a fused pool: pooled rows per band (a task = channel block x band)
+    NBAND: int = 0    # bands per pooled plane
+    BROWS: int = 0    # conv rows a band needs at most (its window rows, overlap included)
 
 
 def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[int, int] | None:
@@ -151,9 +126,9 @@ def _dense(spec: KernelSpec, VEC: int, regs: int) -> ConvBlocking:
                         NCHUNK=-(-K // KC))
 
 
-def plan(spec: KernelSpec) -> ConvBlocking | None:
-    """How a conv or dense kernel is vectorized and blocked (None: neither)."""
-    VEC, regs = vector_isa()
+def plan(spec: KernelSpec, target: CTarget) -> ConvBlocking | None:
+    """How a conv or dense kernel is vectorized and blocked for ``target`` (None: neither)."""
+    VEC, regs = target.vector_floats, target.vector_registers
     if spec.family == "dense":
         return _dense(spec, VEC, regs)
     if spec.family != "conv":
@@ -176,7 +151,31 @@ def plan(spec: KernelSpec) -> ConvBlocking | None:
     padded = bool(g["PH"] or g["PW"] or rows > g["H"] or cols > g["W"])
     Hp = max(g["PH"] + g["H"], rows) if padded else g["H"]
     Wp = max(g["PW"] + g["W"], cols) if padded else g["W"]
-    return ConvBlocking("channels", VEC, V, COB, P, NCB, -(-OH * OW // P), Hp, Wp, padded)
+    band = _pool_bands(spec, COB, NCB) if spec.pool is not None else {}
+    return ConvBlocking("channels", VEC, V, COB, P, NCB, -(-OH * OW // P), Hp, Wp, padded, **band)
+
+
+BAND_BYTES = 192 * 1024   # a band's conv rows for one channel block: well inside L2
+
+
+MIN_TASKS = 16           # channel blocks x bands: enough tasks to balance up to ~8 threads
+
+
+def _pool_bands(spec: KernelSpec, COB: int, NCB: int) -> dict:
+    """A fused pool is computed band by band: a task takes one channel block and ``BR`` pooled
+    rows, computes just the conv rows their windows cover (``BROWS`` at most, overlapping windows
+    recompute the rows two bands share) into a buffer that stays in L2, pools them there and
+    stores only the pooled rows. Bands are as tall as ``BAND_BYTES`` allows, but short enough
+    that channel blocks x bands give every thread several tasks."""
+    p = spec.pool
+    span = lambda br: min(p.H, (br - 1) * p.SH + (p.KH - 1) * p.DH + 1)   # conv rows for br pooled rows
+    row_bytes = 4 * COB * p.W
+    br = max(1, min(p.OH, BAND_BYTES // max(1, row_bytes * p.SH)))
+    while br > 1 and span(br) * row_bytes > BAND_BYTES:
+        br -= 1
+    while br > 1 and NCB * -(-p.OH // br) < MIN_TASKS:
+        br = max(1, br // 2)
+    return {"BR": br, "NBAND": -(-p.OH // br), "BROWS": span(br)}
 
 
 def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
@@ -200,7 +199,7 @@ def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
     return out
 
 
-def prepare(program: Program) -> None:
+def prepare(program: Program, target: CTarget) -> None:
     """Append each blocked conv's packed weights to the blob as ``<layer>.weight.c_<kind><COB>``
     and reference them as ``spec.weights["packed"]``, then drop the originals no kernel reads.
     Idempotent (a saved module keeps them); packing for another vector width needs the
@@ -208,7 +207,7 @@ def prepare(program: Program) -> None:
     extra: list[np.ndarray] = []
     size = int(program.blob.size)
     for spec in program.kernels:
-        b = plan(spec)
+        b = plan(spec, target)
         if b is None or b.kind in ("rows", "dense"):   # these read the PyTorch layout
             continue
         w = spec.weights["weight"]

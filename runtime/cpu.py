@@ -23,6 +23,7 @@ import numpy as np
 
 from cnncc.errors import CompileError
 from cnncc.codegen.lower import Program
+from cnncc.codegen.target import GENERIC, CTarget
 from cnncc.runtime.module import KernelSource, Rendered
 
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c99", "-ffp-contract=fast"]
@@ -55,15 +56,39 @@ def _cpu_flags() -> str:
     return platform.processor() or "unknown"
 
 
+@lru_cache(maxsize=1)
+def host_target() -> CTarget:
+    """What ``cc -march=native`` targets on this machine, probed once: the C kernels' tiles are
+    sized to fill its vector registers without spilling. The generated C uses gcc's generic
+    vectors, so it stays correct (only slower) on any other machine.
+    ``CNNCC_C_VECTOR=floats,registers`` overrides the probe (tests, cross-checking)."""
+    env = os.environ.get("CNNCC_C_VECTOR")
+    if env:
+        vec, regs = (int(v) for v in env.split(","))
+        return CTarget(f"override-{vec}x{regs}", vec, regs)
+    try:
+        out = subprocess.run([compiler(), "-march=native", "-dM", "-E", "-x", "c", os.devnull],
+                             capture_output=True, text=True, timeout=60).stdout
+    except Exception:   # no compiler: the build will say so; any target renders correct C
+        out = ""
+    if "__AVX512F__" in out:
+        return CTarget("avx512", 16, 32)
+    if "__AVX__" in out:
+        return CTarget("avx2" if "__AVX2__" in out else "avx", 8, 16)
+    if "__aarch64__" in out:
+        return CTarget("neon", 4, 32)
+    return GENERIC
+
+
 class CBackend:
     target = "c"
     source_name = "kernels.c"
     artifact_name = "kernels.so"
 
-    def render(self, program: Program) -> Rendered:
+    def render(self, program: Program, target: CTarget | None = None) -> Rendered:
         from cnncc.codegen.c import render
 
-        source, kernels = render(program)
+        source, kernels = render(program, target or host_target())
         return Rendered(source, [KernelSource(*k) for k in kernels])
 
     def toolchain(self) -> str:
@@ -135,6 +160,10 @@ class CRunner:
         self.in_ptrs = (ctypes.c_void_p * max(1, len(program.inputs)))()
         self.out_ptrs = (ctypes.c_void_p * max(1, len(program.outputs)))()
         self.arenas: dict[int, np.ndarray] = {}
+        self.threads: int | None = None   # None: OpenMP's choice (OMP_NUM_THREADS, else all cores)
+        self._omp_set = lib.omp_set_num_threads   # libgomp, found through the library's dependencies
+        self._omp_get = lib.omp_get_max_threads
+        self._omp_set.argtypes, self._omp_get.restype = [ctypes.c_int], ctypes.c_int
 
     def profile(self, inputs, batch: int, repeat: int) -> list[tuple[str, float]]:
         """Mean seconds per kernel over ``repeat`` forwards, timed between the calls inside the C code
@@ -164,10 +193,18 @@ class CRunner:
             self.in_ptrs[i] = x.ctypes.data
         args = (batch, ctypes.addressof(self.in_ptrs), ctypes.addressof(self.out_ptrs),
                 self.blob.ctypes.data, self.arena(batch).ctypes.data)
-        if seconds is None:
-            rc = self.fn(*args)
-        else:
-            rc = self.lib.cnncc_forward_profiled(*args, ctypes.c_void_p(seconds.ctypes.data))
+        # OpenMP's thread count is a setting of the calling thread: set it for this call, restore it after
+        before = self._omp_get() if self.threads else 0
+        if self.threads:
+            self._omp_set(self.threads)
+        try:
+            if seconds is None:
+                rc = self.fn(*args)
+            else:
+                rc = self.lib.cnncc_forward_profiled(*args, ctypes.c_void_p(seconds.ctypes.data))
+        finally:
+            if self.threads:
+                self._omp_set(before)
         rc = int(rc)
         if rc != 0:
             raise CompileError(f"cnncc_forward returned {rc}")

@@ -155,9 +155,25 @@ class CompiledModule:
             raise ModelError(f"this module was compiled for batch {fixed} (cnncc compile --batch), got {batch}")
         return arrays, batch or 1
 
+    @property
+    def threads(self) -> int | None:
+        """Threads of the C target's parallel regions for this module's calls; None (default)
+        leaves OpenMP's choice: ``OMP_NUM_THREADS``, else all cores. Other targets ignore it."""
+        return getattr(self, "_threads", None)
+
+    @threads.setter
+    def threads(self, n: int | None) -> None:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise CnnccError(f"threads must be a positive int or None, got {n!r}")
+        self._threads = n
+        if self._runner is not None and hasattr(self._runner, "threads"):
+            self._runner.threads = n
+
     def runner(self) -> Runner:
         if self._runner is None:
             self._runner = self.backend.load(self.artifact, self.program, self.rendered)
+            if hasattr(self._runner, "threads"):
+                self._runner.threads = self.threads
         return self._runner
 
     def __call__(self, *args, **kwargs):

@@ -14,6 +14,7 @@ import pytest
 import cnncc
 from cnncc.reference import random_inputs
 from cnncc.codegen import c_conv
+from cnncc.runtime.cpu import host_target
 from cnncc.frontends import dsl
 from cnncc.ir import N
 
@@ -30,11 +31,11 @@ def isa(monkeypatch):
             monkeypatch.delenv("CNNCC_C_VECTOR", raising=False)
         else:
             monkeypatch.setenv("CNNCC_C_VECTOR", f"{vec_regs[0]},{vec_regs[1]}")
-        c_conv.vector_isa.cache_clear()
+        host_target.cache_clear()
     yield use
-    c_conv.vector_isa.cache_clear()
+    host_target.cache_clear()
     monkeypatch.undo()
-    c_conv.vector_isa.cache_clear()
+    host_target.cache_clear()
 
 
 def conv_zoo():
@@ -55,6 +56,9 @@ def conv_zoo():
                                ceil_mode=True, name="cp_pool"))
     outs.append(dsl.avg_pool2d(dsl.sigmoid(dsl.conv2d(x, 8, 2, name="ca"), name="ca_act"), 3, stride=2,
                                padding=1, name="ca_pool"))
+    # a residual operand read before a 2x2 average pool (the epilogue runs on each band before the pool)
+    outs.append(dsl.avg_pool2d(dsl.add(dsl.conv2d(x, 24, 3, padding=1, name="cr"), r, name="cr_add"), 2,
+                               ceil_mode=True, name="cr_pool"))
     # a plane smaller than any tile (1x1 output) and a 5x5 window covering the whole padded input
     outs.append(dsl.relu(dsl.conv2d(dsl.max_pool2d(x, 5, stride=8, name="tiny"), 40, 3, padding=1,
                                     name="c1px"), name="c1px_relu"))
@@ -95,7 +99,8 @@ def check(g, mod, batches=(1, 3)):
 
 
 def kinds(mod) -> set[str]:
-    return {c_conv.plan(s).kind for s in mod.program.kernels if c_conv.plan(s) is not None}
+    return {c_conv.plan(s, host_target()).kind for s in mod.program.kernels
+            if c_conv.plan(s, host_target()) is not None}
 
 
 @pytest.mark.parametrize("vec_regs", [None, (16, 32), (4, 16)], ids=["native", "avx512-plan", "4wide-plan"])
@@ -106,6 +111,10 @@ def test_conv_kinds_match_reference(isa, vec_regs):
     assert kinds(mod) == {"channels", "pixels", "rows"}
     source = mod.source
     assert "tile_c3_" in source and "fused max pool" in source
+    plans = [c_conv.plan(k, host_target()) for k in mod.program.kernels if k.pool is not None]
+    banded = [b for b in plans if b is not None and b.kind == "channels"]
+    assert banded and all(b.NBAND > 1 for b in banded)   # several bands per plane: their seams are checked
+    assert any(k.pool is not None and any(e.operand for e in k.epilogue) for k in mod.program.kernels)
     check(g, mod)
 
 
@@ -187,6 +196,6 @@ def test_packed_program_holds_each_weight_once_and_refuses_other_vectors(isa):
     total = sum(int(np.prod(s)) for _, s in mod.program.blob_layout.values())
     assert mod.program.blob.size < total + 16 * len(mod.program.blob_layout)
     check(g, mod, batches=(2,))
-    isa((16, 32))
+    isa((8, 16) if host_target().vector_floats == 16 else (16, 32))   # whichever this machine is not
     with pytest.raises(CompileError, match="compile the model again"):
         get_backend("c").render(mod.program)

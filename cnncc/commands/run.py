@@ -14,6 +14,8 @@ def add(sub):
     p.add_argument("--batch", type=int, default=1, help="batch size of the random input (default 1)")
     p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"], help="for a model file (default c)")
     p.add_argument("--opt", type=int, default=2, choices=[0, 1, 2], help="for a model file (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OpenMP threads of the C target (default: OMP_NUM_THREADS, else all cores)")
     p.add_argument("--check", action="store_true", help="also run the numpy reference and print the max error")
     p.add_argument("--save", metavar="OUT.npy", help="write the (first) output to a .npy file")
     return p
@@ -37,6 +39,7 @@ def run(args) -> int:
     else:
         graph = cnncc.load_model(path)
         mod = cnncc.compile(graph, target=args.target, opt_level=args.opt, progress=say)
+    mod.threads = args.threads
     program = mod.program
     if args.input:
         x = np.load(args.input, allow_pickle=False)
