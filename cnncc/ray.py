@@ -160,6 +160,11 @@ class ModuleWorker:
     def item_shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.input.shape[1:])
 
+    def empty(self) -> dict[str, np.ndarray]:
+        """The outputs of zero items (right dtype and per-item shape)."""
+        return {name: np.zeros((0, *t.shape[1:]), t.dtype)
+                for name, t in zip(self.module.output_names, self.module.program.outputs)}
+
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs for a stack of items, in module calls of at most ``batch_size`` (a module saved
         with a fixed batch gets zero-padded chunks of exactly that size)."""
@@ -176,7 +181,7 @@ class ModuleWorker:
             outs = y if isinstance(y, dict) else {self.module.output_names[0]: y}
             for name, arr in outs.items():
                 parts[name].append(arr[:n])
-        return {name: (np.concatenate(p) if p else np.zeros((0,), np.float32)) for name, p in parts.items()}
+        return {name: np.concatenate(p) for name, p in parts.items()} if len(x) else self.empty()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.input_column not in batch:
@@ -194,7 +199,7 @@ class ModuleWorker:
             for i in np.flatnonzero(~keep):
                 ident = batch[self.id_column][i] if self.id_column in batch else i
                 log.warning("skipped %s: %s", ident, batch["error"][i])
-        out = self.predict(x[keep]) if keep.any() else {n: np.zeros((0,), np.float32) for n in self.module.output_names}
+        out = self.predict(x[keep])
         if self.id_column in batch:
             out = {self.id_column: np.asarray(batch[self.id_column])[keep], **out}
         return out
@@ -386,16 +391,21 @@ class ShardWorker(ModuleWorker):
         return ids, arrays, bad
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = {"shard": [], "items": [], "files": [], "skipped": []}
+        rows = {"shard": [], "items": [], "files": [], "skipped": [], "error": []}
         for shard, items in zip(batch["shard"], batch["items"]):
-            ids, arrays, bad = self.read(json.loads(items))
-            outs = (self.predict(np.concatenate(arrays)) if arrays else
-                    {n: np.zeros((0,), np.float32) for n in self.module.output_names})
+            try:
+                ids, arrays, bad = self.read(json.loads(items))
+            except InputError as e:   # on_error="stop": the driver stops the run on this row
+                for k, v in (("shard", int(shard)), ("items", 0), ("files", "[]"), ("skipped", "[]"), ("error", str(e))):
+                    rows[k].append(v)
+                continue
+            outs = self.predict(np.concatenate(arrays)) if arrays else self.empty()
             files = write_shard(self.output_dir, int(shard), np.asarray(ids, dtype=str), outs, self.format)
             rows["shard"].append(int(shard))
             rows["items"].append(len(ids))
             rows["files"].append(json.dumps(files))
             rows["skipped"].append(json.dumps(bad))
+            rows["error"].append("")
         return {k: np.asarray(v) for k, v in rows.items()}
 
 
@@ -481,21 +491,6 @@ def _init_ray(address: str | None):
     ray.init(address=address, include_dashboard=False, log_to_driver=True,
              logging_level=logging.WARNING, configure_logging=True)
     return ray, True
-
-
-def _cnncc_cause(e: BaseException) -> CnnccError | None:
-    """The CnnccError a worker raised, dug out of Ray's wrapping exceptions."""
-    seen = set()
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if x is None or id(x) in seen:
-            continue
-        seen.add(id(x))
-        if isinstance(x, CnnccError):
-            return x
-        stack += [getattr(x, "cause", None), x.__cause__, x.__context__]
-    return None
 
 
 def infer(module: Any, data: Any, *, output_dir: str | Path | None = None, format: str = "npy",  # noqa: A002
@@ -610,15 +605,14 @@ def _run_to_files(ray, ref, manifest, kind, items, out: Path, *, fmt, batch_size
                                                "column": column, "batch_size": batch_size}, **remote)
     t0 = time.perf_counter()
     done: dict[int, dict] = {}
-    try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for k, n, files, skipped in zip(batch["shard"], batch["items"], batch["files"], batch["skipped"]):
-                done[int(k)] = {"items": int(n), "files": json.loads(files), "skipped": json.loads(skipped)}
-    except Exception as e:  # noqa: BLE001 - Ray wraps what the worker raised
-        cause = _cnncc_cause(e)
-        if cause is not None:
-            raise type(cause)(str(cause)) from None
-        raise
+    # a bad input travels back as data, not as an exception (Ray would wrap it in its own)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for k, n, files, skipped, error in zip(batch["shard"], batch["items"], batch["files"], batch["skipped"],
+                                               batch["error"]):
+            if error:
+                raise InputError(f"{error}\n  (stopped; --on-error skip would leave such inputs out and list "
+                                 f"them in {out / 'summary.json'})")
+            done[int(k)] = {"items": int(n), "files": json.loads(files), "skipped": json.loads(skipped)}
     seconds = time.perf_counter() - t0
     missing = sorted(set(range(len(shards))) - set(done))
     if missing:
