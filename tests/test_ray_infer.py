@@ -255,3 +255,23 @@ def test_worker_on_a_cpu_lacking_the_isa_rebuilds_from_the_shipped_source(lenet,
     assert Path(worker.module.artifact).is_relative_to(tmp_path / "fresh-cache")   # really rebuilt here
     x = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype(np.float32)
     np.testing.assert_array_equal(worker({"x": x, "id": np.array(["a", "b", "c"])})["fc3"], mod(x))
+
+
+def test_image_preprocessing_and_stacked_arrays(tmp_path):
+    """The documented preprocessing (Pillow RGB, shorter side to --size, centre crop, /255, mean/std,
+    CHW), and an .npy holding a stack gives one id per item."""
+    from PIL import Image
+
+    from cnncc.ray import Preprocess, _read_file
+
+    rgb = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    pre = Preprocess(size=20, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))
+    ids, x = _read_file(str(tmp_path / "a.png"), (3, 16, 16), "image", pre)
+    small = np.asarray(Image.fromarray(rgb).resize((30, 20), Image.Resampling.BILINEAR), np.float32)[2:18, 7:23]
+    want = ((small / 255 - np.float32([0.5, 0.4, 0.3])) / np.float32([0.2, 0.25, 0.5])).transpose(2, 0, 1)
+    assert ids == [str(tmp_path / "a.png")] and x.shape == (1, 3, 16, 16)
+    np.testing.assert_allclose(x[0], want, rtol=1e-6, atol=1e-6)
+    np.save(tmp_path / "s.npy", np.zeros((3, 1, 8, 8), np.float32))
+    ids, x = _read_file(str(tmp_path / "s.npy"), (1, 8, 8), "image", Preprocess())
+    assert ids == [f"{tmp_path / 's.npy'}[{i}]" for i in range(3)] and x.shape == (3, 1, 8, 8)
