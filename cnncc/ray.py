@@ -505,7 +505,8 @@ def infer(module: Any, data: Any, *, output_dir: str | Path | None = None, forma
     Ray Dataset with the input column, or a path (folder or glob of .npy/.npz/images, or a
     .parquet file with an array column ``column``).
 
-    Without ``output_dir`` it returns a lazy Ray Dataset of ``{"id", <outputs>}`` rows. With it,
+    Without ``output_dir`` it returns a lazy Ray Dataset of ``{"id", <outputs>}`` rows (a local Ray
+    started for it stays up until the process ends or ``ray.shutdown()``). With it,
     it runs now, writes one shard of files per ``batch_size`` inputs (see ``write_shard``) and
     ``summary.json`` (items, skipped inputs with their reasons, time), and returns that summary."""
     say = progress or (lambda msg: None)

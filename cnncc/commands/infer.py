@@ -35,17 +35,19 @@ def add(sub):
     g.add_argument("--mean", type=_floats, default=(0.0,), metavar="M[,M,M]", help="per channel (default 0)")
     g.add_argument("--std", type=_floats, default=(1.0,), metavar="S[,S,S]",
                    help="per channel (default 1); ImageNet: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress output (nor Ray Data's progress bars)")
     return p
 
 
 def run(args) -> int:
     from cnncc.commands.compile import progress_printer
     from cnncc.errors import CnnccError
-    from cnncc.ray import Preprocess, infer
+    from cnncc.ray import Preprocess, infer, require_ray
 
     if args.limit is not None and args.limit < 1:
         raise CnnccError(f"--limit must be positive, got {args.limit}")
+    if args.quiet:
+        require_ray().data.DataContext.get_current().enable_progress_bars = False
     summary = infer(args.model, args.input, output_dir=args.output, format=args.format, batch_size=args.batch_size,
                     workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                     address=args.address, target=args.target, opt_level=args.opt, limit=args.limit,
