@@ -6,7 +6,8 @@ module, write the predictions with the ids (cnncc.ray.write_shard). The plain lo
 process with every core for OpenMP; a Ray run gives each of its W workers cores/W CPUs
 (OMP_NUM_THREADS follows). Ray is started once, before any timing; every figure is the whole run,
 module loading included (for Ray: actor start-up, shipping and loading the module), so use
-enough items that start-up is a small share. Run it on a quiet machine.
+enough items that start-up is a small share; the time to the first finished shard and the rate
+after it (close to the steady state) are printed too. Run it on a quiet machine.
 
     python benchmarks/infer_throughput.py                                 # ResNet-18, 224x224, 512 items
     python benchmarks/infer_throughput.py --items 16 --size 32 --batch-size 4 --json /tmp/t.json   # smoke run
@@ -59,13 +60,17 @@ def plain_loop(folder: Path, paths: list[str], batch: int, out: Path) -> dict:
     t0 = time.perf_counter()
     mod = cnncc.load(folder)
     out.mkdir(parents=True, exist_ok=True)
+    first = t0
     for k, s in enumerate(range(0, len(paths), batch)):
         chunk = paths[s:s + batch]
         y = mod(np.stack([np.load(p, allow_pickle=False) for p in chunk]))
         write_shard(out, k, np.asarray(chunk, dtype=str), {mod.output_names[0]: y}, "npy")
+        if k == 0:
+            first = time.perf_counter()   # the first shard done: the module is loaded and warm
     end = time.perf_counter()
     return {"engine": "python loop", "workers": 1, "items": len(paths), "seconds": end - t0,
-            "items_per_s": len(paths) / (end - t0)}
+            "items_per_s": len(paths) / (end - t0), "first_shard_s": first - t0,
+            "after_first_items_per_s": (len(paths) - len(paths[:batch])) / (end - first) if end > first else None}
 
 
 def ray_run(folder: Path, inputs: Path, workers: int, cores: int, batch: int, out: Path) -> dict:
@@ -76,8 +81,11 @@ def ray_run(folder: Path, inputs: Path, workers: int, cores: int, batch: int, ou
                           cpus_per_worker=max(1, cores // workers))
     seconds = time.perf_counter() - t0
     assert summary["items"] == len(list(inputs.glob("*.npy"))), summary
-    return {"engine": "cnncc infer (Ray Data)", "workers": workers, "items": summary["items"], "seconds": seconds,
-            "items_per_s": summary["items"] / seconds}
+    n, first = summary["items"], summary["first_shard_s"]
+    # after the first shard: roughly the steady state, once the actors are up (W shards finish about together)
+    return {"engine": "cnncc infer (Ray Data)", "workers": workers, "items": n, "seconds": seconds,
+            "items_per_s": n / seconds, "first_shard_s": first,
+            "after_first_items_per_s": (n - batch) / (seconds - first) if seconds > first else None}
 
 
 def main(argv=None) -> int:
@@ -112,9 +120,12 @@ def main(argv=None) -> int:
               "cores": args.cores, "machine": machine(), "date": time.strftime("%Y-%m-%d"), "results": results}
     print(f"{report['model']} {args.size}x{args.size}, {args.items} items, shards of {args.batch_size}, "
           f"{args.cores} CPUs ({report['machine']})")
-    print(f"{'engine':<24} {'workers':>7} {'items':>6} {'seconds':>8} {'items/s':>8}")
+    print(f"{'engine':<24} {'workers':>7} {'items':>6} {'seconds':>8} {'items/s':>8} {'1st shard s':>11} "
+          f"{'items/s after':>13}")
     for r in results:
-        print(f"{r['engine']:<24} {r['workers']:>7} {r['items']:>6} {r['seconds']:>8.2f} {r['items_per_s']:>8.1f}")
+        steady = r["after_first_items_per_s"]
+        print(f"{r['engine']:<24} {r['workers']:>7} {r['items']:>6} {r['seconds']:>8.2f} {r['items_per_s']:>8.1f} "
+              f"{r['first_shard_s']:>11.2f} {steady if steady is None else round(steady, 1):>13}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -606,6 +606,7 @@ def _run_to_files(ray, ref, manifest, kind, items, out: Path, *, fmt, batch_size
                                                "column": column, "batch_size": batch_size}, **remote)
     t0 = time.perf_counter()
     done: dict[int, dict] = {}
+    first = None   # seconds to the first finished shard: actor start-up, shipping and loading the module
     # a bad input travels back as data, not as an exception (Ray would wrap it in its own)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for k, n, files, skipped, error in zip(batch["shard"], batch["items"], batch["files"], batch["skipped"],
@@ -614,6 +615,7 @@ def _run_to_files(ray, ref, manifest, kind, items, out: Path, *, fmt, batch_size
                 raise InputError(f"{error}\n  (stopped; --on-error skip would leave such inputs out and list "
                                  f"them in {out / 'summary.json'})")
             done[int(k)] = {"items": int(n), "files": json.loads(files), "skipped": json.loads(skipped)}
+            first = first if first is not None else time.perf_counter() - t0
     seconds = time.perf_counter() - t0
     missing = sorted(set(range(len(shards))) - set(done))
     if missing:
@@ -626,6 +628,7 @@ def _run_to_files(ray, ref, manifest, kind, items, out: Path, *, fmt, batch_size
                "input": data, "items": n,
                "shards": len(shards), "workers": workers, "seconds": round(seconds, 3),
                "items_per_s": round(n / seconds, 2) if seconds > 0 else None,
+               "first_shard_s": round(first, 3) if first is not None else None,
                "skipped": [{"input": ident, "error": err} for k in sorted(done) for ident, err in done[k]["skipped"]],
                "files": [f for k in sorted(done) for f in done[k]["files"]]}
     _atomic(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))

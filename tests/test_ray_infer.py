@@ -275,3 +275,21 @@ def test_image_preprocessing_and_stacked_arrays(tmp_path):
     np.save(tmp_path / "s.npy", np.zeros((3, 1, 8, 8), np.float32))
     ids, x = _read_file(str(tmp_path / "s.npy"), (1, 8, 8), "image", Preprocess())
     assert ids == [f"{tmp_path / 's.npy'}[{i}]" for i in range(3)] and x.shape == (3, 1, 8, 8)
+
+
+def test_inputs_listed_sorted_limited_and_cut_into_shards(inputs, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cnncc.ray import InputError, list_inputs, make_shards
+
+    d, xs = inputs
+    kind, files = list_inputs(d, limit=5)
+    assert kind == "files" and files == sorted(xs)[:5]
+    assert list_inputs(str(d / "x1*.npy"))[1] == sorted(p for p in xs if Path(p).name.startswith("x1"))
+    assert [json.loads(s["items"]) for s in make_shards(kind, files, 2)] == [files[0:2], files[2:4], files[4:5]]
+    pq.write_table(pa.table({"x": [[0.0]] * 7}), tmp_path / "t.parquet")
+    kind, items = list_inputs(tmp_path / "t.parquet", limit=5)
+    assert kind == "parquet" and [json.loads(s["items"])[1:] for s in make_shards(kind, items, 2)] == [[0, 2], [2, 4], [4, 5]]
+    with pytest.raises(InputError, match="no such file"):
+        list_inputs(tmp_path / "missing")
