@@ -31,6 +31,7 @@ import glob
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -360,6 +361,8 @@ class ShardWorker(ModuleWorker):
         self.kind, self.output_dir, self.format, self.on_error = kind, Path(output_dir), format, on_error
         self.pre = Preprocess(**(preprocess or {}))
         self.column = column or self.input.name
+        if format == "npy" and "ids" in self.module.output_names:
+            raise CnnccError("a model output named 'ids' would overwrite the shard's ids file: use --format parquet")
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def read(self, items: list) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]]]:
@@ -425,7 +428,8 @@ def _atomic(path: Path, write) -> None:
 def write_shard(out: Path, shard: int, ids: np.ndarray, outputs: dict[str, np.ndarray], fmt: str) -> list[str]:
     """Write shard ``shard``'s predictions next to the ids of its inputs; returns the file names.
 
-    npy: ``shard-00000k.<output>.npy`` per model output, then ``shard-00000k.ids.npy`` (written
+    npy: ``shard-00000k.<output>.npy`` per model output (characters other than letters, digits,
+    ``_`` and ``-`` in its name become ``_``), then ``shard-00000k.ids.npy`` (written
     last: a shard is complete when its ids file exists). parquet: ``shard-00000k.parquet`` with
     an ``id`` column and one list column per output (its per-item shape in the field metadata).
     Writing the same shard again replaces the same files."""
@@ -447,7 +451,7 @@ def write_shard(out: Path, shard: int, ids: np.ndarray, outputs: dict[str, np.nd
         raise CnnccError(f"unknown output format '{fmt}' (known: {', '.join(FORMATS)})")
     files = []
     for name, arr in [*outputs.items(), ("ids", ids)]:
-        path = out / f"{stem}.{name}.npy"
+        path = out / f"{stem}.{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.npy"   # ONNX names may hold / or :
 
         def save(tmp, arr=arr):
             with open(tmp, "wb") as f:
