@@ -293,3 +293,14 @@ def test_inputs_listed_sorted_limited_and_cut_into_shards(inputs, tmp_path):
     assert kind == "parquet" and [json.loads(s["items"])[1:] for s in make_shards(kind, items, 2)] == [[0, 2], [2, 4], [4, 5]]
     with pytest.raises(InputError, match="no such file"):
         list_inputs(tmp_path / "missing")
+
+
+def test_model_file_is_compiled_once_on_the_driver_and_packed(shared_kernel_cache, lenet):
+    from cnncc.ray import _as_packed
+
+    said = []
+    packed = _as_packed(ROOT / "examples" / "lenet5.py", "c", 2, said.append)
+    assert set(packed) == {"manifest.json", "kernels.c", "kernels.so", "weights.npz"}
+    manifest = json.loads(packed["manifest.json"])
+    assert manifest["target"] == "c" and any("once, on the driver" in m for m in said)
+    assert manifest["program"] == json.loads((lenet[0] / "manifest.json").read_text())["program"]
