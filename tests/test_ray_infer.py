@@ -203,6 +203,18 @@ def test_lazy_dataset_over_parquet_rows(local_ray, lenet, inputs, tmp_path):
         np.testing.assert_allclose(r["fc3"], want[i], rtol=1e-5, atol=1e-6)
 
 
+def test_module_worker_in_a_users_own_map_batches(local_ray, lenet, inputs):
+    folder, mod = lenet
+    _, xs = inputs
+    x = np.stack([xs[p] for p in sorted(xs)[:10]])
+    ds = ray.data.from_items([{"id": f"item{i}", "x": x[i]} for i in range(10)])
+    ds = ds.map_batches(ModuleWorker, fn_constructor_kwargs={"module": ray.put(pack_module(folder))},
+                        compute=ray.data.ActorPoolStrategy(size=1), batch_size=4, batch_format="numpy")
+    rows = sorted(ds.take_all(), key=lambda r: int(r["id"][4:]))
+    assert [r["id"] for r in rows] == [f"item{i}" for i in range(10)] and set(rows[0]) == {"id", "fc3"}
+    np.testing.assert_allclose(np.stack([r["fc3"] for r in rows]), mod(x), rtol=1e-5, atol=1e-6)
+
+
 def test_tampered_module_is_refused_on_the_driver_before_any_worker(lenet, inputs, tmp_path, monkeypatch, capsys):
     import shutil
 
