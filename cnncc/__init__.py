@@ -17,10 +17,14 @@ __all__ = ["N", "Graph", "Node", "TensorType", "sym", "reference", "load_model",
 
 
 def __getattr__(name):
-    # later floors (compile, optimize, from_onnx, from_torch, load) import lazily so that
+    # later floors (compile, optimize, from_onnx, from_torch, load, infer) import lazily so that
     # `import cnncc` stays fast and optional extras stay optional
     from . import compiler
 
+    if name == "infer":  # Ray Data batch inference (the `distributed` extra); cnncc/ray.py
+        from .ray import infer
+
+        return infer
     if hasattr(compiler, name):
         return getattr(compiler, name)
     raise AttributeError(f"module 'cnncc' has no attribute '{name}'")

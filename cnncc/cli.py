@@ -7,7 +7,7 @@ import sys
 
 from .errors import CnnccError
 
-COMMANDS = ["summary", "inspect", "compile", "run", "bench", "verify", "cache"]
+COMMANDS = ["summary", "inspect", "compile", "run", "infer", "bench", "verify", "cache"]
 
 
 def build_parser() -> argparse.ArgumentParser:

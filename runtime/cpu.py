@@ -80,6 +80,24 @@ def host_target() -> CTarget:
     return GENERIC
 
 
+#: instruction-set extensions -march=native may use (x86 /proc/cpuinfo "flags", Arm "Features")
+SIMD_FLAGS = frozenset("""sse sse2 ssse3 sse4_1 sse4_2 popcnt avx avx2 fma f16c bmi1 bmi2 avx_vnni avx512f avx512dq
+    avx512cd avx512bw avx512vl avx512ifma avx512vbmi avx512_vbmi2 avx512_vnni avx512_bitalg avx512_vpopcntdq
+    avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8 asimd asimdhp asimddp sve sve2 i8mm bf16""".split())
+
+
+@lru_cache(maxsize=1)
+def cpu_isa() -> tuple[str, ...]:
+    """The SIMD extensions this CPU has (what a -march=native build may rely on), sorted."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return tuple(sorted(SIMD_FLAGS.intersection(line.split(":", 1)[1].split())))
+    except OSError:
+        pass
+    return ()
+
+
 class CBackend:
     target = "c"
     source_name = "kernels.c"
@@ -98,6 +116,15 @@ class CBackend:
     def machine(self) -> str:
         # -march=native ties the binary to this CPU family
         return f"{platform.system()}-{platform.machine()}-{_cpu_flags()}"
+
+    def isa(self) -> list[str]:
+        """Recorded in a saved module: the extensions the library may use (it is built -march=native)."""
+        return list(cpu_isa())
+
+    def missing_isa(self, isa: list[str]) -> list[str]:
+        """Those of ``isa`` this CPU lacks: a library built for them could die of SIGILL here."""
+        have = set(cpu_isa())
+        return [f for f in isa if f not in have]
 
     def build(self, source: str, artifact: Path) -> None:
         artifact = Path(artifact)

@@ -12,7 +12,9 @@ The protocol keeps the targets interchangeable: codegen/lower.py turns a graph i
 identity + flags) and the source text. ``load`` may be slow (it is called once, lazily, on the
 first forward call, so ``cnncc compile --target cuda`` works on a machine without a GPU).
 ``machine()`` fingerprints where an artifact is valid; a saved module whose fingerprint differs
-is rebuilt from its source instead of trusting the binary.
+is rebuilt from its source instead of trusting the binary. The C target also records the SIMD
+extensions its -march=native library may use (``isa``): a CPU lacking one rebuilds instead of
+dying of SIGILL, and every rebuild is logged with its reason (logger ``cnncc.runtime``).
 
 A saved module folder holds manifest.json (format version, sha256 of every file and of the
 manifest itself, the Program without its weights), the source (kernels.c / kernels.cu), the
@@ -25,6 +27,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,8 @@ from cnncc.codegen.lower import EpilogueOp, KernelSpec, Operand, PoolSpec, Progr
 
 FORMAT = "cnncc-module"
 FORMAT_VERSION = 1
+
+log = logging.getLogger("cnncc.runtime")
 
 #: a runner executes the whole model: (inputs in graph order, batch size) -> outputs in graph order
 Runner = Callable[[Sequence[np.ndarray], int], list]
@@ -221,6 +226,7 @@ class CompiledModule:
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
                     "cnncc": __import__("cnncc").__version__, "target": b.target, "name": self.program.name,
                     "machine": b.machine(), "toolchain": b.toolchain(),
+                    "isa": b.isa() if hasattr(b, "isa") else [],
                     "source": b.source_name, "artifact": b.artifact_name, "files": files,
                     "kernels": spans, "program": program_to_dict(self.program)}
         manifest["manifest_sha256"] = _manifest_hash(manifest)
@@ -241,11 +247,9 @@ def _manifest_hash(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def load_module(directory: str | Path) -> CompiledModule:
-    """Load a saved module: verify every hash, reuse the artifact on a matching machine, else
-    rebuild it from the saved source. Never unpickles."""
-    from cnncc.runtime import cache
-
+def read_manifest(directory: str | Path) -> dict:
+    """A saved module's manifest, after checking it and the sha256 of every file it lists; a
+    damaged or edited file is refused by name (IntegrityError). Reads no weights, builds nothing."""
     d = Path(directory)
     mpath = d / "manifest.json"
     if not mpath.is_file():
@@ -272,6 +276,30 @@ def load_module(directory: str | Path) -> CompiledModule:
             raise IntegrityError(f"{path}: missing from the saved module")
         if _sha256(path) != digest:
             raise IntegrityError(f"{path}: sha256 does not match manifest.json; the file was modified after saving")
+    return manifest
+
+
+def rebuild_reason(manifest: dict, backend: Backend, artifact: Path) -> str | None:
+    """Why the saved artifact cannot be used here (then it is rebuilt from the saved source), or None."""
+    missing = backend.missing_isa(manifest.get("isa", [])) if hasattr(backend, "missing_isa") else []
+    if missing:
+        return f"this CPU lacks {', '.join(missing)}, which the saved library was built for"
+    if not artifact.is_file():
+        return "the folder holds no artifact"
+    if manifest.get("machine") != backend.machine():
+        return f"it was built on another machine ({manifest.get('machine')})"
+    if manifest.get("toolchain") != backend.toolchain():
+        return f"it was built with another toolchain ({manifest.get('toolchain')})"
+    return None
+
+
+def load_module(directory: str | Path) -> CompiledModule:
+    """Load a saved module: verify every hash, reuse the artifact on a matching machine, else
+    rebuild it from the saved source (and log why). Never unpickles."""
+    from cnncc.runtime import cache
+
+    d = Path(directory)
+    manifest = read_manifest(d)
     with np.load(d / "weights.npz", allow_pickle=False) as z:
         weights = {k: z[k] for k in z.files}
     program = program_from_dict(manifest["program"], weights)
@@ -281,8 +309,9 @@ def load_module(directory: str | Path) -> CompiledModule:
                for k in manifest["kernels"]]
     rendered = Rendered(source, kernels)
     artifact = d / manifest["artifact"]
-    same_machine = manifest.get("machine") == backend.machine() and manifest.get("toolchain") == backend.toolchain()
-    if not (same_machine and artifact.is_file()):
+    reason = rebuild_reason(manifest, backend, artifact)
+    if reason:
+        log.warning("%s: rebuilding %s from the saved %s: %s", d, manifest["artifact"], manifest["source"], reason)
         artifact = cache.build_cached(backend, source)
     return CompiledModule(program, rendered, backend, artifact, report=None)
 
