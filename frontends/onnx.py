@@ -223,7 +223,7 @@ class _Importer:
             if node.op_type in FOLDERS and all(v is None or isinstance(v, Const) for v in ins) \
                     and (ins or node.op_type in ("Constant",)):
                 outs = FOLDERS[node.op_type](self, [None if v is None else v.value for v in ins], attrs)
-                outs = [Const(np.asarray(o)) for o in outs]
+                outs = [Const(_numeric(np.asarray(o))) for o in outs]
             elif handler is None:
                 if ins and all(v is None or isinstance(v, Const) for v in ins):
                     outs = [Const(o) for o in _fold_with_onnx_reference(
@@ -520,7 +520,57 @@ def _fold_sum(imp, vals, a):
     return [out]
 
 
+def _decide(imp, a, b, what: str) -> bool:
+    """a == b for sizes that may be sympy expressions; undecidable means the answer depends on a
+    symbolic size (the batch N of a dynamic-batch import): refuse rather than guess."""
+    d = sympy.simplify(sympy.sympify(a) - sympy.sympify(b))
+    if d.is_number:
+        return bool(d == 0)
+    raise imp.error(f"{what} compares the symbolic size {a} with {b}; the answer depends on the input size",
+                    fix="import with a concrete size for that dimension (e.g. without batch='N')")
+
+
+def _fold_equal(imp, vals, a):
+    x, y = vals
+    if x.dtype != object and y.dtype != object:
+        return [np.equal(x, y)]
+    return [np.vectorize(lambda p, q: _decide(imp, p, q, "Equal"), otypes=[bool])(x, y)]
+
+
+def _fold_where(imp, vals, a):
+    cond, x, y = vals
+    if cond.dtype == object:
+        raise imp.error("Where on a condition computed from a symbolic size",
+                        fix="import with concrete input sizes")
+    return [np.where(cond.astype(bool), x, y)]
+
+
+def _fold_range(imp, vals, a):
+    start, limit, delta = (np.asarray(v).reshape(()).item() for v in vals)
+    if any(isinstance(v, sympy.Basic) and not v.is_number for v in (start, limit, delta)):
+        raise imp.error(f"Range({start}, {limit}, {delta}) over a symbolic size",
+                        fix="import with concrete input sizes")
+    dtype = np.result_type(*[np.asarray(v).dtype for v in vals if np.asarray(v).dtype != object])
+    return [np.arange(start, limit, delta).astype(dtype)]
+
+
+def _fold_not(imp, vals, a):
+    return [np.logical_not(vals[0])]
+
+
+def _numeric(v: np.ndarray) -> np.ndarray:
+    """An object array (sizes from a symbolic shape) whose entries all turned out to be numbers is
+    an ordinary int64 array again, so later nodes fold with numpy (or onnx's reference)."""
+    if v.dtype != object:
+        return v
+    items = [sympy.sympify(x) for x in v.reshape(-1)]
+    if all(x.is_number and x.is_integer for x in items):
+        return np.array([int(x) for x in items], np.int64).reshape(v.shape)
+    return v
+
+
 FOLDERS: dict[str, Callable] = {
+    "Equal": _fold_equal, "Where": _fold_where, "Range": _fold_range, "Not": _fold_not,
     "Constant": _fold_constant, "ConstantOfShape": _fold_constant_of_shape, "Unsqueeze": _fold_unsqueeze,
     "Squeeze": _fold_squeeze, "Reshape": _fold_reshape, "Gather": _fold_gather, "Concat": _fold_concat,
     "Cast": _fold_cast, "Slice": _fold_slice, "Identity": _fold_identity, "Transpose": _fold_transpose,
@@ -615,9 +665,29 @@ def _concat(imp, node, ins, a):
     return imp.emit("concat", [imp.tensor(v) for v in ins if v is not None], {"axis": ax % rank})
 
 
-@handles("Gather", "Slice")
 def _only_constant(imp, node, ins, a):
     raise _Skip(f"{node.op_type} on a runtime tensor (cnncc folds it only on constants)")
+
+
+@handles("If")
+def _if(imp, node, ins, a):
+    """An If whose condition is known at import (exporters test static shapes, e.g. classic
+    LocalResponseNorm's squeeze) is its taken branch, imported inline; outer tensors stay visible."""
+    from onnx import numpy_helper
+
+    cond = ins[0]
+    if not isinstance(cond, Const):
+        raise _Skip("If on a runtime condition (cnncc inlines an If only when its condition is known at import)")
+    if cond.value.dtype == object:
+        raise imp.error("If on a condition computed from a symbolic size", fix="import with concrete input sizes")
+    branch = a["then_branch"] if bool(np.asarray(cond.value).reshape(-1)[0]) else a["else_branch"]
+    outer = imp.current
+    for init in branch.initializer:
+        imp.values[init.name] = Const(numpy_helper.to_array(init))
+    for inner in branch.node:
+        imp._import_node(inner)
+    imp.current = outer
+    return [imp.values.get(o.name, _Poison()) for o in branch.output]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -764,8 +834,13 @@ def _pool(imp, node, ins, a):
     shape = imp.shape_of(x)
     nd = len(shape) - 2
     kind = POOL_KIND[node.op_type]
+    collapsed = None
+    if nd > 2 and len(node.output) == 1:
+        x, a, collapsed = _collapse_trailing_window(imp, x, a, nd)
+        shape, nd = imp.shape_of(x), 2
     if nd not in (1, 2):
-        raise _Skip(f"{nd}-D pooling (cnncc pools 1-D and 2-D)")
+        raise _Skip(f"{nd}-D pooling with a window over more than one of the first and last axes "
+                    "(cnncc pools 1-D and 2-D)")
     if int(a.get("storage_order", 0)):
         raise _Skip("MaxPool with column-major indices (storage_order=1)")
     kernel = [int(k) for k in a["kernel_shape"]]
@@ -799,6 +874,8 @@ def _pool(imp, node, ins, a):
             attrs["padding"] = (0, pads[0])
     op = f"{kind}_pool{2 if as_1d else nd}d"
     y = imp.emit(op, [x], attrs)
+    if collapsed is not None:        # (N, C, OD, rest) -> (N, C, OD, H, W, ...)
+        y = imp.reshape(y, tuple(imp.shape_of(y)[:3]) + collapsed)
     outs = [_back_to_1d(imp, y) if as_1d else y]
     if len(node.output) > 1 and node.output[1]:
         if kind != "max" or nd != 2:
@@ -807,6 +884,28 @@ def _pool(imp, node, ins, a):
         imp.per_plane_indices.add(idx)
         outs.append(idx)
     return outs
+
+
+def _collapse_trailing_window(imp, x: str, a: dict, nd: int):
+    """A 3-D (or higher) pool whose window, stride and padding are trivial on every axis after the
+    first spatial one (PyTorch's classic LocalResponseNorm export: a (size, 1, 1) average over
+    channels) is a 2-D pool over (first axis, the rest flattened). Returns the reshaped input, the
+    2-D attributes and the trailing sizes to restore, or (x, a, None) when it does not apply."""
+    kernel = [int(k) for k in a["kernel_shape"]]
+    strides = [int(s) for s in a.get("strides", [1] * nd)]
+    dilations = [int(d) for d in a.get("dilations", [1] * nd)]
+    pads = [int(p) for p in a.get("pads", [0] * (2 * nd))]
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    trivial = all(kernel[i] == 1 and strides[i] == 1 and dilations[i] == 1 and pads[i] == 0 == pads[nd + i]
+                  for i in range(1, nd))
+    if not trivial or auto not in ("NOTSET", "VALID"):
+        return x, a, None
+    shape = imp.shape_of(x)
+    rest = tuple(shape[3:])
+    x = imp.reshape(x, tuple(shape[:3]) + (sympy.Mul(*rest),))
+    a = dict(a, kernel_shape=[kernel[0], 1], strides=[strides[0], 1], dilations=[dilations[0], 1],
+             pads=[pads[0], 0, pads[nd], 0])
+    return x, a, rest
 
 
 @handles("GlobalAveragePool", "GlobalMaxPool")
@@ -985,6 +1084,16 @@ def _softplus(imp, node, ins, a):
 @handles("Gelu")
 def _gelu(imp, node, ins, a):
     return imp.emit("gelu", [imp.tensor(ins[0])], {"approximate": a.get("approximate", "none")})
+
+
+@handles("Pow")
+def _pow(imp, node, ins, a):
+    e = ins[1]
+    if not isinstance(e, Const) or e.value.size != 1:
+        raise _Skip("Pow with a runtime or per-element exponent (cnncc raises to one constant power)")
+    if not isinstance(ins[0], Const) and imp.type_of(ins[0]).dtype != "float32":
+        raise _Skip(f"Pow on {imp.type_of(ins[0]).dtype}")
+    return imp.emit("pow", [imp.tensor(ins[0])], {"exponent": float(np.asarray(e.value).reshape(-1)[0])})
 
 
 @handles("Clip")
