@@ -665,6 +665,66 @@ def _concat(imp, node, ins, a):
     return imp.emit("concat", [imp.tensor(v) for v in ins if v is not None], {"axis": ax % rank})
 
 
+@handles("Slice")
+def _slice(imp, node, ins, a):
+    """Slice of a runtime tensor with constant starts/ends/axes/steps (INT64_MAX ends, negative
+    and out-of-range values keep ONNX's clamping)."""
+    rank = len(imp.shape_of(ins[0]))
+    if imp.opset < 10:
+        starts, ends = list(a["starts"]), list(a["ends"])
+        axes, steps = list(a.get("axes", range(len(starts)))), [1] * len(starts)
+    else:
+        starts = _int_list(imp.const(ins[1], "starts"))
+        ends = _int_list(imp.const(ins[2], "ends"))
+        axes = _int_list(imp.const(ins[3], "axes")) if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
+        steps = _int_list(imp.const(ins[4], "steps")) if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+    if any(isinstance(v, sympy.Basic) for v in starts + ends + axes + steps):
+        raise imp.error("Slice bounds computed from a symbolic size", fix="import with concrete input sizes")
+    return imp.emit("slice", [imp.tensor(ins[0])], {"starts": starts, "ends": ends,
+                                                    "axes": [int(x) % rank for x in axes], "steps": steps})
+
+
+@handles("Split")
+def _split(imp, node, ins, a):
+    """Split of a runtime tensor: one ``slice`` node per output (sizes from the split input or
+    attribute; equal parts otherwise, the last one smaller with opset 18's num_outputs)."""
+    shape = imp.shape_of(ins[0])
+    ax = int(a.get("axis", 0)) % len(shape)
+    n = sympy.sympify(shape[ax])
+    if not n.is_number:
+        raise imp.error(f"Split along axis {ax} of symbolic size {n}", attr="axis",
+                        fix="split an axis of concrete size (cnncc keeps the batch whole)")
+    n = int(n)
+    if "split" in a:
+        sizes = [int(v) for v in a["split"]]
+    elif len(ins) > 1 and ins[1] is not None:
+        sizes = [int(v) for v in _int_list(imp.const(ins[1], "split"))]
+    else:
+        parts = int(a.get("num_outputs", len(node.output)))
+        step = -(-n // parts)
+        sizes = [min(step, n - i) for i in range(0, n, step)]
+    if sum(sizes) != n or len(sizes) != len(node.output):
+        raise imp.error(f"sizes {sizes} do not cut axis {ax} of size {n} into {len(node.output)} outputs",
+                        attr="split")
+    x, outs, at = imp.tensor(ins[0]), [], 0
+    for name, size in zip(node.output, sizes):
+        outs.append(imp.emit("slice", [x], {"starts": [at], "ends": [at + size], "axes": [ax], "steps": [1]},
+                             name=name or None))
+        at += size
+    return outs
+
+
+@handles("Gather")
+def _gather(imp, node, ins, a):
+    idx = imp.const(ins[1], "the indices")
+    if idx.dtype == object:
+        raise imp.error("Gather indices computed from a symbolic size", fix="import with concrete input sizes")
+    rank = len(imp.shape_of(ins[0]))
+    indices = np.asarray(idx, np.int64)
+    return imp.emit("gather", [imp.tensor(ins[0])], {"axis": int(a.get("axis", 0)) % rank,
+                                                     "indices": indices.tolist() if indices.ndim else int(indices)})
+
+
 def _only_constant(imp, node, ins, a):
     raise _Skip(f"{node.op_type} on a runtime tensor (cnncc folds it only on constants)")
 

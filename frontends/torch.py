@@ -435,7 +435,92 @@ def _size(t: _Tracer, x, dim=None):
 def _getitem(t: _Tracer, obj, index):
     if isinstance(obj, (tuple, list)):
         return obj[index]
+    if isinstance(obj, str):
+        return _index_tensor(t, obj, index)
     raise _Unsupported("indexing or slicing a tensor")
+
+
+def _index_tensor(t: _Tracer, x: str, index):
+    """x[...] with ints, slices (constant bounds and steps) and Ellipsis -> one ``slice`` node plus
+    a reshape that drops the int-indexed axes."""
+    index = index if isinstance(index, tuple) else (index,)
+    rank = t.rank(x)
+    if sum(1 for i in index if i is Ellipsis) > 1 or any(i is None for i in index):
+        raise _Unsupported("indexing with None or more than one Ellipsis")
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (rank - len(index) + 1) + index[at + 1:]
+    if len(index) > rank:
+        raise _Unsupported(f"{len(index)} indices for a rank-{rank} tensor")
+    starts, ends, axes, steps, drop = [], [], [], [], []
+    for ax, i in enumerate(index):
+        if isinstance(i, slice):
+            if i == slice(None):
+                continue
+            if not all(v is None or isinstance(v, int) for v in (i.start, i.stop, i.step)):
+                raise _Unsupported("slicing with runtime bounds")
+            step = 1 if i.step is None else i.step
+            if step <= 0:
+                raise _Unsupported("a non-positive slice step (PyTorch rejects it too)")
+            starts.append(0 if i.start is None else i.start)
+            ends.append(2 ** 62 if i.stop is None else i.stop)
+            axes.append(ax)
+            steps.append(step)
+        elif isinstance(i, int) and not isinstance(i, bool):
+            starts.append(i)
+            ends.append(i + 1 if i != -1 else 2 ** 62)
+            axes.append(ax)
+            steps.append(1)
+            drop.append(ax)
+        else:
+            raise _Unsupported(f"indexing with {type(i).__name__} (constant ints and slices only)")
+    y = t.emit("slice", [x], {"starts": starts, "ends": ends, "axes": axes, "steps": steps}) if axes else x
+    if drop:
+        y = t.reshape(y, [d for ax, d in enumerate(t.shape(y)) if ax not in drop])
+    return y
+
+
+def _split(t: _Tracer, x, sizes, dim=0) -> tuple:
+    """torch.split / chunk / narrow: one ``slice`` node per part along ``dim``."""
+    rank = t.rank(x)
+    dim = int(dim) % rank
+    out, at = [], 0
+    for size in sizes:
+        out.append(t.emit("slice", [x], {"starts": [at], "ends": [at + int(size)], "axes": [dim], "steps": [1]}))
+        at += int(size)
+    return tuple(out)
+
+
+def _axis_size(t: _Tracer, x, dim) -> int:
+    d = sympy.sympify(t.shape(x)[int(dim)])
+    if not d.is_number:
+        raise _Unsupported(f"splitting dim {dim} of symbolic size {d}")
+    return int(d)
+
+
+def _chunk(t: _Tracer, x, chunks, dim=0):
+    n = _axis_size(t, x, dim)
+    step = -(-n // int(chunks))
+    return _split(t, x, [min(step, n - i) for i in range(0, n, step)], dim)
+
+
+def _split_by(t: _Tracer, x, split_size_or_sections, dim=0):
+    if isinstance(split_size_or_sections, int):
+        n, step = _axis_size(t, x, dim), split_size_or_sections
+        return _split(t, x, [min(step, n - i) for i in range(0, n, step)], dim)
+    return _split(t, x, list(split_size_or_sections), dim)
+
+
+def _narrow(t: _Tracer, x, dim, start, length):
+    start = int(start) % _axis_size(t, x, dim) if int(start) < 0 else int(start)
+    dim = int(dim) % t.rank(x)
+    return t.emit("slice", [x], {"starts": [start], "ends": [start + int(length)], "axes": [dim], "steps": [1]})
+
+
+def _index_select(t: _Tracer, x, dim, index):
+    if not isinstance(index, np.ndarray):
+        raise _Unsupported("index_select with a runtime index (constant indices only)")
+    return t.emit("gather", [x], {"axis": int(dim) % t.rank(x), "indices": np.asarray(index, np.int64).tolist()})
 
 
 def _permute(t: _Tracer, x, *dims):
@@ -658,6 +743,7 @@ def _functions() -> dict:
         torch.cat: _cat, torch.concat: _cat, torch.flatten: _flatten, torch.reshape: lambda t, x, s: t.view(x, [s]),
         torch.mean: _mean, torch.permute: _permute, torch.transpose: _transpose,
         torch.clamp: _clamp, torch.clip: _clamp,
+        torch.chunk: _chunk, torch.split: _split_by, torch.narrow: _narrow, torch.index_select: _index_select,
         F.interpolate: _upsample, F.upsample: _upsample, F.pad: _pad,
         F.pixel_shuffle: lambda t, x, r: t.emit("depth_to_space", [x], {"block": int(r), "mode": "CRD"}),
         F.pixel_unshuffle: lambda t, x, r: t.emit("space_to_depth", [x], {"block": int(r), "mode": "CRD"}),
@@ -686,6 +772,7 @@ def _methods() -> dict:
         "add": _binary("add"), "add_": _binary("add"), "mul": _binary("mul"), "mul_": _binary("mul"),
         "sub": _binary("sub"), "div": _binary("div"), "clamp": _clamp, "clip": _clamp,
         "matmul": lambda t, a, b: t.emit("matmul", [a, b]),
+        "chunk": _chunk, "split": _split_by, "narrow": _narrow, "index_select": _index_select,
         "unsqueeze": lambda t, x, d: t.reshape(x, _unsqueezed(t.shape(x), d)),
         "squeeze": lambda t, x, d=None: t.reshape(x, [s for i, s in enumerate(t.shape(x))
                                                       if not (s == 1 and (d is None or i == d % t.rank(x)))]),
