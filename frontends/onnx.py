@@ -23,6 +23,7 @@ import sympy
 from cnncc import ops
 from cnncc.errors import ModelError, UnsupportedError
 from cnncc.ir import N, Graph, Node, TensorType, sym
+from cnncc.shapes import batch_reshape_spec
 
 __all__ = ["from_onnx", "supported_operators"]
 
@@ -63,13 +64,20 @@ def supported_operators() -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # entry point
-def from_onnx(model, *, name: str | None = None) -> Graph:
+def from_onnx(model, *, name: str | None = None, batch=None) -> Graph:
     """Import an ONNX model given as a path, serialized bytes or an ``onnx.ModelProto``.
 
     Symbolic input dimensions become sympy symbols; a dynamic (or unnamed) first dimension is the
-    batch ``cnncc.N``. ``graph.meta["onnx_inputs"]`` / ``["onnx_outputs"]`` map ONNX tensor
-    names to cnncc node names."""
+    batch ``cnncc.N``. ``batch="N"`` makes a *fixed* leading dimension (a batch-1 export) the
+    batch ``N`` too: Reshape targets written for the exported batch (``[1, -1]``) are restated
+    for ``N`` when that is the only per-item reading, and a node that mixes the batch into other
+    dimensions is refused by name. ``graph.meta["onnx_inputs"]`` / ``["onnx_outputs"]`` map ONNX
+    tensor names to cnncc node names."""
     import onnx
+
+    if batch is not None and not (batch == "N" or batch is N):
+        raise ModelError(f"batch={batch!r}: the only choice is batch='N' (a symbolic batch)",
+                         fix="pass batch='N', or leave it out to import the model's own batch")
 
     if isinstance(model, (str, Path)):
         path = Path(model)
@@ -85,7 +93,7 @@ def from_onnx(model, *, name: str | None = None) -> Graph:
         default_name = None
     else:
         raise ModelError(f"from_onnx expects a path, bytes or onnx.ModelProto, got {type(model).__name__}")
-    return _Importer(proto, name or default_name or proto.graph.name or "model").run()
+    return _Importer(proto, name or default_name or proto.graph.name or "model", dynamic_batch=batch is not None).run()
 
 
 def model_opset(proto) -> int:
@@ -106,8 +114,11 @@ def c_name(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 class _Importer:
-    def __init__(self, proto, name: str):
+    def __init__(self, proto, name: str, dynamic_batch: bool = False):
         import onnx  # noqa: F401  (the caller already needs it)
+
+        self.dynamic_batch = dynamic_batch         # batch="N": fixed leading dims become N
+        self.literal_batch: int | None = None      # the batch the model was exported with
 
         self.proto = proto
         self.opset = model_opset(proto)
@@ -141,6 +152,8 @@ class _Importer:
                                    f"  supported: {', '.join(supported_operators())}")
         self._set_outputs(g.output)
         self.graph.meta["onnx_opset"] = self.opset
+        if self.dynamic_batch:
+            self.graph.meta["exported_batch"] = self.literal_batch
         return self.graph
 
     def _add_input(self, vi) -> None:
@@ -158,7 +171,13 @@ class _Importer:
             raise ModelError(f"graph input '{vi.name}' has no shape", fix="export the model with input shapes")
         shape = []
         for i, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
+            if i == 0 and self.dynamic_batch and d.HasField("dim_value") and d.dim_value > 0:
+                if self.literal_batch not in (None, int(d.dim_value)):
+                    raise ModelError(f"graph input '{vi.name}' has batch {d.dim_value}, another input "
+                                     f"{self.literal_batch}", fix="import without batch='N'")
+                self.literal_batch = int(d.dim_value)
+                shape.append(N)
+            elif d.HasField("dim_value") and d.dim_value > 0:
                 shape.append(int(d.dim_value))
             elif i == 0:
                 if d.dim_param:
@@ -319,6 +338,8 @@ class _Importer:
         """Reshape a runtime tensor to a sympy shape; a no-op is skipped."""
         old = self.shape_of(x)
         shape = tuple(sympy.sympify(d) for d in shape)
+        if self.dynamic_batch:
+            self.check_per_item(old, shape)
         if len(old) == len(shape) and all(sympy.simplify(a - b) == 0 for a, b in zip(old, shape)):
             return x
         symbolic = [i for i, d in enumerate(shape) if not d.is_number]
@@ -329,6 +350,19 @@ class _Importer:
         else:
             spec = tuple(int(d) if d.is_number else d for d in shape)
         return self.emit("reshape", [x], {"shape": spec}, name=name)
+
+
+def _check_per_item(self, old: tuple, new: tuple) -> None:
+    """batch='N': a reshape of a batched tensor must keep N leading and out of the other dims."""
+    if old and N in sympy.sympify(old[0]).free_symbols and (
+            not new or sympy.simplify(sympy.sympify(new[0]) - old[0]) != 0
+            or any(N in sympy.sympify(d).free_symbols for d in new[1:])):
+        raise self.error(f"reshapes {tuple(old)} to {tuple(new)}: with batch='N' that mixes the batch into "
+                         "other dimensions", fix="export the model with a dynamic batch axis, or import it "
+                                                  "at its fixed batch (without batch='N')")
+
+
+_Importer.check_per_item = _check_per_item
 
 
 def _attributes(node) -> dict:
@@ -621,6 +655,11 @@ def _cast(imp, node, ins, a):
 @handles("Reshape")
 def _reshape(imp, node, ins, a):
     spec = a["shape"] if "shape" in a else _int_list(imp.const(ins[1], "the target shape"))
+    if imp.dynamic_batch:
+        try:
+            spec = batch_reshape_spec(imp.shape_of(ins[0]), spec, imp.literal_batch, N)
+        except ModelError as e:
+            raise imp.error(str(e).split("\n  fix: ")[0], fix=e.fix) from None
     if a.get("allowzero", 0) and any(not isinstance(d, sympy.Basic) and int(d) == 0 for d in spec):
         raise _Skip("Reshape to a size-0 dimension (allowzero)")
     try:
@@ -635,6 +674,9 @@ def _flatten(imp, node, ins, a):
     rank = len(imp.shape_of(ins[0]))
     ax = int(a.get("axis", 1))
     ax = ax % rank if ax < 0 else ax
+    if imp.dynamic_batch and ax == 0:
+        raise imp.error("Flatten with axis 0 folds the batch into the features", attr="axis",
+                        fix="import at the model's fixed batch (without batch='N')")
     return imp.emit("flatten", [imp.tensor(ins[0])], {"axis": ax})
 
 

@@ -19,17 +19,26 @@ import sympy
 from cnncc import ops
 from cnncc.errors import CnnccError, ModelError, UnsupportedError
 from cnncc.ir import N, Graph, Node
+from cnncc.shapes import batch_reshape_spec
 
 __all__ = ["from_torch"]
 
 
-def from_torch(module, example_input, *, batch_symbolic: bool = True, name: str | None = None) -> Graph:
+def from_torch(module, example_input, *, batch_symbolic: bool = True, name: str | None = None,
+               batch=None) -> Graph:
     """Trace ``module`` (eval mode) and build a cnncc Graph.
 
     ``example_input`` (a tensor, or a tuple/list of tensors for several inputs) fixes the
-    non-batch sizes; the batch dimension becomes ``cnncc.N`` unless ``batch_symbolic=False``."""
+    non-batch sizes; the batch dimension becomes ``cnncc.N`` unless ``batch_symbolic=False``.
+    ``batch="N"`` also restates views written for the example's batch (``x.view(1, -1)`` traced
+    at batch 1) for ``N``, and refuses, naming the node, a view that mixes the batch into other
+    dimensions."""
     import torch
     import torch.fx
+
+    if batch is not None and not (batch == "N" or batch is N):
+        raise ModelError(f"batch={batch!r}: the only choice is batch='N' (a symbolic batch)",
+                         fix="pass batch='N', or leave it out")
 
     if module.training:
         raise ModelError("the module is in training mode", fix="call module.eval() first (BatchNorm and Dropout "
@@ -44,7 +53,10 @@ def from_torch(module, example_input, *, batch_symbolic: bool = True, name: str 
                                f"{str(e).splitlines()[0] if str(e) else ''}{_trace_location(e)}\n"
                                "  fix: keep forward() free of data-dependent Python control flow") from None
     gm = torch.fx.GraphModule(tracer.root, fx_graph)
-    return _Tracer(gm, examples, batch_symbolic, name or type(module).__name__).run()
+    tracer = _Tracer(gm, examples, batch_symbolic or batch is not None, name or type(module).__name__)
+    if batch is not None and examples and len(examples[0].shape):
+        tracer.literal_batch = int(examples[0].shape[0])
+    return tracer.run()
 
 
 def _trace_location(e: Exception) -> str:
@@ -76,6 +88,7 @@ class _Tracer:
         self.problems: list[str] = []
         self.modules = dict(gm.named_modules())
         self.fx = None
+        self.literal_batch: int | None = None     # batch="N": the example's batch, restated as N in views
 
     # -- driver ------------------------------------------------------------------------------
     def run(self) -> Graph:
@@ -217,6 +230,10 @@ class _Tracer:
     def reshape(self, x, shape) -> str:
         old = self.shape(x)
         shape = tuple(sympy.sympify(d) for d in shape)
+        if self.literal_batch is not None and old and N in sympy.sympify(old[0]).free_symbols and (
+                not shape or sympy.simplify(shape[0] - old[0]) != 0 or any(N in d.free_symbols for d in shape[1:])):
+            raise ModelError(f"reshapes {tuple(old)} to {shape}: with batch='N' that mixes the batch into other "
+                             "dimensions", fix="keep the batch as the leading dimension, or trace without batch='N'")
         if len(old) == len(shape) and all(sympy.simplify(a - b) == 0 for a, b in zip(old, shape)):
             return self.tensor(x)
         symbolic = [i for i, d in enumerate(shape) if not d.is_number]
@@ -229,6 +246,8 @@ class _Tracer:
     def view(self, x, sizes) -> str:
         """x.view / reshape with PyTorch semantics (-1 inferred; sizes may be sympy like N)."""
         sizes = list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else list(sizes)
+        if self.literal_batch is not None:
+            sizes = batch_reshape_spec(self.shape(x), sizes, self.literal_batch, N)
         total = sympy.Mul(*self.shape(x))
         known = sympy.Mul(*[sympy.sympify(s) for s in sizes if s != -1])
         out = [sympy.simplify(total / known) if s == -1 else sympy.sympify(s) for s in sizes]
