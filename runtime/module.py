@@ -17,7 +17,9 @@ is rebuilt from its source instead of trusting the binary.
 A saved module folder holds manifest.json (format version, sha256 of every file and of the
 manifest itself, the Program without its weights), the source (kernels.c / kernels.cu), the
 artifact (.so / .cubin) and weights.npz (one array per "layer.param", loaded with
-allow_pickle=False). Loading never unpickles and refuses any file whose hash differs.
+allow_pickle=False), plus graph.json + graph.npz: the graph compile() was given (cnncc.graph_io),
+so ``cnncc summary`` and ``cnncc inspect`` take the folder too (``load_source_graph``). Loading
+never unpickles and refuses any file whose hash differs.
 """
 from __future__ import annotations
 
@@ -102,6 +104,10 @@ class CompiledModule:
         self.artifact = Path(artifact)
         self.report = report
         self._runner: Runner | None = None
+        #: the graph compile() was given (saved as graph.json + graph.npz); a loaded module keeps
+        #: the folder it came from instead, so saving it again carries the graph along
+        self.source_graph = None
+        self.saved_graph_dir: Path | None = None
 
     @property
     def target(self) -> str:
@@ -194,7 +200,10 @@ class CompiledModule:
                    for key, (off, shape) in self.program.blob_layout.items()}
         with open(d / "weights.npz", "wb") as f:
             np.savez(f, **weights)
-        files = {name: _sha256(d / name) for name in (b.source_name, b.artifact_name, "weights.npz")}
+        names = [b.source_name, b.artifact_name, "weights.npz"]
+        if self._save_graph(d):
+            names += GRAPH_FILES
+        files = {name: _sha256(d / name) for name in names}
         spans, pos = [], 0
         for k in self.rendered.kernels:
             start = self.rendered.source.find(k.source, pos)
@@ -210,6 +219,28 @@ class CompiledModule:
         manifest["manifest_sha256"] = _manifest_hash(manifest)
         (d / "manifest.json").write_text(json.dumps(manifest, indent=1))
         return d
+
+
+    def _save_graph(self, d: Path) -> bool:
+        """Write graph.json + graph.npz when the source graph is known; False when it is not."""
+        from cnncc.graph_io import graph_to_json
+
+        if self.source_graph is not None:
+            doc, arrays = graph_to_json(self.source_graph)
+            (d / GRAPH_FILES[0]).write_text(json.dumps(doc))
+            with open(d / GRAPH_FILES[1], "wb") as f:
+                np.savez(f, **arrays)
+            return True
+        src = self.saved_graph_dir
+        if src is not None and all((src / n).is_file() for n in GRAPH_FILES):
+            for n in GRAPH_FILES:
+                if (src / n).resolve() != (d / n).resolve():
+                    shutil.copyfile(src / n, d / n)
+            return True
+        return False
+
+
+GRAPH_FILES = ["graph.json", "graph.npz"]
 
 
 def _sha256(path: Path) -> str:
@@ -231,6 +262,44 @@ def load_module(directory: str | Path) -> CompiledModule:
     from cnncc.runtime import cache
 
     d = Path(directory)
+    manifest = _checked_manifest(d)
+    with np.load(d / "weights.npz", allow_pickle=False) as z:
+        weights = {k: z[k] for k in z.files}
+    program = program_from_dict(manifest["program"], weights)
+    backend = get_backend(manifest["target"])
+    source = (d / manifest["source"]).read_text()
+    kernels = [KernelSource(k["name"], source[k["start"]:k["end"]] if k["start"] >= 0 else "", k["launch"])
+               for k in manifest["kernels"]]
+    rendered = Rendered(source, kernels)
+    artifact = d / manifest["artifact"]
+    same_machine = manifest.get("machine") == backend.machine() and manifest.get("toolchain") == backend.toolchain()
+    if not (same_machine and artifact.is_file()):
+        artifact = cache.build_cached(backend, source)
+    mod = CompiledModule(program, rendered, backend, artifact, report=None)
+    mod.saved_graph_dir = d if all(n in manifest["files"] for n in GRAPH_FILES) else None
+    return mod
+
+
+def load_source_graph(directory: str | Path):
+    """The graph a saved module was compiled from (hash-checked like the module; never unpickles)."""
+    from cnncc.graph_io import graph_from_json
+
+    d = Path(directory)
+    manifest = _checked_manifest(d)
+    if not all(n in manifest["files"] for n in GRAPH_FILES):
+        raise CnnccError(f"'{d}' was saved without its graph (by an older cnncc, or from a module loaded "
+                         f"from such a folder); recompile it with `cnncc compile MODEL -o {d}`")
+    try:
+        doc = json.loads((d / GRAPH_FILES[0]).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"{d / GRAPH_FILES[0]}: not valid JSON ({e})") from None
+    with np.load(d / GRAPH_FILES[1], allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return graph_from_json(doc, arrays)
+
+
+def _checked_manifest(d: Path) -> dict:
+    """manifest.json of a saved module folder, with its own hash and every file's hash verified."""
     mpath = d / "manifest.json"
     if not mpath.is_file():
         raise CnnccError(f"'{d}' is not a saved cnncc module (no manifest.json)")
@@ -256,19 +325,7 @@ def load_module(directory: str | Path) -> CompiledModule:
             raise IntegrityError(f"{path}: missing from the saved module")
         if _sha256(path) != digest:
             raise IntegrityError(f"{path}: sha256 does not match manifest.json; the file was modified after saving")
-    with np.load(d / "weights.npz", allow_pickle=False) as z:
-        weights = {k: z[k] for k in z.files}
-    program = program_from_dict(manifest["program"], weights)
-    backend = get_backend(manifest["target"])
-    source = (d / manifest["source"]).read_text()
-    kernels = [KernelSource(k["name"], source[k["start"]:k["end"]] if k["start"] >= 0 else "", k["launch"])
-               for k in manifest["kernels"]]
-    rendered = Rendered(source, kernels)
-    artifact = d / manifest["artifact"]
-    same_machine = manifest.get("machine") == backend.machine() and manifest.get("toolchain") == backend.toolchain()
-    if not (same_machine and artifact.is_file()):
-        artifact = cache.build_cached(backend, source)
-    return CompiledModule(program, rendered, backend, artifact, report=None)
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------
