@@ -27,7 +27,6 @@ def run(args) -> int:
 
     import cnncc
     from cnncc.commands.compile import progress_printer
-    from cnncc.errors import CnnccError
 
     say = progress_printer(False)
     path = Path(args.model)
@@ -35,8 +34,7 @@ def run(args) -> int:
     if path.is_dir():
         mod = cnncc.load(path)
         if args.check:
-            raise CnnccError("--check needs the model file (a saved module holds no reference graph): "
-                             "run `cnncc run MODEL.py --check`")
+            graph = cnncc.load_model(path)      # the graph it was compiled from (graph.json)
     else:
         from cnncc.commands import batch_of
 
