@@ -161,12 +161,9 @@ def shufflenet():
     return dsl.load_model(ROOT / "examples" / "shufflenet_v2.py", size=SIZE)
 
 
-def test_shufflenet_example_compiles_at_opt_0_and_2(shufflenet, shared_kernel_cache):
-    x = np.random.default_rng(3).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
-    want = cnncc.reference(shufflenet, x)
-    for opt in (0, 2):
-        got = cnncc.compile(shufflenet, target="c", opt_level=opt)(x)
-        assert rel_err(got, want) < 1e-4, opt
+def test_shufflenet_channel_splits_are_views(shufflenet):
+    """(The example compiled at opt 0 and 2 against the reference: test_codegen_c's
+    test_example_matches_reference[shufflenet_v2-*], which covers every example.)"""
     fused = cnncc.optimize(shufflenet, opt_level=2)
     splits = [n for n in fused if n.op == "slice"]
     assert len(splits) == 2 * (3 + 7 + 3) and all(n.meta.get("view_of") for n in splits)
