@@ -92,6 +92,25 @@ def test_slicing_compiles_and_matches_reference(target, shared_kernel_cache):
             assert ys[k].shape == ref[k].shape and rel_err(ys[k], ref[k]) < 1e-5, (target, opt, k)
 
 
+def test_exporters_spell_slice_and_gather():
+    """The peer-benchmark exporters (ONNX for onnxruntime, torch) map slice/gather too."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from cnncc.codegen.onnx_export import to_onnx
+    from cnncc.codegen.torch_export import run_torch
+
+    g = _slicing_model()
+    xv = np.random.default_rng(5).standard_normal((2, 8, 5, 6)).astype(np.float32)
+    ref = cnncc.reference(g, xv)
+    session = ort.InferenceSession(to_onnx(g).SerializeToString(), providers=["CPUExecutionProvider"])
+    by_ort = dict(zip([o.name for o in session.get_outputs()], session.run(None, {g.inputs[0]: xv})))
+    by_torch = run_torch(g, xv)
+    for k in g.outputs:
+        assert rel_err(by_ort[k], ref[k]) < 1e-5 and rel_err(np.asarray(by_torch[k]), ref[k]) < 1e-5, k
+
+
 # ---------------------------------------------------------------------------------------------
 # ONNX and PyTorch
 def test_onnx_split_slice_gather_on_runtime_tensors_match_onnxruntime(shared_kernel_cache):
