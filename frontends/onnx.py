@@ -362,7 +362,17 @@ def _check_per_item(self, old: tuple, new: tuple) -> None:
                                                   "at its fixed batch (without batch='N')")
 
 
+def _restate_batch(self, sizes: list, shape: tuple) -> list:
+    """batch='N': a full-rank size list written for the exported batch (Resize's ``sizes``
+    [1, C, H, W]) names the batch at position 0; restate it as the tensor's N."""
+    if self.dynamic_batch and sizes and shape and N in sympy.sympify(shape[0]).free_symbols \
+            and not isinstance(sizes[0], sympy.Basic) and int(sizes[0]) == self.literal_batch:
+        return [shape[0]] + list(sizes[1:])
+    return sizes
+
+
 _Importer.check_per_item = _check_per_item
+_Importer.restate_batch = _restate_batch
 
 
 def _attributes(node) -> dict:
@@ -1374,7 +1384,7 @@ def _resize(imp, node, ins, a):
             coord, rule = "asymmetric", "round_prefer_floor"
         else:
             if len(ins) > 3 and ins[3] is not None and np.asarray(ins[3].value if isinstance(ins[3], Const) else [1]).size:
-                sizes = _int_list(imp.const(ins[3], "sizes"))
+                sizes = imp.restate_batch(_int_list(imp.const(ins[3], "sizes")), shape)
             elif len(ins) > 2 and ins[2] is not None:
                 scales = imp.const(ins[2], "scales").tolist()
             coord = a.get("coordinate_transformation_mode", "half_pixel")

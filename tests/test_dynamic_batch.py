@@ -75,6 +75,16 @@ def test_squeezing_and_flattening_the_batch_are_refused():
         cnncc.from_onnx(flat, batch=8)
 
 
+def test_resize_sizes_written_for_batch_1_follow_N():
+    model = tiny_model([1, 4, 6, 6], extra=[helper.make_node("Resize", ["y", "", "", "sizes"], ["z"], mode="nearest",
+                                                              name="up")])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, 4, 12, 12], np.int64), "sizes"))
+    g = cnncc.from_onnx(model, batch="N")
+    assert g[g.outputs[0]].type.shape == (cnncc.N, 4, 12, 12)
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(cnncc.reference(g, x), per_item_onnxruntime(model, x), rtol=1e-5, atol=1e-5)
+
+
 def test_resnet18_batch1_export_runs_at_batch_8(tmp_path, shared_kernel_cache):
     """The acceptance case: a batch-1 ResNet-18 export with batch='N' at batch 8 matches
     onnxruntime on the same network re-exported at batch 8."""
