@@ -151,6 +151,7 @@ class _Importer:
                                    f"cannot import:\n{lines}\n"
                                    f"  supported: {', '.join(supported_operators())}")
         self._set_outputs(g.output)
+        self._drop_dead()
         self.graph.meta["onnx_opset"] = self.opset
         if self.dynamic_batch:
             self.graph.meta["exported_batch"] = self.literal_batch
@@ -211,6 +212,17 @@ class _Importer:
             if src in self.per_plane_indices:
                 self._check_index_output(src, vo.name)
         self.graph.outputs = names
+
+    def _drop_dead(self) -> None:
+        """Remove nodes no output depends on (what a recognized pattern such as LRN left behind);
+        graph inputs stay, they are the model's signature."""
+        live = set(self.graph.outputs)
+        for node in reversed(list(self.graph)):
+            if node.name in live:
+                live.update(node.inputs)
+        for node in reversed(list(self.graph)):
+            if node.name not in live and node.op != "input":
+                self.graph.remove(node.name)
 
     def _check_index_output(self, src: str, onnx_name: str) -> None:
         shape = self.graph[src].type.shape
@@ -1278,7 +1290,62 @@ def _binary(imp, node, ins, a):
     for v in (x, y):
         if not isinstance(v, Const) and imp.type_of(v).dtype != "float32":
             raise _Skip(f"{node.op_type} on {imp.type_of(v).dtype}")
+    if node.op_type == "Div" and isinstance(x, str) and isinstance(y, str):
+        lrn = _torchscript_lrn(imp, x, y)
+        if lrn is not None:
+            return imp.emit("lrn", [x], lrn)
     return imp.emit(BINARY[node.op_type], [imp.tensor(x), imp.tensor(y)])
+
+
+def _torchscript_lrn(imp, x: str, den: str) -> dict | None:
+    """PyTorch's classic exporter writes ``nn.LocalResponseNorm`` as
+    ``x / (k + alpha * AvgPool3d(Pad(view(x*x, N, 1, C, H, W)), (size, 1, 1)))^beta`` (the 3-D pool
+    imported as a 2-D one over (C, H*W)); when ``den`` is exactly that chain over ``x`` with
+    PyTorch's window (size//2 channels before, (size-1)//2 after) this returns the ``lrn``
+    attributes (one kernel instead of six); None otherwise. The chain's nodes become dead and are
+    dropped at the end of the import."""
+    g = imp.graph
+
+    def node(name, op):
+        return g[name] if name in g and g[name].op == op else None
+
+    def through_views(name):
+        while name in g and g[name].op == "reshape":
+            name = g[name].inputs[0]
+        return name
+
+    def scalar_and_other(n):
+        for i, j in ((0, 1), (1, 0)):
+            c = node(n.inputs[i], "constant")
+            if c is not None and c.params["value"].size == 1:
+                return float(c.params["value"].reshape(-1)[0]), n.inputs[j]
+        return None, None
+
+    p = node(den, "pow")
+    add = p and node(p.inputs[0], "add")
+    k, scaled = scalar_and_other(add) if add else (None, None)
+    mul = scaled and node(scaled, "mul")
+    alpha, avg = scalar_and_other(mul) if mul else (None, None)
+    pool = avg and node(through_views(avg), "avg_pool2d")
+    if pool is None or sympy.simplify(sympy.Matrix(g[avg].type.shape) - sympy.Matrix(g[x].type.shape)) != \
+            sympy.zeros(len(g[x].type.shape), 1):
+        return None
+    pa = pool.attrs
+    size = ops.tup(pa["kernel_size"], 2)[0]
+    if ops.tup(pa["kernel_size"], 2)[1] != 1 or ops.tup(pa["stride"], 2) != (1, 1) or \
+            ops.tup(pa["dilation"], 2) != (1, 1) or pa["padding"] not in (0, (0, 0), (0, 0, 0, 0)) or pa["ceil_mode"]:
+        return None
+    pad = node(through_views(pool.inputs[0]), "pad")
+    if pad is None or pad.attrs["mode"] != "constant" or float(pad.attrs["value"]) != 0.0:
+        return None
+    five = g[pad.inputs[0]].type.shape
+    widths = ops.pad_widths(pad, len(five))
+    if len(five) != 5 or five[1] != 1 or widths != [(0, 0), (0, 0), (size // 2, (size - 1) // 2), (0, 0), (0, 0)]:
+        return None
+    square = node(through_views(pad.inputs[0]), "mul")
+    if square is None or square.inputs != [x, x] or five[2] != g[x].type.shape[1]:
+        return None
+    return {"size": int(size), "alpha": alpha, "beta": float(p.attrs["exponent"]), "k": k}
 
 
 @handles("Sum")

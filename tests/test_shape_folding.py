@@ -124,9 +124,30 @@ def test_torchscript_lrn_alexnet_imports_and_matches_pytorch(batch, tmp_path, sh
     kinds = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"If", "Equal", "Shape", "AveragePool", "Pad", "Pow"} <= kinds        # the classic LRN expansion
     g = cnncc.from_onnx(path, batch=batch)
-    assert not {"lrn"} & {n.op for n in g} and "pow" in {n.op for n in g}       # computed through generic ops
+    assert [n.op for n in g].count("lrn") == 2 and "pow" not in {n.op for n in g}  # the pattern, recognized
     x = torch.randn(1 if batch is None else 3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         want = m(x).numpy()
     got = cnncc.reference(g, x.numpy()) if batch is None else cnncc.compile(g, target="c")(x.numpy())
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("target", ["c", "cuda-emu"])
+def test_window_over_one_axis_of_a_3d_pool_and_pow(target, shared_kernel_cache):
+    """The generic pieces of the LRN expansion, outside the recognized pattern: a 3-D AveragePool
+    whose window spans only its first axis (a 2-D pool over (D, H*W)) and Pow by a constant
+    (an epilogue: powf)."""
+    nodes = [helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[3, 1, 1], pads=[1, 0, 0, 1, 0, 0],
+                              count_include_pad=1),
+             helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Pow", ["b", "e"], ["y"])]
+    g = helper.make_graph(nodes, "pool3d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array(0.75, np.float32), "e")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    graph = cnncc.from_onnx(model)
+    assert {"avg_pool2d", "pow"} <= {n.op for n in graph}
+    x = np.random.default_rng(3).standard_normal((2, 2, 5, 3, 4)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = cnncc.compile(graph, target=target)(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
