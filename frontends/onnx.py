@@ -363,28 +363,22 @@ class _Importer:
             spec = tuple(int(d) if d.is_number else d for d in shape)
         return self.emit("reshape", [x], {"shape": spec}, name=name)
 
+    def check_per_item(self, old: tuple, new: tuple) -> None:
+        """batch='N': a reshape of a batched tensor must keep N leading and out of the other dims."""
+        if old and N in sympy.sympify(old[0]).free_symbols and (
+                not new or sympy.simplify(sympy.sympify(new[0]) - old[0]) != 0
+                or any(N in sympy.sympify(d).free_symbols for d in new[1:])):
+            raise self.error(f"reshapes {tuple(old)} to {tuple(new)}: with batch='N' that mixes the batch into "
+                             "other dimensions", fix="export the model with a dynamic batch axis, or import it "
+                                                      "at its fixed batch (without batch='N')")
 
-def _check_per_item(self, old: tuple, new: tuple) -> None:
-    """batch='N': a reshape of a batched tensor must keep N leading and out of the other dims."""
-    if old and N in sympy.sympify(old[0]).free_symbols and (
-            not new or sympy.simplify(sympy.sympify(new[0]) - old[0]) != 0
-            or any(N in sympy.sympify(d).free_symbols for d in new[1:])):
-        raise self.error(f"reshapes {tuple(old)} to {tuple(new)}: with batch='N' that mixes the batch into "
-                         "other dimensions", fix="export the model with a dynamic batch axis, or import it "
-                                                  "at its fixed batch (without batch='N')")
-
-
-def _restate_batch(self, sizes: list, shape: tuple) -> list:
-    """batch='N': a full-rank size list written for the exported batch (Resize's ``sizes``
-    [1, C, H, W]) names the batch at position 0; restate it as the tensor's N."""
-    if self.dynamic_batch and sizes and shape and N in sympy.sympify(shape[0]).free_symbols \
-            and not isinstance(sizes[0], sympy.Basic) and int(sizes[0]) == self.literal_batch:
-        return [shape[0]] + list(sizes[1:])
-    return sizes
-
-
-_Importer.check_per_item = _check_per_item
-_Importer.restate_batch = _restate_batch
+    def restate_batch(self, sizes: list, shape: tuple) -> list:
+        """batch='N': a full-rank size list written for the exported batch (Resize's ``sizes``
+        [1, C, H, W]) names the batch at position 0; restate it as the tensor's N."""
+        if self.dynamic_batch and sizes and shape and N in sympy.sympify(shape[0]).free_symbols \
+                and not isinstance(sizes[0], sympy.Basic) and int(sizes[0]) == self.literal_batch:
+            return [shape[0]] + list(sizes[1:])
+        return sizes
 
 
 def _attributes(node) -> dict:
