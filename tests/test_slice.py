@@ -69,14 +69,22 @@ def _slicing_model():
     c = dsl.concat([a, b], name="cat")
     d = dsl.slice(c, [1, -1], [7, -100], axes=[1, 3], steps=[2, -2], name="strided")   # a gather kernel
     e = dsl.gather(c, [3, 0, 3], axis=1, name="pick")
-    f = dsl.conv2d(dsl.slice(c, [3], [8], [1], name="tail"), 2, 1, name="head")      # a view of a concat
-    return dsl.graph(d, e, f, name="slicing")
+    tail = dsl.slice(c, [3], [8], [1], name="tail")                                   # a view of a concat
+    f = dsl.conv2d(tail, 2, 1, name="head")
+    # every kernel family reads a view through its batch stride and offset
+    readers = [dsl.max_pool2d(a, 2, name="mp"), dsl.global_avg_pool(tail, name="gap"),
+               dsl.add(a, dsl.slice(x, [0], [4], [1], name="front"), name="sum_views"),
+               dsl.sigmoid(tail, name="sig"), dsl.lrn(tail, 3, name="norm"),
+               dsl.dense(dsl.flatten(a, name="flat"), 5, name="fc"), dsl.softmax(a, axis=1, name="sm"),
+               dsl.upsample2d(tail, 2, name="up"), dsl.pad(a, 1, name="padded"), dsl.batch_norm(tail, name="bn")]
+    return dsl.graph(d, e, f, *readers, name="slicing")
 
 
 def test_channel_slices_are_views_and_other_slices_kernels():
     opt = cnncc.optimize(_slicing_model(), opt_level=2)
     views = {n.name: (n.meta.get("view_of"), n.meta.get("view_channel")) for n in opt if n.op == "slice"}
-    assert views == {"halves_0": ("x", 0), "halves_1": ("x", 4), "strided": (None, None), "tail": ("cat", 3)}
+    assert views == {"halves_0": ("x", 0), "halves_1": ("x", 4), "strided": (None, None), "tail": ("cat", 3),
+                     "front": ("x", 0)}
     plan = opt.meta["memory_plan"]
     assert "halves_1" not in plan["lifetimes"] and plan["aliases"]["tail"] == "cat"
 
