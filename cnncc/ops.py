@@ -784,6 +784,40 @@ register(OpDef("slice", (1, 1), _slice_shape, _slice_ref,
                doc="x[starts:ends:steps] along axes, Python/ONNX clamping (a channel slice is a view)"))
 
 
+def index_to_slice(index, rank: int) -> tuple[dict, list[int]]:
+    """Python indexing ``x[...]`` (ints, slices with int bounds and steps, one Ellipsis) -> the
+    ``slice`` attributes and the axes an int index drops (a reshape after the slice). Raises
+    ValueError for what a constant slice cannot express (None, tensors, two Ellipses)."""
+    index = index if isinstance(index, tuple) else (index,)
+    if sum(1 for i in index if i is Ellipsis) > 1 or any(i is None for i in index):
+        raise ValueError("indexing with None or more than one Ellipsis")
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (rank - len(index) + 1) + index[at + 1:]
+    if len(index) > rank:
+        raise ValueError(f"{len(index)} indices for a rank-{rank} tensor")
+    attrs = {"starts": [], "ends": [], "axes": [], "steps": []}
+    drop = []
+    for ax, i in enumerate(index):
+        if isinstance(i, slice):
+            if i == slice(None):
+                continue
+            if not all(v is None or is_int(v) for v in (i.start, i.stop, i.step)):
+                raise ValueError("slicing with bounds that are not constant ints")
+            step = 1 if i.step is None else int(i.step)
+            big = 2 ** 62
+            start = (0 if step > 0 else big) if i.start is None else int(i.start)
+            stop = (big if step > 0 else -big) if i.stop is None else int(i.stop)
+        elif is_int(i):
+            start, stop, step = int(i), (int(i) + 1 if int(i) != -1 else 2 ** 62), 1
+            drop.append(ax)
+        else:
+            raise ValueError(f"indexing with {type(i).__name__} (constant ints and slices only)")
+        for key, v in zip(("starts", "ends", "axes", "steps"), (start, stop, ax, step)):
+            attrs[key].append(v)
+    return attrs, drop
+
+
 def gather_indices(node: Node, shape: tuple) -> tuple[int, np.ndarray]:
     """The (axis, indices) of a gather, negative indices resolved; indices out of range are an error."""
     rank = len(shape)

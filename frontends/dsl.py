@@ -92,6 +92,19 @@ class Tensor:
     def __truediv__(self, other):
         return div(self, other)
 
+    def __getitem__(self, index):
+        """``x[:, 2:6]``, ``x[..., ::2]``, ``x[:, 3]``: constant slicing (numpy rules, negative
+        steps included) -> a ``slice`` node, plus a reshape when an int drops an axis."""
+        try:
+            attrs, drop = ops.index_to_slice(index, len(self.shape))
+        except ValueError as e:
+            raise ModelError(f"cannot index a tensor with {index!r}: {e}", node=self.name, op="slice") from None
+        y = layer("slice", [self], attrs) if attrs["axes"] else self
+        if drop:
+            y = layer("reshape", [y], {"shape": tuple(0 if i == 0 else d for i, d in enumerate(y.shape)
+                                                      if i not in drop)})
+        return y
+
     def __repr__(self):
         return f"Tensor({self.name}: {self.node.type})"
 

@@ -462,38 +462,13 @@ def _getitem(t: _Tracer, obj, index):
 def _index_tensor(t: _Tracer, x: str, index):
     """x[...] with ints, slices (constant bounds and steps) and Ellipsis -> one ``slice`` node plus
     a reshape that drops the int-indexed axes."""
-    index = index if isinstance(index, tuple) else (index,)
-    rank = t.rank(x)
-    if sum(1 for i in index if i is Ellipsis) > 1 or any(i is None for i in index):
-        raise _Unsupported("indexing with None or more than one Ellipsis")
-    if Ellipsis in index:
-        at = index.index(Ellipsis)
-        index = index[:at] + (slice(None),) * (rank - len(index) + 1) + index[at + 1:]
-    if len(index) > rank:
-        raise _Unsupported(f"{len(index)} indices for a rank-{rank} tensor")
-    starts, ends, axes, steps, drop = [], [], [], [], []
-    for ax, i in enumerate(index):
-        if isinstance(i, slice):
-            if i == slice(None):
-                continue
-            if not all(v is None or isinstance(v, int) for v in (i.start, i.stop, i.step)):
-                raise _Unsupported("slicing with runtime bounds")
-            step = 1 if i.step is None else i.step
-            if step <= 0:
-                raise _Unsupported("a non-positive slice step (PyTorch rejects it too)")
-            starts.append(0 if i.start is None else i.start)
-            ends.append(2 ** 62 if i.stop is None else i.stop)
-            axes.append(ax)
-            steps.append(step)
-        elif isinstance(i, int) and not isinstance(i, bool):
-            starts.append(i)
-            ends.append(i + 1 if i != -1 else 2 ** 62)
-            axes.append(ax)
-            steps.append(1)
-            drop.append(ax)
-        else:
-            raise _Unsupported(f"indexing with {type(i).__name__} (constant ints and slices only)")
-    y = t.emit("slice", [x], {"starts": starts, "ends": ends, "axes": axes, "steps": steps}) if axes else x
+    try:
+        attrs, drop = ops.index_to_slice(index, t.rank(x))
+    except ValueError as e:
+        raise _Unsupported(str(e)) from None
+    if any(s <= 0 for s in attrs["steps"]):
+        raise _Unsupported("a non-positive slice step (PyTorch rejects it too)")
+    y = t.emit("slice", [x], attrs) if attrs["axes"] else x
     if drop:
         y = t.reshape(y, [d for ax, d in enumerate(t.shape(y)) if ax not in drop])
     return y

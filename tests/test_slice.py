@@ -38,6 +38,19 @@ def test_slice_reference_is_numpy_slicing(starts, ends, axes, steps, want):
     assert g[g.outputs[0]].type.shape[1:] == xv[want].shape[1:]
 
 
+def test_dsl_indexing_is_numpy_indexing():
+    x = dsl.input("x", (dsl.N, 8, 5, 7))
+    outs = [x[:, 2:6], x[..., ::-2], x[:, 3], x[:, -1, 1:4, ::3], x[:, :, -100:100]]
+    g = dsl.graph(*outs)
+    xv = np.arange(2 * 8 * 5 * 7, dtype=np.float32).reshape(2, 8, 5, 7)
+    ys = cnncc.reference(g, xv)
+    want = [xv[:, 2:6], xv[..., ::-2], xv[:, 3], xv[:, -1, 1:4, ::3], xv]
+    for o, w in zip(g.outputs, want):
+        np.testing.assert_array_equal(ys[o], w)
+    with pytest.raises(ModelError, match="None"):
+        x[:, None]
+
+
 def test_gather_and_split_reference():
     x = dsl.input("x", (dsl.N, 6, 4))
     parts = dsl.split(x, [1, 2, 3], axis=1)
