@@ -48,7 +48,12 @@ Families (``KernelSpec.family``) and their ``geometry`` keys:
   elementwise     C, Q (output coordinates); inputs are Operands, the chain is ``epilogue``
   copy            numel (per item) — views that must materialize, identity at opt 0
   concat          outer x row copy: each input's chunk of a row and its offset in geometry["parts"]
-  (lrn, pad, upsample, depth_to_space, space_to_depth, transpose: see _lower_node)
+  gather          dims, tables, fill, numel: pure data movement (transpose, pad, depth/space
+                  rearrangement, nearest resizing, slice and gather that are not views)
+  (lrn, upsample, instance_norm, unpool: see lower_other)
+A channel slice marked ``view_of`` by eliminate_concat (``meta["view_channel"]`` = its first
+channel) launches nothing: its TensorRef is its input's, ``base`` moved by that many channels,
+``item_stride`` kept, so every kernel that reads it walks the input's items.
 """
 from __future__ import annotations
 
