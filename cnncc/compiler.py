@@ -7,10 +7,13 @@ from .errors import CnnccError
 from .ir import Graph, sym
 
 
-def load_model(path: str | Path, *, weights: str | Path | None = None, symbolic: str | None = None) -> Graph:
-    """Load a model file: a DSL ``.py`` (trusted code defining ``model()``) or an ``.onnx`` file.
+def load_model(path: str | Path, *, weights: str | Path | None = None, symbolic: str | None = None,
+               batch=None) -> Graph:
+    """Load a model: a DSL ``.py`` (trusted code defining ``model()``), an ``.onnx`` file, or a
+    module folder saved by ``mod.save`` / ``cnncc compile`` (the graph it was compiled from).
 
-    ``symbolic="H,W"`` replaces the input's spatial sizes by symbols so the formulas show."""
+    ``symbolic="H,W"`` replaces the input's spatial sizes by symbols so the formulas show;
+    ``batch="N"`` makes a fixed-batch ONNX model's batch symbolic (see ``from_onnx``)."""
     path = Path(path)
     if path.suffix == ".py":
         from cnncc.frontends.dsl import load_model as load_dsl
@@ -19,9 +22,14 @@ def load_model(path: str | Path, *, weights: str | Path | None = None, symbolic:
     elif path.suffix == ".onnx":
         from cnncc.frontends.onnx import from_onnx
 
-        g = from_onnx(path)
+        g = from_onnx(path, batch=batch)
+    elif path.is_dir():
+        from cnncc.runtime.module import load_source_graph
+
+        g = load_source_graph(path)
     else:
-        raise CnnccError(f"don't know how to load '{path}': expected a DSL .py file or an .onnx file")
+        raise CnnccError(f"don't know how to load '{path}': expected a DSL .py file, an .onnx file or a saved "
+                         f"module folder")
     if symbolic:
         make_symbolic(g, [s.strip() for s in symbolic.split(",") if s.strip()])
     return g
@@ -110,6 +118,7 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, threads: int
               "why_not": g.meta.get("why_not", []), "kernels": [k.name for k in rendered.kernels], "graph": g}
     mod = CompiledModule(program, rendered, backend, artifact, report=report)
     mod.threads = threads
+    mod.source_graph = graph          # saved with the module, for `cnncc summary/inspect OUT`
     return mod
 
 

@@ -566,6 +566,8 @@ ACTIVATIONS = {
     "gelu": (_gelu, False, {"approximate": Attr("none", lambda v: v in ("none", "tanh"), "'none' or 'tanh'")}),
     "softplus": (_softplus, True, {"beta": Attr(1.0, lambda v: is_number(v) and v > 0, "a positive number"),
                                    "threshold": Attr(20.0, is_number, "a number")}),
+    "pow": (lambda x, a, p: np.power(x, np.float32(a["exponent"])), False,
+            {"exponent": Attr(REQUIRED, is_number, "a number (the constant exponent)")}),
 }
 
 for _name, (_fn, _mono, _attrs) in ACTIVATIONS.items():
@@ -728,6 +730,129 @@ def _concat_shape(node, ins):
 register(OpDef("concat", (1, None), _concat_shape,
                lambda node, xs: np.concatenate(xs, axis=node.attrs["axis"]),
                attrs={"axis": Attr(1, is_int, "an int axis")}, doc="concatenate along an axis"))
+
+def slice_bounds(node: Node, shape: tuple) -> list[tuple[int, int, int]]:
+    """(start, stop, step) per sliced axis after Python/ONNX clamping, as ints; negative starts and
+    ends count from the end, out-of-range values clamp, a negative step walks backwards."""
+    a = node.attrs
+    starts, ends = list(a["starts"]), list(a["ends"])
+    axes = list(a["axes"]) if a["axes"] is not None else list(range(len(starts)))
+    steps = list(a["steps"]) if a["steps"] is not None else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ModelError(f"starts {starts}, ends {ends}, axes {axes}, steps {steps} differ in length",
+                         node=node.name, op=node.op, fix="give one start, end, axis and step per sliced axis")
+    rank = len(shape)
+    out = {}
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        if not -rank <= ax < rank or ax % rank in out:
+            raise ModelError(f"axis {ax} is out of range for rank {rank} or repeated", node=node.name,
+                             op=node.op, attr="axes")
+        ax %= rank
+        if sp == 0:
+            raise ModelError("a step of 0", node=node.name, op=node.op, attr="steps", fix="use a non-zero step")
+        d = sympy.sympify(shape[ax])
+        if not d.is_number:
+            if st == 0 and sp == 1 and en >= 2 ** 31:
+                continue               # the whole (symbolic) axis: nothing sliced
+            raise ModelError(f"slicing axis {ax} of symbolic size {d} (the batch N stays whole)",
+                             node=node.name, op=node.op, attr="axes",
+                             fix="slice only axes of concrete size; cnncc keeps the batch dimension whole")
+        out[ax] = slice(int(st), int(en), int(sp)).indices(int(d))
+    return [out.get(i, None) for i in range(rank)]
+
+
+def _slice_shape(node, ins):
+    shape = ins[0].shape
+    bounds = slice_bounds(node, shape)
+    return tuple(d if b is None else len(range(*b)) for d, b in zip(shape, bounds))
+
+
+def _slice_ref(node, xs):
+    x = xs[0]
+    bounds = slice_bounds(node, x.shape)
+    # .indices() may give stop -1 for a backwards walk to the front; as a slice that would mean "the end"
+    return np.ascontiguousarray(x[tuple(slice(None) if b is None else slice(b[0], b[1] if b[1] >= 0 else None, b[2])
+                                        for b in bounds)])
+
+
+_int_seq = lambda v: isinstance(v, (tuple, list)) and all(is_int(x) for x in v)  # noqa: E731
+register(OpDef("slice", (1, 1), _slice_shape, _slice_ref,
+               attrs={"starts": Attr(REQUIRED, _int_seq, "a list of ints (negative: from the end)"),
+                      "ends": Attr(REQUIRED, _int_seq, "a list of ints (clamped to the axis)"),
+                      "axes": Attr(None, lambda v: v is None or _int_seq(v), "a list of axes (default 0, 1, ...)"),
+                      "steps": Attr(None, lambda v: v is None or _int_seq(v), "a list of non-zero steps")},
+               doc="x[starts:ends:steps] along axes, Python/ONNX clamping (a channel slice is a view)"))
+
+
+def index_to_slice(index, rank: int) -> tuple[dict, list[int]]:
+    """Python indexing ``x[...]`` (ints, slices with int bounds and steps, one Ellipsis) -> the
+    ``slice`` attributes and the axes an int index drops (a reshape after the slice). Raises
+    ValueError for what a constant slice cannot express (None, tensors, two Ellipses)."""
+    index = index if isinstance(index, tuple) else (index,)
+    if sum(1 for i in index if i is Ellipsis) > 1 or any(i is None for i in index):
+        raise ValueError("indexing with None or more than one Ellipsis")
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (rank - len(index) + 1) + index[at + 1:]
+    if len(index) > rank:
+        raise ValueError(f"{len(index)} indices for a rank-{rank} tensor")
+    attrs = {"starts": [], "ends": [], "axes": [], "steps": []}
+    drop = []
+    for ax, i in enumerate(index):
+        if isinstance(i, slice):
+            if i == slice(None):
+                continue
+            if not all(v is None or is_int(v) for v in (i.start, i.stop, i.step)):
+                raise ValueError("slicing with bounds that are not constant ints")
+            step = 1 if i.step is None else int(i.step)
+            big = 2 ** 62
+            start = (0 if step > 0 else big) if i.start is None else int(i.start)
+            stop = (big if step > 0 else -big) if i.stop is None else int(i.stop)
+        elif is_int(i):
+            start, stop, step = int(i), (int(i) + 1 if int(i) != -1 else 2 ** 62), 1
+            drop.append(ax)
+        else:
+            raise ValueError(f"indexing with {type(i).__name__} (constant ints and slices only)")
+        for key, v in zip(("starts", "ends", "axes", "steps"), (start, stop, ax, step)):
+            attrs[key].append(v)
+    return attrs, drop
+
+
+def gather_indices(node: Node, shape: tuple) -> tuple[int, np.ndarray]:
+    """The (axis, indices) of a gather, negative indices resolved; indices out of range are an error."""
+    rank = len(shape)
+    ax = node.attrs["axis"]
+    if not -rank <= ax < rank:
+        raise ModelError(f"axis {ax} is out of range for rank {rank}", node=node.name, op=node.op, attr="axis")
+    ax %= rank
+    d = sympy.sympify(shape[ax])
+    if not d.is_number:
+        raise ModelError(f"gathering along axis {ax} of symbolic size {d}", node=node.name, op=node.op,
+                         attr="axis", fix="gather along an axis of concrete size")
+    idx = np.asarray(node.attrs["indices"], dtype=np.int64)
+    if idx.size and (idx.min() < -int(d) or idx.max() >= int(d)):
+        raise ModelError(f"indices {idx.tolist()} are out of range for axis {ax} of size {d}",
+                         node=node.name, op=node.op, attr="indices")
+    return ax, np.where(idx < 0, idx + int(d), idx)
+
+
+def _gather_shape(node, ins):
+    shape = ins[0].shape
+    ax, idx = gather_indices(node, shape)
+    return tuple(shape[:ax]) + tuple(idx.shape) + tuple(shape[ax + 1:])
+
+
+def _gather_ref(node, xs):
+    ax, idx = gather_indices(node, xs[0].shape)
+    return np.ascontiguousarray(np.take(xs[0], idx, axis=ax))
+
+
+register(OpDef("gather", (1, 1), _gather_shape, _gather_ref,
+               attrs={"axis": Attr(0, is_int, "an int axis"),
+                      "indices": Attr(REQUIRED, lambda v: is_int(v) or (isinstance(v, (tuple, list))
+                                                                        and np.asarray(v).dtype.kind == "i"),
+                                      "an int or a (nested) list of ints (constant indices)")},
+               doc="np.take(x, indices, axis) with constant indices (ONNX Gather, torch index_select)"))
 
 register(OpDef("dropout", (1, 1), _same_shape, lambda node, xs: xs[0],
                attrs={"p": Attr(0.5, lambda v: is_number(v) and 0 <= v < 1, "a probability in [0, 1)")},

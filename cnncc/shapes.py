@@ -100,3 +100,36 @@ def resolve_padding(padding, sizes, kernel, stride, dilation, *, node=None, op=N
         return [(pads[i], pads[i + nd]) for i in range(nd)]
     raise ModelError(f"expected {nd} or {2 * nd} values, got {len(pads)}: {padding}", node=node, op=op, attr=attr,
                      fix=f"give one padding per spatial dimension, or {2 * nd} values (begins, then ends)")
+
+
+def batch_reshape_spec(in_shape, spec, literal_batch: int | None, batch) -> list:
+    """A reshape target written for one fixed batch, restated for the symbolic ``batch``.
+
+    ``in_shape`` is the reshaped tensor's shape, ``spec`` the exported target (ints, maybe sympy;
+    0 copies a dim, -1 infers one) and ``literal_batch`` the batch the model was exported with.
+    When ``in_shape`` leads with ``batch``, a leading ``literal_batch`` (``[1, -1]`` from a batch-1
+    export) means that batch: it becomes ``batch``. The result must keep the batch as the leading
+    dimension and keep it out of every other one (each item reshaped on its own) -- the only reading
+    under which the model computes the same per item at any batch. Anything else (a reshape that
+    moves the batch into the channels, or one that drops it) raises ModelError; the caller names
+    the node."""
+    spec = list(spec)
+    lead = _s(in_shape[0]) if len(in_shape) else None
+    if lead is None or batch not in lead.free_symbols or not spec:
+        return spec
+    first = spec[0]
+    if not isinstance(first, sympy.Basic) and literal_batch is not None and int(first) == literal_batch \
+            and int(first) not in (0, -1):
+        spec[0] = batch
+    # resolve 0 (copy) and -1 (infer) to check the reading
+    out = [_s(in_shape[i]) if (not isinstance(d, sympy.Basic) and int(d) == 0) else _s(d) for i, d in enumerate(spec)]
+    if sum(1 for d in out if d == -1) == 1:
+        total = sympy.Mul(*[_s(d) for d in in_shape])
+        known = sympy.Mul(*[d for d in out if d != -1])
+        out = [sympy.simplify(total / known) if d == -1 else d for d in out]
+    if sympy.simplify(out[0] - lead) != 0 or any(batch in d.free_symbols for d in out[1:]):
+        raise ModelError(f"reshape of {tuple(in_shape)} to {tuple(spec)} would give {tuple(out)}: it mixes the "
+                         f"batch {batch} into other dimensions, so it is not per-item at any batch",
+                         fix="export the model with a dynamic batch axis (dynamic_axes / dynamic_shapes), or "
+                             "import it at its fixed batch (without batch='N')")
+    return spec

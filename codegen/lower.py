@@ -48,7 +48,12 @@ Families (``KernelSpec.family``) and their ``geometry`` keys:
   elementwise     C, Q (output coordinates); inputs are Operands, the chain is ``epilogue``
   copy            numel (per item) — views that must materialize, identity at opt 0
   concat          outer x row copy: each input's chunk of a row and its offset in geometry["parts"]
-  (lrn, pad, upsample, depth_to_space, space_to_depth, transpose: see _lower_node)
+  gather          dims, tables, fill, numel: pure data movement (transpose, pad, depth/space
+                  rearrangement, nearest resizing, slice and gather that are not views)
+  (lrn, upsample, instance_norm, unpool: see lower_other)
+A channel slice marked ``view_of`` by eliminate_concat (``meta["view_channel"]`` = its first
+channel) launches nothing: its TensorRef is its input's, ``base`` moved by that many channels,
+``item_stride`` kept, so every kernel that reads it walks the input's items.
 """
 from __future__ import annotations
 
@@ -359,8 +364,10 @@ class _Lowering:
             if batched != src.batched or (not batched and (src.item_stride != _row(src) or shape[:1] != src.shape[:1])):
                 raise UnsupportedError(f"layer '{name}' ({node.op}) is a view that merges the batch dimension "
                                        f"{tuple(node.type.shape)}; cnncc keeps N as the leading dimension")
+            # a channel slice (view_channel) starts that many channels into each item of its source
+            skip = int(node.meta.get("view_channel", 0)) * int(np.prod(shape[2:], dtype=np.int64))
             return TensorRef(name, ref.cname, shape, batched, node.type.dtype, src.storage, src.slot, src.arena_a,
-                             src.arena_b, src.offset, src.base, src.item_stride if batched else _row(ref))
+                             src.arena_b, src.offset, src.base + skip, src.item_stride if batched else _row(ref))
         wi = node.meta.get("write_into")
         if wi:
             dst = self.ref(wi["tensor"])
@@ -786,7 +793,7 @@ class _Lowering:
         x = self.ref(node.inputs[0])
         out = spec.output
         spec.inputs = [x]
-        if op in ("transpose", "pad", "depth_to_space", "space_to_depth", "unpool_nearest2d") or \
+        if op in ("transpose", "pad", "depth_to_space", "space_to_depth", "unpool_nearest2d", "slice", "gather") or \
                 (op == "upsample2d" and node.attrs["mode"] == "nearest"):
             return self.gather(spec, node, x)
         if op == "upsample2d":
@@ -847,6 +854,22 @@ class _Lowering:
             first = 0 if whole else 1
             dims = [out.shape[d] for d in range(first, rank)]
             tables = [[i * in_strides[perm[d]] for i in range(out.shape[d])] for d in range(first, rank)]
+        elif op in ("slice", "gather"):
+            # every output axis reads one source index per position: a range (slice) or a table (gather)
+            if op == "slice":
+                bounds = ops.slice_bounds(node, xs)
+                rows = [list(range(*b)) if b is not None else list(range(xs[d])) for d, b in enumerate(bounds)]
+            else:
+                ax, idx = ops.gather_indices(node, xs)
+                rows = [list(range(xs[d])) for d in range(rank)]
+                rows[ax] = [int(i) for i in idx.reshape(-1)]     # the index dims, flattened into one loop
+            moved = rows[0] != list(range(xs[0]))
+            whole = moved or (op == "gather" and ax == 0)
+            if whole and (x.batched or out.batched):
+                raise UnsupportedError(f"layer '{node.name}' ({op}): selecting along the batch axis")
+            first = 0 if whole else 1
+            dims = [len(r) for r in rows[first:]]
+            tables = [[i * in_strides[d] for i in rows[d]] for d in range(first, rank)]
         elif op == "pad":
             widths = ops.pad_widths(node, rank)
             whole = widths[0] != (0, 0)

@@ -375,6 +375,33 @@ def _concat(em, node, ins, out):
     em.node("Concat", list(node.inputs), out, axis=int(node.attrs["axis"]))
 
 
+@emits("slice")
+def _slice(em, node, ins, out):
+    bounds = ops.slice_bounds(node, ins[0].shape)
+    cut = [(ax, b) for ax, b in enumerate(bounds) if b is not None]
+    if not cut:
+        em.node("Identity", [node.inputs[0]], out)
+        return
+    # .indices() gives a backwards walk to the front as stop -1; ONNX reads -1 as "the last": use INT64_MIN
+    ends = [b[1] if b[1] >= 0 else -2 ** 63 for _, b in cut]
+    args = [em.const(node.name + "_starts", np.array([b[0] for _, b in cut], np.int64)),
+            em.const(node.name + "_ends", np.array(ends, np.int64)),
+            em.const(node.name + "_axes", np.array([ax for ax, _ in cut], np.int64)),
+            em.const(node.name + "_steps", np.array([b[2] for _, b in cut], np.int64))]
+    em.node("Slice", [node.inputs[0], *args], out)
+
+
+@emits("gather")
+def _gather(em, node, ins, out):
+    ax, idx = ops.gather_indices(node, ins[0].shape)
+    em.node("Gather", [node.inputs[0], em.const(node.name + "_indices", idx.astype(np.int64))], out, axis=ax)
+
+
+@emits("pow")
+def _pow(em, node, ins, out):
+    em.node("Pow", [node.inputs[0], _f(em, float(node.attrs["exponent"]))], out)
+
+
 @emits("pad")
 def _pad(em, node, ins, out):
     widths = ops.pad_widths(node, ins[0].rank)

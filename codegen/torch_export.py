@@ -344,6 +344,7 @@ BUILDERS.update({
     "silu": _unary(lambda x, a: F.silu(x)),
     "gelu": _unary(lambda x, a: F.gelu(x, approximate=a["approximate"])),
     "softplus": _unary(lambda x, a: F.softplus(x, float(a["beta"]), float(a["threshold"]))),
+    "pow": _unary(lambda x, a: torch.pow(x, float(a["exponent"]))),
     "softmax": _unary(lambda x, a: F.softmax(x, dim=int(a["axis"]))),
     "log_softmax": _unary(lambda x, a: F.log_softmax(x, dim=int(a["axis"]))),
     "dropout": _unary(lambda x, a: x),
@@ -392,6 +393,27 @@ def _transpose(node, ins, device):
 @builds("concat")
 def _concat(node, ins, device):
     return lambda xs: torch.cat(xs, dim=int(node.attrs["axis"]))
+
+
+@builds("slice")
+def _slice(node, ins, device):
+    bounds = ops.slice_bounds(node, ins[0].shape)
+
+    def run(xs):
+        x = xs[0]
+        for ax, b in enumerate(bounds):
+            if b is not None:       # torch slicing takes no negative step: index with the positions
+                x = x.index_select(ax, torch.arange(*b, device=x.device))
+        return x
+    return run
+
+
+@builds("gather")
+def _gather(node, ins, device):
+    ax, idx = ops.gather_indices(node, ins[0].shape)
+    flat = torch.as_tensor(idx.reshape(-1), device=device)
+    return lambda xs: xs[0].index_select(ax, flat).reshape(
+        tuple(xs[0].shape[:ax]) + tuple(idx.shape) + tuple(xs[0].shape[ax + 1:]))
 
 
 @builds("pad")

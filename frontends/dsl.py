@@ -92,6 +92,19 @@ class Tensor:
     def __truediv__(self, other):
         return div(self, other)
 
+    def __getitem__(self, index):
+        """``x[:, 2:6]``, ``x[..., ::2]``, ``x[:, 3]``: constant slicing (numpy rules, negative
+        steps included) -> a ``slice`` node, plus a reshape when an int drops an axis."""
+        try:
+            attrs, drop = ops.index_to_slice(index, len(self.shape))
+        except ValueError as e:
+            raise ModelError(f"cannot index a tensor with {index!r}: {e}", node=self.name, op="slice") from None
+        y = layer("slice", [self], attrs) if attrs["axes"] else self
+        if drop:
+            y = layer("reshape", [y], {"shape": tuple(0 if i == 0 else d for i, d in enumerate(y.shape)
+                                                      if i not in drop)})
+        return y
+
     def __repr__(self):
         return f"Tensor({self.name}: {self.node.type})"
 
@@ -426,6 +439,46 @@ def concat(xs: Sequence[Tensor], axis: int = 1, name: str | None = None) -> Tens
 def transpose(x: Tensor, perm: Sequence[int] | None = None, name: str | None = None) -> Tensor:
     """Permute the axes (default: reverse them, as ONNX does)."""
     return layer("transpose", [x], {"perm": None if perm is None else tuple(perm)}, name=name)
+
+
+def slice(x: Tensor, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int] | None = None,
+          steps: Sequence[int] | None = None, name: str | None = None) -> Tensor:
+    """x[starts:ends:steps] along ``axes`` (Python/ONNX clamping; negative counts from the end).
+    A channel slice with step 1 costs nothing at opt level 2: readers take it in place."""
+    return layer("slice", [x], {"starts": [int(v) for v in starts], "ends": [int(v) for v in ends],
+                                "axes": None if axes is None else [int(v) for v in axes],
+                                "steps": None if steps is None else [int(v) for v in steps]}, name=name)
+
+
+def split(x: Tensor, sections, axis: int = 1, name: str | None = None) -> list[Tensor]:
+    """Split along ``axis`` into ``sections`` equal parts (an int; torch.chunk's rule: the last
+    part may be smaller) or parts of the given sizes (a list). One ``slice`` node per part,
+    named ``<name>_0``, ``<name>_1``, ..."""
+    size = sympy.sympify(x.shape[axis])
+    if not size.is_number:
+        raise ModelError(f"split along axis {axis} of symbolic size {size}", op="split",
+                         fix="split an axis of concrete size")
+    size = int(size)
+    if isinstance(sections, int):
+        step = -(-size // sections)
+        sizes = [min(step, size - i) for i in range(0, size, step)]
+    else:
+        sizes = [int(s) for s in sections]
+        if sum(sizes) != size:
+            raise ModelError(f"sizes {sizes} add up to {sum(sizes)}, not the axis size {size}", op="split",
+                             fix="give sizes that sum to the axis size")
+    base = _builder_of(x).name_for("split", name)
+    out, at = [], 0
+    for i, s in enumerate(sizes):
+        out.append(slice(x, [at], [at + s], [axis], name=f"{base}_{i}"))
+        at += s
+    return out
+
+
+def gather(x: Tensor, indices, axis: int = 0, name: str | None = None) -> Tensor:
+    """np.take(x, indices, axis) with constant indices (an int drops the axis)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    return layer("gather", [x], {"axis": int(axis), "indices": idx.tolist() if idx.ndim else int(idx)}, name=name)
 
 
 def pad(x: Tensor, pads, mode: str = "constant", value: float = 0.0, name: str | None = None) -> Tensor:

@@ -23,6 +23,7 @@ import sympy
 from cnncc import ops
 from cnncc.errors import ModelError, UnsupportedError
 from cnncc.ir import N, Graph, Node, TensorType, sym
+from cnncc.shapes import batch_reshape_spec
 
 __all__ = ["from_onnx", "supported_operators"]
 
@@ -63,13 +64,20 @@ def supported_operators() -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # entry point
-def from_onnx(model, *, name: str | None = None) -> Graph:
+def from_onnx(model, *, name: str | None = None, batch=None) -> Graph:
     """Import an ONNX model given as a path, serialized bytes or an ``onnx.ModelProto``.
 
     Symbolic input dimensions become sympy symbols; a dynamic (or unnamed) first dimension is the
-    batch ``cnncc.N``. ``graph.meta["onnx_inputs"]`` / ``["onnx_outputs"]`` map ONNX tensor
-    names to cnncc node names."""
+    batch ``cnncc.N``. ``batch="N"`` makes a *fixed* leading dimension (a batch-1 export) the
+    batch ``N`` too: Reshape targets written for the exported batch (``[1, -1]``) are restated
+    for ``N`` when that is the only per-item reading, and a node that mixes the batch into other
+    dimensions is refused by name. ``graph.meta["onnx_inputs"]`` / ``["onnx_outputs"]`` map ONNX
+    tensor names to cnncc node names."""
     import onnx
+
+    if batch is not None and not (batch == "N" or batch is N):
+        raise ModelError(f"batch={batch!r}: the only choice is batch='N' (a symbolic batch)",
+                         fix="pass batch='N', or leave it out to import the model's own batch")
 
     if isinstance(model, (str, Path)):
         path = Path(model)
@@ -85,7 +93,7 @@ def from_onnx(model, *, name: str | None = None) -> Graph:
         default_name = None
     else:
         raise ModelError(f"from_onnx expects a path, bytes or onnx.ModelProto, got {type(model).__name__}")
-    return _Importer(proto, name or default_name or proto.graph.name or "model").run()
+    return _Importer(proto, name or default_name or proto.graph.name or "model", dynamic_batch=batch is not None).run()
 
 
 def model_opset(proto) -> int:
@@ -106,8 +114,11 @@ def c_name(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 class _Importer:
-    def __init__(self, proto, name: str):
+    def __init__(self, proto, name: str, dynamic_batch: bool = False):
         import onnx  # noqa: F401  (the caller already needs it)
+
+        self.dynamic_batch = dynamic_batch         # batch="N": fixed leading dims become N
+        self.literal_batch: int | None = None      # the batch the model was exported with
 
         self.proto = proto
         self.opset = model_opset(proto)
@@ -140,7 +151,10 @@ class _Importer:
                                    f"cannot import:\n{lines}\n"
                                    f"  supported: {', '.join(supported_operators())}")
         self._set_outputs(g.output)
+        self._drop_dead()
         self.graph.meta["onnx_opset"] = self.opset
+        if self.dynamic_batch:
+            self.graph.meta["exported_batch"] = self.literal_batch
         return self.graph
 
     def _add_input(self, vi) -> None:
@@ -158,7 +172,13 @@ class _Importer:
             raise ModelError(f"graph input '{vi.name}' has no shape", fix="export the model with input shapes")
         shape = []
         for i, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
+            if i == 0 and self.dynamic_batch and d.HasField("dim_value") and d.dim_value > 0:
+                if self.literal_batch not in (None, int(d.dim_value)):
+                    raise ModelError(f"graph input '{vi.name}' has batch {d.dim_value}, another input "
+                                     f"{self.literal_batch}", fix="import without batch='N'")
+                self.literal_batch = int(d.dim_value)
+                shape.append(N)
+            elif d.HasField("dim_value") and d.dim_value > 0:
                 shape.append(int(d.dim_value))
             elif i == 0:
                 if d.dim_param:
@@ -193,6 +213,17 @@ class _Importer:
                 self._check_index_output(src, vo.name)
         self.graph.outputs = names
 
+    def _drop_dead(self) -> None:
+        """Remove nodes no output depends on (what a recognized pattern such as LRN left behind);
+        graph inputs stay, they are the model's signature."""
+        live = set(self.graph.outputs)
+        for node in reversed(list(self.graph)):
+            if node.name in live:
+                live.update(node.inputs)
+        for node in reversed(list(self.graph)):
+            if node.name not in live and node.op != "input":
+                self.graph.remove(node.name)
+
     def _check_index_output(self, src: str, onnx_name: str) -> None:
         shape = self.graph[src].type.shape
         nc = sympy.sympify(shape[0] * shape[1])
@@ -223,7 +254,7 @@ class _Importer:
             if node.op_type in FOLDERS and all(v is None or isinstance(v, Const) for v in ins) \
                     and (ins or node.op_type in ("Constant",)):
                 outs = FOLDERS[node.op_type](self, [None if v is None else v.value for v in ins], attrs)
-                outs = [Const(np.asarray(o)) for o in outs]
+                outs = [Const(_numeric(np.asarray(o))) for o in outs]
             elif handler is None:
                 if ins and all(v is None or isinstance(v, Const) for v in ins):
                     outs = [Const(o) for o in _fold_with_onnx_reference(
@@ -319,6 +350,8 @@ class _Importer:
         """Reshape a runtime tensor to a sympy shape; a no-op is skipped."""
         old = self.shape_of(x)
         shape = tuple(sympy.sympify(d) for d in shape)
+        if self.dynamic_batch:
+            self.check_per_item(old, shape)
         if len(old) == len(shape) and all(sympy.simplify(a - b) == 0 for a, b in zip(old, shape)):
             return x
         symbolic = [i for i, d in enumerate(shape) if not d.is_number]
@@ -329,6 +362,23 @@ class _Importer:
         else:
             spec = tuple(int(d) if d.is_number else d for d in shape)
         return self.emit("reshape", [x], {"shape": spec}, name=name)
+
+    def check_per_item(self, old: tuple, new: tuple) -> None:
+        """batch='N': a reshape of a batched tensor must keep N leading and out of the other dims."""
+        if old and N in sympy.sympify(old[0]).free_symbols and (
+                not new or sympy.simplify(sympy.sympify(new[0]) - old[0]) != 0
+                or any(N in sympy.sympify(d).free_symbols for d in new[1:])):
+            raise self.error(f"reshapes {tuple(old)} to {tuple(new)}: with batch='N' that mixes the batch into "
+                             "other dimensions", fix="export the model with a dynamic batch axis, or import it "
+                                                      "at its fixed batch (without batch='N')")
+
+    def restate_batch(self, sizes: list, shape: tuple) -> list:
+        """batch='N': a full-rank size list written for the exported batch (Resize's ``sizes``
+        [1, C, H, W]) names the batch at position 0; restate it as the tensor's N."""
+        if self.dynamic_batch and sizes and shape and N in sympy.sympify(shape[0]).free_symbols \
+                and not isinstance(sizes[0], sympy.Basic) and int(sizes[0]) == self.literal_batch:
+            return [shape[0]] + list(sizes[1:])
+        return sizes
 
 
 def _attributes(node) -> dict:
@@ -520,7 +570,57 @@ def _fold_sum(imp, vals, a):
     return [out]
 
 
+def _decide(imp, a, b, what: str) -> bool:
+    """a == b for sizes that may be sympy expressions; undecidable means the answer depends on a
+    symbolic size (the batch N of a dynamic-batch import): refuse rather than guess."""
+    d = sympy.simplify(sympy.sympify(a) - sympy.sympify(b))
+    if d.is_number:
+        return bool(d == 0)
+    raise imp.error(f"{what} compares the symbolic size {a} with {b}; the answer depends on the input size",
+                    fix="import with a concrete size for that dimension (e.g. without batch='N')")
+
+
+def _fold_equal(imp, vals, a):
+    x, y = vals
+    if x.dtype != object and y.dtype != object:
+        return [np.equal(x, y)]
+    return [np.vectorize(lambda p, q: _decide(imp, p, q, "Equal"), otypes=[bool])(x, y)]
+
+
+def _fold_where(imp, vals, a):
+    cond, x, y = vals
+    if cond.dtype == object:
+        raise imp.error("Where on a condition computed from a symbolic size",
+                        fix="import with concrete input sizes")
+    return [np.where(cond.astype(bool), x, y)]
+
+
+def _fold_range(imp, vals, a):
+    start, limit, delta = (np.asarray(v).reshape(()).item() for v in vals)
+    if any(isinstance(v, sympy.Basic) and not v.is_number for v in (start, limit, delta)):
+        raise imp.error(f"Range({start}, {limit}, {delta}) over a symbolic size",
+                        fix="import with concrete input sizes")
+    dtype = np.result_type(*[np.asarray(v).dtype for v in vals if np.asarray(v).dtype != object])
+    return [np.arange(start, limit, delta).astype(dtype)]
+
+
+def _fold_not(imp, vals, a):
+    return [np.logical_not(vals[0])]
+
+
+def _numeric(v: np.ndarray) -> np.ndarray:
+    """An object array (sizes from a symbolic shape) whose entries all turned out to be numbers is
+    an ordinary int64 array again, so later nodes fold with numpy (or onnx's reference)."""
+    if v.dtype != object:
+        return v
+    items = [sympy.sympify(x) for x in v.reshape(-1)]
+    if all(x.is_number and x.is_integer for x in items):
+        return np.array([int(x) for x in items], np.int64).reshape(v.shape)
+    return v
+
+
 FOLDERS: dict[str, Callable] = {
+    "Equal": _fold_equal, "Where": _fold_where, "Range": _fold_range, "Not": _fold_not,
     "Constant": _fold_constant, "ConstantOfShape": _fold_constant_of_shape, "Unsqueeze": _fold_unsqueeze,
     "Squeeze": _fold_squeeze, "Reshape": _fold_reshape, "Gather": _fold_gather, "Concat": _fold_concat,
     "Cast": _fold_cast, "Slice": _fold_slice, "Identity": _fold_identity, "Transpose": _fold_transpose,
@@ -571,6 +671,11 @@ def _cast(imp, node, ins, a):
 @handles("Reshape")
 def _reshape(imp, node, ins, a):
     spec = a["shape"] if "shape" in a else _int_list(imp.const(ins[1], "the target shape"))
+    if imp.dynamic_batch:
+        try:
+            spec = batch_reshape_spec(imp.shape_of(ins[0]), spec, imp.literal_batch, N)
+        except ModelError as e:
+            raise imp.error(str(e).split("\n  fix: ")[0], fix=e.fix) from None
     if a.get("allowzero", 0) and any(not isinstance(d, sympy.Basic) and int(d) == 0 for d in spec):
         raise _Skip("Reshape to a size-0 dimension (allowzero)")
     try:
@@ -585,6 +690,9 @@ def _flatten(imp, node, ins, a):
     rank = len(imp.shape_of(ins[0]))
     ax = int(a.get("axis", 1))
     ax = ax % rank if ax < 0 else ax
+    if imp.dynamic_batch and ax == 0:
+        raise imp.error("Flatten with axis 0 folds the batch into the features", attr="axis",
+                        fix="import at the model's fixed batch (without batch='N')")
     return imp.emit("flatten", [imp.tensor(ins[0])], {"axis": ax})
 
 
@@ -615,9 +723,89 @@ def _concat(imp, node, ins, a):
     return imp.emit("concat", [imp.tensor(v) for v in ins if v is not None], {"axis": ax % rank})
 
 
-@handles("Gather", "Slice")
+@handles("Slice")
+def _slice(imp, node, ins, a):
+    """Slice of a runtime tensor with constant starts/ends/axes/steps (INT64_MAX ends, negative
+    and out-of-range values keep ONNX's clamping)."""
+    rank = len(imp.shape_of(ins[0]))
+    if imp.opset < 10:
+        starts, ends = list(a["starts"]), list(a["ends"])
+        axes, steps = list(a.get("axes", range(len(starts)))), [1] * len(starts)
+    else:
+        starts = _int_list(imp.const(ins[1], "starts"))
+        ends = _int_list(imp.const(ins[2], "ends"))
+        axes = _int_list(imp.const(ins[3], "axes")) if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
+        steps = _int_list(imp.const(ins[4], "steps")) if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+    if any(isinstance(v, sympy.Basic) for v in starts + ends + axes + steps):
+        raise imp.error("Slice bounds computed from a symbolic size", fix="import with concrete input sizes")
+    return imp.emit("slice", [imp.tensor(ins[0])], {"starts": starts, "ends": ends,
+                                                    "axes": [int(x) % rank for x in axes], "steps": steps})
+
+
+@handles("Split")
+def _split(imp, node, ins, a):
+    """Split of a runtime tensor: one ``slice`` node per output (sizes from the split input or
+    attribute; equal parts otherwise, the last one smaller with opset 18's num_outputs)."""
+    shape = imp.shape_of(ins[0])
+    ax = int(a.get("axis", 0)) % len(shape)
+    n = sympy.sympify(shape[ax])
+    if not n.is_number:
+        raise imp.error(f"Split along axis {ax} of symbolic size {n}", attr="axis",
+                        fix="split an axis of concrete size (cnncc keeps the batch whole)")
+    n = int(n)
+    if "split" in a:
+        sizes = [int(v) for v in a["split"]]
+    elif len(ins) > 1 and ins[1] is not None:
+        sizes = [int(v) for v in _int_list(imp.const(ins[1], "split"))]
+    else:
+        parts = int(a.get("num_outputs", len(node.output)))
+        step = -(-n // parts)
+        sizes = [min(step, n - i) for i in range(0, n, step)]
+    if sum(sizes) != n or len(sizes) != len(node.output):
+        raise imp.error(f"sizes {sizes} do not cut axis {ax} of size {n} into {len(node.output)} outputs",
+                        attr="split")
+    x, outs, at = imp.tensor(ins[0]), [], 0
+    for name, size in zip(node.output, sizes):
+        outs.append(imp.emit("slice", [x], {"starts": [at], "ends": [at + size], "axes": [ax], "steps": [1]},
+                             name=name or None))
+        at += size
+    return outs
+
+
+@handles("Gather")
+def _gather(imp, node, ins, a):
+    idx = imp.const(ins[1], "the indices")
+    if idx.dtype == object:
+        raise imp.error("Gather indices computed from a symbolic size", fix="import with concrete input sizes")
+    rank = len(imp.shape_of(ins[0]))
+    indices = np.asarray(idx, np.int64)
+    return imp.emit("gather", [imp.tensor(ins[0])], {"axis": int(a.get("axis", 0)) % rank,
+                                                     "indices": indices.tolist() if indices.ndim else int(indices)})
+
+
 def _only_constant(imp, node, ins, a):
     raise _Skip(f"{node.op_type} on a runtime tensor (cnncc folds it only on constants)")
+
+
+@handles("If")
+def _if(imp, node, ins, a):
+    """An If whose condition is known at import (exporters test static shapes, e.g. classic
+    LocalResponseNorm's squeeze) is its taken branch, imported inline; outer tensors stay visible."""
+    from onnx import numpy_helper
+
+    cond = ins[0]
+    if not isinstance(cond, Const):
+        raise _Skip("If on a runtime condition (cnncc inlines an If only when its condition is known at import)")
+    if cond.value.dtype == object:
+        raise imp.error("If on a condition computed from a symbolic size", fix="import with concrete input sizes")
+    branch = a["then_branch"] if bool(np.asarray(cond.value).reshape(-1)[0]) else a["else_branch"]
+    outer = imp.current
+    for init in branch.initializer:
+        imp.values[init.name] = Const(numpy_helper.to_array(init))
+    for inner in branch.node:
+        imp._import_node(inner)
+    imp.current = outer
+    return [imp.values.get(o.name, _Poison()) for o in branch.output]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -764,8 +952,13 @@ def _pool(imp, node, ins, a):
     shape = imp.shape_of(x)
     nd = len(shape) - 2
     kind = POOL_KIND[node.op_type]
+    collapsed = None
+    if nd > 2 and len(node.output) == 1:
+        x, a, collapsed = _collapse_trailing_window(imp, x, a, nd)
+        shape, nd = imp.shape_of(x), 2
     if nd not in (1, 2):
-        raise _Skip(f"{nd}-D pooling (cnncc pools 1-D and 2-D)")
+        raise _Skip(f"{nd}-D pooling with a window over more than one of the first and last axes "
+                    "(cnncc pools 1-D and 2-D)")
     if int(a.get("storage_order", 0)):
         raise _Skip("MaxPool with column-major indices (storage_order=1)")
     kernel = [int(k) for k in a["kernel_shape"]]
@@ -799,6 +992,8 @@ def _pool(imp, node, ins, a):
             attrs["padding"] = (0, pads[0])
     op = f"{kind}_pool{2 if as_1d else nd}d"
     y = imp.emit(op, [x], attrs)
+    if collapsed is not None:        # (N, C, OD, rest) -> (N, C, OD, H, W, ...)
+        y = imp.reshape(y, tuple(imp.shape_of(y)[:3]) + collapsed)
     outs = [_back_to_1d(imp, y) if as_1d else y]
     if len(node.output) > 1 and node.output[1]:
         if kind != "max" or nd != 2:
@@ -807,6 +1002,28 @@ def _pool(imp, node, ins, a):
         imp.per_plane_indices.add(idx)
         outs.append(idx)
     return outs
+
+
+def _collapse_trailing_window(imp, x: str, a: dict, nd: int):
+    """A 3-D (or higher) pool whose window, stride and padding are trivial on every axis after the
+    first spatial one (PyTorch's classic LocalResponseNorm export: a (size, 1, 1) average over
+    channels) is a 2-D pool over (first axis, the rest flattened). Returns the reshaped input, the
+    2-D attributes and the trailing sizes to restore, or (x, a, None) when it does not apply."""
+    kernel = [int(k) for k in a["kernel_shape"]]
+    strides = [int(s) for s in a.get("strides", [1] * nd)]
+    dilations = [int(d) for d in a.get("dilations", [1] * nd)]
+    pads = [int(p) for p in a.get("pads", [0] * (2 * nd))]
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    trivial = all(kernel[i] == 1 and strides[i] == 1 and dilations[i] == 1 and pads[i] == 0 == pads[nd + i]
+                  for i in range(1, nd))
+    if not trivial or auto not in ("NOTSET", "VALID"):
+        return x, a, None
+    shape = imp.shape_of(x)
+    rest = tuple(shape[3:])
+    x = imp.reshape(x, tuple(shape[:3]) + (sympy.Mul(*rest),))
+    a = dict(a, kernel_shape=[kernel[0], 1], strides=[strides[0], 1], dilations=[dilations[0], 1],
+             pads=[pads[0], 0, pads[nd], 0])
+    return x, a, rest
 
 
 @handles("GlobalAveragePool", "GlobalMaxPool")
@@ -987,6 +1204,16 @@ def _gelu(imp, node, ins, a):
     return imp.emit("gelu", [imp.tensor(ins[0])], {"approximate": a.get("approximate", "none")})
 
 
+@handles("Pow")
+def _pow(imp, node, ins, a):
+    e = ins[1]
+    if not isinstance(e, Const) or e.value.size != 1:
+        raise _Skip("Pow with a runtime or per-element exponent (cnncc raises to one constant power)")
+    if not isinstance(ins[0], Const) and imp.type_of(ins[0]).dtype != "float32":
+        raise _Skip(f"Pow on {imp.type_of(ins[0]).dtype}")
+    return imp.emit("pow", [imp.tensor(ins[0])], {"exponent": float(np.asarray(e.value).reshape(-1)[0])})
+
+
 @handles("Clip")
 def _clip(imp, node, ins, a):
     if imp.opset < 11:
@@ -1057,7 +1284,62 @@ def _binary(imp, node, ins, a):
     for v in (x, y):
         if not isinstance(v, Const) and imp.type_of(v).dtype != "float32":
             raise _Skip(f"{node.op_type} on {imp.type_of(v).dtype}")
+    if node.op_type == "Div" and isinstance(x, str) and isinstance(y, str):
+        lrn = _torchscript_lrn(imp, x, y)
+        if lrn is not None:
+            return imp.emit("lrn", [x], lrn)
     return imp.emit(BINARY[node.op_type], [imp.tensor(x), imp.tensor(y)])
+
+
+def _torchscript_lrn(imp, x: str, den: str) -> dict | None:
+    """PyTorch's classic exporter writes ``nn.LocalResponseNorm`` as
+    ``x / (k + alpha * AvgPool3d(Pad(view(x*x, N, 1, C, H, W)), (size, 1, 1)))^beta`` (the 3-D pool
+    imported as a 2-D one over (C, H*W)); when ``den`` is exactly that chain over ``x`` with
+    PyTorch's window (size//2 channels before, (size-1)//2 after) this returns the ``lrn``
+    attributes (one kernel instead of six); None otherwise. The chain's nodes become dead and are
+    dropped at the end of the import."""
+    g = imp.graph
+
+    def node(name, op):
+        return g[name] if name in g and g[name].op == op else None
+
+    def through_views(name):
+        while name in g and g[name].op == "reshape":
+            name = g[name].inputs[0]
+        return name
+
+    def scalar_and_other(n):
+        for i, j in ((0, 1), (1, 0)):
+            c = node(n.inputs[i], "constant")
+            if c is not None and c.params["value"].size == 1:
+                return float(c.params["value"].reshape(-1)[0]), n.inputs[j]
+        return None, None
+
+    p = node(den, "pow")
+    add = p and node(p.inputs[0], "add")
+    k, scaled = scalar_and_other(add) if add else (None, None)
+    mul = scaled and node(scaled, "mul")
+    alpha, avg = scalar_and_other(mul) if mul else (None, None)
+    pool = avg and node(through_views(avg), "avg_pool2d")
+    if pool is None or sympy.simplify(sympy.Matrix(g[avg].type.shape) - sympy.Matrix(g[x].type.shape)) != \
+            sympy.zeros(len(g[x].type.shape), 1):
+        return None
+    pa = pool.attrs
+    size = ops.tup(pa["kernel_size"], 2)[0]
+    if ops.tup(pa["kernel_size"], 2)[1] != 1 or ops.tup(pa["stride"], 2) != (1, 1) or \
+            ops.tup(pa["dilation"], 2) != (1, 1) or pa["padding"] not in (0, (0, 0), (0, 0, 0, 0)) or pa["ceil_mode"]:
+        return None
+    pad = node(through_views(pool.inputs[0]), "pad")
+    if pad is None or pad.attrs["mode"] != "constant" or float(pad.attrs["value"]) != 0.0:
+        return None
+    five = g[pad.inputs[0]].type.shape
+    widths = ops.pad_widths(pad, len(five))
+    if len(five) != 5 or five[1] != 1 or widths != [(0, 0), (0, 0), (size // 2, (size - 1) // 2), (0, 0), (0, 0)]:
+        return None
+    square = node(through_views(pad.inputs[0]), "mul")
+    if square is None or square.inputs != [x, x] or five[2] != g[x].type.shape[1]:
+        return None
+    return {"size": int(size), "alpha": alpha, "beta": float(p.attrs["exponent"]), "k": k}
 
 
 @handles("Sum")
@@ -1163,7 +1445,7 @@ def _resize(imp, node, ins, a):
             coord, rule = "asymmetric", "round_prefer_floor"
         else:
             if len(ins) > 3 and ins[3] is not None and np.asarray(ins[3].value if isinstance(ins[3], Const) else [1]).size:
-                sizes = _int_list(imp.const(ins[3], "sizes"))
+                sizes = imp.restate_batch(_int_list(imp.const(ins[3], "sizes")), shape)
             elif len(ins) > 2 and ins[2] is not None:
                 scales = imp.const(ins[2], "scales").tolist()
             coord = a.get("coordinate_transformation_mode", "half_pixel")

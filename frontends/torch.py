@@ -19,17 +19,26 @@ import sympy
 from cnncc import ops
 from cnncc.errors import CnnccError, ModelError, UnsupportedError
 from cnncc.ir import N, Graph, Node
+from cnncc.shapes import batch_reshape_spec
 
 __all__ = ["from_torch"]
 
 
-def from_torch(module, example_input, *, batch_symbolic: bool = True, name: str | None = None) -> Graph:
+def from_torch(module, example_input, *, batch_symbolic: bool = True, name: str | None = None,
+               batch=None) -> Graph:
     """Trace ``module`` (eval mode) and build a cnncc Graph.
 
     ``example_input`` (a tensor, or a tuple/list of tensors for several inputs) fixes the
-    non-batch sizes; the batch dimension becomes ``cnncc.N`` unless ``batch_symbolic=False``."""
+    non-batch sizes; the batch dimension becomes ``cnncc.N`` unless ``batch_symbolic=False``.
+    ``batch="N"`` also restates views written for the example's batch (``x.view(1, -1)`` traced
+    at batch 1) for ``N``, and refuses, naming the node, a view that mixes the batch into other
+    dimensions."""
     import torch
     import torch.fx
+
+    if batch is not None and not (batch == "N" or batch is N):
+        raise ModelError(f"batch={batch!r}: the only choice is batch='N' (a symbolic batch)",
+                         fix="pass batch='N', or leave it out")
 
     if module.training:
         raise ModelError("the module is in training mode", fix="call module.eval() first (BatchNorm and Dropout "
@@ -44,7 +53,10 @@ def from_torch(module, example_input, *, batch_symbolic: bool = True, name: str 
                                f"{str(e).splitlines()[0] if str(e) else ''}{_trace_location(e)}\n"
                                "  fix: keep forward() free of data-dependent Python control flow") from None
     gm = torch.fx.GraphModule(tracer.root, fx_graph)
-    return _Tracer(gm, examples, batch_symbolic, name or type(module).__name__).run()
+    tracer = _Tracer(gm, examples, batch_symbolic or batch is not None, name or type(module).__name__)
+    if batch is not None and examples and len(examples[0].shape):
+        tracer.literal_batch = int(examples[0].shape[0])
+    return tracer.run()
 
 
 def _trace_location(e: Exception) -> str:
@@ -76,6 +88,7 @@ class _Tracer:
         self.problems: list[str] = []
         self.modules = dict(gm.named_modules())
         self.fx = None
+        self.literal_batch: int | None = None     # batch="N": the example's batch, restated as N in views
 
     # -- driver ------------------------------------------------------------------------------
     def run(self) -> Graph:
@@ -217,6 +230,10 @@ class _Tracer:
     def reshape(self, x, shape) -> str:
         old = self.shape(x)
         shape = tuple(sympy.sympify(d) for d in shape)
+        if self.literal_batch is not None and old and N in sympy.sympify(old[0]).free_symbols and (
+                not shape or sympy.simplify(shape[0] - old[0]) != 0 or any(N in d.free_symbols for d in shape[1:])):
+            raise ModelError(f"reshapes {tuple(old)} to {shape}: with batch='N' that mixes the batch into other "
+                             "dimensions", fix="keep the batch as the leading dimension, or trace without batch='N'")
         if len(old) == len(shape) and all(sympy.simplify(a - b) == 0 for a, b in zip(old, shape)):
             return self.tensor(x)
         symbolic = [i for i, d in enumerate(shape) if not d.is_number]
@@ -229,6 +246,8 @@ class _Tracer:
     def view(self, x, sizes) -> str:
         """x.view / reshape with PyTorch semantics (-1 inferred; sizes may be sympy like N)."""
         sizes = list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else list(sizes)
+        if self.literal_batch is not None:
+            sizes = batch_reshape_spec(self.shape(x), sizes, self.literal_batch, N)
         total = sympy.Mul(*self.shape(x))
         known = sympy.Mul(*[sympy.sympify(s) for s in sizes if s != -1])
         out = [sympy.simplify(total / known) if s == -1 else sympy.sympify(s) for s in sizes]
@@ -435,7 +454,67 @@ def _size(t: _Tracer, x, dim=None):
 def _getitem(t: _Tracer, obj, index):
     if isinstance(obj, (tuple, list)):
         return obj[index]
+    if isinstance(obj, str):
+        return _index_tensor(t, obj, index)
     raise _Unsupported("indexing or slicing a tensor")
+
+
+def _index_tensor(t: _Tracer, x: str, index):
+    """x[...] with ints, slices (constant bounds and steps) and Ellipsis -> one ``slice`` node plus
+    a reshape that drops the int-indexed axes."""
+    try:
+        attrs, drop = ops.index_to_slice(index, t.rank(x))
+    except ValueError as e:
+        raise _Unsupported(str(e)) from None
+    if any(s <= 0 for s in attrs["steps"]):
+        raise _Unsupported("a non-positive slice step (PyTorch rejects it too)")
+    y = t.emit("slice", [x], attrs) if attrs["axes"] else x
+    if drop:
+        y = t.reshape(y, [d for ax, d in enumerate(t.shape(y)) if ax not in drop])
+    return y
+
+
+def _split(t: _Tracer, x, sizes, dim=0) -> tuple:
+    """torch.split / chunk / narrow: one ``slice`` node per part along ``dim``."""
+    rank = t.rank(x)
+    dim = int(dim) % rank
+    out, at = [], 0
+    for size in sizes:
+        out.append(t.emit("slice", [x], {"starts": [at], "ends": [at + int(size)], "axes": [dim], "steps": [1]}))
+        at += int(size)
+    return tuple(out)
+
+
+def _axis_size(t: _Tracer, x, dim) -> int:
+    d = sympy.sympify(t.shape(x)[int(dim)])
+    if not d.is_number:
+        raise _Unsupported(f"splitting dim {dim} of symbolic size {d}")
+    return int(d)
+
+
+def _chunk(t: _Tracer, x, chunks, dim=0):
+    n = _axis_size(t, x, dim)
+    step = -(-n // int(chunks))
+    return _split(t, x, [min(step, n - i) for i in range(0, n, step)], dim)
+
+
+def _split_by(t: _Tracer, x, split_size_or_sections, dim=0):
+    if isinstance(split_size_or_sections, int):
+        n, step = _axis_size(t, x, dim), split_size_or_sections
+        return _split(t, x, [min(step, n - i) for i in range(0, n, step)], dim)
+    return _split(t, x, list(split_size_or_sections), dim)
+
+
+def _narrow(t: _Tracer, x, dim, start, length):
+    start = int(start) % _axis_size(t, x, dim) if int(start) < 0 else int(start)
+    dim = int(dim) % t.rank(x)
+    return t.emit("slice", [x], {"starts": [start], "ends": [start + int(length)], "axes": [dim], "steps": [1]})
+
+
+def _index_select(t: _Tracer, x, dim, index):
+    if not isinstance(index, np.ndarray):
+        raise _Unsupported("index_select with a runtime index (constant indices only)")
+    return t.emit("gather", [x], {"axis": int(dim) % t.rank(x), "indices": np.asarray(index, np.int64).tolist()})
 
 
 def _permute(t: _Tracer, x, *dims):
@@ -658,6 +737,7 @@ def _functions() -> dict:
         torch.cat: _cat, torch.concat: _cat, torch.flatten: _flatten, torch.reshape: lambda t, x, s: t.view(x, [s]),
         torch.mean: _mean, torch.permute: _permute, torch.transpose: _transpose,
         torch.clamp: _clamp, torch.clip: _clamp,
+        torch.chunk: _chunk, torch.split: _split_by, torch.narrow: _narrow, torch.index_select: _index_select,
         F.interpolate: _upsample, F.upsample: _upsample, F.pad: _pad,
         F.pixel_shuffle: lambda t, x, r: t.emit("depth_to_space", [x], {"block": int(r), "mode": "CRD"}),
         F.pixel_unshuffle: lambda t, x, r: t.emit("space_to_depth", [x], {"block": int(r), "mode": "CRD"}),
@@ -686,6 +766,7 @@ def _methods() -> dict:
         "add": _binary("add"), "add_": _binary("add"), "mul": _binary("mul"), "mul_": _binary("mul"),
         "sub": _binary("sub"), "div": _binary("div"), "clamp": _clamp, "clip": _clamp,
         "matmul": lambda t, a, b: t.emit("matmul", [a, b]),
+        "chunk": _chunk, "split": _split_by, "narrow": _narrow, "index_select": _index_select,
         "unsqueeze": lambda t, x, d: t.reshape(x, _unsqueezed(t.shape(x), d)),
         "squeeze": lambda t, x, d=None: t.reshape(x, [s for i, s in enumerate(t.shape(x))
                                                       if not (s == 1 and (d is None or i == d % t.rank(x)))]),

@@ -19,7 +19,9 @@ dying of SIGILL, and every rebuild is logged with its reason (logger ``cnncc.run
 A saved module folder holds manifest.json (format version, sha256 of every file and of the
 manifest itself, the Program without its weights), the source (kernels.c / kernels.cu), the
 artifact (.so / .cubin) and weights.npz (one array per "layer.param", loaded with
-allow_pickle=False). Loading never unpickles and refuses any file whose hash differs.
+allow_pickle=False), plus graph.json + graph.npz: the graph compile() was given (cnncc.graph_io),
+so ``cnncc summary`` and ``cnncc inspect`` take the folder too (``load_source_graph``). Loading
+never unpickles and refuses any file whose hash differs.
 """
 from __future__ import annotations
 
@@ -107,6 +109,10 @@ class CompiledModule:
         self.artifact = Path(artifact)
         self.report = report
         self._runner: Runner | None = None
+        #: the graph compile() was given (saved as graph.json + graph.npz); a loaded module keeps
+        #: the folder it came from instead, so saving it again carries the graph along
+        self.source_graph = None
+        self.saved_graph_dir: Path | None = None
 
     @property
     def target(self) -> str:
@@ -215,7 +221,10 @@ class CompiledModule:
                    for key, (off, shape) in self.program.blob_layout.items()}
         with open(d / "weights.npz", "wb") as f:
             np.savez(f, **weights)
-        files = {name: _sha256(d / name) for name in (b.source_name, b.artifact_name, "weights.npz")}
+        names = [b.source_name, b.artifact_name, "weights.npz"]
+        if self._save_graph(d):
+            names += GRAPH_FILES
+        files = {name: _sha256(d / name) for name in names}
         spans, pos = [], 0
         for k in self.rendered.kernels:
             start = self.rendered.source.find(k.source, pos)
@@ -234,6 +243,28 @@ class CompiledModule:
         return d
 
 
+    def _save_graph(self, d: Path) -> bool:
+        """Write graph.json + graph.npz when the source graph is known; False when it is not."""
+        from cnncc.graph_io import graph_to_json
+
+        if self.source_graph is not None:
+            doc, arrays = graph_to_json(self.source_graph)
+            (d / GRAPH_FILES[0]).write_text(json.dumps(doc))
+            with open(d / GRAPH_FILES[1], "wb") as f:
+                np.savez(f, **arrays)
+            return True
+        src = self.saved_graph_dir
+        if src is not None and all((src / n).is_file() for n in GRAPH_FILES):
+            for n in GRAPH_FILES:
+                if (src / n).resolve() != (d / n).resolve():
+                    shutil.copyfile(src / n, d / n)
+            return True
+        return False
+
+
+GRAPH_FILES = ["graph.json", "graph.npz"]
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -245,6 +276,24 @@ def _sha256(path: Path) -> str:
 def _manifest_hash(manifest: dict) -> str:
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def load_source_graph(directory: str | Path):
+    """The graph a saved module was compiled from (hash-checked like the module; never unpickles)."""
+    from cnncc.graph_io import graph_from_json
+
+    d = Path(directory)
+    manifest = read_manifest(d)
+    if not all(n in manifest["files"] for n in GRAPH_FILES):
+        raise CnnccError(f"'{d}' was saved without its graph (by an older cnncc, or from a module loaded "
+                         f"from such a folder); recompile it with `cnncc compile MODEL -o {d}`")
+    try:
+        doc = json.loads((d / GRAPH_FILES[0]).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"{d / GRAPH_FILES[0]}: not valid JSON ({e})") from None
+    with np.load(d / GRAPH_FILES[1], allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return graph_from_json(doc, arrays)
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -313,7 +362,9 @@ def load_module(directory: str | Path) -> CompiledModule:
     if reason:
         log.warning("%s: rebuilding %s from the saved %s: %s", d, manifest["artifact"], manifest["source"], reason)
         artifact = cache.build_cached(backend, source)
-    return CompiledModule(program, rendered, backend, artifact, report=None)
+    mod = CompiledModule(program, rendered, backend, artifact, report=None)
+    mod.saved_graph_dir = d if all(n in manifest["files"] for n in GRAPH_FILES) else None
+    return mod
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def check(g: Graph, mod, batches=(1, 3), seed=0):
 
 
 # -- examples ---------------------------------------------------------------------------------
-SMALL = {"lenet5": None, "unet": 32}
+SMALL = {"lenet5": None, "unet": 32, "shufflenet_v2": 16}
 
 
 def example_graph(path):

@@ -27,6 +27,7 @@ PUBLISHED = {
     "squeezenet1_1": 1_235_496,
     "mobilenet_v2": 3_504_872,
     "se_resnet50": 28_088_024,        # timm seresnet50 / Cadene pretrainedmodels se_resnet50
+    "shufflenet_v2": 2_278_604,
 }
 
 #: example -> (smallest convenient input size, output shape at batch 1)
@@ -45,6 +46,7 @@ SMALL = {
     "squeezenet1_1": (32, (1, 1000)),
     "mobilenet_v2": (32, (1, 1000)),
     "unet": (16, (1, 2, 16, 16)),
+    "shufflenet_v2": (32, (1, 1000)),
 }
 
 

@@ -42,9 +42,10 @@ def copy_of(src, tmp_path):
 def test_saved_folder_is_self_contained(saved):
     _, mod, out = saved
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["kernels.c", "kernels.so", "manifest.json", "weights.npz"]
+    assert names == ["graph.json", "graph.npz", "kernels.c", "kernels.so", "manifest.json", "weights.npz"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and set(manifest["files"]) == {"kernels.c", "kernels.so", "weights.npz"}
+    assert manifest["format_version"] == 1 and set(manifest["files"]) == {"kernels.c", "kernels.so", "weights.npz",
+                                                                           "graph.json", "graph.npz"}
     assert (out / "kernels.c").read_text() == mod.source
 
 

@@ -482,6 +482,65 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+def channel_shuffle(x, groups: int):
+    b, c, h, w = x.size()
+    x = x.view(b, groups, c // groups, h, w)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(b, -1, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's shufflenetv2.InvertedResidual (same module paths): the stride-1 unit splits
+    with ``x.chunk(2, dim=1)``."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.stride = stride
+        half = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, bias=False, groups=cin), nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True))
+        else:
+            self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(cin if stride > 1 else half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+            nn.Conv2d(half, half, 3, stride, 1, bias=False, groups=half), nn.BatchNorm2d(half),
+            nn.Conv2d(half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNetV2(nn.Module):
+    """torchvision's shufflenet_v2_x1_0 layout, written out (torchvision is not a dependency)."""
+
+    def __init__(self, repeats=(4, 8, 4), channels=(24, 116, 232, 464, 1024), classes=1000):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, channels[0], 3, 2, 1, bias=False), nn.BatchNorm2d(channels[0]),
+                                   nn.ReLU(inplace=True))
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = channels[0]
+        for stage, (n, cout) in enumerate(zip(repeats, channels[1:4]), start=2):
+            setattr(self, f"stage{stage}", nn.Sequential(*[ShuffleUnit(cin if i == 0 else cout, cout, 2 if i == 0 else 1)
+                                                           for i in range(n)]))
+            cin = cout
+        self.conv5 = nn.Sequential(nn.Conv2d(cin, channels[4], 1, bias=False), nn.BatchNorm2d(channels[4]),
+                                   nn.ReLU(inplace=True))
+        self.fc = nn.Linear(channels[4], classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.conv1(x))
+        x = self.stage4(self.stage3(self.stage2(x)))
+        x = self.conv5(x)
+        return self.fc(x.mean([2, 3]))
+
+
 # ---------------------------------------------------------------------------------------------
 VGG16 = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
 VGG19 = [(64, 2), (128, 2), (256, 4), (512, 4), (512, 4)]
@@ -502,6 +561,7 @@ _MIRRORS: dict[str, tuple[Callable[[int], nn.Module], int]] = {
     "squeezenet1_1": (lambda size: SqueezeNet11(), 32),
     "mobilenet_v2": (lambda size: MobileNetV2(), 32),
     "unet": (lambda size: UNet(), 16),
+    "shufflenet_v2": (lambda size: ShuffleNetV2(), 32),
 }
 #: input channels of each example (all others take RGB)
 _CHANNELS = {"lenet5": 1}

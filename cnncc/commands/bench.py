@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import sys
 
+from cnncc.commands import add_dynamic_batch
+
 
 def add(sub):
     p = sub.add_parser("bench", help="time cnncc against peers: end to end, per kernel, fusion vs traffic model")
     p.add_argument("model", help="DSL .py file or .onnx file")
+    add_dynamic_batch(p)
     p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"], help="cnncc target (default c)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
     p.add_argument("--compare", default="opt0,opt2,onnxruntime",
@@ -43,7 +46,9 @@ def run(args) -> int:
         raise CnnccError(f"--batch expects comma-separated integers, got '{args.batch}'") from None
     if args.repeat < 1 or any(b < 1 for b in batches):
         raise CnnccError("--repeat and every --batch must be at least 1")
-    graph = load_model(args.model)
+    from cnncc.commands import batch_of
+
+    graph = load_model(args.model, batch=batch_of(args))
     if args.refresh_roofline:
         from cnncc.roofline import machine_roofline
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 import sys
 import time
 
+from cnncc.commands import add_dynamic_batch
+
 
 def add(sub):
     p = sub.add_parser("compile", help="compile a model into a self-contained module folder (C or CUDA)")
     p.add_argument("model", help="DSL .py file or .onnx file")
+    add_dynamic_batch(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder to write the module into")
     p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"],
                    help="c: gcc + OpenMP (default); cuda: NVRTC sm_90 cubin (no GPU needed to compile)")
@@ -41,7 +44,9 @@ def run(args) -> int:
     say = progress_printer(args.quiet)
     say(f"loading {args.model}")
     check_batch(args.batch)
-    g = cnncc.load_model(args.model)
+    from cnncc.commands import batch_of
+
+    g = cnncc.load_model(args.model, batch=batch_of(args))
     mod = cnncc.compile(g, target=args.target, opt_level=args.opt, progress=say)
     # kernels keep N as a runtime argument (one code path for every batch); --batch pins what
     # the saved module accepts

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnncc.commands import add_dynamic_batch
+
 
 def add(sub):
     p = sub.add_parser("inspect", help="show what every optimization pass did to a model")
-    p.add_argument("model", help="DSL .py file or .onnx file")
+    p.add_argument("model", help="DSL .py file, .onnx file or a saved module folder")
+    add_dynamic_batch(p)
     p.add_argument("--opt", type=int, default=2, choices=(0, 1, 2), help="optimization level (default 2)")
     p.add_argument("--passes", default=None, metavar="A,B", help="run exactly these passes, in this order")
     p.add_argument("--disable", default="", metavar="A,B", help="skip these passes")
@@ -30,7 +33,9 @@ def _load(args):
         from cnncc.frontends.dsl import load_model as load_dsl
 
         return load_dsl(args.model, size=args.size)
-    return load_model(args.model)
+    from cnncc.commands import batch_of
+
+    return load_model(args.model, batch=batch_of(args))
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cnncc.commands import add_dynamic_batch
+
 
 def add(sub):
     p = sub.add_parser("run", help="run a model or a saved module on an input (--check compares with the reference)")
     p.add_argument("model", help="DSL .py file, .onnx file, or a folder written by `cnncc compile`")
+    add_dynamic_batch(p)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", metavar="X.npy", help="input array (.npy; loaded without pickles)")
     src.add_argument("--random", action="store_true", help="a random input (the default)")
@@ -26,7 +29,6 @@ def run(args) -> int:
 
     import cnncc
     from cnncc.commands.compile import progress_printer
-    from cnncc.errors import CnnccError
 
     say = progress_printer(False)
     path = Path(args.model)
@@ -34,10 +36,11 @@ def run(args) -> int:
     if path.is_dir():
         mod = cnncc.load(path)
         if args.check:
-            raise CnnccError("--check needs the model file (a saved module holds no reference graph): "
-                             "run `cnncc run MODEL.py --check`")
+            graph = cnncc.load_model(path)      # the graph it was compiled from (graph.json)
     else:
-        graph = cnncc.load_model(path)
+        from cnncc.commands import batch_of
+
+        graph = cnncc.load_model(path, batch=batch_of(args))
         mod = cnncc.compile(graph, target=args.target, opt_level=args.opt, progress=say)
     mod.threads = args.threads
     program = mod.program

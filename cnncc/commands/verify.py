@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cnncc.commands import add_dynamic_batch
 from cnncc.reference import random_inputs
 
 
 def add(sub):
     p = sub.add_parser("verify", help="compare cnncc against the model's own runtime (onnxruntime, PyTorch)")
     p.add_argument("model", help=".onnx file, or a .py file whose model() returns an nn.Module or a DSL graph")
+    add_dynamic_batch(p)
     p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"], help="cnncc target (default c)")
     p.add_argument("--batch", type=int, default=2, help="batch size of the random inputs (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -36,7 +38,7 @@ def run(args) -> int:
         raise CnnccError(f"no such file: {path}")
     rng = np.random.default_rng(args.seed)
     if path.suffix == ".onnx":
-        graph = cnncc.from_onnx(path)
+        graph = cnncc.from_onnx(path, batch="N" if args.dynamic_batch else None)
         feeds = random_inputs(graph, args.batch, rng)
         expected = onnxruntime_outputs(path, graph, feeds)
         runtime = "onnxruntime"
@@ -65,7 +67,18 @@ def onnxruntime_outputs(path: Path, graph, feeds: dict) -> dict[str, np.ndarray]
     by_cnncc = {v: k for k, v in graph.meta["onnx_inputs"].items()}
     ort_feeds = {by_cnncc[k]: v for k, v in feeds.items()}
     names = [o.name for o in session.get_outputs()]
-    outs = dict(zip(names, session.run(None, ort_feeds)))
+    step = graph.meta.get("exported_batch")      # --dynamic-batch: onnxruntime runs the export's own batch
+    batch = next(iter(ort_feeds.values())).shape[0]
+    if step and batch != step:
+        if batch % step:
+            from cnncc.errors import CnnccError
+
+            raise CnnccError(f"--batch {batch} is not a multiple of the model's exported batch {step}, "
+                             "which onnxruntime needs")
+        runs = [session.run(None, {k: v[i:i + step] for k, v in ort_feeds.items()}) for i in range(0, batch, step)]
+        outs = {n: np.concatenate([r[j] for r in runs]) for j, n in enumerate(names)}
+    else:
+        outs = dict(zip(names, session.run(None, ort_feeds)))
     return {graph.meta["onnx_outputs"][k]: v for k, v in outs.items() if k in graph.meta["onnx_outputs"]}
 
 

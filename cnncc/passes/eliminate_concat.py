@@ -1,5 +1,5 @@
 """eliminate_concat: producers write straight into their channel slice of a concat's buffer,
-and flatten/reshape become views of their input (contracts.md C).
+and flatten/reshape and channel slices become views of their input (contracts.md C).
 
 A channel concat (axis 1, NCHW) copies every input once more than needed. If each input is a
 kernel's output (not a graph input, constant, view or graph output), that kernel can write its
@@ -67,10 +67,39 @@ def _prefix_of_root(graph: Graph, concat: Node, place: dict) -> tuple[str, int] 
     return spots[0]
 
 
+def channel_slice_start(graph: Graph, node: Node) -> int | None:
+    """The first channel of a slice that keeps N and every axis but the channel one whole, with
+    step 1: each batch item of it is one contiguous run of its input's item, so readers can take
+    it in place (pointer + start * H * W, the input's batch stride). None when it is not such a
+    slice."""
+    from .. import ops
+
+    if node.op != "slice" or node.name in graph.outputs or node.type.rank < 2:
+        return None
+    src = graph[node.inputs[0]]
+    if N not in sympy.sympify(src.type.shape[0]).free_symbols:
+        return None
+    bounds = ops.slice_bounds(node, src.type.shape)
+    for i, b in enumerate(bounds):
+        if i != 1 and b is not None and b != (0, int(src.type.shape[i]), 1):
+            return None
+    if bounds[1] is None:
+        return 0
+    start, _, step = bounds[1]
+    return start if step == 1 else None
+
+
 @register_pass("eliminate_concat")
 def eliminate_concat(graph: Graph) -> Graph:
     place: dict[str, tuple[str, int]] = {}
     eliminated: list[str] = []
+    for node in graph:                 # channel slices first: a concat never writes into a view
+        start = channel_slice_start(graph, node)
+        if start is not None:
+            node.meta["view_of"] = node.inputs[0]
+            node.meta["view_channel"] = start
+            note(graph, f"{node.name} (slice) is a view of {node.inputs[0]} from channel {start}",
+                 count="channel slices as views")
     for node in reversed(list(graph)):
         if node.op != "concat":
             continue
