@@ -311,7 +311,7 @@ def test_model_file_is_compiled_once_on_the_driver_and_packed(shared_kernel_cach
 
     said = []
     packed = _as_packed(ROOT / "examples" / "lenet5.py", "c", 2, said.append)
-    assert set(packed) == {"manifest.json", "kernels.c", "kernels.so", "weights.npz"}
+    assert set(packed) == {"manifest.json", "kernels.c", "kernels.so", "weights.npz", "graph.json", "graph.npz"}
     manifest = json.loads(packed["manifest.json"])
     assert manifest["target"] == "c" and any("once, on the driver" in m for m in said)
     assert manifest["program"] == json.loads((lenet[0] / "manifest.json").read_text())["program"]
