@@ -284,17 +284,23 @@ def _unpool_nearest(node, ins, device):
     return lambda xs: xs[0].repeat_interleave(s[0], dim=2).repeat_interleave(s[1], dim=3)
 
 
-@builds("upsample2d")
-def _upsample(node, ins, device):
-    a = node.attrs
-    mode = a["mode"]
-    extra = {} if mode == "nearest" else {"align_corners": bool(a["align_corners"])}
-    if a.get("scale_factor") is not None:  # PyTorch maps coordinates with 1/scale_factor, not in/out
-        sf = a["scale_factor"]
-        sf = tuple(float(v) for v in sf) if isinstance(sf, (tuple, list)) else float(sf)
-        return lambda xs: F.interpolate(xs[0], scale_factor=sf, mode=mode, **extra)
-    size = tuple(int(v) for v in node.type.shape[2:])
-    return lambda xs: F.interpolate(xs[0], size=size, mode=mode, **extra)
+@builds("resize2d")
+def _resize(node, ins, device):
+    """The registry's own per-axis filter tables as two gathers + weighted sums (exact for every mode)."""
+    import torch
+
+    th, tw = ops.resize_tables(node, [int(d) for d in ins[0].shape[2:]], [int(d) for d in node.type.shape[2:]])
+    fill = float(node.attrs["extrapolation_value"])
+    ih, iw = (torch.as_tensor(t.index, device=device) for t in (th, tw))
+    wh, ww = (torch.as_tensor(t.weight, dtype=torch.float32, device=device) for t in (th, tw))
+    outside = torch.as_tensor(th.outside[:, None] | tw.outside[None, :], device=device)
+
+    def run(xs):
+        x = xs[0]
+        rows = (x[:, :, ih, :] * wh[:, :, None]).sum(3)                 # (N, C, OH, W)
+        y = (rows[:, :, :, iw] * ww).sum(4)                              # (N, C, OH, OW)
+        return torch.where(outside, torch.full_like(y, fill), y) if bool(outside.any()) else y
+    return run
 
 
 @builds("batch_norm")

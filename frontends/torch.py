@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import sympy
 
-from cnncc import ops
+from cnncc import ops, resize
 from cnncc.errors import CnnccError, ModelError, UnsupportedError
 from cnncc.ir import N, Graph, Node
 
@@ -357,22 +357,15 @@ def _batch_norm(t: _Tracer, x, mean, var, weight, bias, eps):
 
 def _upsample(t: _Tracer, x, size=None, scale_factor=None, mode="nearest", align_corners=None,
               recompute_scale_factor=None, antialias=False):
-    if antialias:
-        raise _Unsupported("antialiased interpolation")
-    if mode not in ("nearest", "bilinear"):
-        raise _Unsupported(f"interpolation mode '{mode}'")
-    attrs = {"mode": mode, "align_corners": bool(align_corners)}
-    if size is not None:
-        attrs["size"] = _pair(size)
-    else:
-        attrs["scale_factor"] = tuple(float(s) for s in scale_factor) if isinstance(scale_factor, (tuple, list)) \
-            else float(scale_factor)
-        if recompute_scale_factor:
-            shape = t.shape(x)
-            s = attrs.pop("scale_factor")
-            s = s if isinstance(s, tuple) else (s, s)
-            attrs["size"] = tuple(int(np.floor(int(shape[2 + i]) * s[i])) for i in range(2))
-    return t.emit("upsample2d", [x], attrs)
+    """F.interpolate / nn.Upsample, every mode, as one resize2d (cnncc/resize.py holds the mapping)."""
+    if t.rank(x) != 4:
+        raise _Unsupported(f"interpolation of a rank-{t.rank(x)} tensor (cnncc resizes NCHW)")
+    try:
+        attrs = resize.interpolate_attrs(t.shape(x)[2:], size, scale_factor, mode, align_corners,
+                                         recompute_scale_factor, antialias)
+    except resize.InterpolateError as e:
+        raise _Unsupported(f"F.interpolate {e.attr}: {e} ({e.fix})") from None
+    return t.emit("resize2d", [x], attrs)
 
 
 def _softmax(op):
