@@ -726,12 +726,10 @@ def _conv_transpose(imp, node, ins, a):
         lo, hi = [], []
         for i in range(nd):
             total = strides[i] * (int(in_sizes[i]) - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - target[i]
-            if auto == "SAME_UPPER" or (auto != "SAME_LOWER" and "output_shape" in a and False):
+            if auto == "SAME_UPPER":
                 b, e = total // 2, total - total // 2
-            elif auto == "SAME_LOWER":
-                b, e = total - total // 2, total // 2
-            else:   # NOTSET with output_shape: ONNX puts the odd pixel at the end (SAME_UPPER rule)
-                b, e = total // 2, total - total // 2
+            else:   # SAME_LOWER, and NOTSET with output_shape (ONNX's reference: the odd pixel at the start;
+                b, e = total - total // 2, total // 2      # a negative total grows the output at the end)
             lo.append(b)
             hi.append(e)
         pads = lo + hi
@@ -759,6 +757,25 @@ def _conv_transpose(imp, node, ins, a):
 POOL_KIND = {"MaxPool": "max", "AveragePool": "avg", "LpPool": "lp"}
 
 
+def _valid_window_scale(sizes, kernel, strides, dilations, pads) -> np.ndarray:
+    """AveragePool with count_include_pad=0 and pads wider than PyTorch allows: an average over the whole
+    zero-padded window times (window size / input elements in that window), per output position."""
+    if not all(sympy.sympify(d).is_number for d in sizes):
+        raise _Skip("AveragePool with padding wider than half the window, count_include_pad=0, on symbolic sizes")
+    nd = len(kernel)
+    per_axis = []
+    for i, n in enumerate(int(sympy.sympify(d)) for d in sizes):
+        valid = np.pad(np.ones(n), (pads[i], pads[nd + i]))
+        span = (kernel[i] - 1) * dilations[i] + 1
+        starts = range(0, len(valid) - span + 1, strides[i])
+        per_axis.append(np.array([valid[o: o + span: dilations[i]].sum() for o in starts]))
+    counts = per_axis[0] if nd == 1 else np.multiply.outer(per_axis[0], per_axis[1])
+    counts = counts.reshape((1, 1) + counts.shape)
+    if (counts == 0).any():
+        raise _Skip("AveragePool whose window lies entirely in the padding (count_include_pad=0 divides by 0)")
+    return (np.prod(kernel) / counts).astype(np.float32)
+
+
 @handles("MaxPool", "AveragePool", "LpPool")
 def _pool(imp, node, ins, a):
     x = imp.tensor(ins[0])
@@ -775,11 +792,12 @@ def _pool(imp, node, ins, a):
     include_pad = bool(a.get("count_include_pad", 0))
     # PyTorch's rule (pad <= kernel/2) binds the registry; wider ONNX pads become an explicit pad node
     too_wide = any(max(pads[i], pads[nd + i]) * 2 > kernel[i] for i in range(nd))
+    rescale = None
     if too_wide:
-        if kind == "avg" and not include_pad:
-            raise _Skip("AveragePool with padding wider than half the window and count_include_pad=0")
         if ceil:
             raise _Skip("pooling with padding wider than half the window in ceil mode")
+        if kind == "avg" and not include_pad:    # zero-pad, average whole windows, rescale by window / valid count
+            rescale = _valid_window_scale(shape[2:], kernel, strides, dilations, pads)
         value = -3.4028234663852886e38 if kind == "max" else 0.0
         widths = [0, 0] + pads[:nd] + [0, 0] + pads[nd:]
         x = imp.emit("pad", [x], {"pads": tuple(widths), "mode": "constant", "value": value},
@@ -800,6 +818,8 @@ def _pool(imp, node, ins, a):
             attrs["padding"] = (0, pads[0])
     op = f"{kind}_pool{2 if as_1d else nd}d"
     y = imp.emit(op, [x], attrs)
+    if rescale is not None:
+        y = imp.emit("mul", [y, imp.const_node(Const(rescale))], name=imp.label + "_valid")
     outs = [_back_to_1d(imp, y) if as_1d else y]
     if len(node.output) > 1 and node.output[1]:
         if kind != "max" or nd != 2:
