@@ -369,7 +369,7 @@ def tally(cases: list[Case], results: dict, skipped: list, markdown: bool = Fals
 
 
 @pytest.fixture(scope="module")
-def conformance():
+def conformance(shared_kernel_cache):
     node, skipped = _node_cases()
     cases = node + _pytorch_converted_cases()
     results = run_cases(cases, _compiled_runner())

@@ -216,3 +216,53 @@ def test_kernels_match_reference(target, shared_kernel_cache):
         got, want = mod(x), cnncc.reference(g, x)
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_cuda_kernels_compile_for_sm90(shared_kernel_cache):
+    """NVRTC compiles the resize kernels for sm_90 without spills (no GPU needed)."""
+    pytest.importorskip("cupy")
+    from cnncc.codegen import cuda as cuda_codegen
+    from cnncc.codegen.lower import lower_program
+    from cnncc.runtime import nvrtc
+    from cnncc.runtime.cuda import launch_table
+
+    try:
+        nvrtc.nvrtc_version()
+    except Exception as e:       # CuPy is installed but cannot load libnvrtc
+        pytest.skip(f"NVRTC unavailable: {type(e).__name__}")
+    source, kernels = cuda_codegen.render(lower_program(cnncc.optimize(resize_graph(), 2)))
+    result = nvrtc.compile_checked(source, threads={k: v[1][0] for k, v in launch_table(source).items()},
+                                   expect=[k[0] for k in kernels])
+    assert result.cubin
+
+
+# -- the PyTorch frontend ------------------------------------------------------------------------------
+def test_traced_interpolate_and_upsample_modules_match_torch():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Resizes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.Upsample(scale_factor=1.5, mode="bicubic", align_corners=False)
+            self.bilinear = nn.UpsamplingBilinear2d(size=(9, 4))
+            self.nearest = nn.UpsamplingNearest2d(scale_factor=2)
+
+        def forward(self, x):
+            return (self.up(x), self.bilinear(x), self.nearest(x),
+                    F.interpolate(x, scale_factor=0.6, mode="nearest-exact"),
+                    F.interpolate(x, size=(3, 4), mode="area"),
+                    F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True),
+                    F.interpolate(x, scale_factor=(1.3, 0.7), mode="nearest", recompute_scale_factor=True),
+                    F.interpolate(x, size=(4, 5), mode="bicubic", antialias=True))
+
+    x = torch.from_numpy(randn(7, 2, 3, 7, 9))
+    g = cnncc.from_torch(Resizes().eval(), x)
+    assert sum(n.op == "resize2d" for n in g) == 8
+    got = cnncc.reference(g, x.numpy())
+    got = list(got.values()) if isinstance(got, dict) else [got]
+    with torch.no_grad():
+        want = Resizes().eval()(x)
+    for y, w in zip(got, want):
+        np.testing.assert_allclose(y, w.numpy(), rtol=RTOL, atol=ATOL)
