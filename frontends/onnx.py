@@ -1139,7 +1139,8 @@ def _resize_inputs(imp, node, ins, a, rank: int):
     if imp.opset < 11:                                  # Resize-10: asymmetric, onnxruntime's rounding
         return [float(v) for v in imp.const(ins[1], "scales")], None, roi, "asymmetric", "simple"
     scales = [float(v) for v in imp.const(ins[2], "scales")] if present(2) else None
-    sizes = [int(v) for v in imp.const(ins[3], "sizes")] if present(3) else None
+    # sizes may hold the symbolic batch (Concat(Shape(x)[:2], hw) folded at import)
+    sizes = [sympy.sympify(v) for v in np.asarray(imp.const(ins[3], "sizes")).ravel()] if present(3) else None
     if (scales is None) == (sizes is None):
         raise _Skip("Resize needs exactly one of the inputs scales and sizes")
     coord = a.get("coordinate_transformation_mode", "half_pixel")
@@ -1169,7 +1170,9 @@ def _resize_inputs(imp, node, ins, a, rank: int):
         dims = [sympy.sympify(shape[ax]) for ax in axes]
         if not all(d.is_number for d in dims):
             raise _Skip(f"Resize: keep_aspect_ratio_policy '{policy}' on symbolic sizes of axes {axes}")
-        ratios = [sizes[ax] / int(d) for ax, d in zip(axes, dims)]
+        if not all(sizes[ax].is_number for ax in axes):
+            raise _Skip(f"Resize: keep_aspect_ratio_policy '{policy}' with symbolic sizes {sizes}")
+        ratios = [int(sizes[ax]) / int(d) for ax, d in zip(axes, dims)]
         scale = min(ratios) if policy == "not_larger" else max(ratios)
         scales = [scale if i in axes else 1.0 for i in range(rank)]
         sizes = [int(scale * int(sympy.sympify(shape[i])) + 0.5) if i in axes else shape[i] for i in range(rank)]
@@ -1205,6 +1208,8 @@ def _resize(imp, node, ins, a):
     if scales is not None:
         attrs["scale_factor"] = (float(scales[2]), float(scales[3]))
     if sizes is not None:
+        if not all(sympy.sympify(s).is_number for s in sizes[2:]):
+            raise _Skip(f"{node.op_type} to symbolic spatial sizes {sizes[2:]} (cnncc resizes to concrete H, W)")
         attrs["size"] = tuple(int(sympy.sympify(s)) for s in sizes[2:])
     if roi is not None:
         attrs["roi"] = ((roi[2], roi[6]), (roi[3], roi[7]))

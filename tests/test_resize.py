@@ -168,6 +168,27 @@ def test_old_opsets_match_onnxruntime(op, opset, mode, scales):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
+def test_sizes_with_the_symbolic_batch_match_onnxruntime():
+    """Exporters spell sizes as Concat(Shape(x)[:2], (H, W)): with a dynamic batch the folded sizes hold N."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = {"zero": [0], "two": [2], "hw": [7, 6]}
+    nodes = [helper.make_node("Shape", ["X"], ["shape"]),
+             helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
+             helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["X", "", "", "sizes"], ["Y"], mode="cubic")]
+    graph = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 3, 5, 4])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    g = cnncc.from_onnx(model)
+    x = randn(5, 2, 3, 5, 4)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    np.testing.assert_allclose(cnncc.reference(g, x), want, rtol=RTOL, atol=ATOL)
+
+
 # -- refusals -------------------------------------------------------------------------------------------
 def test_refusals_name_node_attribute_and_fix():
     pytest.importorskip("onnx")
