@@ -345,6 +345,8 @@ def _adaptive(t: _Tracer, kind: str, x, output_size):
     if all(s.is_number and int(s) % o == 0 for s, o in zip(sizes, out)):
         k = tuple(int(s) // o for s, o in zip(sizes, out))
         return t.emit(f"{kind}_pool{nd}d", [x], {"kernel_size": k, "stride": k})
+    if kind == "avg" and nd == 2 and all(s.is_number for s in sizes):   # windows of unequal size: area resize
+        return t.emit("resize2d", [x], {"size": tuple(int(o) for o in out), "mode": "area"})
     raise _Unsupported(f"adaptive {kind} pooling to {out} from {tuple(shape[2:])} (windows of unequal size)")
 
 
@@ -652,6 +654,9 @@ def _functions() -> dict:
         torch.mean: _mean, torch.permute: _permute, torch.transpose: _transpose,
         torch.clamp: _clamp, torch.clip: _clamp,
         F.interpolate: _upsample, F.upsample: _upsample, F.pad: _pad,
+        F.upsample_nearest: lambda t, x, size=None, scale_factor=None: _upsample(t, x, size, scale_factor),
+        F.upsample_bilinear: lambda t, x, size=None, scale_factor=None: _upsample(t, x, size, scale_factor,
+                                                                                  "bilinear", True),
         F.pixel_shuffle: lambda t, x, r: t.emit("depth_to_space", [x], {"block": int(r), "mode": "CRD"}),
         F.pixel_unshuffle: lambda t, x, r: t.emit("space_to_depth", [x], {"block": int(r), "mode": "CRD"}),
         operator.add: _binary("add"), operator.iadd: _binary("add"), torch.add: _binary("add"),

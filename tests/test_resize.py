@@ -276,11 +276,13 @@ def test_traced_interpolate_and_upsample_modules_match_torch():
                     F.interpolate(x, size=(3, 4), mode="area"),
                     F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True),
                     F.interpolate(x, scale_factor=(1.3, 0.7), mode="nearest", recompute_scale_factor=True),
-                    F.interpolate(x, size=(4, 5), mode="bicubic", antialias=True))
+                    F.interpolate(x, size=(4, 5), mode="bicubic", antialias=True),
+                    F.upsample_bilinear(x, scale_factor=2), F.upsample_nearest(x, size=(5, 4)),
+                    F.adaptive_avg_pool2d(x, (3, 5)))      # unequal windows: an area resize
 
     x = torch.from_numpy(randn(7, 2, 3, 7, 9))
     g = cnncc.from_torch(Resizes().eval(), x)
-    assert sum(n.op == "resize2d" for n in g) == 8
+    assert sum(n.op == "resize2d" for n in g) == 11
     got = cnncc.reference(g, x.numpy())
     got = list(got.values()) if isinstance(got, dict) else [got]
     with torch.no_grad():
