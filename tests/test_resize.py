@@ -80,7 +80,6 @@ def test_torch_nearest_picks_torch_pixels_at_float32_ties():
 
 # -- the reference against ONNX's reference implementation -------------------------------------------
 def _onnx_model(attrs: dict, x_shape, scales=None, sizes=None, roi=None, opset=19, op="Resize"):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     inits, inputs = [], ["X"]
