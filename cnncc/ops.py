@@ -17,6 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import ModelError
 from .ir import Graph, Node, TensorType
+from . import resize
 from .shapes import conv_out, conv_transpose_out, pool_out, resolve_padding
 
 REQUIRED = object()
@@ -1265,89 +1266,93 @@ register(OpDef("pad", (1, 1), _pad_shape, _pad_ref,
                doc="pad with a constant, a mirror image without the edge (reflect), or the edge value"))
 
 
-def _upsample_scales(node) -> tuple | None:
+def _resize_scales(node) -> tuple | None:
     s = node.attrs["scale_factor"]
     if s is None:
         return None
     return tuple(float(v) for v in s) if isinstance(s, (tuple, list)) else (float(s),) * 2
 
 
-def _upsample_sizes(node, x: TensorType) -> list:
-    """nn.Upsample: output = size, or floor(input * scale_factor)."""
+def _resize_sizes(node, x: TensorType) -> list:
+    """The output's spatial sizes: ``size``, or floor(input * scale_factor) (ONNX and PyTorch alike)."""
     if node.attrs["size"] is not None:
         return [sympy.Integer(int(v)) for v in _nd_check(node, "size", 2, node.op)]
     out = []
-    for n, s in zip(x.shape[2:], _upsample_scales(node)):
+    for n, s in zip(x.shape[2:], _resize_scales(node)):
         n = sympy.sympify(n)
         out.append(sympy.Integer(math.floor(float(n) * s)) if n.is_number
                    else sympy.floor(n * sympy.Rational(repr(s))))
     return out
 
 
-def _upsample_shape(node, ins):
-    x = ins[0]
+def _resize_shape(node, ins):
+    x, a = ins[0], node.attrs
     if x.rank != 4:
         raise ModelError(f"expects a rank-4 input (N, C, H, W), got {x.shape}", node=node.name, op=node.op)
-    if (node.attrs["size"] is None) == (node.attrs["scale_factor"] is None):
-        raise ModelError("give exactly one of size and scale_factor", node=node.name, op=node.op,
-                         attr="scale_factor")
-    if node.attrs["align_corners"] and node.attrs["mode"] == "nearest":
-        raise ModelError("align_corners only applies to mode 'bilinear'", node=node.name, op=node.op,
-                         attr="align_corners", fix="drop align_corners or use mode='bilinear'")
-    return (x.shape[0], x.shape[1], *_upsample_sizes(node, x))
+    if a["size"] is None and a["scale_factor"] is None:
+        raise ModelError("needs size or scale_factor", node=node.name, op=node.op, attr="scale_factor",
+                         fix="give the output size (H, W) or a scale factor")
+    if a["antialias"] and a["mode"] not in ("linear", "cubic"):
+        raise ModelError(f"antialias applies to modes 'linear' and 'cubic', not '{a['mode']}'", node=node.name,
+                         op=node.op, attr="antialias", fix="drop antialias or use mode 'linear'/'cubic'")
+    if a["coordinate_mode"] == "tf_crop_and_resize" and a["roi"] is None:
+        raise ModelError("coordinate_mode 'tf_crop_and_resize' needs roi", node=node.name, op=node.op, attr="roi",
+                         fix="give roi=((h_start, h_end), (w_start, w_end)) in normalized coordinates")
+    return (x.shape[0], x.shape[1], *_resize_sizes(node, x))
 
 
-def _source_scale(n_in: int, n_out: int, scale: float | None, align_corners: bool) -> np.float32:
-    """PyTorch's area_pixel_compute_scale, in float32 like its kernels."""
-    if align_corners:
-        return np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0)
-    return np.float32(1.0 / scale) if scale is not None and scale > 0 else np.float32(n_in) / np.float32(n_out)
+def resize_tables(node, in_hw, out_hw):
+    """The two per-axis filter tables (cnncc/resize.py) of a resize2d node at concrete sizes."""
+    a = node.attrs
+    scales = _resize_scales(node) or (None, None)
+    roi = a["roi"] or ((0.0, 1.0), (0.0, 1.0))
+    return tuple(resize.axis_table(int(n_in), int(n_out), sc, mode=a["mode"], coordinate_mode=a["coordinate_mode"],
+                                   nearest_mode=a["nearest_mode"], cubic_coeff_a=float(a["cubic_coeff_a"]),
+                                   exclude_outside=bool(a["exclude_outside"]), antialias=bool(a["antialias"]),
+                                   roi=tuple(float(v) for v in r))
+                 for n_in, n_out, sc, r in zip(in_hw, out_hw, scales, roi))
 
 
-def _nearest_index(n_in: int, n_out: int, scale) -> np.ndarray:
-    if n_out == n_in:
-        return np.arange(n_out)
-    if n_out == 2 * n_in:
-        return np.arange(n_out) >> 1
-    r = _source_scale(n_in, n_out, scale, False)
-    src = np.floor(np.arange(n_out, dtype=np.float32) * r).astype(np.int64)
-    return np.minimum(src, n_in - 1)
-
-
-def _linear_weights(n_in: int, n_out: int, scale, align_corners: bool):
-    r = _source_scale(n_in, n_out, scale, align_corners)
-    dst = np.arange(n_out, dtype=np.float32)
-    src = dst * r if align_corners else np.maximum((dst + np.float32(0.5)) * r - np.float32(0.5), np.float32(0))
-    i0 = src.astype(np.int64)
-    i1 = i0 + (i0 < n_in - 1)
-    lam1 = (src - i0.astype(np.float32)).astype(np.float64)
-    return i0, i1, 1.0 - lam1, lam1
-
-
-def _upsample_ref(node, xs):
+def _resize_ref(node, xs):
     x = xs[0]
-    h, w = x.shape[2:]
-    ho, wo = (int(v) for v in _upsample_sizes(node, TensorType(x.shape)))
-    scales = _upsample_scales(node) or (None, None)
+    out_hw = [int(v) for v in _resize_sizes(node, TensorType(x.shape))]
+    th, tw = resize_tables(node, x.shape[2:], out_hw)
+    return resize.apply(x, th, tw, float(node.attrs["extrapolation_value"]))
+
+
+def _resize_flops(node, ins, out):
     if node.attrs["mode"] == "nearest":
-        return np.ascontiguousarray(x[:, :, _nearest_index(h, ho, scales[0])][:, :, :, _nearest_index(w, wo, scales[1])])
-    ac = bool(node.attrs["align_corners"])
-    h0, h1, a0, a1 = _linear_weights(h, ho, scales[0], ac)
-    w0, w1, b0, b1 = _linear_weights(w, wo, scales[1], ac)
-    x64 = x.astype(np.float64)
-    rows = x64[:, :, h0] * a0[:, None] + x64[:, :, h1] * a1[:, None]
-    return (rows[..., w0] * b0 + rows[..., w1] * b1).astype(np.float32)
+        return 0
+    x = ins[0]
+    try:
+        th, tw = resize_tables(node, [int(d) for d in x.shape[2:]], [int(d) for d in out.shape[2:]])
+    except TypeError:                 # symbolic spatial sizes: count a bilinear filter
+        return 4 * out.numel()
+    return 2 * th.taps * tw.taps * out.numel()
 
 
-register(OpDef("upsample2d", (1, 1), _upsample_shape, _upsample_ref,
-               attrs={"scale_factor": Attr(None, lambda v: v is None or (is_number(v) and v > 0) or (
+def _pair_of_pairs(v) -> bool:
+    return v is None or (len(v) == 2 and all(len(p) == 2 and all(is_number(f) for f in p) for p in v))
+
+
+register(OpDef("resize2d", (1, 1), _resize_shape, _resize_ref,
+               attrs={"size": Attr(None, lambda v: v is None or ints_or_int()(v), "None or (H, W)"),
+                      "scale_factor": Attr(None, lambda v: v is None or (is_number(v) and v > 0) or (
                           isinstance(v, (tuple, list)) and len(v) == 2 and all(is_number(s) and s > 0 for s in v)),
-                          "a positive number or a pair"),
-                      "size": Attr(None, lambda v: v is None or ints_or_int()(v), "None or (H, W)"),
-                      "mode": Attr("nearest", lambda v: v in ("nearest", "bilinear"), "'nearest' or 'bilinear'"),
-                      "align_corners": Attr(False, lambda v: isinstance(v, (bool, np.bool_)), "True or False")},
-               flops=lambda node, ins, out: (4 * out.numel() if node.attrs["mode"] == "bilinear" else 0),
-               doc="nn.Upsample: nearest or bilinear resizing by a scale factor or to a size"))
+                          "a positive number or a pair (output / input)"),
+                      "mode": Attr("nearest", lambda v: v in resize.MODES, " or ".join(map(repr, resize.MODES))),
+                      "coordinate_mode": Attr("half_pixel", lambda v: v in resize.COORDINATE_MODES,
+                                              "one of " + ", ".join(resize.COORDINATE_MODES)),
+                      "nearest_mode": Attr("round_prefer_floor", lambda v: v in resize.NEAREST_MODES,
+                                           "one of " + ", ".join(resize.NEAREST_MODES)),
+                      "cubic_coeff_a": Attr(-0.75, is_number, "a number (-0.75: PyTorch/OpenCV, -0.5: PIL/TF)"),
+                      "exclude_outside": Attr(False, lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
+                      "antialias": Attr(False, lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
+                      "roi": Attr(None, _pair_of_pairs, "None or ((h_start, h_end), (w_start, w_end))"),
+                      "extrapolation_value": Attr(0.0, is_number, "a number")},
+               flops=_resize_flops,
+               doc="ONNX Resize / F.interpolate over H and W: nearest, linear, cubic (antialiased too) or area, "
+                   "as a separable filter (cnncc/resize.py)"))
 
 
 def _block(node) -> int:

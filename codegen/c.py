@@ -16,7 +16,7 @@ from cnncc.codegen.target import CTarget
 TEMPLATES = {"conv": "c/conv.c.j2", "dense": "c/dense.c.j2", "pool": "c/pool.c.j2",
              "global_pool": "c/global_pool.c.j2", "softmax": "c/softmax.c.j2", "elementwise": "c/elementwise.c.j2",
              "copy": "c/copy.c.j2", "concat": "c/concat.c.j2", "conv_transpose": "c/conv_transpose.c.j2",
-             "lrn": "c/lrn.c.j2", "upsample": "c/upsample.c.j2", 
+             "lrn": "c/lrn.c.j2", "resize": "c/resize.c.j2",
              "gather": "c/gather.c.j2", "instance_norm": "c/instance_norm.c.j2",
              "unpool": "c/unpool.c.j2", "matmul": "c/matmul.c.j2"}
 

@@ -28,7 +28,7 @@ TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:direct": "cuda/conv_dire
              "dense:rowwise": "cuda/dense_softmax.cu.j2", "pool": "cuda/pool.cu.j2",
              "global_pool": "cuda/global_pool.cu.j2", "softmax": "cuda/softmax.cu.j2",
              "elementwise": "cuda/elementwise.cu.j2", "copy": "cuda/copy.cu.j2", "concat": "cuda/concat.cu.j2",
-             "gather": "cuda/gather.cu.j2", "upsample": "cuda/upsample.cu.j2", "lrn": "cuda/lrn.cu.j2",
+             "gather": "cuda/gather.cu.j2", "resize": "cuda/resize.cu.j2", "lrn": "cuda/lrn.cu.j2",
              "instance_norm": "cuda/instance_norm.cu.j2", "unpool": "cuda/unpool.cu.j2", "matmul": "cuda/matmul.cu.j2"}
 
 #: a convolution whose reduction (C_in/groups x KH x KW) is at most this long runs as a direct
@@ -125,8 +125,8 @@ def plan(spec: KernelSpec) -> LaunchPlan:
         return _flat(spec, "concat", spec.geometry["outer"] * spec.geometry["row"])
     if f == "gather":
         return _flat(spec, "gather", spec.geometry["numel"])
-    if f == "upsample":
-        return _flat(spec, "upsample", spec.geometry["C"] * spec.geometry["OH"] * spec.geometry["OW"])
+    if f == "resize":
+        return _flat(spec, "resize", spec.geometry["C"] * spec.geometry["OH"] * spec.geometry["OW"])
     if f == "lrn":
         return _flat(spec, "lrn", spec.geometry["C"] * spec.geometry["Q"])
     if f == "matmul":

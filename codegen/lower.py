@@ -50,7 +50,9 @@ Families (``KernelSpec.family``) and their ``geometry`` keys:
   concat          outer x row copy: each input's chunk of a row and its offset in geometry["parts"]
   gather          dims, tables, fill, numel: pure data movement (transpose, pad, depth/space
                   rearrangement, nearest resizing, slice and gather that are not views)
-  (lrn, upsample, instance_norm, unpool: see lower_other)
+  resize          C, H, W, OH, OW; KH/KW taps per output row/column: ih/wh (OH*KH source rows and
+                  weights), iw/ww (OW*KW); fill where ih/iw tap 0 is -1 (extrapolate)
+  (lrn, instance_norm, unpool: see lower_other)
 A channel slice marked ``view_of`` by eliminate_concat (``meta["view_channel"]`` = its first
 channel) launches nothing: its TensorRef is its input's, ``base`` moved by that many channels,
 ``item_stride`` kept, so every kernel that reads it walks the input's items.
@@ -77,7 +79,7 @@ RESERVED = set("""auto break case char const continue default do double else enu
 int long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile
 while N W n c q v i j k g co ci kh kw oh ow ih iw ph pw acc sum best cnt x y r s m o p t w b in out plane
 weights arena inputs outputs blockIdx threadIdx blockDim gridDim main min max exp log
-h0 w0 hh ww cnt_h cnt_w grp xc wc xr wr pr yc yr wv ls base oh_lo oh_hi ow_lo ow_hi part
+h0 w0 hh ww wh cnt_h cnt_w grp xc wc xr wr pr yc yr wv ls base oh_lo oh_hi ow_lo ow_hi part
 xn yo ic r0 r1 a0 a1 top bottom c_lo c_hi ar bm flat arg ih_lo ih_hi iw_lo iw_hi mf inv s0 s1 s2 s3 s4 s5 i0 i1 i2 i3 i4 i5""".split())
 # locals of the CUDA templates (templates/cuda/*.cu.j2)
 RESERVED |= set("""tid tx ty co0 p0 P As Bs Ws Xs wg xg gp e mm kk col val l lane warp rowid start mx partial row
@@ -793,15 +795,19 @@ class _Lowering:
         x = self.ref(node.inputs[0])
         out = spec.output
         spec.inputs = [x]
-        if op in ("transpose", "pad", "depth_to_space", "space_to_depth", "unpool_nearest2d", "slice", "gather") or \
-                (op == "upsample2d" and node.attrs["mode"] == "nearest"):
+        if op in ("transpose", "pad", "depth_to_space", "space_to_depth", "unpool_nearest2d", "slice", "gather"):
             return self.gather(spec, node, x)
-        if op == "upsample2d":
-            (h0, h1, a0, a1), (w0, w1, b0, b1) = self.bilinear_tables(node, x)
-            spec.family = "upsample"
+        if op == "resize2d":
+            th, tw = ops.resize_tables(node, x.shape[2:], out.shape[2:])
+            if th.taps == tw.taps == 1:      # nearest: pure data movement
+                return self.gather(spec, node, x, (th, tw))
+            spec.family = "resize"
             spec.geometry = {"C": x.shape[1], "H": x.shape[2], "W": x.shape[3], "OH": out.shape[2],
-                             "OW": out.shape[3], "h0": h0, "h1": h1, "a0": a0, "a1": a1,
-                             "w0": w0, "w1": w1, "b0": b0, "b1": b1}
+                             "OW": out.shape[3], "KH": th.taps, "KW": tw.taps,
+                             "ih": self.resize_index(th), "wh": [float(v) for v in th.weight.ravel()],
+                             "iw": self.resize_index(tw), "ww": [float(v) for v in tw.weight.ravel()],
+                             "fill": float(node.attrs["extrapolation_value"]),
+                             "extrapolate": bool(th.outside.any() or tw.outside.any())}
             return spec
         if op == "lrn":
             a = node.attrs
@@ -834,7 +840,7 @@ class _Lowering:
         raise UnsupportedError(f"layer '{node.name}' ({op}): the code generators have no kernel for "
                                f"this operator yet")
 
-    def gather(self, spec: KernelSpec, node: Node, x: TensorRef) -> KernelSpec:
+    def gather(self, spec: KernelSpec, node: Node, x: TensorRef, resize_tables=None) -> KernelSpec:
         """Pure data movement as nested loops over ``dims`` (per batch item, row-major = the output
         order); the source element is the sum of one table entry per loop index. A negative sum
         (padding) reads the constant ``fill``."""
@@ -918,32 +924,31 @@ class _Lowering:
                     dims, tables = [b, b, C, Hp, Wp], [ti, tj, tc, th, tw]
                 else:                  # output channel c*b*b + i*b + j
                     dims, tables = [C, b, b, Hp, Wp], [tc, ti, tj, th, tw]
-        else:  # nearest upsampling / unpooling: every output row/column reads one source row/column
+        else:  # nearest resize / unpooling: every output row/column reads one source row/column
             H, W = xs[2], xs[3]
             OH, OW = out.shape[2], out.shape[3]
             if op == "unpool_nearest2d":
                 s = ops.tup(a["scale"], 2)
-                rows, cols = [i // s[0] for i in range(OH)], [j // s[1] for j in range(OW)]
-            else:
-                scales = ops._upsample_scales(node) or (None, None)
-                rows = ops._nearest_index(H, OH, scales[0]).tolist()
-                cols = ops._nearest_index(W, OW, scales[1]).tolist()
+                row_t, col_t = [i // s[0] * W for i in range(OH)], [j // s[1] for j in range(OW)]
+            else:   # tf_crop_and_resize positions outside the input read the extrapolation value
+                th, tw = resize_tables
+                fill = float(a["extrapolation_value"])
+                row_t = [PAD if o else int(r) * W for r, o in zip(th.index[:, 0], th.outside)]
+                col_t = [PAD if o else int(c) for c, o in zip(tw.index[:, 0], tw.outside)]
             dims = [xs[1], OH, OW]
-            tables = [[c * H * W for c in range(xs[1])], [r * W for r in rows], [int(c) for c in cols]]
+            tables = [[c * H * W for c in range(xs[1])], row_t, col_t]
         spec.family = "gather"
         spec.geometry = {"dims": [int(d) for d in dims], "tables": [[int(v) for v in t] for t in tables],
                          "fill": fill, "numel": out.item_numel, "whole": whole}
         return spec
 
-    def bilinear_tables(self, node: Node, x: TensorRef):
-        out = self.concrete(node)[0]
-        scales = ops._upsample_scales(node) or (None, None)
-        ac = bool(node.attrs["align_corners"])
-        res = []
-        for n_in, n_out, sc in ((x.shape[2], out[2], scales[0]), (x.shape[3], out[3], scales[1])):
-            i0, i1, l0, l1 = ops._linear_weights(n_in, n_out, sc, ac)
-            res.append(([int(v) for v in i0], [int(v) for v in i1], [float(v) for v in l0], [float(v) for v in l1]))
-        return res
+    @staticmethod
+    def resize_index(table) -> list[int]:
+        """A resize axis table's source indices, row-major (output, tap); -1 in tap 0 marks an output
+        position outside the input (tf_crop_and_resize: the extrapolation value)."""
+        index = table.index.copy()
+        index[table.outside, 0] = -1
+        return [int(v) for v in index.ravel()]
 
 
 def template_env(*targets: str):

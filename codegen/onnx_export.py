@@ -424,22 +424,54 @@ def _unpool_nearest(em, node, ins, out):
                    nearest_mode="floor")
 
 
-@emits("upsample2d")
-def _upsample(em, node, ins, out):
+#: resize2d's PyTorch nearest rules as ONNX spells them (checked table by table before export)
+_ONNX_NEAREST = {"pytorch": ("asymmetric", "floor"), "pytorch_exact": ("half_pixel", "round_prefer_ceil")}
+
+
+@emits("resize2d")
+def _resize(em, node, ins, out):
+    """ONNX Resize (opset 18) with the node's attributes; the index/weight tables that ONNX's semantics
+    give are compared with ours first, so a model is exported only where both pick the same pixels."""
     a = node.attrs
-    linear = a["mode"] == "bilinear"
-    attrs = dict(mode="linear", coordinate_transformation_mode="align_corners" if a["align_corners"]
-                 else "pytorch_half_pixel") if linear else \
-        dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    if a.get("scale_factor") is not None:  # coordinates map with 1/scale, as PyTorch does
-        sf = a["scale_factor"]
-        sf = [float(v) for v in sf] if isinstance(sf, (tuple, list)) else [float(sf)] * 2
-        _resize_scales(em, node, sf, out, **attrs)
+    if a["mode"] == "area":
+        raise UnsupportedError(f"layer '{node.name}': resize mode 'area' (adaptive average pooling) has no "
+                               "ONNX Resize equivalent")
+    coord, rule = a["coordinate_mode"], a["nearest_mode"]
+    if rule in _ONNX_NEAREST:
+        coord, rule = _ONNX_NEAREST[rule]
+    elif rule == "simple":
+        scales = ops._resize_scales(node) or [o / i for o, i in zip(node.type.shape[2:], ins[0].shape[2:])]
+        rule = "ceil" if all(s < 1 for s in scales) else "floor"
+    attrs = dict(mode=a["mode"], coordinate_transformation_mode=coord, cubic_coeff_a=float(a["cubic_coeff_a"]),
+                 exclude_outside=int(a["exclude_outside"]), antialias=int(a["antialias"]),
+                 extrapolation_value=float(a["extrapolation_value"]))
+    if a["mode"] == "nearest":
+        attrs["nearest_mode"] = rule
+    in_hw = [int(d) for d in ins[0].shape[2:]]
+    out_hw = [int(d) for d in node.type.shape[2:]]
+    given = ops._resize_scales(node)
+    as_scales = given is not None and [math.floor(n * s) for n, s in zip(in_hw, given)] == out_hw
+    probe = Node(node.name, node.op, list(node.inputs), {**a, "coordinate_mode": coord, "nearest_mode": rule,
+                                                         "scale_factor": given if as_scales else None})
+    ours = ops.resize_tables(node, in_hw, out_hw)
+    theirs = ops.resize_tables(probe, in_hw, out_hw)
+    for t0, t1 in zip(ours, theirs):
+        if t0.index.shape != t1.index.shape or not (np.array_equal(t0.index, t1.index) and
+                                                    np.allclose(t0.weight, t1.weight, atol=1e-6)):
+            raise UnsupportedError(f"layer '{node.name}': ONNX Resize cannot express this resize exactly "
+                                   f"(nearest_mode '{a['nearest_mode']}', scales {given}, size {tuple(out_hw)})")
+    roi = ""
+    if coord == "tf_crop_and_resize":
+        (h0, h1), (w0, w1) = a["roi"]
+        roi = em.const(node.name + "_roi", np.array([0, 0, h0, w0, 1, 1, h1, w1], np.float32))
+    if as_scales:
+        em.node("Resize", [node.inputs[0], roi, em.const(node.name + "_scales", np.array([1, 1, *given], np.float32))],
+                out, **attrs)
         return
-    sizes = em.const(node.name + "_hw", np.array([int(d) for d in node.type.shape[2:]], np.int64))
+    sizes = em.const(node.name + "_hw", np.array(out_hw, np.int64))
     nc = em.node("Slice", [em.node("Shape", [node.inputs[0]]), em.const("s", np.array([0], np.int64)),
                            em.const("e", np.array([2], np.int64))])
-    em.node("Resize", [node.inputs[0], "", "", em.node("Concat", [nc, sizes], axis=0)], out, **attrs)
+    em.node("Resize", [node.inputs[0], roi, "", em.node("Concat", [nc, sizes], axis=0)], out, **attrs)
 
 
 @emits("depth_to_space")

@@ -11,13 +11,14 @@ snapshot of the pass pipeline exports.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable
 
 import numpy as np
 import sympy
 
-from cnncc import ops
+from cnncc import ops, resize
 from cnncc.errors import UnsupportedError
 from cnncc.ir import Graph, Node, TensorType
 
@@ -284,17 +285,49 @@ def _unpool_nearest(node, ins, device):
     return lambda xs: xs[0].repeat_interleave(s[0], dim=2).repeat_interleave(s[1], dim=3)
 
 
-@builds("upsample2d")
-def _upsample(node, ins, device):
-    a = node.attrs
-    mode = a["mode"]
-    extra = {} if mode == "nearest" else {"align_corners": bool(a["align_corners"])}
-    if a.get("scale_factor") is not None:  # PyTorch maps coordinates with 1/scale_factor, not in/out
-        sf = a["scale_factor"]
-        sf = tuple(float(v) for v in sf) if isinstance(sf, (tuple, list)) else float(sf)
-        return lambda xs: F.interpolate(xs[0], scale_factor=sf, mode=mode, **extra)
-    size = tuple(int(v) for v in node.type.shape[2:])
-    return lambda xs: F.interpolate(xs[0], size=size, mode=mode, **extra)
+def _interpolate_call(node, in_hw) -> dict | None:
+    """The F.interpolate arguments whose resize2d attributes are exactly this node's, if any."""
+    out_hw = tuple(int(d) for d in node.type.shape[2:])
+    scales = ops._resize_scales(node)
+    for mode, align, aa in itertools.product(("nearest", "nearest-exact", "bilinear", "bicubic", "area"),
+                                             (None, True), (False, True)):
+        for kw in ({"size": out_hw}, {"scale_factor": scales} if scales else None):
+            if kw is None:
+                continue
+            try:
+                attrs = resize.interpolate_attrs(in_hw, mode=mode, align_corners=align, antialias=aa, **kw)
+            except resize.InterpolateError:
+                continue
+            probe = Node(node.name, node.op, list(node.inputs), attrs)
+            ops.get(node.op).check(probe)
+            # (PyTorch's antialias kernel repeats the first row when an output axis has size 1)
+            if probe.attrs == node.attrs and not (aa and 1 in out_hw):
+                return dict(kw, mode=mode, align_corners=align, antialias=aa)
+    return None
+
+
+@builds("resize2d")
+def _resize(node, ins, device):
+    """F.interpolate where one call means exactly this resize (the peer then runs PyTorch's own kernel);
+    otherwise the registry's per-axis filter tables as two gathers + weighted sums (exact for every mode)."""
+    import torch
+
+    in_hw = [int(d) for d in ins[0].shape[2:]]
+    call = _interpolate_call(node, in_hw)
+    if call is not None:
+        return lambda xs: F.interpolate(xs[0], **call)
+    th, tw = ops.resize_tables(node, in_hw, [int(d) for d in node.type.shape[2:]])
+    fill = float(node.attrs["extrapolation_value"])
+    ih, iw = (torch.as_tensor(t.index, device=device) for t in (th, tw))
+    wh, ww = (torch.as_tensor(t.weight, dtype=torch.float32, device=device) for t in (th, tw))
+    outside = torch.as_tensor(th.outside[:, None] | tw.outside[None, :], device=device)
+
+    def run(xs):
+        x = xs[0]
+        rows = (x[:, :, ih, :] * wh[:, :, None]).sum(3)                 # (N, C, OH, W)
+        y = (rows[:, :, :, iw] * ww).sum(4)                              # (N, C, OH, OW)
+        return torch.where(outside, torch.full_like(y, fill), y) if bool(outside.any()) else y
+    return run
 
 
 @builds("batch_norm")

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import sympy
 
-from cnncc import ops
+from cnncc import ops, resize
 from cnncc.errors import CnnccError, ModelError
 from cnncc.ir import N, Graph, Node, TensorType, sym
 
@@ -570,12 +570,35 @@ def unpool_nearest2d(x: Tensor, scale=2, name: str | None = None) -> Tensor:
     return layer("unpool_nearest2d", [x], {"scale": scale}, name=name, base="unpool")
 
 
+def interpolate(x: Tensor, size=None, scale_factor=None, mode: str = "nearest", align_corners=None,
+                recompute_scale_factor=None, antialias: bool = False, name: str | None = None) -> Tensor:
+    """F.interpolate over H and W with PyTorch's semantics: mode 'nearest', 'nearest-exact', 'bilinear',
+    'bicubic' or 'area'; size or scale_factor; align_corners, recompute_scale_factor, antialias."""
+    try:
+        attrs = resize.interpolate_attrs(x.shape[2:], size, scale_factor, mode, align_corners,
+                                         recompute_scale_factor, antialias)
+    except resize.InterpolateError as e:
+        raise ModelError(str(e), node=name or "up", op="resize2d", attr=e.attr, fix=e.fix) from None
+    return layer("resize2d", [x], attrs, name=name, base="up")
+
+
 def upsample2d(x: Tensor, scale_factor=2, mode: str = "nearest", align_corners: bool = False,
                size=None, name: str | None = None) -> Tensor:
-    """nn.Upsample: nearest or bilinear, by scale_factor or (when size is given) to a size."""
-    attrs = {"scale_factor": None if size is not None else scale_factor, "size": size, "mode": mode,
-             "align_corners": align_corners}
-    return layer("upsample2d", [x], attrs, name=name, base="up")
+    """nn.Upsample: by scale_factor or (when size is given) to a size; modes as in interpolate."""
+    return interpolate(x, size=size, scale_factor=None if size is not None else scale_factor, mode=mode,
+                       align_corners=align_corners or None, name=name)
+
+
+def resize2d(x: Tensor, size=None, scale_factor=None, mode: str = "nearest", coordinate_mode: str = "half_pixel",
+             nearest_mode: str = "round_prefer_floor", cubic_coeff_a: float = -0.75, exclude_outside: bool = False,
+             antialias: bool = False, roi=None, extrapolation_value: float = 0.0, name: str | None = None) -> Tensor:
+    """ONNX Resize over H and W with ONNX's attribute names (mode 'nearest', 'linear', 'cubic' or 'area');
+    ``roi`` = ((h_start, h_end), (w_start, w_end)) for coordinate_mode 'tf_crop_and_resize'."""
+    return layer("resize2d", [x], {"size": size, "scale_factor": scale_factor, "mode": mode,
+                                   "coordinate_mode": coordinate_mode, "nearest_mode": nearest_mode,
+                                   "cubic_coeff_a": cubic_coeff_a, "exclude_outside": exclude_outside,
+                                   "antialias": antialias, "roi": roi, "extrapolation_value": extrapolation_value},
+                 name=name, base="up")
 
 
 def depth_to_space(x: Tensor, block: int, mode: str = "DCR", name: str | None = None) -> Tensor:

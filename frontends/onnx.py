@@ -22,6 +22,7 @@ import sympy
 
 from cnncc import ops
 from cnncc.errors import ModelError, UnsupportedError
+from cnncc.resize import COORDINATE_MODES, NEAREST_MODES
 from cnncc.ir import N, Graph, Node, TensorType, sym
 from cnncc.shapes import batch_reshape_spec
 
@@ -376,7 +377,7 @@ class _Importer:
         """batch='N': a full-rank size list written for the exported batch (Resize's ``sizes``
         [1, C, H, W]) names the batch at position 0; restate it as the tensor's N."""
         if self.dynamic_batch and sizes and shape and N in sympy.sympify(shape[0]).free_symbols \
-                and not isinstance(sizes[0], sympy.Basic) and int(sizes[0]) == self.literal_batch:
+                and sympy.sympify(sizes[0]).is_number and int(sizes[0]) == self.literal_batch:
             return [shape[0]] + list(sizes[1:])
         return sizes
 
@@ -913,12 +914,10 @@ def _conv_transpose(imp, node, ins, a):
         lo, hi = [], []
         for i in range(nd):
             total = strides[i] * (int(in_sizes[i]) - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - target[i]
-            if auto == "SAME_UPPER" or (auto != "SAME_LOWER" and "output_shape" in a and False):
+            if auto == "SAME_UPPER":
                 b, e = total // 2, total - total // 2
-            elif auto == "SAME_LOWER":
-                b, e = total - total // 2, total // 2
-            else:   # NOTSET with output_shape: ONNX puts the odd pixel at the end (SAME_UPPER rule)
-                b, e = total // 2, total - total // 2
+            else:   # SAME_LOWER, and NOTSET with output_shape (ONNX's reference: the odd pixel at the start;
+                b, e = total - total // 2, total // 2      # a negative total grows the output at the end)
             lo.append(b)
             hi.append(e)
         pads = lo + hi
@@ -946,6 +945,25 @@ def _conv_transpose(imp, node, ins, a):
 POOL_KIND = {"MaxPool": "max", "AveragePool": "avg", "LpPool": "lp"}
 
 
+def _valid_window_scale(sizes, kernel, strides, dilations, pads) -> np.ndarray:
+    """AveragePool with count_include_pad=0 and pads wider than PyTorch allows: an average over the whole
+    zero-padded window times (window size / input elements in that window), per output position."""
+    if not all(sympy.sympify(d).is_number for d in sizes):
+        raise _Skip("AveragePool with padding wider than half the window, count_include_pad=0, on symbolic sizes")
+    nd = len(kernel)
+    per_axis = []
+    for i, n in enumerate(int(sympy.sympify(d)) for d in sizes):
+        valid = np.pad(np.ones(n), (pads[i], pads[nd + i]))
+        span = (kernel[i] - 1) * dilations[i] + 1
+        starts = range(0, len(valid) - span + 1, strides[i])
+        per_axis.append(np.array([valid[o: o + span: dilations[i]].sum() for o in starts]))
+    counts = per_axis[0] if nd == 1 else np.multiply.outer(per_axis[0], per_axis[1])
+    counts = counts.reshape((1, 1) + counts.shape)
+    if (counts == 0).any():
+        raise _Skip("AveragePool whose window lies entirely in the padding (count_include_pad=0 divides by 0)")
+    return (np.prod(kernel) / counts).astype(np.float32)
+
+
 @handles("MaxPool", "AveragePool", "LpPool")
 def _pool(imp, node, ins, a):
     x = imp.tensor(ins[0])
@@ -967,11 +985,12 @@ def _pool(imp, node, ins, a):
     include_pad = bool(a.get("count_include_pad", 0))
     # PyTorch's rule (pad <= kernel/2) binds the registry; wider ONNX pads become an explicit pad node
     too_wide = any(max(pads[i], pads[nd + i]) * 2 > kernel[i] for i in range(nd))
+    rescale = None
     if too_wide:
-        if kind == "avg" and not include_pad:
-            raise _Skip("AveragePool with padding wider than half the window and count_include_pad=0")
         if ceil:
             raise _Skip("pooling with padding wider than half the window in ceil mode")
+        if kind == "avg" and not include_pad:    # zero-pad, average whole windows, rescale by window / valid count
+            rescale = _valid_window_scale(shape[2:], kernel, strides, dilations, pads)
         value = -3.4028234663852886e38 if kind == "max" else 0.0
         widths = [0, 0] + pads[:nd] + [0, 0] + pads[nd:]
         x = imp.emit("pad", [x], {"pads": tuple(widths), "mode": "constant", "value": value},
@@ -992,6 +1011,8 @@ def _pool(imp, node, ins, a):
             attrs["padding"] = (0, pads[0])
     op = f"{kind}_pool{2 if as_1d else nd}d"
     y = imp.emit(op, [x], attrs)
+    if rescale is not None:
+        y = imp.emit("mul", [y, imp.const_node(Const(rescale))], name=imp.label + "_valid")
     if collapsed is not None:        # (N, C, OD, rest) -> (N, C, OD, H, W, ...)
         y = imp.reshape(y, tuple(imp.shape_of(y)[:3]) + collapsed)
     outs = [_back_to_1d(imp, y) if as_1d else y]
@@ -1382,132 +1403,104 @@ def _pad(imp, node, ins, a):
     return imp.emit("pad", [x], {"pads": tuple(int(p) for p in pads), "mode": mode, "value": value})
 
 
-def _onnx_source_coords(mode: str, n_in: int, n_out: int, scale: float) -> np.ndarray:
-    """ONNX Resize's coordinate_transformation_mode: output index -> input coordinate.
+def _resize_inputs(imp, node, ins, a, rank: int):
+    """ONNX Upsample/Resize (opset 7-19+) inputs and attributes -> (scales or None, sizes or None, roi), each
+    over all ``rank`` axes (``axes`` expanded), plus the coordinate mode and nearest rule of that opset."""
+    def present(i):
+        return len(ins) > i and ins[i] is not None and np.asarray(imp.const(ins[i], node.op_type + " input")).size
 
-    ``scale`` is the ONNX scale (given, or out/in when sizes were given); ONNX uses the
-    unrounded resized length n_in * scale in align_corners mode."""
-    d = np.arange(n_out, dtype=np.float64)
-    if mode == "asymmetric":
-        return d / scale
-    if mode == "half_pixel":
-        return (d + 0.5) / scale - 0.5
-    if mode == "pytorch_half_pixel":
-        return (d + 0.5) / scale - 0.5 if n_out > 1 else np.zeros(n_out)
-    if mode == "align_corners":
-        length = n_in * scale
-        return d * (n_in - 1) / (length - 1) if length > 1 else np.zeros(n_out)
-    if mode == "tf_half_pixel_for_nn":
-        return (d + 0.5) / scale
-    raise _Skip(f"Resize coordinate_transformation_mode '{mode}'")
-
-
-def _onnx_nearest(coords: np.ndarray, rule: str, n_in: int) -> np.ndarray:
-    if rule == "floor":
-        idx = np.floor(coords)
-    elif rule == "ceil":
-        idx = np.ceil(coords)
-    elif rule == "round_prefer_ceil":
-        idx = np.floor(coords + 0.5)
-    else:                                   # round_prefer_floor
-        idx = np.ceil(coords - 0.5)
-    return np.clip(idx, 0, n_in - 1).astype(np.int64)
-
-
-def _torch_linear_coords(n_in: int, n_out: int, scale: float | None, align_corners: bool) -> np.ndarray:
-    """PyTorch's bilinear source coordinate (what the registry's upsample2d computes)."""
-    d = np.arange(n_out, dtype=np.float64)
-    if align_corners:
-        return d * (n_in - 1) / (n_out - 1) if n_out > 1 else np.zeros(n_out)
-    r = 1.0 / scale if scale else n_in / n_out
-    return np.maximum((d + 0.5) * r - 0.5, 0.0)
-
-
-def _torch_nearest(n_in: int, n_out: int, scale: float) -> np.ndarray:
-    r = np.float32(1.0 / scale)
-    return np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * r).astype(np.int64), n_in - 1)
+    roi = None
+    if node.op_type == "Upsample":
+        if "scales" in a:
+            scales = [float(v) for v in a["scales"]]
+        elif "height_scale" in a:                       # Upsample-1
+            scales = [1.0, 1.0, float(a["height_scale"]), float(a["width_scale"])]
+        else:
+            scales = [float(v) for v in imp.const(ins[1], "scales")]
+        return scales, None, roi, "asymmetric", "simple"
+    if imp.opset < 11:                                  # Resize-10: asymmetric, onnxruntime's rounding
+        return [float(v) for v in imp.const(ins[1], "scales")], None, roi, "asymmetric", "simple"
+    scales = [float(v) for v in imp.const(ins[2], "scales")] if present(2) else None
+    # sizes may hold the symbolic batch (Concat(Shape(x)[:2], hw) folded at import)
+    sizes = [sympy.sympify(v) for v in np.asarray(imp.const(ins[3], "sizes")).ravel()] if present(3) else None
+    if (scales is None) == (sizes is None):
+        raise _Skip("Resize needs exactly one of the inputs scales and sizes")
+    coord = a.get("coordinate_transformation_mode", "half_pixel")
+    if coord == "tf_crop_and_resize":
+        if not present(1):
+            raise _Skip("Resize: coordinate_transformation_mode 'tf_crop_and_resize' needs the roi input")
+        roi = [float(v) for v in imp.const(ins[1], "roi")]
+    axes = [int(v) % rank for v in a["axes"]] if "axes" in a else list(range(rank))
+    shape = imp.shape_of(imp.tensor(ins[0]))
+    if scales is not None:
+        full = [1.0] * rank
+        for j, ax in enumerate(axes):
+            full[ax] = scales[j]
+        scales = full
+    else:
+        full = list(shape)
+        for j, ax in enumerate(axes):
+            full[ax] = sizes[j]
+        sizes = imp.restate_batch(full, shape)
+    if roi is not None:
+        full = [0.0] * rank + [1.0] * rank
+        for j, ax in enumerate(axes):
+            full[ax], full[rank + ax] = roi[j], roi[len(axes) + j]
+        roi = full
+    policy = a.get("keep_aspect_ratio_policy", "stretch")
+    if sizes is not None and policy != "stretch":
+        dims = [sympy.sympify(shape[ax]) for ax in axes]
+        if not all(d.is_number for d in dims):
+            raise _Skip(f"Resize: keep_aspect_ratio_policy '{policy}' on symbolic sizes of axes {axes}")
+        if not all(sizes[ax].is_number for ax in axes):
+            raise _Skip(f"Resize: keep_aspect_ratio_policy '{policy}' with symbolic sizes {sizes}")
+        ratios = [int(sizes[ax]) / int(d) for ax, d in zip(axes, dims)]
+        scale = min(ratios) if policy == "not_larger" else max(ratios)
+        scales = [scale if i in axes else 1.0 for i in range(rank)]
+        sizes = [int(scale * int(sympy.sympify(shape[i])) + 0.5) if i in axes else shape[i] for i in range(rank)]
+    return scales, sizes, roi, coord, a.get("nearest_mode", "round_prefer_floor")
 
 
 @handles("Upsample", "Resize")
 def _resize(imp, node, ins, a):
+    """Every Upsample/Resize of a 4-D tensor that leaves N and C alone -> one resize2d (its attributes are
+    ONNX's, resolved to the spatial axes: output size and/or scale per axis, roi per axis)."""
     x = imp.tensor(ins[0])
     shape = imp.shape_of(x)
     if len(shape) != 4:
-        raise _Skip(f"{node.op_type} of a rank-{len(shape)} tensor (cnncc resizes NCHW)")
-    mode = a.get("mode", "nearest")
-    sizes = scales = None
-    if node.op_type == "Upsample":
-        scales = a["scales"] if "scales" in a else _int_list(imp.const(ins[1], "scales"))
-        coord, rule = "asymmetric", "floor"
-    else:
-        if imp.opset < 11:
-            scales = imp.const(ins[1], "scales").tolist()
-            coord, rule = "asymmetric", "round_prefer_floor"
-        else:
-            if len(ins) > 3 and ins[3] is not None and np.asarray(ins[3].value if isinstance(ins[3], Const) else [1]).size:
-                sizes = imp.restate_batch(_int_list(imp.const(ins[3], "sizes")), shape)
-            elif len(ins) > 2 and ins[2] is not None:
-                scales = imp.const(ins[2], "scales").tolist()
-            coord = a.get("coordinate_transformation_mode", "half_pixel")
-            rule = a.get("nearest_mode", "round_prefer_floor")
-        for feature, default in (("antialias", 0), ("exclude_outside", 0)):
-            if int(a.get(feature, default)):
-                raise _Skip(f"Resize with {feature}=1")
-        if a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
-            raise _Skip("Resize keep_aspect_ratio_policy other than 'stretch'")
-        if "axes" in a:
-            full = [1.0] * 4 if scales is not None else [int(sympy.sympify(d)) if sympy.sympify(d).is_number else d
-                                                          for d in shape]
-            for j, ax in enumerate(int(v) % 4 for v in a["axes"]):
-                full[ax] = (scales or sizes)[j]
-            if scales is not None:
-                scales = full
-            else:
-                sizes = full
-    if mode not in ("nearest", "linear", "bilinear"):
-        raise _Skip(f"{node.op_type} mode '{mode}' (cnncc resizes nearest and linear)")
-    if coord == "tf_crop_and_resize":
-        raise _Skip("Resize coordinate_transformation_mode 'tf_crop_and_resize'")
-    if scales is not None and (float(scales[0]) != 1.0 or float(scales[1]) != 1.0) or \
-            sizes is not None and any(sympy.sympify(sizes[i]) != sympy.sympify(shape[i]) for i in (0, 1)):
-        raise _Skip(f"{node.op_type} that scales the batch or channel axis")
-    in_hw = [sympy.sympify(d) for d in shape[2:]]
+        raise _Skip(f"{node.op_type} of a rank-{len(shape)} tensor (cnncc resizes NCHW: give a 4-D input)")
+    mode = {"bilinear": "linear"}.get(a.get("mode", "nearest"), a.get("mode", "nearest"))
+    if mode not in ("nearest", "linear", "cubic"):
+        raise _Skip(f"{node.op_type}: mode '{mode}' (expected nearest, linear or cubic)")
+    scales, sizes, roi, coord, rule = _resize_inputs(imp, node, ins, a, 4)
+    for ax, what in ((0, "batch"), (1, "channel")):
+        moved = (scales is not None and scales[ax] != 1.0) or \
+                (sizes is not None and sympy.sympify(sizes[ax]) != sympy.sympify(shape[ax])) or \
+                (roi is not None and (roi[ax], roi[4 + ax]) != (0.0, 1.0))
+        if moved:
+            attr = "scales" if scales is not None else "sizes"
+            raise _Skip(f"{node.op_type} resizes the {what} axis ({attr} {list(scales or sizes)}"
+                        f"{', roi ' + str(roi) if roi else ''}): cnncc resizes H and W only; give "
+                        f"{attr}[{ax}] = {1.0 if attr == 'scales' else shape[ax]} (use axes=[2, 3])")
+    attrs = {"mode": mode, "coordinate_mode": coord, "nearest_mode": rule,
+             "cubic_coeff_a": float(a.get("cubic_coeff_a", -0.75)),
+             "exclude_outside": bool(int(a.get("exclude_outside", 0))),
+             "antialias": bool(int(a.get("antialias", 0))) and mode != "nearest",
+             "extrapolation_value": float(a.get("extrapolation_value", 0.0))}
     if scales is not None:
-        sc = [float(s) for s in scales[2:]]
-        out_hw = [sympy.floor(n * sympy.Rational(repr(s))) for n, s in zip(in_hw, sc)]
-    else:
-        out_hw = [sympy.sympify(s) for s in sizes[2:]]
-        sc = None
-    if not all(n.is_number for n in in_hw + out_hw):
-        raise _Skip(f"{node.op_type} on symbolic spatial sizes")
-    in_i, out_i = [int(n) for n in in_hw], [int(n) for n in out_hw]
-    eff = sc or [o / i for o, i in zip(out_i, in_i)]
-    attrs = {"scale_factor": tuple(sc)} if sc is not None else {"size": tuple(out_i)}
-    if mode == "nearest":
-        # map onto PyTorch's nearest (floor(dst / scale)) when the two index maps agree exactly
-        for i in range(2):
-            want = _onnx_nearest(_onnx_source_coords(coord, in_i[i], out_i[i], eff[i]), rule, in_i[i])
-            have = _torch_nearest(in_i[i], out_i[i], eff[i])
-            if not np.array_equal(want, have):
-                raise _Skip(f"nearest resize with coordinate mode '{coord}' and nearest_mode '{rule}' "
-                            f"({in_i[i]} -> {out_i[i]}) picks other pixels than PyTorch's nearest")
-        attrs["mode"] = "nearest"
-    else:
-        if coord not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
-            raise _Skip(f"linear resize with coordinate mode '{coord}' (cnncc: half_pixel or align_corners)")
-        align = coord == "align_corners"
-        if align:
-            attrs = {"size": tuple(out_i)}
-        for i in range(2):
-            want = np.clip(_onnx_source_coords(coord, in_i[i], out_i[i], eff[i]), 0, in_i[i] - 1)
-            have = np.clip(_torch_linear_coords(in_i[i], out_i[i], sc[i] if sc and not align else None, align),
-                           0, in_i[i] - 1)
-            if not np.allclose(want, have, atol=1e-6):
-                raise _Skip(f"linear resize with coordinate mode '{coord}' ({in_i[i]} -> {out_i[i]}) samples "
-                            "other points than PyTorch's bilinear")
-        attrs["mode"] = "bilinear"
-        attrs["align_corners"] = align
-    return imp.emit("upsample2d", [x], attrs)
+        attrs["scale_factor"] = (float(scales[2]), float(scales[3]))
+    if sizes is not None:
+        if not all(sympy.sympify(s).is_number for s in sizes[2:]):
+            raise _Skip(f"{node.op_type} to symbolic spatial sizes {sizes[2:]} (cnncc resizes to concrete H, W)")
+        attrs["size"] = tuple(int(sympy.sympify(s)) for s in sizes[2:])
+    if roi is not None:
+        attrs["roi"] = ((roi[2], roi[6]), (roi[3], roi[7]))
+    for key in ("coordinate_mode", "nearest_mode"):
+        allowed = COORDINATE_MODES if key == "coordinate_mode" else NEAREST_MODES[:4]
+        if attrs[key] not in allowed and not (key == "nearest_mode" and attrs[key] == "simple"):
+            onnx_key = "coordinate_transformation_mode" if key == "coordinate_mode" else key
+            raise _Skip(f"{node.op_type}: {onnx_key} '{attrs[key]}' (expected one of {', '.join(allowed)})")
+    return imp.emit("resize2d", [x], attrs)
 
 
 @handles("DepthToSpace")

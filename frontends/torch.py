@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import sympy
 
-from cnncc import ops
+from cnncc import ops, resize
 from cnncc.errors import CnnccError, ModelError, UnsupportedError
 from cnncc.ir import N, Graph, Node
 from cnncc.shapes import batch_reshape_spec
@@ -364,6 +364,8 @@ def _adaptive(t: _Tracer, kind: str, x, output_size):
     if all(s.is_number and int(s) % o == 0 for s, o in zip(sizes, out)):
         k = tuple(int(s) // o for s, o in zip(sizes, out))
         return t.emit(f"{kind}_pool{nd}d", [x], {"kernel_size": k, "stride": k})
+    if kind == "avg" and nd == 2 and all(s.is_number for s in sizes):   # windows of unequal size: area resize
+        return t.emit("resize2d", [x], {"size": tuple(int(o) for o in out), "mode": "area"})
     raise _Unsupported(f"adaptive {kind} pooling to {out} from {tuple(shape[2:])} (windows of unequal size)")
 
 
@@ -376,22 +378,15 @@ def _batch_norm(t: _Tracer, x, mean, var, weight, bias, eps):
 
 def _upsample(t: _Tracer, x, size=None, scale_factor=None, mode="nearest", align_corners=None,
               recompute_scale_factor=None, antialias=False):
-    if antialias:
-        raise _Unsupported("antialiased interpolation")
-    if mode not in ("nearest", "bilinear"):
-        raise _Unsupported(f"interpolation mode '{mode}'")
-    attrs = {"mode": mode, "align_corners": bool(align_corners)}
-    if size is not None:
-        attrs["size"] = _pair(size)
-    else:
-        attrs["scale_factor"] = tuple(float(s) for s in scale_factor) if isinstance(scale_factor, (tuple, list)) \
-            else float(scale_factor)
-        if recompute_scale_factor:
-            shape = t.shape(x)
-            s = attrs.pop("scale_factor")
-            s = s if isinstance(s, tuple) else (s, s)
-            attrs["size"] = tuple(int(np.floor(int(shape[2 + i]) * s[i])) for i in range(2))
-    return t.emit("upsample2d", [x], attrs)
+    """F.interpolate / nn.Upsample, every mode, as one resize2d (cnncc/resize.py holds the mapping)."""
+    if t.rank(x) != 4:
+        raise _Unsupported(f"interpolation of a rank-{t.rank(x)} tensor (cnncc resizes NCHW)")
+    try:
+        attrs = resize.interpolate_attrs(t.shape(x)[2:], size, scale_factor, mode, align_corners,
+                                         recompute_scale_factor, antialias)
+    except resize.InterpolateError as e:
+        raise _Unsupported(f"F.interpolate {e.attr}: {e} ({e.fix})") from None
+    return t.emit("resize2d", [x], attrs)
 
 
 def _softmax(op):
@@ -739,6 +734,9 @@ def _functions() -> dict:
         torch.clamp: _clamp, torch.clip: _clamp,
         torch.chunk: _chunk, torch.split: _split_by, torch.narrow: _narrow, torch.index_select: _index_select,
         F.interpolate: _upsample, F.upsample: _upsample, F.pad: _pad,
+        F.upsample_nearest: lambda t, x, size=None, scale_factor=None: _upsample(t, x, size, scale_factor),
+        F.upsample_bilinear: lambda t, x, size=None, scale_factor=None: _upsample(t, x, size, scale_factor,
+                                                                                  "bilinear", True),
         F.pixel_shuffle: lambda t, x, r: t.emit("depth_to_space", [x], {"block": int(r), "mode": "CRD"}),
         F.pixel_unshuffle: lambda t, x, r: t.emit("space_to_depth", [x], {"block": int(r), "mode": "CRD"}),
         operator.add: _binary("add"), operator.iadd: _binary("add"), torch.add: _binary("add"),

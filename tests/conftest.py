@@ -37,3 +37,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the ONNX conformance table that tests/test_onnx_conformance.py records (once per run)."""
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", ()):
+                if key == "onnx_conformance":
+                    terminalreporter.write_sep("=", "ONNX conformance per operator")
+                    terminalreporter.write_line(value)
+                    return

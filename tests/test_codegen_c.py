@@ -143,7 +143,7 @@ def test_every_family(opt):
     families = {k.family for k in mod.program.kernels}
     if opt == 0:
         assert {"conv", "conv_transpose", "dense", "pool", "global_pool", "softmax", "elementwise", "lrn",
-                "gather", "upsample", "instance_norm", "concat"} <= families
+                "gather", "resize", "instance_norm", "concat"} <= families
     check(g, mod)
     assert isinstance(mod(np.zeros((2, 4, 12, 12), np.float32)), dict)
 

@@ -74,7 +74,7 @@ def test_functional_and_method_forms():
         module.bn.running_var.uniform_(0.5, 2.0)
     g = check_against_torch(module, torch.randn(3, 3, 8, 8))
     used = {n.op for n in g}
-    assert {"max_pool2d_indices", "max_unpool2d", "conv_transpose2d", "depth_to_space", "upsample2d",
+    assert {"max_pool2d_indices", "max_unpool2d", "conv_transpose2d", "depth_to_space", "resize2d",
             "global_avg_pool", "log_softmax"} <= used
 
 
