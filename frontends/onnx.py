@@ -973,7 +973,8 @@ def _pool(imp, node, ins, a):
     collapsed = None
     if nd > 2 and len(node.output) == 1:
         x, a, collapsed = _collapse_trailing_window(imp, x, a, nd)
-        shape, nd = imp.shape_of(x), 2
+        if collapsed is not None:
+            shape, nd = imp.shape_of(x), 2
     if nd not in (1, 2):
         raise _Skip(f"{nd}-D pooling with a window over more than one of the first and last axes "
                     "(cnncc pools 1-D and 2-D)")

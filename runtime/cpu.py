@@ -188,9 +188,11 @@ class CRunner:
         self.out_ptrs = (ctypes.c_void_p * max(1, len(program.outputs)))()
         self.arenas: dict[int, np.ndarray] = {}
         self.threads: int | None = None   # None: OpenMP's choice (OMP_NUM_THREADS, else all cores)
-        self._omp_set = lib.omp_set_num_threads   # libgomp, found through the library's dependencies
-        self._omp_get = lib.omp_get_max_threads
-        self._omp_set.argtypes, self._omp_get.restype = [ctypes.c_int], ctypes.c_int
+        try:   # libgomp, found through the library's dependencies; a module without parallel loops has none
+            self._omp_set, self._omp_get = lib.omp_set_num_threads, lib.omp_get_max_threads
+            self._omp_set.argtypes, self._omp_get.restype = [ctypes.c_int], ctypes.c_int
+        except AttributeError:
+            self._omp_set = self._omp_get = None
 
     def profile(self, inputs, batch: int, repeat: int) -> list[tuple[str, float]]:
         """Mean seconds per kernel over ``repeat`` forwards, timed between the calls inside the C code
@@ -221,16 +223,17 @@ class CRunner:
         args = (batch, ctypes.addressof(self.in_ptrs), ctypes.addressof(self.out_ptrs),
                 self.blob.ctypes.data, self.arena(batch).ctypes.data)
         # OpenMP's thread count is a setting of the calling thread: set it for this call, restore it after
-        before = self._omp_get() if self.threads else 0
-        if self.threads:
-            self._omp_set(self.threads)
+        threads = self.threads if self._omp_set is not None else None
+        before = self._omp_get() if threads else 0
+        if threads:
+            self._omp_set(threads)
         try:
             if seconds is None:
                 rc = self.fn(*args)
             else:
                 rc = self.lib.cnncc_forward_profiled(*args, ctypes.c_void_p(seconds.ctypes.data))
         finally:
-            if self.threads:
+            if threads:
                 self._omp_set(before)
         rc = int(rc)
         if rc != 0:
