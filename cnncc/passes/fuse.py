@@ -4,7 +4,7 @@ An anchor (conv1d/conv2d/conv_transpose2d/dense/matmul) absorbs the chain of sin
 after it: scale_shift, any activation, add/sub/mul/div whose other operand is an external tensor
 of the same shape (the residual add), then at most one pooling layer, which ends the group;
 softmax/log_softmax may end a dense group. Elementwise ops that no anchor absorbed form
-"elementwise" groups of two or more. The result follows contracts.md B exactly.
+"elementwise" groups of two or more. The result follows contract B of docs/DESIGN.md exactly.
 
 Rules that keep results exact and memory honest:
 * A tensor leaves its group only as the group's output: a member with a second reader (or a

@@ -1,4 +1,4 @@
-"""Checks of the fused-group contract (contracts.md B), run by the manager after every pass.
+"""Checks of the fused-group contract (docs/DESIGN.md, B), run by the manager after every pass.
 
 Graph.verify() checks plain operators; a fused node is checked here: a chain of members, each
 reading the previous one as its first input, external inputs listed in order of first use, and
