@@ -52,6 +52,15 @@ class Graph:
                                  fix="connect the layer to an existing tensor")
             self.nx.add_edge(src, node.name)
 
+    def replace_node(self, node: Node) -> Node:
+        """Put ``node`` in the place of the node with its name: same position in the order, the
+        edges redrawn from ``node.inputs`` (a folded constant, a batch norm become scale_shift)."""
+        if node.name not in self.nx:
+            raise KeyError(f"no node named '{node.name}' in graph '{self.name}'")
+        self.nx.nodes[node.name]["node"] = node
+        self._link(node)
+        return node
+
     def set_inputs(self, name: str, inputs: list[str]) -> None:
         node = self[name]
         node.inputs = list(inputs)
@@ -117,7 +126,13 @@ class Graph:
         return list(self)
 
     def consumers(self, name: str) -> list[Node]:
-        return [self[s] for s in self.nx.successors(name)]
+        """The nodes that read ``name``, in the graph's order (deterministic)."""
+        order = self.nx.nodes
+        return [self[s] for s in sorted(self.nx.successors(name), key=lambda s: order[s]["order"])]
+
+    def ancestors(self, name: str) -> set[str]:
+        """Every node ``name`` depends on, directly or not."""
+        return nx.ancestors(self.nx, name)
 
     def producers(self, name: str) -> list[Node]:
         return [self[p] for p in self[name].inputs]

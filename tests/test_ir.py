@@ -142,6 +142,26 @@ def test_replace_uses_rewires_consumers_and_outputs():
     g.verify()
 
 
+def test_replace_node_keeps_the_place_and_redraws_the_edges():
+    g = small_net()
+    before = [n.name for n in g]
+    g.replace_node(Node("act", "sigmoid", ["conv"], type=g["act"].type))
+    assert g["act"].op == "sigmoid" and [n.name for n in g] == before and g["pool"].inputs == ["act"]
+    g.replace_node(Node("act", "constant", [], params={"value": np.zeros((1, 4, 10, 10), np.float32)},
+                        type=g["act"].type))
+    assert [c.name for c in g.consumers("conv")] == [] and g.ancestors("pool") == {"act"}
+    with pytest.raises(KeyError, match="no node named 'nope'"):
+        g.replace_node(Node("nope", "relu", ["conv"]))
+
+
+def test_consumers_come_in_graph_order_whatever_the_edge_order():
+    g = small_net()
+    for name in ("z_first", "a_second"):
+        g.add(Node(name, "relu", ["act"], type=g["act"].type))
+    g.set_inputs("pool", ["act"])   # redrawn: pool's edge from act is now the newest
+    assert [c.name for c in g.consumers("act")] == ["pool", "z_first", "a_second"]
+
+
 def test_remove_refuses_a_node_that_is_still_read():
     g = small_net()
     with pytest.raises(ModelError, match="still read by pool"):

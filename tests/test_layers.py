@@ -94,6 +94,16 @@ def test_checks_catch_a_back_edge(tmp_path):
     assert any({"cnncc.ops", "cnncc.shapes", "cnncc.compiler"} <= set(c) for c in cycles_in(view)["cycles"])
 
 
+def test_no_pass_reaches_into_graph_nx():
+    """Passes edit a Graph through its methods (replace_node, set_inputs, consumers, ancestors,
+    ...), never through the networkx DiGraph underneath, so the Graph keeps its invariants."""
+    import ast
+
+    found = [f"{f.name}:{n.lineno}" for f in sorted((ROOT / "cnncc" / "passes").glob("*.py"))
+             for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.Attribute) and n.attr == "nx"]
+    assert found == [], f"passes reading graph.nx: {found}"
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory(prefix="cnncc-layers-") as tmp:
         proc = subprocess.run(LINT, cwd=make_view(Path(tmp)))

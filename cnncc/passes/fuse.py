@@ -162,7 +162,7 @@ def grow(graph: Graph, chain: Chain, claimed: dict[str, int], anchors_on: bool =
                 chain.stop[(cur.name, r.name)] = f"{cur.name} is a graph output (it must reach memory)"
             return chain
         if len(readers) != 1:
-            names = ", ".join(r.name for r in sorted(readers, key=lambda n: graph.nx.nodes[n.name]["order"]))
+            names = ", ".join(r.name for r in readers)
             for r in readers:
                 chain.stop[(cur.name, r.name)] = f"{cur.name} feeds {len(readers)} consumers: {names}"
             return chain
@@ -204,7 +204,7 @@ def generic_reason(graph: Graph, p: Node, c: Node, anchors_on: bool) -> str:
     if p.name in graph.outputs:
         return f"{p.name} is a graph output (it must reach memory)"
     if len(readers) > 1:
-        names = ", ".join(r.name for r in sorted(readers, key=lambda n: graph.nx.nodes[n.name]["order"]))
+        names = ", ".join(r.name for r in readers)
         return f"{p.name} feeds {len(readers)} consumers: {names}"
     if c.op in ANCHORS:
         return f"{c.name} is a {c.op}: every anchor starts its own group"
@@ -261,7 +261,7 @@ def fuse_graph(graph: Graph, anchors_on: bool = True) -> Graph:
     for p in graph:
         if p.op in ("input", "constant"):
             continue
-        for c in sorted(graph.consumers(p.name), key=lambda n: graph.nx.nodes[n.name]["order"]):
+        for c in graph.consumers(p.name):
             if p.name in group_of and group_of.get(c.name) is group_of[p.name]:
                 continue
             reason = stops.get((p.name, c.name)) or generic_reason(graph, p, c, anchors_on)
