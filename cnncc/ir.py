@@ -161,12 +161,13 @@ class Graph:
             for src in node.inputs:
                 if src not in self.nx:
                     raise ModelError(f"input '{src}' does not exist", node=node.name, op=node.op)
-            if node.op == "fused":
-                continue
-            opdef = ops.get(node.op, node=node.name)
-            opdef.check(node)
+            if node.op != "fused":
+                opdef = ops.get(node.op, node=node.name)
+                opdef.check(node)
             if node.type is not None:
-                inferred = opdef.infer(node, [self[i].type for i in node.inputs])
+                # a fused group: every member checked and inferred in order, nothing stored
+                inferred = fused_types(self, node)[-1] if node.op == "fused" else \
+                    opdef.infer(node, [self[i].type for i in node.inputs])
                 if tuple(sympy.simplify(a - b) for a, b in zip(inferred.shape, node.type.shape)) != (0,) * len(inferred.shape) \
                         or len(inferred.shape) != len(node.type.shape):
                     raise ModelError(f"stored shape {format_shape(node.type.shape)} differs from inferred "
@@ -219,13 +220,20 @@ class Graph:
         return summary_table(self, batch=batch)
 
 
-def infer_fused(graph: Graph, node: Node) -> None:
-    """Shape inference inside a fused group: members in order; the last member is the output."""
+def fused_types(graph: Graph, node: Node) -> list[TensorType]:
+    """The members' types of a fused group, inferred in order and stored nowhere (verifiers read
+    them); the last is the group's output type."""
     local: dict[str, TensorType] = {}
     for m in node.members:
         in_types = [local[i] if i in local else graph[i].type for i in m.inputs]
         opdef = ops.get(m.op, node=m.name)
         opdef.check(m)
-        m.type = opdef.infer(m, in_types)
-        local[m.name] = m.type
+        local[m.name] = opdef.infer(m, in_types)
+    return [local[m.name] for m in node.members]
+
+
+def infer_fused(graph: Graph, node: Node) -> None:
+    """Shape inference inside a fused group: members in order; the last member is the output."""
+    for m, t in zip(node.members, fused_types(graph, node)):
+        m.type = t
     node.type = node.members[-1].type
