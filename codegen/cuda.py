@@ -261,10 +261,10 @@ def render_kernel(spec: KernelSpec) -> tuple[str, str]:
 
 def render(program: Program) -> tuple[str, list[tuple[str, str, str]]]:
     """The whole .cu source and [(kernel name, its source, its launch)] in execution order."""
-    from cnncc.version import __version__
+    import cnncc
 
     rendered = [(spec, *render_kernel(spec)) for spec in program.kernels]
-    prelude = _env().get_template("cuda/prelude.cu.j2").render(program=program, version=__version__,
+    prelude = _env().get_template("cuda/prelude.cu.j2").render(program=program, version=cnncc.__version__,
                                                                kernels=rendered)
     source = prelude.strip() + "\n\n" + "\n".join(text for _, text, _ in rendered)
     return source, [(spec.name, text, launch) for spec, text, launch in rendered]
