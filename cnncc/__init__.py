@@ -9,8 +9,7 @@ from .errors import CnnccError, CompileError, IntegrityError, ModelError, Unsupp
 from .ir import N, Graph, Node, TensorType, sym
 from .reference import reference
 from .compiler import load_model
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["N", "Graph", "Node", "TensorType", "sym", "reference", "load_model", "CnnccError", "ModelError",
            "UnsupportedError", "CompileError", "IntegrityError", "__version__"]

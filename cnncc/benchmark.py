@@ -29,6 +29,7 @@ import numpy as np
 import sympy
 
 from . import ops
+from .cost import node_cost
 from .errors import CnnccError
 from .ir import N, Graph, Node
 
@@ -211,7 +212,7 @@ def kernel_nodes(opt_graph: Graph) -> list[Node]:
 
 def node_work(opt_graph: Graph, node: Node, batch: int) -> tuple[float, float]:
     """(FLOPs, bytes moved) of one kernel at ``batch``, from the cost model."""
-    c = ops.node_cost(opt_graph, node)
+    c = node_cost(opt_graph, node)
     sub = {N: batch}
     flops = float(sympy.sympify(node.meta.get("flops", c["flops"])).subs(sub))
     nbytes = float(sympy.sympify(c["bytes_read"] + c["bytes_written"]).subs(sub))

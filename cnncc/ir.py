@@ -8,102 +8,14 @@ codegen find them without chasing constant nodes.
 from __future__ import annotations
 
 import copy as _copy
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import networkx as nx
-import numpy as np
 import sympy
 
+from . import ops
 from .errors import ModelError
-
-#: The batch dimension. Shapes keep it symbolic until a concrete batch is asked for.
-N = sympy.Symbol("N", integer=True, positive=True)
-
-
-#: weight arrays that are running statistics (PyTorch buffers), not learned parameters
-RUNNING_STATISTICS: dict[str, tuple[str, ...]] = {"batch_norm": ("mean", "var")}
-
-
-def sym(name: str) -> sympy.Symbol:
-    """A positive integer size symbol (``H``, ``W``, ...), as used for symbolic spatial sizes."""
-    return sympy.Symbol(name, integer=True, positive=True)
-
-
-@dataclass(frozen=True)
-class TensorType:
-    """dtype + shape; the shape is a tuple of sympy expressions (ints are sympified)."""
-
-    shape: tuple
-    dtype: str = "float32"
-
-    def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(sympy.sympify(d) for d in self.shape))
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-    @property
-    def itemsize(self) -> int:
-        return np.dtype(self.dtype).itemsize
-
-    def numel(self) -> sympy.Expr:
-        return sympy.Mul(*self.shape) if self.shape else sympy.Integer(1)
-
-    def nbytes(self) -> sympy.Expr:
-        return self.numel() * self.itemsize
-
-    def subs(self, mapping: dict) -> "TensorType":
-        return TensorType(tuple(sympy.sympify(d).subs(mapping) for d in self.shape), self.dtype)
-
-    def concrete(self, mapping: dict | None = None) -> tuple[int, ...]:
-        """The shape as ints once every symbol is given (``{N: 8}``); errors name a free symbol."""
-        out = []
-        for d in self.shape:
-            d = sympy.sympify(d).subs(mapping or {})
-            if not d.is_number:
-                raise ModelError(f"shape {format_shape(self.shape)} still has free symbols {sorted(map(str, d.free_symbols))}",
-                                 fix="give a value for every symbol, e.g. a batch size for N")
-            out.append(int(d))
-        return tuple(out)
-
-    def __str__(self) -> str:
-        return f"{format_shape(self.shape)} {self.dtype}"
-
-
-def format_shape(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")"
-
-
-@dataclass
-class Node:
-    """One operator application. ``op`` is a registry name (see cnncc.ops) or ``"fused"``."""
-
-    name: str
-    op: str
-    inputs: list[str] = field(default_factory=list)
-    attrs: dict[str, Any] = field(default_factory=dict)
-    params: dict[str, np.ndarray] = field(default_factory=dict)
-    type: TensorType | None = None
-    #: for a fused group: the original nodes, anchor first, in execution order
-    members: list["Node"] | None = None
-    #: free-form annotations passes leave for reports (why not fused, memory offsets, ...)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple:
-        return self.type.shape if self.type else ()
-
-    def param_count(self) -> int:
-        """Learned parameters only: running statistics (see RUNNING_STATISTICS) are state, not
-        parameters, so totals match PyTorch's ``parameters()`` and the published counts."""
-        skip = RUNNING_STATISTICS.get(self.op, ())
-        own = sum(int(np.prod(p.shape)) for k, p in self.params.items() if k not in skip)
-        return own + sum(m.param_count() for m in self.members or [])
-
-    def __repr__(self) -> str:
-        return f"Node({self.name!r}, {self.op!r}, inputs={self.inputs})"
+from .node import N, RUNNING_STATISTICS, Node, TensorType, format_shape, sym  # noqa: F401  (re-exported)
 
 
 class Graph:
@@ -139,6 +51,15 @@ class Graph:
                 raise ModelError(f"input '{src}' does not exist", node=node.name, op=node.op,
                                  fix="connect the layer to an existing tensor")
             self.nx.add_edge(src, node.name)
+
+    def replace_node(self, node: Node) -> Node:
+        """Put ``node`` in the place of the node with its name: same position in the order, the
+        edges redrawn from ``node.inputs`` (a folded constant, a batch norm become scale_shift)."""
+        if node.name not in self.nx:
+            raise KeyError(f"no node named '{node.name}' in graph '{self.name}'")
+        self.nx.nodes[node.name]["node"] = node
+        self._link(node)
+        return node
 
     def set_inputs(self, name: str, inputs: list[str]) -> None:
         node = self[name]
@@ -205,7 +126,13 @@ class Graph:
         return list(self)
 
     def consumers(self, name: str) -> list[Node]:
-        return [self[s] for s in self.nx.successors(name)]
+        """The nodes that read ``name``, in the graph's order (deterministic)."""
+        order = self.nx.nodes
+        return [self[s] for s in sorted(self.nx.successors(name), key=lambda s: order[s]["order"])]
+
+    def ancestors(self, name: str) -> set[str]:
+        """Every node ``name`` depends on, directly or not."""
+        return nx.ancestors(self.nx, name)
 
     def producers(self, name: str) -> list[Node]:
         return [self[p] for p in self[name].inputs]
@@ -234,12 +161,13 @@ class Graph:
             for src in node.inputs:
                 if src not in self.nx:
                     raise ModelError(f"input '{src}' does not exist", node=node.name, op=node.op)
-            if node.op == "fused":
-                continue
-            opdef = ops.get(node.op, node=node.name)
-            opdef.check(node)
+            if node.op != "fused":
+                opdef = ops.get(node.op, node=node.name)
+                opdef.check(node)
             if node.type is not None:
-                inferred = opdef.infer(node, [self[i].type for i in node.inputs])
+                # a fused group: every member checked and inferred in order, nothing stored
+                inferred = fused_types(self, node)[-1] if node.op == "fused" else \
+                    opdef.infer(node, [self[i].type for i in node.inputs])
                 if tuple(sympy.simplify(a - b) for a, b in zip(inferred.shape, node.type.shape)) != (0,) * len(inferred.shape) \
                         or len(inferred.shape) != len(node.type.shape):
                     raise ModelError(f"stored shape {format_shape(node.type.shape)} differs from inferred "
@@ -252,7 +180,7 @@ class Graph:
 
         for node in self:
             if node.op == "fused":
-                ops.infer_fused(self, node)
+                infer_fused(self, node)
                 continue
             opdef = ops.get(node.op, node=node.name)
             opdef.check(node)
@@ -264,9 +192,9 @@ class Graph:
         return sum(n.param_count() for n in self)
 
     def flops(self) -> sympy.Expr:
-        from . import ops
+        from .cost import node_cost
 
-        return sympy.expand(sum((ops.node_cost(self, n)["flops"] for n in self), sympy.Integer(0)))
+        return sympy.expand(sum((node_cost(self, n)["flops"] for n in self), sympy.Integer(0)))
 
     def input_types(self) -> dict[str, TensorType]:
         return {i: self[i].type for i in self.inputs}
@@ -287,6 +215,25 @@ class Graph:
         return "\n".join(lines)
 
     def summary(self, batch: int | None = None) -> str:
-        from .report import summary_table
+        from .summary import summary_table
 
         return summary_table(self, batch=batch)
+
+
+def fused_types(graph: Graph, node: Node) -> list[TensorType]:
+    """The members' types of a fused group, inferred in order and stored nowhere (verifiers read
+    them); the last is the group's output type."""
+    local: dict[str, TensorType] = {}
+    for m in node.members:
+        in_types = [local[i] if i in local else graph[i].type for i in m.inputs]
+        opdef = ops.get(m.op, node=m.name)
+        opdef.check(m)
+        local[m.name] = opdef.infer(m, in_types)
+    return [local[m.name] for m in node.members]
+
+
+def infer_fused(graph: Graph, node: Node) -> None:
+    """Shape inference inside a fused group: members in order; the last member is the output."""
+    for m, t in zip(node.members, fused_types(graph, node)):
+        m.type = t
+    node.type = node.members[-1].type

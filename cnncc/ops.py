@@ -16,8 +16,8 @@ import sympy
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import ModelError
-from .ir import Graph, Node, TensorType
 from . import resize
+from .node import Node, TensorType
 from .shapes import conv_out, conv_transpose_out, pool_out, resolve_padding
 
 REQUIRED = object()
@@ -172,32 +172,7 @@ def _nd_check(node: Node, key: str, nd: int, op: str) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# cost model
-def node_cost(graph: Graph, node: Node) -> dict[str, sympy.Expr]:
-    """FLOPs, bytes read (inputs + weights), bytes written, parameters — sympy in N."""
-    if node.op == "fused":
-        total = {"flops": sympy.Integer(0), "bytes_read": sympy.Integer(0),
-                 "bytes_written": sympy.Integer(0), "params": sympy.Integer(0)}
-        for m in node.members:
-            in_types = [_member_type(graph, node, i) for i in m.inputs]
-            c = _cost(m, in_types, m.type)
-            total["flops"] += c["flops"]
-            total["params"] += c["params"]
-        ext = [graph[i].type for i in node.inputs]
-        total["bytes_read"] = sum((t.nbytes() for t in ext), sympy.Integer(0)) + sum(
-            (int(p.nbytes) for m in node.members for p in m.params.values()), 0)
-        total["bytes_written"] = node.type.nbytes()
-        return total
-    return _cost(node, [graph[i].type for i in node.inputs], node.type)
-
-
-def _member_type(graph: Graph, fused: Node, name: str) -> TensorType:
-    for m in fused.members:
-        if m.name == name:
-            return m.type
-    return graph[name].type
-
-
+# cost model (per operator; a node's cost in its graph is cnncc.cost.node_cost)
 def _cost(node: Node, in_types: list[TensorType], out: TensorType) -> dict[str, sympy.Expr]:
     opdef = get(node.op, node=node.name)
     flops = opdef.flops(node, in_types, out) if opdef.flops else sympy.Integer(0)
@@ -209,18 +184,6 @@ def _cost(node: Node, in_types: list[TensorType], out: TensorType) -> dict[str, 
     params = sum(int(np.prod(p.shape)) for p in node.params.values())
     return {"flops": sympy.sympify(flops), "bytes_read": read, "bytes_written": written,
             "params": sympy.Integer(params)}
-
-
-def infer_fused(graph: Graph, node: Node) -> None:
-    """Shape inference inside a fused group: members in order; the last member is the output."""
-    local: dict[str, TensorType] = {}
-    for m in node.members:
-        in_types = [local[i] if i in local else graph[i].type for i in m.inputs]
-        opdef = get(m.op, node=m.name)
-        opdef.check(m)
-        m.type = opdef.infer(m, in_types)
-        local[m.name] = m.type
-    node.type = node.members[-1].type
 
 
 def elementwise_flops(per: int = 1):

@@ -105,10 +105,10 @@ def _as_packed(module: Any, target: str, opt_level: int, say=lambda m: None) -> 
             return pack_module(path)
         if not path.is_file():
             raise CnnccError(f"'{path}' is neither a saved module folder nor a model file")
-        import cnncc
+        from cnncc import compiler
 
         say(f"compiling {path} for target {target} (once, on the driver)")
-        mod = cnncc.compile(cnncc.load_model(path), target=target, opt_level=opt_level, progress=say)
+        mod = compiler.compile(compiler.load_model(path), target=target, opt_level=opt_level, progress=say)
         return pack_module(mod.save(tmp))
 
 

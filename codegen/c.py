@@ -83,11 +83,11 @@ def address(t: TensorRef) -> str:
 def render(program: Program, target: CTarget):
     """Render the whole translation unit for ``target``; returns (source, [(name, kernel source,
     launch)])."""
-    import cnncc
+    from cnncc.version import __version__
 
     env = _env()
     c_conv.prepare(program, target)   # blocked convolutions read weights packed for their tiles
-    prelude = env.get_template("c/prelude.c.j2").render(program=program, version=cnncc.__version__,
+    prelude = env.get_template("c/prelude.c.j2").render(program=program, version=__version__,
                                                         target=target).strip()
     kernels = [(spec, render_kernel(spec, target)) for spec in program.kernels]
     decls, seen, calls = [], set(), []

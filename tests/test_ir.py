@@ -142,6 +142,40 @@ def test_replace_uses_rewires_consumers_and_outputs():
     g.verify()
 
 
+def test_replace_node_keeps_the_place_and_redraws_the_edges():
+    g = small_net()
+    before = [n.name for n in g]
+    g.replace_node(Node("act", "sigmoid", ["conv"], type=g["act"].type))
+    assert g["act"].op == "sigmoid" and [n.name for n in g] == before and g["pool"].inputs == ["act"]
+    g.replace_node(Node("act", "constant", [], params={"value": np.zeros((1, 4, 10, 10), np.float32)},
+                        type=g["act"].type))
+    assert [c.name for c in g.consumers("conv")] == [] and g.ancestors("pool") == {"act"}
+    with pytest.raises(KeyError, match="no node named 'nope'"):
+        g.replace_node(Node("nope", "relu", ["conv"]))
+
+
+def test_verify_checks_fused_groups_and_stores_nothing():
+    from cnncc.passes.verify import verify_fused
+
+    opt = cnncc.optimize(small_net())
+    grp = next(n for n in opt if n.op == "fused")
+    types = [m.type for m in grp.members] + [grp.type]
+    opt.verify()
+    verify_fused(opt)
+    assert all(a is b for a, b in zip([m.type for m in grp.members] + [grp.type], types))
+    grp.type = TensorType((N, 99))
+    with pytest.raises(ModelError, match="differs from inferred"):
+        opt.verify()
+
+
+def test_consumers_come_in_graph_order_whatever_the_edge_order():
+    g = small_net()
+    for name in ("z_first", "a_second"):
+        g.add(Node(name, "relu", ["act"], type=g["act"].type))
+    g.set_inputs("pool", ["act"])   # redrawn: pool's edge from act is now the newest
+    assert [c.name for c in g.consumers("act")] == ["pool", "z_first", "a_second"]
+
+
 def test_remove_refuses_a_node_that_is_still_read():
     g = small_net()
     with pytest.raises(ModelError, match="still read by pool"):

@@ -1,5 +1,5 @@
 """eliminate_concat: producers write straight into their channel slice of a concat's buffer,
-and flatten/reshape and channel slices become views of their input (contracts.md C).
+and flatten/reshape and channel slices become views of their input (docs/DESIGN.md, contract C).
 
 A channel concat (axis 1, NCHW) copies every input once more than needed. If each input is a
 kernel's output (not a graph input, constant, view or graph output), that kernel can write its

@@ -2,7 +2,6 @@
 input), and every node no graph output depends on (unused branches, orphaned constants)."""
 from __future__ import annotations
 
-import networkx as nx
 
 from .. import ops
 from ..ir import Graph
@@ -22,7 +21,7 @@ def eliminate_dead(graph: Graph) -> Graph:
             note(graph, f"{node.name} ({node.op}) bypassed", count=f"{node.op} removed")
     live = set(graph.outputs)
     for out in graph.outputs:
-        live |= nx.ancestors(graph.nx, out)
+        live |= graph.ancestors(out)
     for node in reversed(list(graph)):
         if node.name in live or node.op == "input":
             continue

@@ -66,10 +66,10 @@ def fold_batchnorm(graph: Graph) -> Graph:
             note(graph, f"{bn.name} folded into {producer.name}'s weights and bias",
                  count="batch norms folded into weights")
         else:
-            graph.nx.nodes[bn.name]["node"] = Node(bn.name, "scale_shift", list(bn.inputs), {},
-                                                   {"scale": scale.astype(np.float32),
-                                                    "shift": shift.astype(np.float32)}, bn.type,
-                                                   meta=dict(bn.meta, was="batch_norm"))
+            graph.replace_node(Node(bn.name, "scale_shift", list(bn.inputs), {},
+                                    {"scale": scale.astype(np.float32),
+                                     "shift": shift.astype(np.float32)}, bn.type,
+                                    meta=dict(bn.meta, was="batch_norm")))
             why = "its input has other readers" if bn.inputs and graph[bn.inputs[0]].op in FOLDS_INTO \
                 else "no conv/dense before it"
             note(graph, f"{bn.name} -> scale_shift ({why})", count="batch norms to scale_shift")

@@ -21,8 +21,7 @@ def fold_constants(graph: Graph) -> Graph:
             continue
         value = np.asarray(run_node(node, [p.params["value"] for p in producers]))
         folded = Node(node.name, "constant", [], {}, {"value": value}, node.type, meta=dict(node.meta))
-        graph.nx.nodes[node.name]["node"] = folded
-        graph.set_inputs(node.name, [])
+        graph.replace_node(folded)
         note(graph, f"{node.name} ({node.op}) -> constant {tuple(value.shape)}", count="operators folded")
     # constants nobody reads any more are removed by eliminate_dead
     return graph

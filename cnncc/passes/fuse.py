@@ -4,7 +4,7 @@ An anchor (conv1d/conv2d/conv_transpose2d/dense/matmul) absorbs the chain of sin
 after it: scale_shift, any activation, add/sub/mul/div whose other operand is an external tensor
 of the same shape (the residual add), then at most one pooling layer, which ends the group;
 softmax/log_softmax may end a dense group. Elementwise ops that no anchor absorbed form
-"elementwise" groups of two or more. The result follows contracts.md B exactly.
+"elementwise" groups of two or more. The result follows contract B of docs/DESIGN.md exactly.
 
 Rules that keep results exact and memory honest:
 * A tensor leaves its group only as the group's output: a member with a second reader (or a
@@ -162,7 +162,7 @@ def grow(graph: Graph, chain: Chain, claimed: dict[str, int], anchors_on: bool =
                 chain.stop[(cur.name, r.name)] = f"{cur.name} is a graph output (it must reach memory)"
             return chain
         if len(readers) != 1:
-            names = ", ".join(r.name for r in sorted(readers, key=lambda n: graph.nx.nodes[n.name]["order"]))
+            names = ", ".join(r.name for r in readers)
             for r in readers:
                 chain.stop[(cur.name, r.name)] = f"{cur.name} feeds {len(readers)} consumers: {names}"
             return chain
@@ -204,7 +204,7 @@ def generic_reason(graph: Graph, p: Node, c: Node, anchors_on: bool) -> str:
     if p.name in graph.outputs:
         return f"{p.name} is a graph output (it must reach memory)"
     if len(readers) > 1:
-        names = ", ".join(r.name for r in sorted(readers, key=lambda n: graph.nx.nodes[n.name]["order"]))
+        names = ", ".join(r.name for r in readers)
         return f"{p.name} feeds {len(readers)} consumers: {names}"
     if c.op in ANCHORS:
         return f"{c.name} is a {c.op}: every anchor starts its own group"
@@ -261,7 +261,7 @@ def fuse_graph(graph: Graph, anchors_on: bool = True) -> Graph:
     for p in graph:
         if p.op in ("input", "constant"):
             continue
-        for c in sorted(graph.consumers(p.name), key=lambda n: graph.nx.nodes[n.name]["order"]):
+        for c in graph.consumers(p.name):
             if p.name in group_of and group_of.get(c.name) is group_of[p.name]:
                 continue
             reason = stops.get((p.name, c.name)) or generic_reason(graph, p, c, anchors_on)

@@ -63,7 +63,7 @@ def greedy_by_size(sizes: dict[str, int], life: dict[str, tuple[int, int]]) -> d
 
 
 def plan(graph: Graph) -> dict:
-    """The memory plan of contracts.md C, plus lifetimes, aliases and in-place decisions."""
+    """The memory plan of contract C (docs/DESIGN.md), plus lifetimes, aliases and in-place decisions."""
     order = {n.name: i for i, n in enumerate(graph)}
     outside = set(graph.inputs) | set(graph.outputs) | {n.name for n in graph if n.op == "constant"}
     alias: dict[str, str] = {}

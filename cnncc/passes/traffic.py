@@ -12,6 +12,7 @@ from __future__ import annotations
 import sympy
 
 from .. import ops
+from ..cost import node_cost
 from ..ir import Graph, Node
 from .base import register_pass
 
@@ -32,7 +33,7 @@ def annotate_group(graph: Graph, group: Node) -> None:
     """Fill group.meta with bytes_unfused, bytes_fused and flops (sympy in N)."""
     costs = member_costs(graph, group)
     unfused = sum((c["bytes_read"] + c["bytes_written"] for c in costs), ZERO)
-    fused = ops.node_cost(graph, group)
+    fused = node_cost(graph, group)
     recompute = sympy.sympify(group.meta.get("recompute", 1))
     pool_at = next((i for i, m in enumerate(group.members) if ops.get(m.op).has(ops.POOL)), len(costs))
     flops = sum((c["flops"] * (recompute if i < pool_at else 1) for i, c in enumerate(costs)), ZERO)
@@ -47,7 +48,7 @@ def node_traffic(graph: Graph, node: Node) -> tuple[sympy.Expr, sympy.Expr, symp
         if "bytes_fused" not in node.meta:
             annotate_group(graph, node)
         return node.meta["bytes_unfused"], node.meta["bytes_fused"], node.meta["flops"]
-    cost = ops.node_cost(graph, node)
+    cost = node_cost(graph, node)
     moved = cost["bytes_read"] + cost["bytes_written"]
     planned = ZERO if node.meta.get("eliminated") or node.meta.get("view_of") else moved
     return moved, planned, cost["flops"]

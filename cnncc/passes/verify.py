@@ -1,4 +1,4 @@
-"""Checks of the fused-group contract (contracts.md B), run by the manager after every pass.
+"""Checks of the fused-group contract (docs/DESIGN.md, B), run by the manager after every pass.
 
 Graph.verify() checks plain operators; a fused node is checked here: a chain of members, each
 reading the previous one as its first input, external inputs listed in order of first use, and
@@ -11,7 +11,7 @@ import re
 
 from .. import ops
 from ..errors import ModelError
-from ..ir import Graph, Node
+from ..ir import Graph, Node, fused_types
 
 ANCHORS = ("conv1d", "conv2d", "conv_transpose2d", "dense", "matmul")
 KINDS = {"conv1d": "conv", "conv2d": "conv", "conv_transpose2d": "conv_transpose", "dense": "dense",
@@ -66,6 +66,5 @@ def _check_group(graph: Graph, node: Node) -> None:
         if i not in graph:
             _fail(node, f"external input {i} is not a graph node")
     before = [m.type for m in ms]
-    ops.infer_fused(graph, node)
-    if [m.type for m in ms] != before and all(t is not None for t in before):
+    if fused_types(graph, node) != before and all(t is not None for t in before):   # read-only
         _fail(node, "a member's stored type differs from the inferred one")
