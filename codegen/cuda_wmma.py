@@ -97,8 +97,8 @@ def candidates(co_g: int, win: int, half: bool, kstep: int):
             if cols > 256:
                 continue
             for wm in (1, 2, 4):
-                for wn in (1, 2, 4, 8):
-                    if wm * wn not in (2, 4, 8) or bm % (16 * wm) or cols % (16 * wn):
+                for wn in (1, 2, 3, 4, 8):      # 3: a 3x3 pool window makes 9 fragment columns
+                    if not 2 <= wm * wn <= 8 or bm % (16 * wm) or cols % (16 * wn):
                         continue
                     for bk in (16, 32):
                         if bk % kstep:

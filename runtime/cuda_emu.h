@@ -716,20 +716,19 @@ inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, const V& v) {
 template <int M, int N, int K, class T, class LA, class LB>
 inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
                      const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
-    float out[M * N];
-    for (int r = 0; r < M; ++r)
-        for (int col = 0; col < N; ++col) {
-            float s = c.x[r * N + col];
-            for (int k = 0; k < K; ++k) {
-                float av = as_float(a.x[r * K + k]), bv = as_float(b.x[k * N + col]);
-                if (std::is_same<T, precision::tf32>::value) {
-                    av = cuda_emu::truncate_tf32(av);
-                    bv = cuda_emu::truncate_tf32(bv);
-                }
-                s += av * bv;
-            }
-            out[r * N + col] = s;
-        }
+    float av[M * K], bv[K * N], out[M * N];
+    for (int i = 0; i < M * K; ++i) {
+        av[i] = as_float(a.x[i]);
+        if (std::is_same<T, precision::tf32>::value) av[i] = cuda_emu::truncate_tf32(av[i]);
+    }
+    for (int i = 0; i < K * N; ++i) {
+        bv[i] = as_float(b.x[i]);
+        if (std::is_same<T, precision::tf32>::value) bv[i] = cuda_emu::truncate_tf32(bv[i]);
+    }
+    std::memcpy(out, c.x, sizeof out);
+    for (int r = 0; r < M; ++r)           // each out[r][col] still sums its products in k order
+        for (int k = 0; k < K; ++k)
+            for (int col = 0; col < N; ++col) out[r * N + col] += av[r * K + k] * bv[k * N + col];
     std::memcpy(d.x, out, sizeof out);
 }
 }  // namespace wmma
