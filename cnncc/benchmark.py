@@ -182,6 +182,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: int =
                 progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
     """Per-call seconds, ``repeat`` samples per engine, rounds interleaved in rotated order."""
     names = list(fns)
+    if not names:   # every engine was skipped (e.g. target cuda without a GPU): nothing to time
+        return {}
     for name in names:
         for _ in range(warmup):
             fns[name]()

@@ -56,8 +56,7 @@ def occupancy(registers: int, smem_bytes: int, threads: int, device: dict = H200
     regs_per_warp = max(unit, math.ceil(max(registers, 1) * 32 / unit) * unit)
     limits = {
         "registers": (device["regs_per_sm"] // regs_per_warp) // warps,
-        "shared memory": (device["smem_per_sm"] // (smem_bytes + device["smem_reserved_per_block"])
-                          if smem_bytes else device["max_blocks_per_sm"]),
+        "shared memory": device["smem_per_sm"] // (smem_bytes + device["smem_reserved_per_block"]),
         "threads": device["max_threads_per_sm"] // (warps * 32),
         "blocks": device["max_blocks_per_sm"],
     }
