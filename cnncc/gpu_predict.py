@@ -85,26 +85,40 @@ class KernelPrediction:
     members: list[str] = field(default_factory=list)
 
 
-def kernel_resources(source: str) -> dict:
-    """ptxas's report per kernel of a rendered .cu source (an NVRTC compile, no GPU), kept in the
-    kernel cache folder by a hash of the NVRTC version and the source, like the cubins."""
-    import json
-    import os
-    import tempfile
-
+def _report_path(source: str):
     from cnncc.runtime import nvrtc
     from cnncc.runtime.cache import cache_dir, cache_key
 
     key = cache_key("ptxas-report", f"nvrtc {nvrtc.nvrtc_version()} {' '.join(nvrtc.default_options()[:4])}", source)
-    path = cache_dir() / "ptxas" / f"{key}.json"
-    if path.is_file():
-        return {k: nvrtc.KernelResources(**v) for k, v in json.loads(path.read_text()).items()}
-    kernels = nvrtc.compile_cubin(source).kernels
+    return cache_dir() / "ptxas" / f"{key}.json"
+
+
+def store_resources(source: str, kernels: dict) -> None:
+    """Keep a ptxas report (the CUDA build calls this, so a later prediction needs no compile)."""
+    import json
+    import os
+    import tempfile
+
+    path = _report_path(source)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump({k: asdict(v) for k, v in kernels.items()}, f)
     os.replace(tmp, path)
+
+
+def kernel_resources(source: str) -> dict:
+    """ptxas's report per kernel of a rendered .cu source (an NVRTC compile, no GPU), kept in the
+    kernel cache folder by a hash of the NVRTC version and the source, like the cubins."""
+    import json
+
+    from cnncc.runtime import nvrtc
+
+    path = _report_path(source)
+    if path.is_file():
+        return {k: nvrtc.KernelResources(**v) for k, v in json.loads(path.read_text()).items()}
+    kernels = nvrtc.compile_cubin(source).kernels
+    store_resources(source, kernels)
     return kernels
 
 

@@ -330,3 +330,12 @@ def test_tensor_core_kernels_under_address_sanitizer():
     proc = subprocess.run([sys.executable, "-c", script], env=emu.asan_environment(), capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0 and "ASAN-OK" in proc.stdout, proc.stderr[-4000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", LOW)
+def test_tensor_core_convolutions_on_gpu(precision):
+    """The same kernels on a real sm_90 GPU (benchmarks/device_run.sh runs this, and under
+    compute-sanitizer's memcheck): within the same tolerance as the emulation."""
+    g = tc_graph()
+    check(g, cnncc.compile(g, target="cuda", precision=precision), precision)
