@@ -77,7 +77,7 @@ def _optimized(graph: Graph, opt_level: int) -> Graph:
 #: arithmetic the CUDA convolutions may use; each has a tolerance against the FP32 reference
 #: (max |y - ref| / max |ref| over an output, measured on the examples with random weights, see docs/gpu.md)
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
-TOLERANCE = {"fp32": 1e-4, "tf32": 2e-2, "fp16": 2e-2, "bf16": 1e-1}
+TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16": 5e-2}
 
 
 def check_precision(precision: str, target: str) -> str:
@@ -102,9 +102,9 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
 
     * ``"fp32"`` (default): every convolution on FP32 FMAs, matches the reference to ~1e-5;
     * ``"tf32"``: convolutions with a GEMM of at least 16 output channels per group run on tensor
-      cores with TF32 inputs (10-bit mantissa) and FP32 accumulation; tolerance 2e-2;
-    * ``"fp16"``: the same with FP16 inputs (m16n16k16), FP32 accumulation; tolerance 2e-2;
-    * ``"bf16"``: BF16 inputs (8-bit mantissa), FP32 accumulation; tolerance 1e-1.
+      cores with TF32 inputs (10-bit mantissa) and FP32 accumulation; tolerance 1e-2;
+    * ``"fp16"``: the same with FP16 inputs (m16n16k16), FP32 accumulation; tolerance 1e-2;
+    * ``"bf16"``: BF16 inputs (8-bit mantissa), FP32 accumulation; tolerance 5e-2.
 
     Tolerances are relative to the output's largest magnitude (``TOLERANCE``). Activations and
     weights stay float32 in memory; inputs are rounded when staged in shared memory, so only the
