@@ -256,13 +256,23 @@ def test_every_template_path_is_exercised(tc_modules):
     assert "__float2bfloat16_rn" in "\n".join(s for _, s, _ in mods["bf16"].kernels)
 
 
-def test_layers_with_64_channels_use_tensor_cores_unless_fp32():
+def test_saved_module_keeps_its_precision(tc_modules, tmp_path):
+    g, mods = tc_modules
+    mods["bf16"].save(tmp_path / "m")
+    again = cnncc.load(tmp_path / "m")
+    assert again.program.precision == "bf16" and again.source == mods["bf16"].source
+    check(g, again, "bf16", batches=(2,))
+
+
+def test_layers_with_64_channels_use_tensor_cores_unless_fp32(examples_dir):
     """The rule (codegen/cuda_wmma.py): a GEMM convolution with >= 16 output channels per group
     runs on tensor cores at any precision but fp32; fp32 keeps the exact FMA kernel."""
+    from test_codegen_c import example_graph
+
     from cnncc.codegen import cuda as cg
     from cnncc.codegen.lower import lower_program
 
-    g = cnncc.load_model(os.path.join(os.path.dirname(__file__), "..", "examples", "resnet18.py"))
+    g = example_graph(examples_dir / "resnet18.py")
     program = lower_program(cnncc.optimize(g, 2))
     convs = [k for k in program.kernels if k.family == "conv"]
     wide = [k for k in convs if k.geometry["C_out"] // k.geometry["groups"] >= 64
@@ -295,7 +305,8 @@ def test_missing_tensor_core_headers_is_a_clear_error(monkeypatch):
 # every block type of the zoo's tensor-core layers (basic/bottleneck residual blocks, fire
 # modules, inverted residuals, plain stacks with fused pools)
 #: (the ones marked slow take 1-2 minutes each on a shared 2-core machine; deselect with -m "not slow")
-EXAMPLE_PRECISIONS = [("lenet5", "tf32"), ("lenet5", "fp16"), ("lenet5", "bf16"), ("squeezenet1_1", "fp16"),
+EXAMPLE_PRECISIONS = [("lenet5", "tf32"), ("squeezenet1_1", "fp16"), ("lenet5", "bf16"),
+                      pytest.param("lenet5", "fp16", marks=pytest.mark.slow),
                       pytest.param("resnet18", "tf32", marks=pytest.mark.slow),
                       pytest.param("mobilenet_v2", "bf16", marks=pytest.mark.slow),
                       pytest.param("vgg16", "bf16", marks=pytest.mark.slow)]
