@@ -58,3 +58,15 @@ def test_bench_prints_the_predicted_table_without_a_gpu(shared_kernel_cache, exa
     assert "PREDICTED for NVIDIA H200" in out and "precision tf32" in out and "tensor cores tf32" in out
     if not has_gpu:
         assert "needs an NVIDIA GPU" in out
+
+
+def test_inspect_lists_cuda_resources(shared_kernel_cache, examples_dir, capsys):
+    """`cnncc inspect --cuda`: registers, shared memory, spills and occupancy per kernel (the ptxas
+    report of lenet5 at fp16 is cached by the prediction test above when it ran first)."""
+    from cnncc.cli import main
+
+    assert main(["inspect", str(examples_dir / "lenet5.py"), "--cuda", "--precision", "fp16"]) == 0
+    out = capsys.readouterr().out
+    assert "CUDA kernels for sm_90 at precision fp16" in out and "occupancy" in out
+    row = next(line for line in out.splitlines() if line.startswith("conv2_relu2_pool2"))
+    assert "tensor cores fp16" in row and "%" in row
