@@ -1,4 +1,5 @@
-"""GPU benchmark: cnncc (target cuda, opt 0 and opt 2) vs PyTorch eager (cuDNN) and torch.compile.
+"""GPU benchmark: cnncc (target cuda, opt 0 and opt 2) vs PyTorch eager (cuDNN) and torch.compile,
+at every precision (fp32, tf32, fp16, bf16), like with like.
 
 Same GPU, same weights (the PyTorch peer is built from the cnncc graph by
 codegen/torch_export.py), timed with CUDA events around a loop of calls after a warm-up; the
@@ -7,6 +8,13 @@ PyTorch eager's. Models: LeNet-5, VGG-16, ResNet-18, ResNet-50 at batch 1 and 32
 conv3x3(64->64, 56x56)+ReLU+maxpool layer alone. Runs with whatever of cupy/torch is present
 and lists what it skipped; without a GPU it says so and exits 0. A time budget (default 270 s)
 keeps it under 5 minutes: whatever would overrun is skipped and listed.
+
+Precisions (``--precisions``): PyTorch runs channels_last with cuDNN and the same arithmetic as
+cnncc (cnncc.benchmark.torch_precision): fp32 with TF32 off, tf32 with TF32 on, fp16 / bf16 under
+autocast. Every engine's output is compared with PyTorch eager at fp32 (TF32 off) and must stay
+within cnncc's documented tolerance for the precision (cnncc.compiler.TOLERANCE). Next to each
+cnncc opt 2 time stands the H200 prediction of cnncc.gpu_predict (from the build's ptxas report).
+opt 0 runs at fp32 only (it is the fusion baseline, not a precision study).
 
     python benchmarks/gpu_bench.py --json $OUT/gpu_bench.json
 """
@@ -35,6 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--budget-s", type=float, default=270.0, help="stop starting new work after this (default 270)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compile time dominates)")
+    p.add_argument("--precisions", default="fp32,tf32,fp16,bf16", help="cnncc / PyTorch arithmetic to compare")
     return p.parse_args(argv)
 
 
@@ -120,6 +129,81 @@ def to_numpy(y):
     return np.asarray(y)
 
 
+def run_torch(graph, x, precision: str, row: dict, want, args, started: float):
+    """PyTorch eager (and torch.compile) at ``precision``; returns the fp32 reference output."""
+    import torch
+
+    from cnncc.benchmark import torch_precision
+    from cnncc.codegen.torch_export import to_torch
+
+    if want is None:   # the yardstick: fp32 eager, TF32 off
+        torch_precision("fp32")
+        ref_module = to_torch(graph, "cuda")
+        with torch.no_grad():
+            want = to_numpy(ref_module(torch.from_numpy(x).cuda()).float())
+    ctx, how = torch_precision(precision)
+    module = to_torch(graph, "cuda").to(memory_format=torch.channels_last)
+    xt = torch.from_numpy(x).cuda()
+    xt = xt.to(memory_format=torch.channels_last) if xt.dim() == 4 else xt
+
+    def eager():
+        with torch.no_grad(), ctx():
+            return module(xt)
+    stats = time_events(eager, torch_events(), args.warmup, args.repeat, args.inner)
+    row["engines"]["torch_eager"] = {**stats, "setup": f"cuDNN, channels_last, {how}",
+                                     "rel_err": rel_err(to_numpy(eager().float()), want)}
+    if args.no_compile:
+        row["engines"]["torch_compile"] = {"skipped": "--no-compile"}
+    elif time.time() - started > args.budget_s * 0.7:
+        row["engines"]["torch_compile"] = {"skipped": "time budget (compilation is slow)"}
+    else:
+        try:
+            t0 = time.time()
+            compiled = torch.compile(module)
+
+            def comp():
+                with torch.no_grad(), ctx():
+                    return compiled(xt)
+            err = rel_err(to_numpy(comp().float()), want)
+            stats = time_events(comp, torch_events(), args.warmup, args.repeat, args.inner)
+            row["engines"]["torch_compile"] = {**stats, "compile_s": time.time() - t0, "rel_err": err}
+        except Exception as e:  # noqa: BLE001
+            row["engines"]["torch_compile"] = {"skipped": f"{type(e).__name__}: {e}"[:200]}
+    return want
+
+
+def run_cnncc(graph, x, batch: int, precision: str, row: dict, want, args, have_cnncc_cuda: bool) -> None:
+    """cnncc target cuda at ``precision`` (opt 2; opt 0 too at fp32), checked and predicted."""
+    import cnncc
+    from cnncc.compiler import TOLERANCE
+
+    for level in ((0, 2) if precision == "fp32" else (2,)):
+        key = f"cnncc_opt{level}"
+        if not have_cnncc_cuda:
+            row["engines"][key] = {"skipped": "cupy not installed"}
+            continue
+        try:
+            import cupy
+
+            mod = cnncc.compile(graph, target="cuda", opt_level=level, precision=precision)
+            xg = cupy.asarray(x)
+            fn = (lambda m=mod, a=xg: m(a))
+            y = to_numpy(fn())
+            check = rel_err(y, want) if want is not None else (
+                rel_err(y, cnncc.reference(graph, x)) if batch == 1 else None)
+            stats = time_events(fn, cupy_events(), args.warmup, args.repeat, args.inner)
+            entry = {**stats, "kernels": len(mod.kernels), "rel_err": check, "tolerance": TOLERANCE[precision],
+                     "within_tolerance": None if check is None else check <= TOLERANCE[precision]}
+            if level == 2:
+                from cnncc import gpu_predict
+
+                pred = gpu_predict.predict(mod.program, mod.report["graph"], mod.rendered, batch)
+                entry["predicted_ms"] = pred["seconds"] * 1e3
+            row["engines"][key] = entry
+        except Exception as e:  # noqa: BLE001 - report, keep going
+            row["engines"][key] = {"skipped": f"{type(e).__name__}: {e}"[:200]}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.time()
@@ -163,69 +247,28 @@ def main(argv=None) -> int:
         result["skipped"].append("PyTorch: not installed")
 
     batches = [int(b) for b in args.batches.split(",")]
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         graph = load(name)
         for batch in batches:
-            if time.time() - started > args.budget_s:
-                result["skipped"].append(f"{name} batch {batch}: time budget spent")
-                continue
-            print(f"{name} batch {batch} ...", flush=True)
             rng = np.random.default_rng(0)
             x = rng.standard_normal(graph[graph.inputs[0]].type.concrete({cnncc.N: batch})).astype(np.float32)
-            row = {"model": name, "batch": batch, "engines": {}}
             want = None
-            if have_torch_cuda:
-                import torch
-
-                from cnncc.codegen.torch_export import to_torch
-
-                module = to_torch(graph, "cuda")
-                xt = torch.from_numpy(x).cuda()
-
-                def eager():
-                    with torch.no_grad():
-                        return module(xt)
-                want = to_numpy(eager())
-                row["engines"]["torch_eager"] = time_events(eager, torch_events(), args.warmup, args.repeat, args.inner)
-                if args.no_compile:
-                    row["engines"]["torch_compile"] = {"skipped": "--no-compile"}
-                elif time.time() - started > args.budget_s * 0.7:
-                    row["engines"]["torch_compile"] = {"skipped": "time budget (compilation is slow)"}
-                else:
-                    try:
-                        t0 = time.time()
-                        compiled = torch.compile(module)
-
-                        def comp():
-                            with torch.no_grad():
-                                return compiled(xt)
-                        err = rel_err(to_numpy(comp()), want)
-                        stats = time_events(comp, torch_events(), args.warmup, args.repeat, args.inner)
-                        row["engines"]["torch_compile"] = {**stats, "compile_s": time.time() - t0, "rel_err": err}
-                    except Exception as e:  # noqa: BLE001
-                        row["engines"]["torch_compile"] = {"skipped": f"{type(e).__name__}: {e}"[:200]}
-            for level in (0, 2):
-                key = f"cnncc_opt{level}"
-                if not have_cnncc_cuda:
-                    row["engines"][key] = {"skipped": "cupy not installed"}
+            for precision in precisions:
+                if time.time() - started > args.budget_s:
+                    result["skipped"].append(f"{name} batch {batch} {precision}: time budget spent")
                     continue
-                try:
-                    import cupy
-
-                    mod = cnncc.compile(graph, target="cuda", opt_level=level)
-                    xg = cupy.asarray(x)
-                    fn = (lambda m=mod, a=xg: m(a))
-                    y = to_numpy(fn())
-                    check = rel_err(y, want) if want is not None else rel_err(y, cnncc.reference(graph, x)) \
-                        if batch == 1 else None
-                    stats = time_events(fn, cupy_events(), args.warmup, args.repeat, args.inner)
-                    row["engines"][key] = {**stats, "kernels": len(mod.kernels), "rel_err": check}
-                except Exception as e:  # noqa: BLE001 - report, keep going
-                    row["engines"][key] = {"skipped": f"{type(e).__name__}: {e}"[:200]}
-            for k, v in row["engines"].items():
-                shown = f"{v['median_ms']:.3f} ms" if "median_ms" in v else f"skipped ({v['skipped']})"
-                print(f"  {k:14s} {shown}", flush=True)
-            result["results"].append(row)
+                print(f"{name} batch {batch} {precision} ...", flush=True)
+                row = {"model": name, "batch": batch, "precision": precision, "engines": {}}
+                if have_torch_cuda:
+                    want = run_torch(graph, x, precision, row, want, args, started)
+                run_cnncc(graph, x, batch, precision, row, want, args, have_cnncc_cuda)
+                for k, v in row["engines"].items():
+                    shown = f"{v['median_ms']:.3f} ms" if "median_ms" in v else f"skipped ({v['skipped']})"
+                    extra = f"  (predicted {v['predicted_ms']:.3f} ms)" if "predicted_ms" in v else ""
+                    err = f"  err {v['rel_err']:.1e}" if v.get("rel_err") is not None else ""
+                    print(f"  {k:14s} {shown}{err}{extra}", flush=True)
+                result["results"].append(row)
     if result["skipped"]:
         print("skipped: " + "; ".join(result["skipped"]))
     return finish()

@@ -75,18 +75,20 @@ def _first(out, names):
     return out
 
 
-def prepare_cnncc(graph: Graph, feeds: dict, opt_level: int, target: str, threads: int) -> Engine:
+def prepare_cnncc(graph: Graph, feeds: dict, opt_level: int, target: str, threads: int,
+                  precision: str = "fp32") -> Engine:
     import cnncc
 
     try:
         compile_fn = cnncc.compile
     except AttributeError:
         raise CnnccError("cnncc.compile is not available yet (codegen/runtime not built)") from None
-    mod = compile_fn(graph, target=target, opt_level=opt_level, threads=threads)
+    mod = compile_fn(graph, target=target, opt_level=opt_level, precision=precision,
+                     threads=threads if target == "c" else None)
     args = [feeds[i] for i in graph.inputs]
     run = (lambda: mod(*args))
     return Engine(f"opt{opt_level}", run, lambda: np.asarray(_first(run(), graph.outputs)),
-                  note=f"cnncc {target} opt {opt_level}, {len(mod.kernels)} kernels", module=mod)
+                  note=f"cnncc {target} opt {opt_level}, {precision}, {len(mod.kernels)} kernels", module=mod)
 
 
 def prepare_onnxruntime(graph: Graph, feeds: dict, threads: int) -> Engine:
@@ -107,12 +109,43 @@ def prepare_onnxruntime(graph: Graph, feeds: dict, threads: int) -> Engine:
     return Engine("onnxruntime", run, lambda: run()[0], note=f"onnxruntime {ort.__version__} CPU, spinning off")
 
 
-def prepare_torch(graph: Graph, feeds: dict, threads: int) -> Engine:
+def torch_precision(precision: str):
+    """PyTorch set up like cnncc at ``precision`` on a GPU: (context manager factory, note).
+    fp32: TF32 off for convolutions and matmuls; tf32: on (PyTorch's default for cuDNN
+    convolutions); fp16 / bf16: autocast to that type. Call before building the module."""
+    import contextlib
+
+    import torch
+
+    tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    if precision in ("fp16", "bf16"):
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        return (lambda: torch.autocast("cuda", dtype=dtype)), f"autocast {precision}"
+    return contextlib.nullcontext, f"TF32 {'on' if tf32 else 'off'}"
+
+
+def prepare_torch(graph: Graph, feeds: dict, threads: int, target: str = "c", precision: str = "fp32") -> Engine:
     import torch
 
     from cnncc.codegen.torch_export import to_torch
 
     torch.set_num_threads(threads)
+    if target == "cuda" and torch.cuda.is_available():
+        # like with like: the GPU, channels_last (cuDNN's fast layout), the same arithmetic
+        ctx, how = torch_precision(precision)
+        module = to_torch(graph, "cuda").to(memory_format=torch.channels_last)
+        args = [torch.from_numpy(feeds[i]).cuda() for i in graph.inputs]
+        args = [a.to(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args]
+
+        def run():
+            with torch.no_grad(), ctx():
+                out = module(*args)
+            torch.cuda.synchronize()
+            return out
+        return Engine("torch", run, lambda: _first(run(), graph.outputs).float().cpu().numpy(),
+                      note=f"torch {torch.__version__} eager CUDA (cuDNN), channels_last, {how}")
     module = to_torch(graph, "cpu")
     args = [torch.from_numpy(feeds[i]) for i in graph.inputs]
 
@@ -123,13 +156,14 @@ def prepare_torch(graph: Graph, feeds: dict, threads: int) -> Engine:
                   note=f"torch {torch.__version__} eager CPU, {threads} threads")
 
 
-def prepare_engine(name: str, graph: Graph, feeds: dict, target: str, threads: int) -> Engine:
+def prepare_engine(name: str, graph: Graph, feeds: dict, target: str, threads: int,
+                   precision: str = "fp32") -> Engine:
     if name.startswith("opt") and name[3:].isdigit():
-        return prepare_cnncc(graph, feeds, int(name[3:]), target, threads)
+        return prepare_cnncc(graph, feeds, int(name[3:]), target, threads, precision)
     if name == "onnxruntime":
         return prepare_onnxruntime(graph, feeds, threads)
     if name == "torch":
-        return prepare_torch(graph, feeds, threads)
+        return prepare_torch(graph, feeds, threads, target, precision)
     raise CnnccError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")
 
 
@@ -154,6 +188,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: int =
                 progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
     """Per-call seconds, ``repeat`` samples per engine, rounds interleaved in rotated order."""
     names = list(fns)
+    if not names:   # every engine was skipped (e.g. target cuda without a GPU): nothing to time
+        return {}
     for name in names:
         for _ in range(warmup):
             fns[name]()
@@ -389,11 +425,14 @@ def _is_free(member: str, group: Node) -> bool:
 def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,),
                 compare: Sequence[str] = ("opt0", "opt2", "onnxruntime"), repeat: int = 10, warmup: int = 3,
                 threads: int | None = None, kernels: Sequence[str] | None = None, min_sample_s: float = 0.002,
-                check: bool = True, progress: Callable[[str], None] | None = None) -> dict:
+                check: bool = True, progress: Callable[[str], None] | None = None, precision: str = "fp32",
+                predict: bool | None = None) -> dict:
     """Measure ``graph`` on every engine in ``compare`` at each batch; returns a JSON-able dict.
 
     ``kernels`` names the cnncc engines whose per-kernel table is built (default: all of
-    them in ``compare``; ``()`` for none)."""
+    them in ``compare``; ``()`` for none). For target "cuda", ``precision`` is the cnncc
+    arithmetic (PyTorch on the GPU is set up alike) and ``predict`` (default: on) adds the
+    H200 prediction of opt 2 per batch (cnncc.gpu_predict), which is all there is without a GPU."""
     import cnncc
     from .roofline import default_threads, describe_machine, machine_roofline
 
@@ -408,7 +447,12 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
     if target != "c" and any(e in ("onnxruntime", "torch") for e in compare):
         notes.append("peers run on the CPU while cnncc runs on the GPU target: compare with care")
     opt_graphs: dict[str, Graph] = {}
-    result = {"model": graph.name, "target": target, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    from .compiler import TOLERANCE, check_precision
+
+    check_precision(precision, target)
+    predict = (target == "cuda") if predict is None else predict
+    result = {"model": graph.name, "target": target, "precision": precision,
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"),
               "machine": describe_machine(), "threads": threads,
               "roofline": asdict(roof) if roof else None, "repeat": repeat, "warmup": warmup,
               "notes": notes, "params": graph.param_count(), "runs": []}
@@ -424,7 +468,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
         for name in compare:
             say(f"batch {batch}: preparing {name}")
             try:
-                eng = prepare_engine(name, graph, feeds, target, threads)
+                eng = prepare_engine(name, graph, feeds, target, threads, precision)
                 err = rel_error(eng.output(), want) if want is not None else None
             except ImportError as e:
                 engines[name] = {"status": "skipped", "reason": f"not installed: {e.name or e}"}
@@ -433,7 +477,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
                 engines[name] = {"status": "skipped", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:200]}
                 continue
             engines[name] = {"status": "ok", "note": eng.note, "max_rel_err": err,
-                             "matches_reference": err is None or err <= CHECK_RTOL}
+                             "matches_reference": err is None or err <= max(CHECK_RTOL, TOLERANCE[precision])}
             ready[name] = eng
         say(f"batch {batch}: timing {', '.join(ready)} x {repeat} rounds")
         samples = interleaved({n: e.run for n, e in ready.items()}, repeat, warmup, min_sample_s,
@@ -468,8 +512,25 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
         if "opt2" not in opt_graphs and "opt2" in compare:
             opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2)
         fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables) if "opt2" in opt_graphs else {}
-        result["runs"].append({"batch": batch, "engines": engines, "kernels": ktables, "fusion": fusion})
+        run = {"batch": batch, "engines": engines, "kernels": ktables, "fusion": fusion}
+        if predict:
+            say(f"batch {batch}: H200 prediction (NVRTC ptxas report, no GPU needed)")
+            run["predicted"] = _predicted(graph, batch, precision, ktables.get("opt2"))
+        result["runs"].append(run)
     return result
+
+
+def _predicted(graph: Graph, batch: int, precision: str, measured_table: dict | None) -> dict:
+    """The H200 prediction of opt 2 at ``batch``, with measured per-kernel seconds when a GPU ran it."""
+    from .gpu_predict import predict_model
+
+    try:
+        pred = predict_model(graph, batch, precision)
+    except Exception as e:  # noqa: BLE001 - a missing NVRTC must not hide the measurements
+        return {"error": f"{type(e).__name__}: {e}".splitlines()[0][:200]}
+    if measured_table and measured_table.get("rows"):
+        pred["measured"] = {r["name"]: r["seconds"] for r in measured_table["rows"]}
+    return pred
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,7 +546,8 @@ def _ms(s: float) -> str:
 
 
 def format_report(result: dict, max_kernels: int = 25) -> str:
-    out = [f"cnncc bench: {result['model']} (target {result['target']}), {result['date']}",
+    out = [f"cnncc bench: {result['model']} (target {result['target']}, precision {result.get('precision', 'fp32')}), "
+           f"{result['date']}",
            f"machine: {result['machine']}"]
     roof = result.get("roofline")
     if roof:
@@ -519,6 +581,13 @@ def format_report(result: dict, max_kernels: int = 25) -> str:
                                for r in shown]))
             if len(krows) > len(shown):
                 out.append(f"... {len(krows) - len(shown)} more kernels (see --json)")
+        pred = run.get("predicted")
+        if pred:
+            from .gpu_predict import format_prediction
+
+            out.append("")
+            out.append(format_prediction(pred, pred.get("measured"), max_kernels) if "kernels" in pred
+                       else f"-- batch {b}: no prediction: {pred['error']} --")
         fusion = run.get("fusion") or {}
         model = fusion.get("model")
         if model:

@@ -82,15 +82,43 @@ def _optimized(graph: Graph, opt_level: int) -> Graph:
     return _optimize(graph, opt_level=opt_level)
 
 
-def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, threads: int | None = None,  # noqa: A001
-            progress=None):
+#: arithmetic the CUDA convolutions may use; each has a tolerance against the FP32 reference
+#: (max |y - ref| / max |ref| over an output, measured on the examples with random weights, see docs/gpu.md)
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16": 5e-2}
+
+
+def check_precision(precision: str, target: str) -> str:
+    """The precision if ``target`` supports it; a CnnccError saying what to do otherwise."""
+    if precision not in PRECISIONS:
+        raise CnnccError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "fp32" and target == "c":
+        raise CnnccError(f"precision '{precision}' is for the CUDA targets (tensor cores); the C target computes "
+                         f"in float32 only: use precision='fp32' with target 'c', or target 'cuda' / 'cuda-emu'")
+    return precision
+
+
+def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: str = "fp32",  # noqa: A001
+            threads: int | None = None, progress=None):
     """Optimize, lower, render and build ``graph`` for ``target`` ("c", "cuda", "cuda-emu").
 
     Returns a CompiledModule: ``mod(x)`` runs any batch size; ``mod.kernels`` lists every kernel's
     source; ``mod.report`` holds the pass report and the fusion groups. Builds are cached on disk
     (see cnncc.runtime.cache). ``threads`` sets the C target's OpenMP threads for this module's
     calls (default: ``OMP_NUM_THREADS``, else all cores; ``mod.threads`` changes it later).
-    ``progress`` is an optional callable receiving one-line messages."""
+    ``progress`` is an optional callable receiving one-line messages.
+
+    ``precision`` (CUDA targets only; the C target refuses anything but "fp32"):
+
+    * ``"fp32"`` (default): every convolution on FP32 FMAs, matches the reference to ~1e-5;
+    * ``"tf32"``: convolutions with a GEMM of at least 16 output channels per group run on tensor
+      cores with TF32 inputs (10-bit mantissa) and FP32 accumulation; tolerance 1e-2;
+    * ``"fp16"``: the same with FP16 inputs (m16n16k16), FP32 accumulation; tolerance 1e-2;
+    * ``"bf16"``: BF16 inputs (8-bit mantissa), FP32 accumulation; tolerance 5e-2.
+
+    Tolerances are relative to the output's largest magnitude (``TOLERANCE``). Activations and
+    weights stay float32 in memory; inputs are rounded when staged in shared memory, so only the
+    tensor-core multiplies lose precision (the epilogue, pooling and every other kernel stay FP32)."""
     import time
 
     from cnncc.codegen.lower import lower_program
@@ -100,6 +128,7 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, threads: int
     say = progress or (lambda msg: None)
     if opt_level not in (0, 1, 2):
         raise CnnccError(f"opt_level must be 0, 1 or 2, got {opt_level!r}")
+    check_precision(precision, target)
     backend = get_backend(target)
     t0 = time.perf_counter()
     say(f"optimizing {graph.name} at opt {opt_level}")
@@ -108,13 +137,14 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, threads: int
     program = lower_program(g)
     if len(graph.outputs) == len(g.outputs):
         program.output_names = list(graph.outputs)   # fusion renames outputs; the user keeps theirs
+    program.precision = precision
     say(f"rendering {len(program.kernels)} kernels for target {target}")
     rendered = backend.render(program)
     say(f"building {len(rendered.source.splitlines())} lines of source (cached by hash)")
     artifact = cache.build_cached(backend, rendered.source)
     say(f"done in {time.perf_counter() - t0:.1f} s")
     groups = [(n.name, [m.name for m in n.members]) for n in g if n.op == "fused"]
-    report = {"opt_level": opt_level, "target": target, "passes": g.pass_report, "fusion_groups": groups,
+    report = {"opt_level": opt_level, "target": target, "precision": precision, "passes": g.pass_report, "fusion_groups": groups,
               "why_not": g.meta.get("why_not", []), "kernels": [k.name for k in rendered.kernels], "graph": g}
     mod = CompiledModule(program, rendered, backend, artifact, report=report)
     mod.threads = threads

@@ -20,10 +20,11 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from cnncc.codegen.cuda_wmma import tiles as wmma_tiles, uses_tensor_cores
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
 from cnncc.errors import UnsupportedError
 
-TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:direct": "cuda/conv_direct.cu.j2",
+TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:wmma": "cuda/conv_wmma.cu.j2", "conv:direct": "cuda/conv_direct.cu.j2",
              "conv_transpose": "cuda/conv_transpose.cu.j2", "dense:tiled": "cuda/dense.cu.j2",
              "dense:rowwise": "cuda/dense_softmax.cu.j2", "pool": "cuda/pool.cu.j2",
              "global_pool": "cuda/global_pool.cu.j2", "softmax": "cuda/softmax.cu.j2",
@@ -103,10 +104,10 @@ def cdiv(a: int, b: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # what each kernel computes and how it is tiled
-def plan(spec: KernelSpec) -> LaunchPlan:
+def plan(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
     f = spec.family
     if f == "conv":
-        return _plan_conv(spec)
+        return _plan_conv(spec, precision)
     if f == "conv_transpose":
         return _flat(spec, "conv_transpose", spec.out_C * spec.out_Q)
     if f == "dense":
@@ -153,7 +154,7 @@ def _warps(spec: KernelSpec, variant: str, rows_per_item: int) -> LaunchPlan:
                       {"WARPS": warps, "ROWS": rows_per_item})
 
 
-def _plan_conv(spec: KernelSpec) -> LaunchPlan:
+def _plan_conv(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
     g, p = spec.geometry, spec.pool
     ci_g, co_g = g["C_in"] // g["groups"], g["C_out"] // g["groups"]
     k = ci_g * g["KH"] * g["KW"]
@@ -164,6 +165,11 @@ def _plan_conv(spec: KernelSpec) -> LaunchPlan:
         lp = _flat(spec, "conv:direct", g["C_out"] * outplane)
         lp.tiles.update(tiles)
         return lp
+    if uses_tensor_cores(g, precision, direct=False):
+        # the same implicit GEMM on tensor cores (codegen/cuda_wmma.py picks the tile)
+        threads, wt, (bpp, channel_blocks, groups) = wmma_tiles(spec, precision, tiles)
+        return LaunchPlan("conv:wmma", threads, (GridDim(outplane, 0, bpp), GridDim(0, channel_blocks, 1),
+                                                 GridDim(0, groups, 1)), wt)
     # implicit GEMM: (C_out/groups) x (N * positions) x K, tiles in shared memory. Always 16 x 16
     # threads; the tile's channel extent follows C_out/groups so small layers waste little.
     bm = 16 if co_g <= 16 else 32 if co_g <= 32 else 64
@@ -243,9 +249,9 @@ def weight_decls(spec: KernelSpec) -> str:
     return "\n".join(lines)
 
 
-def render_kernel(spec: KernelSpec) -> tuple[str, str]:
+def render_kernel(spec: KernelSpec, precision: str = "fp32") -> tuple[str, str]:
     """(kernel source, launch text) for one KernelSpec."""
-    lp = plan(spec)
+    lp = plan(spec, precision)
     rows = "N"
     if spec.batch is not None:
         # a static kernel (its output does not lead with N): the literal row count stands for N
@@ -261,11 +267,12 @@ def render_kernel(spec: KernelSpec) -> tuple[str, str]:
 
 def render(program: Program) -> tuple[str, list[tuple[str, str, str]]]:
     """The whole .cu source and [(kernel name, its source, its launch)] in execution order."""
-    import cnncc
+    from cnncc.version import __version__
 
-    rendered = [(spec, *render_kernel(spec)) for spec in program.kernels]
-    prelude = _env().get_template("cuda/prelude.cu.j2").render(program=program, version=cnncc.__version__,
-                                                               kernels=rendered)
+    rendered = [(spec, *render_kernel(spec, program.precision)) for spec in program.kernels]
+    tensor_cores = any("wmma::mma_sync" in text for _, text, _ in rendered)
+    prelude = _env().get_template("cuda/prelude.cu.j2").render(program=program, version=__version__,
+                                                               kernels=rendered, tensor_cores=tensor_cores)
     source = prelude.strip() + "\n\n" + "\n".join(text for _, text, _ in rendered)
     return source, [(spec.name, text, launch) for spec, text, launch in rendered]
 
@@ -273,4 +280,5 @@ def render(program: Program) -> tuple[str, list[tuple[str, str, str]]]:
 def block_sizes(program_or_kernels) -> dict[str, int]:
     """Kernel name -> threads per block, for the ptxas registers-per-block check."""
     kernels = program_or_kernels.kernels if isinstance(program_or_kernels, Program) else program_or_kernels
-    return {spec.name: plan(spec).threads for spec in kernels}
+    precision = program_or_kernels.precision if isinstance(program_or_kernels, Program) else "fp32"
+    return {spec.name: plan(spec, precision).threads for spec in kernels}

@@ -236,6 +236,7 @@ class Program:
     arena_source: str = "cnncc"                # "memory_plan" when graph.meta's plan was used
     output_names: list[str] | None = None      # the user's names for the outputs (before fusion renamed them)
     fixed_batch: int | None = None             # `cnncc compile --batch B`: the only batch the module accepts
+    precision: str = "fp32"                    # CUDA convolution inputs: fp32 | tf32 | fp16 | bf16 (see compile())
 
     def arena_bytes(self, batch: int) -> int:
         return self.arena_a * batch + self.arena_b

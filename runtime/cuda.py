@@ -133,6 +133,10 @@ def build_cubin(source: str, artifact: Path):
     table = launch_table(source)
     result = nvrtc.compile_checked(source, threads={k: v[1][0] for k, v in table.items()}, expect=list(table))
     Path(artifact).write_bytes(result.cubin)
+    try:   # keep the ptxas report for `cnncc bench`'s prediction and `cnncc inspect --cuda`
+        nvrtc.store_resources(source, result.kernels)
+    except OSError:
+        pass
     return result
 
 

@@ -79,6 +79,12 @@ struct Fiber {
     int predicate = 0;   // ballot input
     uint64_t result = 0; // filled by the scheduler when the warp operation completes
     void* fake_stack = nullptr;
+    // cp.async (__pipeline_memcpy_async) copies this thread issued and has not waited for yet:
+    // they land in shared memory only at __pipeline_wait_prior, as on the GPU, so a kernel
+    // that reads a stage before waiting for it reads stale data here too
+    struct Copy { void* dst; const void* src; size_t bytes, zfill; };
+    std::vector<Copy> copies;
+    std::vector<size_t> batches;  // end index in `copies` of every committed batch
 };
 
 // What the kernel body sees: threadIdx & co. are macros reading this per-OS-thread record,
@@ -232,6 +238,8 @@ inline void run_block_fibers() {
         f.ctx.uc_link = nullptr;
         makecontext(&f.ctx, fiber_entry, 0);
         f.state = State::Runnable;
+        f.copies.clear();
+        f.batches.clear();
     }
     for (;;) {
         for (size_t i = 0; i < n; ++i)
@@ -531,3 +539,197 @@ inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
 inline long long min(long long a, long long b) { return a < b ? a : b; }
 inline long long max(long long a, long long b) { return a > b ? a : b; }
+
+// ---- cp.async through the cuda_pipeline.h primitives -----------------------------------------
+// Each copy is queued on the issuing thread and performed at __pipeline_wait_prior (copies
+// outside a fiber, which has no pipeline to wait on, land at once). Alignment is checked like
+// the hardware does: 4, 8 or 16 bytes, both addresses aligned to the size.
+namespace cuda_emu {
+inline void perform(const Fiber::Copy& c) {
+    std::memcpy(c.dst, c.src, c.bytes - c.zfill);
+    std::memset(static_cast<char*>(c.dst) + (c.bytes - c.zfill), 0, c.zfill);
+}
+}  // namespace cuda_emu
+
+inline void __pipeline_memcpy_async(void* dst, const void* src, size_t bytes, size_t zfill = 0) {
+    if ((bytes != 4 && bytes != 8 && bytes != 16) || zfill > bytes)
+        cuda_emu::fail("cuda_emu: __pipeline_memcpy_async of " + std::to_string(bytes) + " bytes (zfill " +
+                       std::to_string(zfill) + ") at " + cuda_emu::where() + "; cp.async copies 4, 8 or 16");
+    if (reinterpret_cast<uintptr_t>(dst) % bytes || (zfill < bytes && reinterpret_cast<uintptr_t>(src) % bytes))
+        cuda_emu::fail("cuda_emu: misaligned " + std::to_string(bytes) + "-byte cp.async at " + cuda_emu::where());
+    cuda_emu::Fiber::Copy c{dst, src, bytes, zfill};
+    if (!cuda_emu::block.fiber_mode) { cuda_emu::perform(c); return; }
+    cuda_emu::block.current->copies.push_back(c);
+}
+inline void __pipeline_commit() {
+    if (!cuda_emu::block.fiber_mode) return;
+    cuda_emu::Fiber& f = *cuda_emu::block.current;
+    f.batches.push_back(f.copies.size());
+}
+inline void __pipeline_wait_prior(size_t prior) {
+    if (!cuda_emu::block.fiber_mode) return;
+    cuda_emu::Fiber& f = *cuda_emu::block.current;
+    if (f.batches.size() <= prior) return;
+    size_t done = f.batches[f.batches.size() - 1 - prior];  // every copy of the older batches
+    for (size_t i = 0; i < done; ++i) cuda_emu::perform(f.copies[i]);
+    f.copies.erase(f.copies.begin(), f.copies.begin() + done);
+    f.batches.erase(f.batches.begin(), f.batches.end() - prior);
+    for (size_t& b : f.batches) b -= done;
+}
+
+// ---- half and bfloat16 (cuda_fp16.h, cuda_bf16.h): storage types, round-to-nearest-even ---------
+struct __half { unsigned short __x; };
+struct __nv_bfloat16 { unsigned short __x; };
+
+namespace cuda_emu {
+inline uint32_t bits_of(float f) { uint32_t x; std::memcpy(&x, &f, 4); return x; }
+inline float float_of(uint32_t x) { float f; std::memcpy(&f, &x, 4); return f; }
+
+inline unsigned short float_to_half_bits(float f) {
+    uint32_t x = bits_of(f);
+    uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+    if (a >= 0x7f800000u) return sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u);  // inf, nan
+    if (a >= 0x477ff000u) return sign | 0x7c00u;           // rounds past 65504: inf
+    if (a < 0x38800000u) {                                  // below 2^-14: a subnormal half (or 0)
+        float scaled = float_of(a) * 16777216.0f;           // in units of 2^-24, exact
+        return sign | static_cast<unsigned short>(std::nearbyint(scaled));   // ties to even
+    }
+    uint32_t h = ((((a >> 23) - 127 + 15) << 10) | ((a & 0x7fffffu) >> 13));
+    uint32_t rest = a & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // carries into the exponent correctly
+    return static_cast<unsigned short>(sign | h);
+}
+
+inline float half_bits_to_float(unsigned short h) {
+    uint32_t sign = uint32_t(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0) return (sign ? -1.0f : 1.0f) * float(m) * (1.0f / 16777216.0f);
+    if (e == 31) return float_of(sign | 0x7f800000u | (m << 13));
+    return float_of(sign | ((e - 15 + 127) << 23) | (m << 13));
+}
+
+inline unsigned short float_to_bf16_bits(float f) {
+    uint32_t x = bits_of(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((x >> 16) | 0x40u);  // quiet nan
+    return static_cast<unsigned short>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// TF32: 10 explicit mantissa bits. cvt.rna.tf32.f32 rounds to nearest, ties away from zero;
+// the tensor core itself ignores the low 13 bits of a float operand (truncation).
+inline float round_tf32(float f) {
+    uint32_t x = bits_of(f);
+    if ((x & 0x7f800000u) == 0x7f800000u) return f;
+    return float_of((x + 0x1000u) & 0xffffe000u);
+}
+inline float truncate_tf32(float f) {
+    uint32_t x = bits_of(f);
+    return (x & 0x7f800000u) == 0x7f800000u ? f : float_of(x & 0xffffe000u);
+}
+}  // namespace cuda_emu
+
+inline __half __float2half_rn(float f) { return __half{cuda_emu::float_to_half_bits(f)}; }
+inline __half __float2half(float f) { return __float2half_rn(f); }
+inline float __half2float(__half h) { return cuda_emu::half_bits_to_float(h.__x); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{cuda_emu::float_to_bf16_bits(f)}; }
+inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
+inline float __bfloat162float(__nv_bfloat16 b) { return cuda_emu::float_of(uint32_t(b.__x) << 16); }
+
+// ---- WMMA (mma.h): whole-tile semantics --------------------------------------------------------
+// On the GPU a fragment is spread over the 32 lanes of a warp in an unspecified layout. Here
+// every lane holds the whole tile (x[] in row-major order of the logical matrix, num_elements
+// = rows * cols), so load/store/mma_sync give the documented results and an element-wise loop
+// over x[0..num_elements) (e.g. __float_to_tf32) touches every element exactly once per lane,
+// as it does across the warp on the GPU. Pointers must be 256-bit aligned, as mma.h requires.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision { struct tf32 {}; }
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class T> struct storage { using type = T; };
+template <> struct storage<precision::tf32> { using type = float; };
+
+template <class Use, int M, int N, int K> struct extent;
+template <int M, int N, int K> struct extent<matrix_a, M, N, K> { static constexpr int rows = M, cols = K; };
+template <int M, int N, int K> struct extent<matrix_b, M, N, K> { static constexpr int rows = K, cols = N; };
+template <int M, int N, int K> struct extent<accumulator, M, N, K> { static constexpr int rows = M, cols = N; };
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+    using element_type = T;
+    using storage_element_type = typename storage<T>::type;
+    static constexpr int rows = extent<Use, M, N, K>::rows, cols = extent<Use, M, N, K>::cols;
+    static constexpr int num_elements = rows * cols;
+    storage_element_type x[num_elements];
+};
+
+inline float __float_to_tf32(float f) { return cuda_emu::round_tf32(f); }
+
+template <class E> inline float as_float(E v) { return float(v); }
+template <> inline float as_float<__half>(__half v) { return __half2float(v); }
+template <> inline float as_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+inline void check_tile(const void* p, unsigned ldm, size_t elem, const char* what) {
+    if (reinterpret_cast<uintptr_t>(p) % 32)
+        cuda_emu::fail(std::string("cuda_emu: ") + what + " with a pointer not 256-bit aligned at " + cuda_emu::where());
+    if ((ldm * elem) % 16)
+        cuda_emu::fail(std::string("cuda_emu: ") + what + " with ldm " + std::to_string(ldm) +
+                       " not a multiple of 16 bytes at " + cuda_emu::where());
+}
+
+template <class Use, int M, int N, int K, class T, class Layout, class P>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned ldm) {
+    using F = fragment<Use, M, N, K, T, Layout>;
+    static_assert(!std::is_same<Layout, void>::value, "an operand fragment needs its layout");
+    check_tile(p, ldm, sizeof(P), "load_matrix_sync");
+    for (int r = 0; r < F::rows; ++r)
+        for (int c = 0; c < F::cols; ++c)
+            f.x[r * F::cols + c] = std::is_same<Layout, row_major>::value ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
+}
+
+template <int M, int N, int K, class T>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t layout) {
+    check_tile(p, ldm, sizeof(T), "load_matrix_sync");
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c)
+            f.x[r * N + c] = layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
+}
+
+template <int M, int N, int K, class T>
+inline void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
+    check_tile(p, ldm, sizeof(T), "store_matrix_sync");
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c)
+            (layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]) = f.x[r * N + c];
+}
+
+template <class Use, int M, int N, int K, class T, class Layout, class V>
+inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, const V& v) {
+    for (int i = 0; i < f.num_elements; ++i) f.x[i] = v;
+}
+
+// D = A * B + C with FP32 accumulation: products of TF32/FP16/BF16 operands are exact in FP32,
+// summed in k order; TF32 operands lose their low 13 bits as on the tensor core.
+template <int M, int N, int K, class T, class LA, class LB>
+inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
+                     const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
+    float av[M * K], bv[K * N], out[M * N];
+    for (int i = 0; i < M * K; ++i) {
+        av[i] = as_float(a.x[i]);
+        if (std::is_same<T, precision::tf32>::value) av[i] = cuda_emu::truncate_tf32(av[i]);
+    }
+    for (int i = 0; i < K * N; ++i) {
+        bv[i] = as_float(b.x[i]);
+        if (std::is_same<T, precision::tf32>::value) bv[i] = cuda_emu::truncate_tf32(bv[i]);
+    }
+    std::memcpy(out, c.x, sizeof out);
+    for (int r = 0; r < M; ++r)           // each out[r][col] still sums its products in k order
+        for (int k = 0; k < K; ++k)
+            for (int col = 0; col < N; ++col) out[r * N + col] += av[r * K + k] * bv[k * N + col];
+    std::memcpy(d.x, out, sizeof out);
+}
+}  // namespace wmma
+}  // namespace nvcuda

@@ -155,7 +155,8 @@ def flags(sanitize: str | None = None, openmp: bool | None = None, opt: str = "-
     if sanitize and opt == "-O2":
         opt = "-O1"  # the sanitizer's usual level: faster builds, clearer reports
     out = ["-std=c++17", opt, "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-variable",
-           "-Wno-unused-function", "-Wno-unused-but-set-variable", f"-I{HEADER.parent}"]
+           "-Wno-unused-function", "-Wno-unused-but-set-variable", f"-I{HEADER.parent}",
+           f"-I{HEADER.parent / 'cuda_emu_include'}"]   # mma.h, cuda_pipeline.h, cuda_fp16.h, cuda_bf16.h
     if openmp:
         out.append("-fopenmp")
     if sanitize:

@@ -8,6 +8,8 @@ load on the H200 and never touches local memory for spills. ``nvcc -cubin`` cros
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import re
 import shutil
@@ -113,6 +115,73 @@ def include_options() -> tuple[str, ...]:
     return tuple(opts)
 
 
+#: headers the tensor-core kernels include that the NVRTC wheel does not ship (its builtins
+#: cover cuda_fp16.h / cuda_bf16.h but not the WMMA and pipeline headers)
+TENSOR_CORE_HEADERS = ("mma.h", "cuda_pipeline.h")
+
+
+def _has_tensor_core_headers(folder: str | None) -> bool:
+    return bool(folder) and all(os.path.isfile(os.path.join(folder, h)) for h in TENSOR_CORE_HEADERS)
+
+
+def _nvcc_include_dirs() -> list[str]:
+    """Include folders of the toolkit that owns ``nvcc``: beside the binary (symlinks resolved)
+    and, for a wrapper script elsewhere on PATH, the ``_HERE_`` folder ``nvcc --dryrun`` names."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return []
+    dirs = [os.path.join(os.path.dirname(nvcc), "..", "include"),
+            os.path.join(os.path.dirname(os.path.realpath(nvcc)), "..", "include")]
+    try:
+        proc = subprocess.run([nvcc, "--dryrun", "-E", "-x", "cu", os.devnull], capture_output=True, text=True, timeout=30)
+        m = re.search(r"^#\$ _HERE_=(.+)$", proc.stdout + proc.stderr, re.M)
+        if m:
+            dirs.append(os.path.join(m.group(1).strip(), "..", "include"))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return dirs
+
+
+def _wheel_include_dirs() -> list[str]:
+    """Include folders of NVIDIA's pip wheels (nvidia-cuda-crt and friends) in this environment."""
+    import importlib.util
+
+    dirs = []
+    spec = importlib.util.find_spec("nvidia")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        for sub in sorted(os.listdir(base)):
+            dirs.append(os.path.join(base, sub, "include"))
+    return dirs
+
+
+_TC_INCLUDE: list[str | None] = []
+
+
+def tensor_core_include(refresh: bool = False) -> str | None:
+    """The folder holding mma.h and cuda_pipeline.h, found at run time (never a fixed path):
+    $CUDA_HOME / $CUDA_PATH, the toolkit of ``nvcc`` on PATH, CuPy's CUDA path, then NVIDIA's pip
+    wheels (``pip install nvidia-cuda-crt``). None when there is none."""
+    if _TC_INCLUDE and not refresh:
+        return _TC_INCLUDE[0]
+    candidates = [os.path.join(os.environ[v], "include") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    candidates += _nvcc_include_dirs()
+    try:
+        from cupy import _environment
+
+        if _environment.get_cuda_path():
+            candidates.append(os.path.join(_environment.get_cuda_path(), "include"))
+    except (ImportError, AttributeError):
+        pass
+    candidates += _wheel_include_dirs()
+    found = next((os.path.realpath(c) for c in candidates if _has_tensor_core_headers(c)), None)
+    _TC_INCLUDE[:] = [found]
+    return found
+
+
+def needs_tensor_core_headers(source: str) -> bool:
+    return any(f"#include <{h}>" in source for h in TENSOR_CORE_HEADERS)
+
+
 def _nvrtc():
     try:
         from cupy.cuda import nvrtc
@@ -137,6 +206,14 @@ def compile_cubin(source: str, name: str = "kernels.cu", options: tuple[str, ...
     Raises CompileError with NVRTC's log (which names the line) when compilation fails."""
     nvrtc = _nvrtc()
     opts = tuple(options) if options is not None else default_options(arch)
+    if needs_tensor_core_headers(source):
+        folder = tensor_core_include()
+        if folder is None:
+            raise CompileError(f"{name} uses tensor cores (#include <mma.h>, <cuda_pipeline.h>), which the NVRTC "
+                               f"wheel does not ship, and no folder with them was found: set CUDA_HOME to a CUDA "
+                               f"toolkit, put its nvcc on PATH, or pip install nvidia-cuda-crt==13.0.88 (or compile "
+                               f"with precision='fp32', which needs no extra header)")
+        opts = opts + ("-I" + folder,)
     prog = nvrtc.createProgram(source, name, [], [])
     try:
         try:
@@ -212,3 +289,38 @@ def nvcc_cubin(source: str, arch: str = ARCH, extra: tuple[str, ...] = ()) -> Nv
             raise CompileError(f"nvcc failed ({' '.join(cmd)}):\n{proc.stderr}")
         log = proc.stderr + proc.stdout
         return NvrtcResult(cubin=out.read_bytes(), log=log, kernels=parse_ptxas_report(log), options=tuple(cmd))
+
+
+# -- ptxas reports kept next to the kernel cache (cnncc inspect --cuda, the H200 prediction) ----------
+def _report_path(source: str):
+    from cnncc.runtime.cache import cache_dir, cache_key
+
+    key = cache_key("ptxas-report", f"nvrtc {nvrtc_version()} {' '.join(default_options()[:4])}", source)
+    return cache_dir() / "ptxas" / f"{key}.json"
+
+
+def store_resources(source: str, kernels: dict) -> None:
+    """Keep a ptxas report (the CUDA build calls this, so a later prediction needs no compile)."""
+    import json
+    import os
+    import tempfile
+
+    path = _report_path(source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump({k: dataclasses.asdict(v) for k, v in kernels.items()}, f)
+    os.replace(tmp, path)
+
+
+def kernel_resources(source: str) -> dict:
+    """ptxas's report per kernel of a rendered .cu source (an NVRTC compile, no GPU), kept in the
+    kernel cache folder by a hash of the NVRTC version and the source, like the cubins."""
+    import json
+
+    path = _report_path(source)
+    if path.is_file():
+        return {k: KernelResources(**v) for k, v in json.loads(path.read_text()).items()}
+    kernels = compile_cubin(source).kernels
+    store_resources(source, kernels)
+    return kernels

@@ -111,6 +111,48 @@ def test_nvcc_cross_check_agrees_with_nvrtc(built, name):
         assert abs(ours[k].registers - theirs[k].registers) <= 8, (k, ours[k], theirs[k])
 
 
+#: every example at the three reduced precisions: 48 NVRTC builds (about as long as the fp32 set
+#: three times over; cached by source, so a re-run is instant). The `slow` mark lets a quick run
+#: deselect them (-m "not slow"); the subset below always runs.
+REDUCED = ("tf32", "fp16", "bf16")
+QUICK = ("resnet18",)
+
+
+def _render_at(path: Path, precision: str):
+    program = lower_program(cnncc.optimize(example_graph(path), 2))
+    program.precision = precision
+    return cuda_codegen.render(program)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", REDUCED)
+@pytest.mark.parametrize("path", [p for p in EXAMPLES if p.stem not in QUICK], ids=lambda p: p.stem)
+def test_every_example_compiles_at_every_precision(path, precision):
+    source, kernels = _render_at(path, precision)
+    cubin = cache.build_cached(CudaBackend(), source)   # the CUDA build fails on any ptxas problem
+    assert cubin.read_bytes()[:4] == b"\x7fELF" and list(launch_table(source)) == [k[0] for k in kernels]
+
+
+@pytest.mark.parametrize("precision", REDUCED)
+@pytest.mark.parametrize("name", QUICK)
+def test_tensor_core_kernels_compile_without_spills(name, precision):
+    """The ptxas report of the WMMA kernels: no spills, no stack, static shared memory within
+    48 KB, registers within the launch bound, and an occupancy that keeps the SM busy."""
+    from cnncc.gpu_predict import occupancy
+
+    source, kernels = _render_at(ROOT / "examples" / f"{name}.py", precision)
+    report = nvrtc.compile_checked(source, threads={k: v[1][0] for k, v in launch_table(source).items()},
+                                   expect=[k[0] for k in kernels], allow_stack=True).kernels
+    threads = {k: v[1][0] for k, v in launch_table(source).items()}
+    tc = [k for k, text, _ in kernels if "wmma::mma_sync" in text]
+    assert len(tc) >= 19   # every 3x3 and 1x1 convolution but the 7x7 stem... which has K = 147: it too
+    for k in tc:
+        r = report[k]
+        assert r.spills == 0 and r.stack_bytes == 0, (k, r)
+        assert r.smem_bytes <= 48 * 1024 and r.registers * threads[k] <= 65536, (k, r)
+        assert occupancy(r.registers, r.smem_bytes, threads[k]).fraction >= 0.125, (k, r)
+
+
 def test_resnet18_conv_figures(built):
     """Register and shared-memory figures of ResNet-18's convolutions stay sane for sm_90."""
     source, _, _, kernels = built["resnet18"]

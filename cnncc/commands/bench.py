@@ -14,6 +14,8 @@ def add(sub):
     add_dynamic_batch(p)
     p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"], help="cnncc target (default c)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"],
+                   help="CUDA targets: convolution arithmetic (default fp32; see docs/gpu.md)")
     p.add_argument("--compare", default="opt0,opt2,onnxruntime",
                    help="engines: opt0,opt1,opt2,onnxruntime,torch (default opt0,opt2,onnxruntime)")
     p.add_argument("--repeat", type=int, default=10, help="interleaved timing rounds (default 10)")
@@ -56,7 +58,7 @@ def run(args) -> int:
     progress = (lambda msg: print(f"  [{msg}]", file=sys.stderr, flush=True))
     result = bench_model(graph, target=args.target, batches=batches, compare=compare, repeat=args.repeat,
                          warmup=args.warmup, threads=args.threads, kernels=() if args.no_kernels else None,
-                         progress=progress)
+                         progress=progress, precision=args.precision)
     print(format_report(result))
     if args.json:
         with open(args.json, "w") as f:

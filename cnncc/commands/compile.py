@@ -17,6 +17,8 @@ def add(sub):
     p.add_argument("--batch", type=int, default=None,
                    help="the only batch size the saved module accepts (default: any; N is a runtime argument)")
     p.add_argument("--opt", type=int, default=2, choices=[0, 1, 2], help="optimization level (default 2)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"],
+                   help="CUDA targets: convolution arithmetic on tensor cores (default fp32; see docs/gpu.md)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -47,7 +49,7 @@ def run(args) -> int:
     from cnncc.commands import batch_of
 
     g = cnncc.load_model(args.model, batch=batch_of(args))
-    mod = cnncc.compile(g, target=args.target, opt_level=args.opt, progress=say)
+    mod = cnncc.compile(g, target=args.target, opt_level=args.opt, precision=args.precision, progress=say)
     # kernels keep N as a runtime argument (one code path for every batch); --batch pins what
     # the saved module accepts
     mod.program.fixed_batch = args.batch

@@ -23,6 +23,11 @@ def add(sub):
     p.add_argument("--dot", default=None, metavar="DIR", help="write Graphviz DOT per pass (and SVG/PNG with dot)")
     p.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report")
     p.add_argument("--no-kernels", action="store_true", help="do not compile kernels for the HTML report")
+    p.add_argument("--cuda", action="store_true",
+                   help="compile the CUDA kernels with NVRTC (no GPU needed) and list registers, shared memory, "
+                        "spills and theoretical occupancy per kernel on sm_90")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"],
+                   help="with --cuda: the convolution arithmetic (default fp32)")
     return p
 
 
@@ -70,6 +75,19 @@ def run(args) -> int:
         paths = write_dot_files(opt, args.dot)
         extra = "" if has_dot() else " (Graphviz 'dot' not found: DOT only)"
         print(f"wrote {len(paths)} files to {args.dot}{extra}")
+    if args.cuda:
+        from cnncc.codegen.lower import lower_program
+        from cnncc.gpu_predict import format_resources, resource_rows
+        from cnncc.runtime.nvrtc import kernel_resources
+        from cnncc.runtime.cuda import render
+
+        program = lower_program(opt)
+        program.precision = args.precision
+        rendered = render(program)
+        rows = resource_rows(program, rendered, kernel_resources(rendered.source))
+        print()
+        print(format_resources(rows, f"CUDA kernels for sm_90 at precision {args.precision} (NVRTC ptxas report; "
+                                     f"occupancy is theoretical, from registers, shared memory and block size):"))
     if args.html:
         from cnncc.report_html import write_html
 

@@ -1,0 +1,161 @@
+"""Tensor-core convolutions for the CUDA target: which layers, which tile, and why.
+
+A convolution whose GEMM has at least ``MIN_CHANNELS`` output channels per group runs, when the
+precision is not fp32, as an implicit GEMM on the tensor cores (``templates/cuda/conv_wmma.cu.j2``,
+``nvcuda::wmma``): TF32 m16n16k8 or FP16/BF16 m16n16k16 fragments, FP32 accumulators. Narrower
+layers (grouped ResNeXt, depthwise) keep the FP32 kernels: a 16-row tile would be mostly waste.
+
+The tile is chosen here by a small cost model (the template only spells it): every candidate
+block tile (BM output channels x BPP output positions, x WIN window values when a pool is
+fused) that fits the 48 KB of static shared memory and 64 accumulator registers per thread is
+priced as
+
+    waves x (MMA work of one block at its share of the SM's tensor-core rate + its tile loads)
+
+where ``waves = ceil(blocks / (132 SMs x resident blocks per SM))`` at a nominal batch of
+``NOMINAL_BATCH``, and the MMA work counts the padding of the last channel/position/K tile, so
+small layers pick small tiles and big layers big ones. Python owns every number; see
+``docs/gpu.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: output channels per group below which a layer keeps the FP32 kernel
+MIN_CHANNELS = 16
+#: the batch the tile choice assumes (the grid follows N at run time; the tile cannot)
+NOMINAL_BATCH = 8
+SMS = 132
+SMEM_PER_SM = 228 * 1024
+STATIC_SMEM = 48 * 1024
+MAX_THREADS_PER_SM = 2048
+REGS_PER_SM = 65536
+
+#: per precision: fragment k, the fragment's input type, the conversion into it, smem bytes per staged input
+PRECISION = {
+    "tf32": {"KSTEP": 8, "IN_T": "wmma::precision::tf32", "CONVERT": "wmma::__float_to_tf32", "HALF": False},
+    "fp16": {"KSTEP": 16, "IN_T": "__half", "CONVERT": "__float2half_rn", "HALF": True},
+    "bf16": {"KSTEP": 16, "IN_T": "__nv_bfloat16", "CONVERT": "__float2bfloat16_rn", "HALF": True},
+}
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Tile:
+    BM: int         # output channels per block
+    BPP: int        # output (pooled) positions per block
+    WIN: int        # conv outputs per position (pool window), 1 without a pool
+    BK: int         # reduction rows per pipeline stage
+    STAGES: int     # cp.async stages in flight
+    WARPS_M: int
+    WARPS_N: int
+    HALF: bool      # fp16/bf16: the float stage is converted into half tiles before the MMAs
+
+    @property
+    def COLS(self) -> int:
+        return self.BPP * self.WIN
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.WARPS_M * self.WARPS_N
+
+    @property
+    def FM(self) -> int:
+        return self.BM // 16 // self.WARPS_M
+
+    @property
+    def FN(self) -> int:
+        return self.COLS // 16 // self.WARPS_N
+
+    def smem_bytes(self) -> int:
+        lda, ldb, ldc = self.BK + 4, self.COLS + 4, self.COLS + 4
+        pipeline = self.STAGES * (self.BM * lda + self.BK * ldb)
+        floats = max(pipeline, self.BM * ldc)         # the accumulator tile reuses the stages
+        half = (self.BM * (self.BK + 8) + self.BK * (self.COLS + 8)) if self.HALF else 0
+        return 4 * floats + 2 * half
+
+    def registers(self) -> int:
+        """A rough per-thread estimate (accumulators, operand fragments, addressing) for the model;
+        ptxas's real figure is checked by the NVRTC tests and shown by ``cnncc inspect``."""
+        per_frag = 4 if not self.HALF else 8
+        return min(255, 48 + 8 * self.FM * self.FN + per_frag * (self.FM + self.FN))
+
+    def blocks_per_sm(self) -> int:
+        return max(0, min(32, MAX_THREADS_PER_SM // self.threads, SMEM_PER_SM // (self.smem_bytes() + 1024),
+                          REGS_PER_SM // (self.registers() * self.threads)))
+
+
+def candidates(co_g: int, win: int, half: bool, kstep: int):
+    for bm in (16, 32, 64, 128):
+        if bm > max(16, cdiv(co_g, 16) * 16):
+            continue
+        for bpp in (16, 32, 64, 128):
+            cols = bpp * win
+            if cols > 256:
+                continue
+            for wm in (1, 2, 4):
+                for wn in (1, 2, 3, 4, 8):      # 3: a 3x3 pool window makes 9 fragment columns
+                    if not 2 <= wm * wn <= 8 or bm % (16 * wm) or cols % (16 * wn):
+                        continue
+                    for bk in (16, 32):
+                        if bk % kstep:
+                            continue
+                        for stages in (2, 3, 4):
+                            t = Tile(bm, bpp, win, bk, stages, wm, wn, half)
+                            if t.FM * t.FN > 8 or t.smem_bytes() > STATIC_SMEM:
+                                continue
+                            yield t
+
+
+def cost(t: Tile, co_g: int, positions: int, k: int, groups: int) -> float:
+    """Relative time of a layer with tile ``t`` (arbitrary units; only comparisons matter)."""
+    per_sm = t.blocks_per_sm()
+    if per_sm == 0:
+        return float("inf")
+    blocks = cdiv(co_g, t.BM) * cdiv(positions, t.BPP) * groups
+    waves = cdiv(blocks, SMS * per_sm)
+    kp = cdiv(k, t.BK) * t.BK
+    mma = t.BM * t.COLS * kp / min(per_sm, 4)             # 4 tensor-core quadrants share an SM
+    loads = (t.BM + t.COLS) * kp * 16                      # global -> smem traffic per block
+    pipeline = 1.0 + 1.0 / t.STAGES                        # fewer stages hide less latency
+    return waves * (mma + loads) * pipeline / max(1, min(per_sm * t.threads // 32, 16) / 4)
+
+
+def choose(co_g: int, positions: int, k: int, groups: int, win: int, precision: str) -> Tile:
+    info = PRECISION[precision]
+    best = min(candidates(co_g, win, info["HALF"], info["KSTEP"]),
+               key=lambda t: (cost(t, co_g, positions * NOMINAL_BATCH, k, groups), -t.STAGES, t.BM * t.COLS))
+    return best
+
+
+def uses_tensor_cores(geometry: dict, precision: str, direct: bool) -> bool:
+    """The rule: any non-fp32 precision, a GEMM convolution, at least MIN_CHANNELS per group."""
+    co_g = geometry["C_out"] // geometry["groups"]
+    return precision != "fp32" and not direct and co_g >= MIN_CHANNELS
+
+
+def tiles(spec, precision: str, base: dict) -> tuple[int, dict, tuple]:
+    """(threads, template parameters, grid as (positions per block, channel blocks, groups))."""
+    g = spec.geometry
+    co_g = base["CO_G"]
+    t = choose(co_g, base["OUTPLANE"], base["K"], g["groups"], base["WIN"], precision)
+    info = PRECISION[precision]
+    x = spec.inputs[0]
+    w = spec.weights["weight"]
+    aligned_x = (x.base % 4 == 0 and (x.storage != "arena" or (x.arena_a % 16 == 0 and x.arena_b % 16 == 0))
+                 and x.item_stride % 4 == 0)
+    vec_b = (g["KH"] == g["KW"] == 1 and g["SH"] == g["SW"] == 1 and g["PH"] == g["PW"] == 0 and spec.pool is None
+             and base["OUTPLANE"] % 4 == 0 and aligned_x and g.get("PH_hi", 0) == g.get("PW_hi", 0) == 0)
+    params = dict(base)
+    params.update(PREC=precision, KSTEP=info["KSTEP"], IN_T=info["IN_T"], CONVERT=info["CONVERT"], HALF=t.HALF,
+                  BM=t.BM, BPP=t.BPP, COLS=t.COLS, BK=t.BK, STAGES=t.STAGES, WARPS_M=t.WARPS_M,
+                  WARPS_N=t.WARPS_N, FM=t.FM, FN=t.FN, LDA=t.BK + 4, LDB=t.COLS + 4, LDC=t.COLS + 4,
+                  LDAH=t.BK + 8, LDBH=t.COLS + 8, A_FLOATS=t.BM * (t.BK + 4), B_FLOATS=t.BK * (t.COLS + 4),
+                  SMEM_FLOATS=max(t.STAGES * (t.BM * (t.BK + 4) + t.BK * (t.COLS + 4)), t.BM * (t.COLS + 4)),
+                  VEC_A=base["K"] % 4 == 0 and w.offset % 4 == 0, VEC_B=vec_b,
+                  MIN_BLOCKS=max(1, min(t.blocks_per_sm(), REGS_PER_SM // (t.threads * 128))),
+                  SMEM_BYTES=t.smem_bytes())
+    return t.threads, params, (t.BPP, cdiv(co_g, t.BM), g["groups"])

@@ -1,0 +1,352 @@
+"""Tensor-core convolutions (precision tf32 / fp16 / bf16) verified without a GPU.
+
+* the emulator's pieces against numpy: FP16/BF16 round-to-nearest-even, TF32 rounding, WMMA
+  whole-tile load/mma/store, cp.async that lands only at __pipeline_wait_prior, alignment checks;
+* the generated WMMA kernels (the exact source NVRTC compiles) on cuda-emu against the FP32
+  reference within each precision's documented tolerance (cnncc.compiler.TOLERANCE), on a graph
+  that takes every path of the template (vector and scalar copies, fused pools with and without
+  overlap, residual epilogue, groups) and on a subset of the examples (the emulation of every
+  example at three more precisions would take minutes; see docs/gpu.md);
+* which layers take the tensor-core kernel, and the errors for unsupported combinations.
+NVRTC compilation of every example at every precision is in tests/test_nvrtc.py."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import cnncc
+from cnncc.compiler import TOLERANCE
+from cnncc.frontends import dsl
+from cnncc.ir import N
+from cnncc.reference import random_inputs
+from cnncc.runtime import emu
+
+LOW = ("tf32", "fp16", "bf16")
+
+
+def rel_err(y, r) -> float:
+    return float(np.abs(y.astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-6))
+
+
+def check(g, mod, precision, batches=(1, 3), seed=0) -> float:
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for b in batches:
+        feeds = random_inputs(g, b, rng)
+        y, r = mod(feeds), cnncc.reference(g, feeds)
+        if not isinstance(r, dict):
+            y, r = {"out": y}, {"out": r}
+        for k in r:
+            assert np.isfinite(y[k]).all(), f"batch {b}, output {k}: {np.isnan(y[k]).sum()} values never written"
+            err = rel_err(y[k], r[k])
+            assert err <= TOLERANCE[precision], f"{precision} batch {b}, output {k}: relative error {err:.2e}"
+            worst = max(worst, err)
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------
+# the emulator's primitives
+PRIMITIVES = r"""
+#include <mma.h>
+#include <cuda_pipeline.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+using namespace nvcuda;
+
+extern "C" __global__ void convert(const float* x, float* half_out, float* bf16_out, float* tf32_out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    half_out[i] = __half2float(__float2half_rn(x[i]));
+    bf16_out[i] = __bfloat162float(__float2bfloat16_rn(x[i]));
+    tf32_out[i] = wmma::__float_to_tf32(x[i]);
+}
+
+// one warp: D = A (16 x 8, row-major) * B (8 x 16, col-major) + C, TF32 operands
+extern "C" __global__ void mma_tf32(const float* a, const float* b, const float* c, float* d) {
+    __shared__ __align__(32) float sa[16 * 8], sb[8 * 16], sc[16 * 16];
+    for (int i = threadIdx.x; i < 128; i += 32) { sa[i] = a[i]; sb[i] = b[i]; }
+    for (int i = threadIdx.x; i < 256; i += 32) sc[i] = c[i];
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> fc;
+    wmma::load_matrix_sync(fa, sa, 8);
+    wmma::load_matrix_sync(fb, sb, 8);
+    wmma::load_matrix_sync(fc, sc, 16, wmma::mem_col_major);
+    for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+    for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+    wmma::mma_sync(fc, fa, fb, fc);
+    __syncthreads();
+    wmma::store_matrix_sync(sc, fc, 16, wmma::mem_row_major);
+    __syncthreads();
+    for (int i = threadIdx.x; i < 256; i += 32) d[i] = sc[i];
+}
+
+// one warp: D = A (16 x 16) * B (16 x 16) with FP16 operands
+extern "C" __global__ void mma_fp16(const float* a, const float* b, float* d) {
+    __shared__ __align__(32) __half sa[256], sb[256];
+    __shared__ __align__(32) float sd[256];
+    for (int i = threadIdx.x; i < 256; i += 32) { sa[i] = __float2half_rn(a[i]); sb[i] = __float2half_rn(b[i]); }
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
+    wmma::fill_fragment(fc, 0.0f);
+    wmma::load_matrix_sync(fa, sa, 16);
+    wmma::load_matrix_sync(fb, sb, 16);
+    wmma::mma_sync(fc, fa, fb, fc);
+    wmma::store_matrix_sync(sd, fc, 16, wmma::mem_row_major);
+    __syncthreads();
+    for (int i = threadIdx.x; i < 256; i += 32) d[i] = sd[i];
+}
+
+// cp.async lands at the wait: `early` reads the stage before waiting (stale), `late` after
+extern "C" __global__ void pipeline(const float* x, float* early, float* late, float* zero) {
+    __shared__ __align__(16) float s[64];
+    s[threadIdx.x] = -1.0f;
+    __syncthreads();
+    if (threadIdx.x < 16) __pipeline_memcpy_async(&s[threadIdx.x * 4], &x[threadIdx.x * 4], 16);
+    __pipeline_commit();
+    early[threadIdx.x] = s[(threadIdx.x % 16) * 4];   // (threads < 16: their own chunk; the others race)
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    late[threadIdx.x] = s[threadIdx.x];
+    __syncthreads();
+    __pipeline_memcpy_async(&s[threadIdx.x], x, 4, 4);   // zero-fill: nothing read
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    zero[threadIdx.x] = s[threadIdx.x];
+}
+
+extern "C" __global__ void misaligned(const float* x, float* y) {
+    __shared__ __align__(16) float s[8];
+    __pipeline_memcpy_async(&s[1], &x[1], 16);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    y[0] = s[1];
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def primitives():
+    return emu.EmuProgram(PRIMITIVES, name="tc_primitives")
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    """Round float32 to bfloat16 (nearest, ties to even) in numpy."""
+    b = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16
+    return r.astype(np.uint32).view(np.float32)
+
+
+def _tf32(x: np.ndarray) -> np.ndarray:
+    """cvt.rna.tf32.f32: nearest, ties away from zero, 10 mantissa bits."""
+    b = x.astype(np.float32).view(np.uint32)
+    return ((b + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+def test_half_bfloat16_and_tf32_rounding(primitives):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(3000).astype(np.float32) * 10.0 ** rng.integers(-9, 6, 3000),
+                        np.float32([0.0, -0.0, 65504.0, 65520.0, 1e6, -1e6, 6e-8, 1e-8, 3e-5,
+                                    1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11, 1.0 + 2.0 ** -8])]).astype(np.float32)
+    n = x.size
+    half, bf, tf = (np.zeros(n, np.float32) for _ in range(3))
+    primitives.launch("convert", (n // 128 + 1,), (128,), [x, half, bf, tf, np.int32(n)])
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(half, x.astype(np.float16).astype(np.float32))   # numpy rounds to even
+    np.testing.assert_array_equal(bf, _bf16(x))
+    np.testing.assert_array_equal(tf, _tf32(x))
+    assert half[-3] == 1.0 and half[-2] == 1.0 + 4 * 2.0 ** -11   # ties to even, both ways
+
+
+def test_wmma_tiles_multiply_with_the_precision_of_their_inputs(primitives):
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.standard_normal(s).astype(np.float32) for s in ((16, 8), (8, 16), (16, 16)))
+    d = np.zeros((16, 16), np.float32)
+    # B col-major with ldm 8: element (k, n) at n * 8 + k; C loaded col-major
+    primitives.launch("mma_tf32", (1,), (32,), [a, np.ascontiguousarray(b.T), np.ascontiguousarray(c.T), d])
+    want = _tf32(a).astype(np.float64) @ _tf32(b).astype(np.float64) + c
+    assert np.abs(d - want).max() < 1e-5
+    assert np.abs(d - (a.astype(np.float64) @ b + c)).max() > 1e-5        # the rounding is really modelled
+    a, b = rng.standard_normal((16, 16)).astype(np.float32), rng.standard_normal((16, 16)).astype(np.float32)
+    primitives.launch("mma_fp16", (1,), (32,), [a, b, d])
+    want = a.astype(np.float16).astype(np.float64) @ b.astype(np.float16).astype(np.float64)
+    assert np.abs(d - want).max() < 1e-5
+
+
+def test_cp_async_lands_at_the_wait_and_zero_fills(primitives):
+    x = np.arange(64, dtype=np.float32)
+    early, late, zero = (np.full(64, np.nan, np.float32) for _ in range(3))
+    primitives.launch("pipeline", (1,), (64,), [x, early, late, zero])
+    assert (early[:16] == -1.0).all()     # a thread's own copy is not visible before its wait
+    np.testing.assert_array_equal(late, x)
+    assert (zero == 0.0).all()
+
+
+def test_misaligned_cp_async_is_an_error(primitives):
+    with pytest.raises(emu.EmulationError, match="misaligned 16-byte cp.async"):
+        primitives.launch("misaligned", (1,), (1,), [np.zeros(8, np.float32), np.zeros(1, np.float32)])
+
+
+# ---------------------------------------------------------------------------------------------
+# generated kernels
+def tc_graph():
+    """Every path of conv_wmma.cu.j2 at a small size."""
+    x = dsl.input("x", (N, 24, 8, 8))
+    y = dsl.input("y", (N, 7, 8, 8), like=x)
+    wide = dsl.concat([x, x, x], axis=1, name="wide")     # 72 channels for the 1x1 path
+    outs = [
+        dsl.relu(dsl.batch_norm(dsl.conv2d(x, 40, 3, padding=1, bias=False, name="bn_conv"), name="bn"), name="bn_relu"),
+        dsl.max_pool2d(dsl.relu(dsl.conv2d(x, 64, 3, padding=1, name="cpool"), name="cpool_relu"), 2, name="cpool_max"),
+        dsl.avg_pool2d(dsl.relu(dsl.conv2d(x, 20, 3, name="cavg"), name="cavg_relu"), 3, stride=2, padding=1,
+                       name="cavg_pool"),
+        dsl.relu(dsl.add(dsl.conv2d(x, 24, 3, padding=1, name="cres"), x, name="cres_add"), name="cres_relu"),
+        dsl.conv2d(wide, 80, 1, name="pw"),                                   # 16-byte im2col copies
+        dsl.conv2d(x, 48, 3, stride=2, dilation=2, padding=2, groups=2, name="grouped"),
+        dsl.conv2d(y, 32, 3, padding=1, name="odd_k"),                        # K = 63: 4-byte weight copies
+    ]
+    g = dsl.graph(*outs, name="tc")
+    # a group the fuse pass's cost model would not form (overlapping 3x3/2 average pool after an
+    # epilogue with BN): built by hand, as tests/test_cuda_emu.py's hand_fused_graph does
+    from cnncc.ir import Node
+
+    rng = np.random.default_rng(5)
+    members = [Node("hc", "conv2d", ["x"], {"padding": 1}, {"weight": rng.standard_normal((32, 24, 3, 3)).astype(np.float32)}),
+               Node("hs", "scale_shift", ["hc"], {}, {"scale": np.linspace(0.5, 2, 32, dtype=np.float32),
+                                                     "shift": rng.standard_normal(32).astype(np.float32)}),
+               Node("hr", "relu", ["hs"]),
+               Node("hp", "avg_pool2d", ["hr"], {"kernel_size": 3, "stride": 2, "padding": 1})]
+    g.add(Node("hand_avgpool", "fused", ["x"], {"kind": "conv"}, members=members))
+    g.outputs = list(g.outputs) + ["hand_avgpool"]
+    return g.infer_shapes()
+
+
+@pytest.fixture(scope="module")
+def tc_modules(shared_kernel_cache):
+    g = tc_graph()
+    return g, {p: cnncc.compile(g, target="cuda-emu", precision=p) for p in LOW}
+
+
+@pytest.mark.parametrize("precision", LOW)
+def test_tensor_core_convolutions_match_reference(tc_modules, precision):
+    g, mods = tc_modules
+    worst = check(g, mods[precision], precision)
+    assert worst > 1e-5   # the reduced precision is really used (fp32 FMAs would match to ~1e-6)
+
+
+def test_every_template_path_is_exercised(tc_modules):
+    _, mods = tc_modules
+    texts = {n: s for n, s, _ in mods["fp16"].kernels}
+    tc = {n: s for n, s, _ in mods["fp16"].kernels if "tensor cores" in s}
+    assert len(tc) == 8, sorted(texts)
+    joined = "\n".join(tc.values())
+    assert "16-byte im2col" in joined and "4-byte im2col" in joined
+    assert "16-byte weight" in joined and "4-byte weight" in joined
+    assert "fused max pool 2x2" in joined and "fused avg pool 3x3" in joined and "overlapping windows" in joined
+    assert "cres_add" in joined and "groups 2" in joined
+    assert "__float2half_rn" in joined and "wmma::__float_to_tf32" in "\n".join(s for _, s, _ in mods["tf32"].kernels)
+    assert "__float2bfloat16_rn" in "\n".join(s for _, s, _ in mods["bf16"].kernels)
+
+
+def test_saved_module_keeps_its_precision(tc_modules, tmp_path):
+    g, mods = tc_modules
+    mods["bf16"].save(tmp_path / "m")
+    again = cnncc.load(tmp_path / "m")
+    assert again.program.precision == "bf16" and again.source == mods["bf16"].source
+    check(g, again, "bf16", batches=(2,))
+
+
+def test_layers_with_64_channels_use_tensor_cores_unless_fp32(examples_dir):
+    """The rule (codegen/cuda_wmma.py): a GEMM convolution with >= 16 output channels per group
+    runs on tensor cores at any precision but fp32; fp32 keeps the exact FMA kernel."""
+    from test_codegen_c import example_graph
+
+    from cnncc.codegen import cuda as cg
+    from cnncc.codegen.lower import lower_program
+
+    g = example_graph(examples_dir / "resnet18.py")
+    program = lower_program(cnncc.optimize(g, 2))
+    convs = [k for k in program.kernels if k.family == "conv"]
+    wide = [k for k in convs if k.geometry["C_out"] // k.geometry["groups"] >= 64
+            and k.geometry["C_in"] * k.geometry["KH"] * k.geometry["KW"] // k.geometry["groups"] > cg.DIRECT_CONV_MAX_K]
+    assert len(wide) >= 15
+    for k in wide:
+        assert cg.plan(k, "fp32").variant == "conv:gemm"
+        for p in LOW:
+            assert cg.plan(k, p).variant == "conv:wmma", (k.name, p)
+
+
+def test_c_target_refuses_reduced_precision_and_bad_names():
+    g = tc_graph()
+    with pytest.raises(cnncc.CnnccError, match="C target computes in float32 only"):
+        cnncc.compile(g, target="c", precision="fp16")
+    with pytest.raises(cnncc.CnnccError, match="precision must be one of"):
+        cnncc.compile(g, target="cuda-emu", precision="fp8")
+
+
+def test_missing_tensor_core_headers_is_a_clear_error(monkeypatch):
+    from cnncc.errors import CompileError
+    from cnncc.runtime import nvrtc
+
+    monkeypatch.setattr(nvrtc, "tensor_core_include", lambda refresh=False: None)
+    with pytest.raises(CompileError, match="nvidia-cuda-crt"):
+        nvrtc.compile_cubin("#include <mma.h>\nextern \"C\" __global__ void k() {}\n")
+
+
+# the examples at reduced precision: a subset that the emulator runs in seconds and that holds
+# every block type of the zoo's tensor-core layers (basic/bottleneck residual blocks, fire
+# modules, inverted residuals, plain stacks with fused pools)
+#: (the ones marked slow take 1-2 minutes each on a shared 2-core machine; deselect with -m "not slow")
+EXAMPLE_PRECISIONS = [("lenet5", "tf32"), ("squeezenet1_1", "fp16"), ("lenet5", "bf16"),
+                      pytest.param("lenet5", "fp16", marks=pytest.mark.slow),
+                      pytest.param("resnet18", "tf32", marks=pytest.mark.slow),
+                      pytest.param("mobilenet_v2", "bf16", marks=pytest.mark.slow),
+                      pytest.param("vgg16", "bf16", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("name, precision", EXAMPLE_PRECISIONS,
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_examples_at_reduced_precision(shared_kernel_cache, examples_dir, name, precision):
+    from test_codegen_c import example_graph
+
+    g = example_graph(examples_dir / f"{name}.py")
+    mod = cnncc.compile(g, target="cuda-emu", precision=precision)
+    assert any("tensor cores" in s for _, s, _ in mod.kernels)
+    check(g, mod, precision, batches=(2,))
+
+
+ASAN_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import cnncc
+    from test_tensor_cores import tc_graph, check
+    g = tc_graph()
+    check(g, cnncc.compile(g, target="cuda-emu", precision="bf16"), "bf16", (2,))
+    print("ASAN-OK")
+""")
+
+
+def test_tensor_core_kernels_under_address_sanitizer():
+    """The WMMA kernels (every copy path, pools, residual) built with -fsanitize=address, each
+    arena slot its own allocation: no out-of-bounds access, cp.async included."""
+    script = ASAN_SCRIPT.format(tests=os.path.dirname(__file__))
+    proc = subprocess.run([sys.executable, "-c", script], env=emu.asan_environment(), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0 and "ASAN-OK" in proc.stdout, proc.stderr[-4000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", LOW)
+def test_tensor_core_convolutions_on_gpu(precision):
+    """The same kernels on a real sm_90 GPU (benchmarks/device_run.sh runs this, and under
+    compute-sanitizer's memcheck): within the same tolerance as the emulation."""
+    g = tc_graph()
+    check(g, cnncc.compile(g, target="cuda", precision=precision), precision)
