@@ -29,9 +29,10 @@ import numpy as np
 import sympy
 
 from . import ops
-from .cost import node_cost
+from .cost import node_cost, node_work
 from .errors import CnnccError
 from .ir import N, Graph, Node
+from .summary import text_table as _table
 
 SPINCOUNT = "10000"
 ENGINES = ("opt0", "opt1", "opt2", "onnxruntime", "torch")
@@ -244,15 +245,6 @@ def kernel_nodes(opt_graph: Graph) -> list[Node]:
             continue
         out.append(node)
     return out
-
-
-def node_work(opt_graph: Graph, node: Node, batch: int) -> tuple[float, float]:
-    """(FLOPs, bytes moved) of one kernel at ``batch``, from the cost model."""
-    c = node_cost(opt_graph, node)
-    sub = {N: batch}
-    flops = float(sympy.sympify(node.meta.get("flops", c["flops"])).subs(sub))
-    nbytes = float(sympy.sympify(c["bytes_read"] + c["bytes_written"]).subs(sub))
-    return flops, nbytes
 
 
 def single_kernel_graph(opt_graph: Graph, node: Node) -> Graph:
@@ -535,12 +527,6 @@ def _predicted(graph: Graph, batch: int, precision: str, measured_table: dict | 
 
 # ---------------------------------------------------------------------------------------------
 # printing
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def _ms(s: float) -> str:
     return f"{s * 1e3:.3f}"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sympy
 
 from . import ops
-from .node import Node, TensorType
+from .node import N, Node, TensorType
 
 
 def node_cost(graph, node: Node) -> dict[str, sympy.Expr]:
@@ -36,3 +36,12 @@ def _member_type(graph, fused: Node, name: str) -> TensorType:
         if m.name == name:
             return m.type
     return graph[name].type
+
+
+def node_work(opt_graph, node: Node, batch: int) -> tuple[float, float]:
+    """(FLOPs, bytes moved) of one kernel at ``batch``, from the cost model."""
+    c = node_cost(opt_graph, node)
+    sub = {N: batch}
+    flops = float(sympy.sympify(node.meta.get("flops", c["flops"])).subs(sub))
+    nbytes = float(sympy.sympify(c["bytes_read"] + c["bytes_written"]).subs(sub))
+    return flops, nbytes

@@ -14,7 +14,7 @@ Two things, both from the compiler alone:
   it a prediction rather than a bound. docs/gpu.md explains the model and its limits.
 
 FLOPs and bytes come from the same cost model as the CPU roofline (cnncc.ops.node_cost via
-cnncc.benchmark.node_work), so predicted and measured tables line up kernel by kernel.
+cnncc.cost.node_work), so predicted and measured tables line up kernel by kernel.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def predict(program, opt_graph, rendered, batch: int, resources: dict | None = N
     """Per-kernel and total predicted seconds of ``program`` (a lowered Program whose kernels
     ``rendered`` holds) at ``batch``; ``resources`` is kernel_resources(rendered.source) (compiled
     here when omitted)."""
-    from cnncc.benchmark import node_work
+    from cnncc.cost import node_work
     from cnncc.runtime.cuda import kernel_calls
 
     from cnncc.runtime.nvrtc import kernel_resources
@@ -162,7 +162,7 @@ def resource_rows(program, rendered, resources: dict, device: dict = H200) -> li
 
 
 def format_resources(rows: list[dict], title: str = "") -> str:
-    from cnncc.benchmark import _table
+    from cnncc.summary import text_table as _table
 
     head = [title] if title else []
     return "\n".join(head + [_table(
@@ -173,7 +173,7 @@ def format_resources(rows: list[dict], title: str = "") -> str:
 
 def format_prediction(pred: dict, measured: dict | None = None, max_kernels: int = 25) -> str:
     """The *predicted* table (with a measured column when ``measured`` maps kernel -> seconds)."""
-    from cnncc.benchmark import _table
+    from cnncc.summary import text_table as _table
 
     out = [f"-- batch {pred['batch']}: PREDICTED for {pred['device']}, precision {pred['precision']} "
            f"(a model, not a measurement: see docs/gpu.md) --",

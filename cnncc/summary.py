@@ -48,3 +48,10 @@ def summary_table(graph, batch: int | None = None) -> str:
                     for i in graph.inputs)
     out.append(f"Inputs: {ins}")
     return "\n".join(out)
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned first column, right-aligned others, a dashed rule under the headers."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
