@@ -48,6 +48,8 @@ Families (``KernelSpec.family``) and their ``geometry`` keys:
   elementwise     C, Q (output coordinates); inputs are Operands, the chain is ``epilogue``
   copy            numel (per item) — views that must materialize, identity at opt 0
   concat          outer x row copy: each input's chunk of a row and its offset in geometry["parts"]
+  roi             kind (pool | align), K boxes, C, H, W, OH, OW, NB, spatial_scale, sampling_ratio,
+                  aligned, mode; inputs [x, boxes]; runs over K with the runtime N (``roi``)
   (lrn, pad, upsample, depth_to_space, space_to_depth, transpose: see _lower_node)
 """
 from __future__ import annotations
@@ -462,6 +464,12 @@ class _Lowering:
         out = spec.output
         data = [t for t in spec.inputs if t.storage != "weights"]
         operands = [o for o in spec.operands + [e.operand for e in spec.epilogue if e.operand]]
+        if spec.family == "roi":
+            # a static output read from the images the boxes name: runs over its K boxes, takes N
+            if out.batched or spec.inputs[1].batched:
+                raise UnsupportedError(f"layer '{node.name}' ({node.op}): the box count must be fixed, "
+                                       f"not the batch N")
+            return spec
         if spec.geometry.get("whole"):
             # a static kernel that mixes the leading dim (concat/softmax along it, a transpose that
             # moves it, a matmul over literal batch dims): one pass over the whole tensors
@@ -824,8 +832,26 @@ class _Lowering:
             spec.geometry = {"C": x.shape[1], "Q_in": int(np.prod(x.shape[2:], dtype=np.int64)),
                              "Q_out": int(np.prod(out.shape[2:], dtype=np.int64))}
             return spec
+        if op in ("roi_pool", "roi_align"):
+            return self.roi(spec, node, x)
         raise UnsupportedError(f"layer '{node.name}' ({op}): the code generators have no kernel for "
                                f"this operator yet")
+
+    def roi(self, spec: KernelSpec, node: Node, x: TensorRef) -> KernelSpec:
+        """Region pooling: the kernel runs over the K boxes (a literal) and reads whichever image
+        each box names, so it takes the runtime batch N (to check the batch index) although its
+        output (K, C, OH, OW) is static. ``NB``: the literal image count of a static feature map."""
+        boxes = self.ref(node.inputs[1])
+        out = spec.output
+        a = node.attrs
+        spec.family = "roi"
+        spec.inputs = [x, boxes]
+        spec.geometry = {"kind": node.op.split("_")[1], "K": out.shape[0], "C": x.shape[1], "H": x.shape[2],
+                         "W": x.shape[3], "OH": out.shape[2], "OW": out.shape[3],
+                         "NB": None if x.batched else x.shape[0], "spatial_scale": float(a["spatial_scale"]),
+                         "sampling_ratio": int(a.get("sampling_ratio", 0)), "aligned": bool(a.get("aligned", False)),
+                         "mode": a.get("mode", "max")}
+        return spec
 
     def gather(self, spec: KernelSpec, node: Node, x: TensorRef) -> KernelSpec:
         """Pure data movement as nested loops over ``dims`` (per batch item, row-major = the output
