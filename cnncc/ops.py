@@ -1013,14 +1013,17 @@ register(OpDef("unpool_nearest2d", (1, 1), _nearest_unpool_shape, _nearest_unpoo
 # the feature map), float32. The output is (K, C, out_h, out_w): its leading dim is K, not the
 # batch N. A batch index is truncated toward zero as torchvision does; one outside 0..N-1 is an
 # error in the reference (the C/CUDA kernels write NaN for that box). ONNX MaxRoiPool uses this
-# form as is; ONNX RoiAlign's (rois (K, 4), batch_indices (K,)) pair is joined into it on import.
+# form as is; ONNX RoiAlign's (rois (K, 4), batch_indices (K,) int64) pair is accepted as a
+# third input instead: (x, rois, batch_indices) means the boxes [batch_indices, rois].
 def _roi_shape(node, ins):
-    x, boxes = ins
+    x, boxes = ins[:2]
+    cols = 5 if len(ins) == 2 else 4
     if x.rank != 4:
         raise ModelError(f"expects a rank-4 feature map (N, C, H, W), got {x.shape}", node=node.name, op=node.op)
     k = sympy.sympify(boxes.shape[0]) if boxes.rank == 2 else None
-    if boxes.rank != 2 or not _dims_equal(boxes.shape[1], 5):
-        raise ModelError(f"boxes have shape {boxes.shape}, expected (K, 5): [batch_index, x1, y1, x2, y2] per box",
+    if boxes.rank != 2 or not _dims_equal(boxes.shape[1], cols):
+        raise ModelError(f"boxes have shape {boxes.shape}, expected (K, {cols}): "
+                         f"[{'batch_index, ' if cols == 5 else ''}x1, y1, x2, y2] per box",
                          node=node.name, op=node.op,
                          fix="give one row [batch_index, x1, y1, x2, y2] per box (torchvision's Tensor[K, 5] form)")
     if not k.is_number:
@@ -1029,6 +1032,9 @@ def _roi_shape(node, ins):
     if np.dtype(boxes.dtype).kind != "f":
         raise ModelError(f"boxes must be float32, got {boxes.dtype}", node=node.name, op=node.op,
                          fix="cast the boxes (batch index included) to float32")
+    if len(ins) == 3 and (ins[2].rank != 1 or not _dims_equal(ins[2].shape[0], k)):
+        raise ModelError(f"batch indices have shape {ins[2].shape}, expected ({k},): one per box",
+                         node=node.name, op=node.op, fix="give one batch index per row of the boxes")
     oh, ow = _nd_check(node, "output_size", 2, node.op)
     return (int(k), x.shape[1], oh, ow)
 
@@ -1045,6 +1051,13 @@ def _round_half_away(v: np.float32) -> int:
     """C's round(): halves away from zero (numpy's round goes to even)."""
     v = float(v)
     return int(math.copysign(math.floor(abs(v) + 0.5), v))
+
+
+def _roi_boxes(xs: list[np.ndarray]) -> np.ndarray:
+    """The (K, 5) form: boxes as given, or ONNX's rois (K, 4) with batch_indices (K,) in front."""
+    if len(xs) == 2:
+        return xs[1]
+    return np.concatenate([xs[2].astype(np.float32).reshape(-1, 1), xs[1].astype(np.float32)], axis=1)
 
 
 def roi_pool_ref(node: Node, x: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -1151,33 +1164,38 @@ def _roi_flops(per_sample: int):
 def _sample_boxes(node: Node, index: int, in_shapes: list[tuple], rng: np.random.Generator) -> np.ndarray | None:
     """Valid random boxes for ``random_inputs``: batch indices within the batch, corners inside
     the image the feature map was computed from (its size / spatial_scale)."""
-    if index != 1:
+    if index == 0:
         return None
-    (n, _, h, w), (k, _) = in_shapes
+    (n, _, h, w), (k, cols) = in_shapes[:2]
+    if index == 2:
+        return rng.integers(0, n, k).astype(np.int64)
     s = float(node.attrs["spatial_scale"])
     img_h, img_w = h / s, w / s
     xs = np.sort(rng.uniform(0, img_w - 1, (k, 2)), axis=1)
     ys = np.sort(rng.uniform(0, img_h - 1, (k, 2)), axis=1)
-    return np.stack([rng.integers(0, n, k).astype(np.float64), xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]],
-                    axis=1).astype(np.float32)
+    boxes = np.stack([rng.integers(0, n, k).astype(np.float64), xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]],
+                     axis=1).astype(np.float32)
+    return boxes if cols == 5 else boxes[:, 1:]
 
 
 _ROI_ATTRS = {"output_size": Attr(REQUIRED, ints_or_int(), "a positive int or (out_h, out_w)"),
               "spatial_scale": Attr(1.0, lambda v: is_number(v) and v > 0,
                                     "a positive number (feature map size / image size, e.g. 1/16)")}
-register(OpDef("roi_pool", (2, 2), _roi_shape, lambda node, xs: roi_pool_ref(node, xs[0], xs[1]),
+register(OpDef("roi_pool", (2, 3), _roi_shape, lambda node, xs: roi_pool_ref(node, xs[0], _roi_boxes(xs)),
                attrs=dict(_ROI_ATTRS), flops=_roi_flops(1), dtype=lambda node, ins: ins[0].dtype,
                sample_input=_sample_boxes,
                doc="max pooling of each box (torchvision roi_pool, ONNX MaxRoiPool): x (N, C, H, W), "
-                   "boxes (K, 5) [batch_index, x1, y1, x2, y2] -> (K, C, out_h, out_w)"))
-register(OpDef("roi_align", (2, 2), _roi_shape, lambda node, xs: roi_align_ref(node, xs[0], xs[1]),
+                   "boxes (K, 5) [batch_index, x1, y1, x2, y2] (or ONNX's rois (K, 4), batch_indices (K,)) "
+                   "-> (K, C, out_h, out_w)"))
+register(OpDef("roi_align", (2, 3), _roi_shape, lambda node, xs: roi_align_ref(node, xs[0], _roi_boxes(xs)),
                attrs={**_ROI_ATTRS,
                       "sampling_ratio": Attr(-1, is_int, "an int: samples per bin and axis, <= 0 for adaptive"),
                       "aligned": Attr(False, lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
                       "mode": Attr("avg", lambda v: v in ("avg", "max"), "'avg' (torchvision) or 'max' (ONNX)")},
                flops=_roi_flops(8), dtype=lambda node, ins: ins[0].dtype, sample_input=_sample_boxes,
                doc="bilinear average of each box's bins (torchvision roi_align, ONNX RoiAlign): x (N, C, H, W), "
-                   "boxes (K, 5) [batch_index, x1, y1, x2, y2] -> (K, C, out_h, out_w)"))
+                   "boxes (K, 5) [batch_index, x1, y1, x2, y2] (or ONNX's rois (K, 4), batch_indices (K,)) "
+                   "-> (K, C, out_h, out_w)"))
 
 
 # ---------------------------------------------------------------------------------------------

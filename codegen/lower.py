@@ -49,7 +49,8 @@ Families (``KernelSpec.family``) and their ``geometry`` keys:
   copy            numel (per item) — views that must materialize, identity at opt 0
   concat          outer x row copy: each input's chunk of a row and its offset in geometry["parts"]
   roi             kind (pool | align), K boxes, C, H, W, OH, OW, NB, spatial_scale, sampling_ratio,
-                  aligned, mode; inputs [x, boxes]; runs over K with the runtime N (``roi``)
+                  aligned, mode; inputs [x, boxes (K, 5)] or [x, rois (K, 4), batch_indices (K,)];
+                  runs over K with the runtime N (``roi``)
   (lrn, pad, upsample, depth_to_space, space_to_depth, transpose: see _lower_node)
 """
 from __future__ import annotations
@@ -466,7 +467,7 @@ class _Lowering:
         operands = [o for o in spec.operands + [e.operand for e in spec.epilogue if e.operand]]
         if spec.family == "roi":
             # a static output read from the images the boxes name: runs over its K boxes, takes N
-            if out.batched or spec.inputs[1].batched:
+            if out.batched or any(t.batched for t in spec.inputs[1:]):
                 raise UnsupportedError(f"layer '{node.name}' ({node.op}): the box count must be fixed, "
                                        f"not the batch N")
             return spec
@@ -845,7 +846,7 @@ class _Lowering:
         out = spec.output
         a = node.attrs
         spec.family = "roi"
-        spec.inputs = [x, boxes]
+        spec.inputs = [x, boxes] + [self.ref(i) for i in node.inputs[2:]]   # (x, boxes) or (x, rois, batch_indices)
         spec.geometry = {"kind": node.op.split("_")[1], "K": out.shape[0], "C": x.shape[1], "H": x.shape[2],
                          "W": x.shape[3], "OH": out.shape[2], "OW": out.shape[3],
                          "NB": None if x.batched else x.shape[0], "spatial_scale": float(a["spatial_scale"]),
