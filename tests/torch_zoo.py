@@ -563,6 +563,25 @@ class RoIPool(nn.Module):
         return out
 
 
+def lively(module: nn.Module, bn_shape: tuple | None = None) -> nn.Module:
+    """Keep a deep mirror's signal alive so comparisons test it: with torch's default init the 26
+    convolutions of SegNet (and VGG's 13 before Fast R-CNN's RoI pooling) shrink the features to
+    nothing and the output is the last bias, whatever the layers in between do. Convolutions and
+    linear layers get He init (as the DSL's), and BN statistics (with ``bn_shape``) come from one
+    training-mode pass on random data (``module.calibrated``: keep them)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        if bn_shape is not None:
+            for m in module.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.momentum = 1.0                        # running stats := this batch's
+            module.train()(torch.randn(bn_shape, generator=torch.Generator().manual_seed(2)))
+            module.calibrated = True
+    return module.eval()
+
+
 def _roi_pool_to_cnncc(t, m, x, boxes):
     return t.emit("roi_pool", [x, boxes], {"output_size": m.output_size, "spatial_scale": m.spatial_scale})
 
@@ -617,8 +636,8 @@ _MIRRORS: dict[str, tuple[Callable[[int], nn.Module], int]] = {
     "squeezenet1_1": (lambda size: SqueezeNet11(), 32),
     "mobilenet_v2": (lambda size: MobileNetV2(), 32),
     "unet": (lambda size: UNet(), 16),
-    "segnet": (lambda size: SegNet(), 32),
-    "fast_rcnn": (lambda size: FastRCNN(hidden=FAST_RCNN_SMALL_HIDDEN), 32),
+    "segnet": (lambda size: lively(SegNet(), (2, 3, size, size)), 32),
+    "fast_rcnn": (lambda size: lively(FastRCNN(hidden=FAST_RCNN_SMALL_HIDDEN)), 32),
 }
 #: the small Fast R-CNN keeps the 7x7 RoI grid but narrows fc6/fc7 (4096 -> 64: 103 M weights less
 #: to draw); its DSL twin is built with the same ``hidden`` (``dsl_kwargs``)
