@@ -1156,7 +1156,7 @@ def _roi_flops(per_sample: int):
         if node.op == "roi_align" and int(node.attrs["sampling_ratio"]) > 0:
             samples = int(node.attrs["sampling_ratio"]) ** 2
         else:
-            samples = sympy.ceiling(x.shape[2] / oh) * sympy.ceiling(x.shape[3] / ow)
+            samples = sympy.ceiling(sympy.sympify(x.shape[2]) / oh) * sympy.ceiling(sympy.sympify(x.shape[3]) / ow)
         return per_sample * out.numel() * samples
     return flops
 
