@@ -50,7 +50,8 @@ def check(g: Graph, mod, batches=(1, 3), seed=0):
 
 # -- examples ---------------------------------------------------------------------------------
 SMALL = {"lenet5": None, "unet": 32}
-#: other model() arguments at the small size (Fast R-CNN: fc6/fc7 narrowed, the 7x7 RoI grid kept)
+#: other model() arguments at the small size (Fast R-CNN: fc6/fc7 narrowed, the 7x7 RoI grid kept);
+#: the example tests of other files read it from here
 SMALL_KWARGS = {"fast_rcnn": {"hidden": 64}}
 
 

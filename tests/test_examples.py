@@ -48,8 +48,6 @@ SMALL = {
     "segnet": (32, (1, 12, 32, 32)),
     "fast_rcnn": (32, {"cls_score": (8, 21), "bbox_pred": (8, 84)}),
 }
-#: other model() arguments at the small size (Fast R-CNN: fc6/fc7 narrowed, the 7x7 RoI grid kept)
-SMALL_KWARGS = {"fast_rcnn": {"hidden": 64}}
 
 
 def _path(name: str) -> Path:
@@ -142,6 +140,7 @@ def test_summary_cli_resnet50(capsys):
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_example_runs_small(name):
     from cnncc.reference import random_inputs
+    from test_codegen_c import SMALL_KWARGS
 
     size, out_shape = SMALL[name]
     g = dsl.load_model(_path(name), size=size, **SMALL_KWARGS.get(name, {}))
