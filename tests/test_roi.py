@@ -242,6 +242,7 @@ def test_from_torch_maps_registered_and_torchvision_roi_modules(monkeypatch):
         def forward(self, x, boxes):
             return self.roi(torch.relu(self.conv(x)), boxes).flatten(1)
 
+    torch.manual_seed(0)
     x = torch.randn(2, 3, 12, 12)
     boxes = torch.tensor([[1, 0, 0, 11, 11], [0, 2.5, 1, 5, 9], [1, 7, 7, 3, 2]], dtype=torch.float32)
     module = Head(torch_zoo.RoIPool((2, 3), 0.5)).eval()
@@ -249,7 +250,8 @@ def test_from_torch_maps_registered_and_torchvision_roi_modules(monkeypatch):
     assert g["boxes"].type.shape == (3, 5) and any(n.op == "roi_pool" for n in g)
     with torch.no_grad():
         want = module(x, boxes).numpy()
-    np.testing.assert_allclose(cnncc.reference(g, [x.numpy(), boxes.numpy()]), want, rtol=1e-6)
+    got = cnncc.reference(g, [x.numpy(), boxes.numpy()])        # conv rounding differs: relative to the max
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
     # torchvision's modules are recognized by name (a stand-in class here: torchvision is not installed)
     fake = types.ModuleType("torchvision.ops.roi_align")
