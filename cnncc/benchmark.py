@@ -32,6 +32,7 @@ from . import ops
 from .cost import node_cost, node_work
 from .errors import CnnccError
 from .ir import N, Graph, Node
+from .reference import random_inputs
 from .summary import text_table as _table
 
 SPINCOUNT = "10000"
@@ -314,10 +315,8 @@ def profile_kernels(module, opt_graph: Graph, feeds: dict, batch: int, target: s
     for node in nodes:
         sub = single_kernel_graph(opt_graph, node)
         mod = cnncc.compile(sub, target=target, opt_level=0)
-        args = [rng.standard_normal(sub[i].type.concrete({N: batch})).astype(sub[i].type.dtype)
-                if np.dtype(sub[i].type.dtype).kind == "f" else np.zeros(sub[i].type.concrete({N: batch}),
-                                                                           sub[i].type.dtype)
-                for i in sub.inputs]
+        feeds = random_inputs(sub, batch, rng)          # valid boxes for a roi kernel
+        args = [feeds[i] for i in sub.inputs]
         fn = (lambda m=mod, a=args: m(*a))
         for _ in range(2):
             fn()
@@ -450,7 +449,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
               "notes": notes, "params": graph.param_count(), "runs": []}
     for batch in batches:
         rng = np.random.default_rng(0)
-        feeds = {i: rng.standard_normal(graph[i].type.concrete({N: batch})).astype(np.float32) for i in graph.inputs}
+        feeds = random_inputs(graph, batch, rng)       # standard normal; valid boxes for RoI pooling
         want = None
         if check:
             say(f"batch {batch}: reference")

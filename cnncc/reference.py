@@ -44,7 +44,9 @@ def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
 
 
 def random_inputs(graph: Graph, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Seeded standard-normal inputs (zeros for integer ones); the batch symbol N becomes ``batch``."""
+    """Seeded standard-normal inputs (zeros for integer ones); the batch symbol N becomes ``batch``.
+    An input whose consumer's OpDef has a ``sample_input`` (the boxes of roi_pool/roi_align) gets a
+    valid value drawn by it instead."""
     feeds = {}
     for name in graph.inputs:
         t = graph[name].type
@@ -53,11 +55,32 @@ def random_inputs(graph: Graph, batch: int, rng: np.random.Generator) -> dict[st
         except ModelError:
             raise ModelError(f"input '{name}' has symbolic sizes {t.shape} besides the batch; export the model "
                              "with concrete spatial sizes") from None
-        if np.dtype(t.dtype).kind == "f":
+        drawn = _sampled_input(graph, name, batch, rng)
+        if drawn is not None:
+            feeds[name] = drawn.astype(t.dtype)
+        elif np.dtype(t.dtype).kind == "f":
             feeds[name] = rng.standard_normal(shape).astype(t.dtype)
         else:
             feeds[name] = np.zeros(shape, t.dtype)
     return feeds
+
+
+def _sampled_input(graph: Graph, name: str, batch: int, rng: np.random.Generator) -> np.ndarray | None:
+    for node in graph.consumers(name):
+        members = node.members if node.op == "fused" else [node]
+        types = {m.name: m.type for m in members}
+        for m in members:
+            opdef = ops.REGISTRY.get(m.op)
+            if opdef is None or opdef.sample_input is None or name not in m.inputs:
+                continue
+            try:
+                shapes = [(types.get(i) or graph[i].type).concrete({N: batch}) for i in m.inputs]
+            except ModelError:
+                return None
+            value = opdef.sample_input(m, m.inputs.index(name), shapes, rng)
+            if value is not None:
+                return value
+    return None
 
 
 def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:

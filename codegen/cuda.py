@@ -30,7 +30,8 @@ TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:wmma": "cuda/conv_wmma.c
              "global_pool": "cuda/global_pool.cu.j2", "softmax": "cuda/softmax.cu.j2",
              "elementwise": "cuda/elementwise.cu.j2", "copy": "cuda/copy.cu.j2", "concat": "cuda/concat.cu.j2",
              "gather": "cuda/gather.cu.j2", "resize": "cuda/resize.cu.j2", "lrn": "cuda/lrn.cu.j2",
-             "instance_norm": "cuda/instance_norm.cu.j2", "unpool": "cuda/unpool.cu.j2", "matmul": "cuda/matmul.cu.j2"}
+             "instance_norm": "cuda/instance_norm.cu.j2", "unpool": "cuda/unpool.cu.j2", "matmul": "cuda/matmul.cu.j2",
+             "roi": "cuda/roi.cu.j2"}
 
 #: a convolution whose reduction (C_in/groups x KH x KW) is at most this long runs as a direct
 #: kernel (one thread per output, window unrolled): depthwise 3x3/5x5, RGB stems, LeNet's conv1
@@ -133,6 +134,12 @@ def plan(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
     if f == "matmul":
         g = spec.geometry
         return _flat(spec, "matmul", g["MB"] * g["R"] * g["M"])
+    if f == "roi":
+        # the K boxes' outputs, whatever the batch N: a fixed grid
+        g = spec.geometry
+        total = g["K"] * g["C"] * g["OH"] * g["OW"]
+        threads = min(256, max(32, cdiv(total, 32) * 32))
+        return LaunchPlan("roi", threads, (GridDim(0, total, threads), GridDim(), GridDim()), {"TOTAL": total})
     if f in ("instance_norm", "unpool"):
         # one block per (n, c) plane
         return LaunchPlan(f, 256, (GridDim(spec.geometry["C"], 0, 1), GridDim(), GridDim()), {})

@@ -52,6 +52,9 @@ Families (``KernelSpec.family``) and their ``geometry`` keys:
                   rearrangement, nearest resizing, slice and gather that are not views)
   resize          C, H, W, OH, OW; KH/KW taps per output row/column: ih/wh (OH*KH source rows and
                   weights), iw/ww (OW*KW); fill where ih/iw tap 0 is -1 (extrapolate)
+  roi             kind (pool | align), K boxes, C, H, W, OH, OW, NB, spatial_scale, sampling_ratio,
+                  aligned, mode; inputs [x, boxes (K, 5)] or [x, rois (K, 4), batch_indices (K,)];
+                  runs over K with the runtime N (``roi``)
   (lrn, instance_norm, unpool: see lower_other)
 A channel slice marked ``view_of`` by eliminate_concat (``meta["view_channel"]`` = its first
 channel) launches nothing: its TensorRef is its input's, ``base`` moved by that many channels,
@@ -472,6 +475,12 @@ class _Lowering:
         out = spec.output
         data = [t for t in spec.inputs if t.storage != "weights"]
         operands = [o for o in spec.operands + [e.operand for e in spec.epilogue if e.operand]]
+        if spec.family == "roi":
+            # a static output read from the images the boxes name: runs over its K boxes, takes N
+            if out.batched or any(t.batched for t in spec.inputs[1:]):
+                raise UnsupportedError(f"layer '{node.name}' ({node.op}): the box count must be fixed, "
+                                       f"not the batch N")
+            return spec
         if spec.geometry.get("whole"):
             # a static kernel that mixes the leading dim (concat/softmax along it, a transpose that
             # moves it, a matmul over literal batch dims): one pass over the whole tensors
@@ -838,8 +847,26 @@ class _Lowering:
             spec.geometry = {"C": x.shape[1], "Q_in": int(np.prod(x.shape[2:], dtype=np.int64)),
                              "Q_out": int(np.prod(out.shape[2:], dtype=np.int64))}
             return spec
+        if op in ("roi_pool", "roi_align"):
+            return self.roi(spec, node, x)
         raise UnsupportedError(f"layer '{node.name}' ({op}): the code generators have no kernel for "
                                f"this operator yet")
+
+    def roi(self, spec: KernelSpec, node: Node, x: TensorRef) -> KernelSpec:
+        """Region pooling: the kernel runs over the K boxes (a literal) and reads whichever image
+        each box names, so it takes the runtime batch N (to check the batch index) although its
+        output (K, C, OH, OW) is static. ``NB``: the literal image count of a static feature map."""
+        boxes = self.ref(node.inputs[1])
+        out = spec.output
+        a = node.attrs
+        spec.family = "roi"
+        spec.inputs = [x, boxes] + [self.ref(i) for i in node.inputs[2:]]   # (x, boxes) or (x, rois, batch_indices)
+        spec.geometry = {"kind": node.op.split("_")[1], "K": out.shape[0], "C": x.shape[1], "H": x.shape[2],
+                         "W": x.shape[3], "OH": out.shape[2], "OW": out.shape[3],
+                         "NB": None if x.batched else x.shape[0], "spatial_scale": float(a["spatial_scale"]),
+                         "sampling_ratio": int(a.get("sampling_ratio", 0)), "aligned": bool(a.get("aligned", False)),
+                         "mode": a.get("mode", "max")}
+        return spec
 
     def gather(self, spec: KernelSpec, node: Node, x: TensorRef, resize_tables=None) -> KernelSpec:
         """Pure data movement as nested loops over ``dims`` (per batch item, row-major = the output

@@ -505,6 +505,33 @@ def _mp_indices(em, node, ins, out):
     em.node("Mod", [idx, em.const("plane", np.int64(plane))], out)
 
 
+@emits("roi_pool")
+def _roi_pool(em, node, ins, out):
+    args = list(node.inputs[:2])
+    if len(node.inputs) == 3:                  # ONNX's rois + batch_indices -> MaxRoiPool's (K, 5) rows
+        col = em.node("Unsqueeze", [em.node("Cast", [node.inputs[2]], to=1), em.const("ax", np.array([1], np.int64))])
+        args = [node.inputs[0], em.node("Concat", [col, node.inputs[1]], axis=1)]
+    em.node("MaxRoiPool", args, out, pooled_shape=list(ops.tup(node.attrs["output_size"], 2)),
+            spatial_scale=float(node.attrs["spatial_scale"]))
+
+
+@emits("roi_align")
+def _roi_align(em, node, ins, out):
+    a = node.attrs
+    if len(node.inputs) == 3:
+        rois, idx = node.inputs[1], em.node("Cast", [node.inputs[2]], to=7)
+    else:                                      # (K, 5) rows -> rois (K, 4) + int64 batch_indices (K,)
+        cols = lambda lo, hi: em.node("Slice", [node.inputs[1], em.const("s", np.array([lo], np.int64)),  # noqa: E731
+                                                em.const("e", np.array([hi], np.int64)),
+                                                em.const("a", np.array([1], np.int64))])
+        rois = cols(1, 5)
+        idx = em.node("Cast", [em.node("Squeeze", [cols(0, 1), em.const("ax", np.array([1], np.int64))])], to=7)
+    oh, ow = ops.tup(a["output_size"], 2)
+    em.node("RoiAlign", [node.inputs[0], rois, idx], out, output_height=oh, output_width=ow,
+            spatial_scale=float(a["spatial_scale"]), sampling_ratio=max(int(a["sampling_ratio"]), 0),
+            mode=a["mode"], coordinate_transformation_mode="half_pixel" if a["aligned"] else "output_half_pixel")
+
+
 @emits("max_unpool2d")
 def _max_unpool(em, node, ins, out):
     # ONNX MaxUnpool wants whole-tensor indices: add each plane's offset back

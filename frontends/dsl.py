@@ -565,6 +565,22 @@ def max_unpool2d(x: Tensor, indices: Tensor, kernel_size, stride=None, padding=0
     return layer("max_unpool2d", [x, indices], attrs, name=name, base="unpool")
 
 
+def roi_pool(x: Tensor, boxes: Tensor, output_size, spatial_scale: float = 1.0, name: str | None = None) -> Tensor:
+    """Max pooling of each box (torchvision.ops.roi_pool): ``boxes`` is a (K, 5) float32 input, one row
+    [batch_index, x1, y1, x2, y2] per box in image coordinates; output (K, C, out_h, out_w)."""
+    return layer("roi_pool", [x, boxes], {"output_size": output_size, "spatial_scale": spatial_scale},
+                 name=name, base="roi_pool")
+
+
+def roi_align(x: Tensor, boxes: Tensor, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False, mode: str = "avg", name: str | None = None) -> Tensor:
+    """Bilinear RoI pooling (torchvision.ops.roi_align; mode='max' is ONNX RoiAlign's): boxes as in
+    ``roi_pool``; ``sampling_ratio`` samples per bin and axis (<= 0: ceil(box / output) adaptive)."""
+    return layer("roi_align", [x, boxes], {"output_size": output_size, "spatial_scale": spatial_scale,
+                                          "sampling_ratio": sampling_ratio, "aligned": aligned, "mode": mode},
+                 name=name, base="roi_align")
+
+
 def unpool_nearest2d(x: Tensor, scale=2, name: str | None = None) -> Tensor:
     """Nearest-neighbour unpooling: each value becomes a scale x scale block."""
     return layer("unpool_nearest2d", [x], {"scale": scale}, name=name, base="unpool")

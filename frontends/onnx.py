@@ -1096,6 +1096,37 @@ def _max_unpool(imp, node, ins, a):
     return imp.emit("max_unpool2d", [x, imp.tensor(idx)], attrs)
 
 
+@handles("MaxRoiPool")
+def _max_roi_pool(imp, node, ins, a):
+    # rois (K, 5) [batch_index, x1, y1, x2, y2]: the registry's own box form
+    oh, ow = (int(v) for v in a["pooled_shape"])
+    return imp.emit("roi_pool", [imp.tensor(ins[0]), imp.tensor(ins[1])],
+                    {"output_size": (oh, ow), "spatial_scale": float(a.get("spatial_scale", 1.0))})
+
+
+@handles("RoiAlign")
+def _roi_align(imp, node, ins, a):
+    # rois (K, 4) and batch_indices (K,) stay two inputs (the registry's (x, rois, batch_indices) form);
+    # opset 10 had no coordinate_transformation_mode and behaved as output_half_pixel, 16 defaults to half_pixel
+    mode = a.get("coordinate_transformation_mode", "half_pixel" if imp.opset >= 16 else "output_half_pixel")
+    if isinstance(mode, bytes):
+        mode = mode.decode()
+    if mode not in ("half_pixel", "output_half_pixel"):
+        raise imp.error(f"coordinate_transformation_mode '{mode}' is not one ONNX defines",
+                        attr="coordinate_transformation_mode", fix="use 'half_pixel' or 'output_half_pixel'")
+    pool = a.get("mode", "avg")
+    pool = pool.decode() if isinstance(pool, bytes) else pool
+    if pool not in ("avg", "max"):
+        raise imp.error(f"mode '{pool}' is not one ONNX defines", attr="mode", fix="use 'avg' or 'max'")
+    idx = ins[2]
+    if isinstance(idx, Const):
+        idx = Const(np.asarray(idx.value, np.float32))
+    attrs = {"output_size": (int(a.get("output_height", 1)), int(a.get("output_width", 1))),
+             "spatial_scale": float(a.get("spatial_scale", 1.0)), "sampling_ratio": int(a.get("sampling_ratio", 0)),
+             "aligned": mode == "half_pixel", "mode": pool}
+    return imp.emit("roi_align", [imp.tensor(ins[0]), imp.tensor(ins[1]), imp.tensor(idx)], attrs)
+
+
 # ---------------------------------------------------------------------------------------------
 # dense algebra
 @handles("Gemm")

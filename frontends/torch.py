@@ -21,18 +21,19 @@ from cnncc.errors import CnnccError, ModelError, UnsupportedError
 from cnncc.ir import N, Graph, Node
 from cnncc.shapes import batch_reshape_spec
 
-__all__ = ["from_torch"]
+__all__ = ["from_torch", "register_module"]
 
 
 def from_torch(module, example_input, *, batch_symbolic: bool = True, name: str | None = None,
-               batch=None) -> Graph:
+               batch=None, fixed_inputs=()) -> Graph:
     """Trace ``module`` (eval mode) and build a cnncc Graph.
 
     ``example_input`` (a tensor, or a tuple/list of tensors for several inputs) fixes the
     non-batch sizes; the batch dimension becomes ``cnncc.N`` unless ``batch_symbolic=False``.
     ``batch="N"`` also restates views written for the example's batch (``x.view(1, -1)`` traced
     at batch 1) for ``N``, and refuses, naming the node, a view that mixes the batch into other
-    dimensions."""
+    dimensions. ``fixed_inputs``: forward() arguments (positions or names) whose leading size is
+    fixed, not the batch -- e.g. RoI boxes (K, 5)."""
     import torch
     import torch.fx
 
@@ -44,7 +45,7 @@ def from_torch(module, example_input, *, batch_symbolic: bool = True, name: str 
         raise ModelError("the module is in training mode", fix="call module.eval() first (BatchNorm and Dropout "
                                                                  "behave differently when training)")
     examples = list(example_input) if isinstance(example_input, (tuple, list)) else [example_input]
-    tracer = torch.fx.Tracer()
+    tracer = _leaf_tracer()
     tracer.record_stack_traces = True
     try:
         fx_graph = tracer.trace(module)
@@ -53,10 +54,66 @@ def from_torch(module, example_input, *, batch_symbolic: bool = True, name: str 
                                f"{str(e).splitlines()[0] if str(e) else ''}{_trace_location(e)}\n"
                                "  fix: keep forward() free of data-dependent Python control flow") from None
     gm = torch.fx.GraphModule(tracer.root, fx_graph)
-    tracer = _Tracer(gm, examples, batch_symbolic or batch is not None, name or type(module).__name__)
+    tracer = _Tracer(gm, examples, batch_symbolic or batch is not None, name or type(module).__name__,
+                     set(fixed_inputs))
     if batch is not None and examples and len(examples[0].shape):
         tracer.literal_batch = int(examples[0].shape[0])
     return tracer.run()
+
+
+#: module types mapped by ``register_module`` (a user's own layers), checked before the built-in table
+CUSTOM_MODULES: dict[type, Callable] = {}
+
+
+def register_module(module_type: type, emit: Callable | None = None):
+    """Map a module type of your own onto registry operators: torch.fx then keeps it a leaf (its
+    forward() is not traced, so it may loop over data or call torchvision) and ``emit(t, module,
+    *inputs)`` builds its nodes, ``t.emit(op, [inputs], attrs, params)`` returning the node name::
+
+        @register_module(RoIPool)
+        def _roi_pool(t, m, x, boxes):
+            return t.emit("roi_pool", [x, boxes], {"output_size": m.output_size,
+                                                   "spatial_scale": m.spatial_scale})
+
+    Usable as a decorator (``emit`` omitted) or a call; returns ``emit``."""
+    def deco(fn: Callable) -> Callable:
+        CUSTOM_MODULES[module_type] = fn
+        return fn
+    return deco if emit is None else deco(emit)
+
+
+def _leaf_tracer():
+    """torch.fx's tracer, with the module types of ``register_module`` (and torchvision's RoIPool /
+    RoIAlign when installed) kept as leaves."""
+    import torch.fx
+
+    class LeafTracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualname: str) -> bool:
+            return _custom_module(m) is not None or super().is_leaf_module(m, qualname)
+
+    return LeafTracer()
+
+
+def _custom_module(m) -> Callable | None:
+    for cls in type(m).__mro__:
+        if cls in CUSTOM_MODULES:
+            return CUSTOM_MODULES[cls]
+    return _torchvision_roi(m)
+
+
+def _torchvision_roi(m) -> Callable | None:
+    """torchvision.ops.RoIPool / RoIAlign (boxes as a Tensor[K, 5]), recognized by class name and
+    module so torchvision stays optional."""
+    if not type(m).__module__.startswith("torchvision.ops"):
+        return None
+    if type(m).__name__ == "RoIPool":
+        return lambda t, m, x, boxes: t.emit("roi_pool", [x, boxes], {
+            "output_size": _pair(m.output_size), "spatial_scale": float(m.spatial_scale)})
+    if type(m).__name__ == "RoIAlign":
+        return lambda t, m, x, boxes: t.emit("roi_align", [x, boxes], {
+            "output_size": _pair(m.output_size), "spatial_scale": float(m.spatial_scale),
+            "sampling_ratio": int(m.sampling_ratio), "aligned": bool(m.aligned)})
+    return None
 
 
 def _trace_location(e: Exception) -> str:
@@ -79,7 +136,8 @@ class _Unsupported(Exception):
 
 
 class _Tracer:
-    def __init__(self, gm, examples, batch_symbolic: bool, name: str):
+    def __init__(self, gm, examples, batch_symbolic: bool, name: str, fixed_inputs: set = frozenset()):
+        self.fixed_inputs = fixed_inputs
         self.gm = gm
         self.examples = examples
         self.batch_symbolic = batch_symbolic
@@ -122,7 +180,8 @@ class _Tracer:
 
     def _known(self, fx) -> bool:
         if fx.op == "call_module":
-            return MODULES.get(type(self.modules[fx.target])) is not None
+            m = self.modules[fx.target]
+            return _custom_module(m) is not None or MODULES.get(type(m)) is not None
         if fx.op == "call_function":
             return FUNCTIONS.get(fx.target) is not None
         if fx.op == "call_method":
@@ -135,7 +194,7 @@ class _Tracer:
                              "were given", fix="pass one example tensor per forward() argument")
         x = self.examples[i]
         shape = tuple(int(d) for d in x.shape)
-        if self.batch_symbolic and shape:
+        if self.batch_symbolic and shape and not ({i, fx.target} & self.fixed_inputs):
             shape = (N,) + shape[1:]
         dtype = str(x.dtype).replace("torch.", "")
         node = Node(self.graph.unique_name(_c_name(fx.name)), "input", [], {"shape": shape, "dtype": dtype})
@@ -174,7 +233,7 @@ class _Tracer:
             return _get_attr(self.gm, fx.target)
         if fx.op == "call_module":
             mod = self.modules[fx.target]
-            fn = MODULES.get(type(mod))
+            fn = _custom_module(mod) or MODULES.get(type(mod))
             if fn is None:
                 raise _Unsupported(f"module type nn.{type(mod).__name__}")
             return fn(self, mod, *args, **kwargs)
@@ -612,7 +671,7 @@ def _modules() -> dict:
     def unpool(t, m, x, indices, output_size=None):
         attrs = {"kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride), "padding": _pair(m.padding)}
         if output_size is not None:
-            attrs["output_size"] = tuple(int(v) for v in output_size)[-2:]
+            attrs["output_size"] = tuple(int(v) for v in tuple(output_size)[-2:])   # x.size() leads with N
         return t.emit("max_unpool2d", [x, indices], attrs)
 
     def flatten(t, m, x):
@@ -708,7 +767,7 @@ def _functions() -> dict:
         attrs = {"kernel_size": _pair(kernel_size), "stride": _pair(stride if stride is not None else kernel_size),
                  "padding": _pair(padding)}
         if output_size is not None:
-            attrs["output_size"] = tuple(int(v) for v in output_size)[-2:]
+            attrs["output_size"] = tuple(int(v) for v in tuple(output_size)[-2:])   # x.size() leads with N
         return t.emit("max_unpool2d", [x, indices], attrs)
 
     table = {

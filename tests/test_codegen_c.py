@@ -50,6 +50,9 @@ def check(g: Graph, mod, batches=(1, 3), seed=0):
 
 # -- examples ---------------------------------------------------------------------------------
 SMALL = {"lenet5": None, "unet": 32, "shufflenet_v2": 16}
+#: other model() arguments at the small size (Fast R-CNN: fc6/fc7 narrowed, the 7x7 RoI grid kept);
+#: the example tests of other files read it from here
+SMALL_KWARGS = {"fast_rcnn": {"hidden": 64}}
 
 
 def example_graph(path):
@@ -60,13 +63,14 @@ def example_graph(path):
     module = importlib.util.module_from_spec(m_spec)
     m_spec.loader.exec_module(module)
     params = inspect.signature(module.model).parameters
-    kw = {}
+    kw = dict(SMALL_KWARGS.get(path.stem, {}))
     if "size" in params:
         default = params["size"].default
         kw["size"] = SMALL.get(path.stem, 32 if default != 32 else None) or default
     for size in (kw.get("size"), 48, 64, 96):
         try:
-            return dsl.load_model(path, **({"size": size} if "size" in params and size else {}))
+            return dsl.load_model(path, **{k: v for k, v in kw.items() if k != "size"},
+                                  **({"size": size} if "size" in params and size else {}))
         except cnncc.ModelError:
             continue
     return dsl.load_model(path)

@@ -77,7 +77,7 @@ def _check(g, mod, batches):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["lenet5", "resnet18", "mobilenet_v2", "unet", "googlenet"])
+@pytest.mark.parametrize("name", ["lenet5", "resnet18", "mobilenet_v2", "unet", "googlenet", "segnet", "fast_rcnn"])
 def test_examples_on_gpu_match_reference(name, examples_dir_module):
     from test_codegen_c import example_graph
 
@@ -95,6 +95,10 @@ def test_every_template_family_on_gpu():
         _check(g, cnncc.compile(g, target="cuda", opt_level=2), (1, 3, 17))
     g = hand_fused_graph()
     _check(g, cnncc.compile(g, target="cuda", opt_level=0), (1, 3))
+    from test_roi import roi_graph
+
+    g = roi_graph()
+    _check(g, cnncc.compile(g, target="cuda", opt_level=2), (1, 3))
 
 
 @pytest.mark.gpu

@@ -229,6 +229,17 @@ def test_lenet5_kernel_counts_and_batches(examples_dir):
     check(g, mod0, (2,))
 
 
+@pytest.mark.parametrize("name", ["segnet", "fast_rcnn"])
+def test_unpooling_and_roi_pooling_examples(name, examples_dir):
+    """SegNet (max pooling indices -> max unpooling) and Fast R-CNN (roi_pool over a second input
+    of fixed size, a static (K, ...) tail of dense layers) at 32x32, fused; one batch each (the
+    emulation runs SegNet's 26 convolutions slowly): Fast R-CNN's 2, so boxes name either image."""
+    from test_codegen_c import example_graph
+
+    g = example_graph(examples_dir / f"{name}.py")
+    check(g, cnncc.compile(g, target="cuda-emu", opt_level=2), (1,) if name == "segnet" else (2,))
+
+
 def test_kernels_read_like_the_graph():
     mod = cnncc.compile(dense_graph(), target="cuda-emu", opt_level=2)
     name, src, launch = mod.kernels[0]

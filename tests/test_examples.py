@@ -47,6 +47,8 @@ SMALL = {
     "mobilenet_v2": (32, (1, 1000)),
     "unet": (16, (1, 2, 16, 16)),
     "shufflenet_v2": (32, (1, 1000)),
+    "segnet": (32, (1, 12, 32, 32)),
+    "fast_rcnn": (32, {"cls_score": (8, 21), "bbox_pred": (8, 84)}),
 }
 
 
@@ -139,13 +141,16 @@ def test_summary_cli_resnet50(capsys):
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_example_runs_small(name):
+    from cnncc.reference import random_inputs
+    from test_codegen_c import SMALL_KWARGS
+
     size, out_shape = SMALL[name]
-    g = dsl.load_model(_path(name), size=size)
+    g = dsl.load_model(_path(name), size=size, **SMALL_KWARGS.get(name, {}))
     assert g[g.inputs[0]].type.shape[0] == dsl.N                  # batch stays symbolic
-    channels = int(g[g.inputs[0]].type.shape[1])
-    x = np.random.default_rng(0).standard_normal((1, channels, size, size)).astype(np.float32)
-    y = cnncc.reference(g, x)
-    assert y.shape == out_shape and np.isfinite(y).all() and np.abs(y).max() > 0
+    feeds = random_inputs(g, 1, np.random.default_rng(0))          # valid boxes for Fast R-CNN's second input
+    y = cnncc.reference(g, feeds)
+    for got, want in (((y[k], v) for k, v in out_shape.items()) if isinstance(out_shape, dict) else [(y, out_shape)]):
+        assert got.shape == want and np.isfinite(got).all() and np.abs(got).max() > 0
 
 
 def test_example_batch_is_a_runtime_size():
@@ -177,14 +182,16 @@ def test_mirror_matches_dsl_model(zoo, name, shape_only_weights):
     import torch
     from torch_zoo import dsl_weights
 
+    from torch_zoo import dsl_kwargs, example_inputs
+
     factory, shape = zoo[name]
     module = factory()
-    g = dsl.load_model(_path(name), size=shape[-1])
+    g = dsl.load_model(_path(name), size=shape[-1], **dsl_kwargs(name))
     assert sum(p.numel() for p in module.parameters()) == g.param_count()
 
     torch.manual_seed(0)
     with torch.no_grad():        # non-trivial BN statistics, so a wrong eps or a dropped term shows
-        for m in module.modules():
+        for m in module.modules() if not getattr(module, "calibrated", False) else ():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
@@ -194,10 +201,36 @@ def test_mirror_matches_dsl_model(zoo, name, shape_only_weights):
     dsl.apply_weights(g, weights)
     assert len(weights) == sum(len(n.params) for n in g)         # every DSL weight came from torch
 
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    inputs = example_inputs(name, 1, shape[-1])
     with torch.no_grad():
-        want = module(x).numpy()
-    got = cnncc.reference(g, x.numpy())
-    assert got.shape == want.shape
-    err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
-    assert err <= 1e-4, f"{name}: max relative error {err:.2e}"
+        want = module(*inputs)
+    got = cnncc.reference(g, [t.numpy() for t in inputs])
+    for got, want in zip(got.values() if isinstance(got, dict) else [got],
+                         want if isinstance(want, tuple) else [want]):
+        want = want.numpy()
+        assert got.shape == want.shape
+        err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
+        assert err <= 1e-4, f"{name}: max relative error {err:.2e}"
+
+
+#: full-size totals of the examples without a published figure: the mirror's exact count
+MIRROR_TOTALS = {"segnet": ("SegNet", "29,441,996"), "fast_rcnn": ("FastRCNN", "134,690,729")}
+
+
+@pytest.mark.parametrize("name", sorted(MIRROR_TOTALS))
+def test_summary_prints_the_mirrors_parameter_total(name, capsys, shape_only_weights, monkeypatch):
+    """At full size (224), shapes only: no weights drawn (torch's meta device, zero-stride DSL
+    weights) and no BN calibration pass (a 224x224 forward through SegNet's 26 convolutions)."""
+    torch = pytest.importorskip("torch")
+    import torch_zoo
+
+    monkeypatch.setattr(dsl, "calibrate_batch_norm", lambda g, batch=2: g)
+    cls, total = MIRROR_TOTALS[name]
+    with torch.device("meta"):
+        module = getattr(torch_zoo, cls)()
+    assert f"{sum(p.numel() for p in module.parameters()):,}" == total
+    assert main(["summary", str(_path(name))]) == 0
+    out = capsys.readouterr().out
+    assert f"Total params: {total}" in out
+    if name == "fast_rcnn":
+        assert "(8, 512, 7, 7)" in out and "(8, 84)" in out and "boxes (8, 5)" in out

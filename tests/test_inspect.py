@@ -51,6 +51,17 @@ def test_why_not_lists_every_unfused_edge_of_resnet18(capsys):
     assert any(why.endswith("feeds 2 consumers: layer1_0_conv1, layer1_0_add") for why in listed.values())
 
 
+def test_why_not_explains_segnet_indices_and_fast_rcnn_roi_pooling(capsys):
+    """The pre-pool activation feeds both the pool and its indices, so it stays a tensor of its own;
+    unpooling and RoI pooling are kernels of their own; Fast R-CNN's two heads share relu7."""
+    out = run_cli(capsys, EXAMPLES / "segnet.py", "--size", "32", "--why-not")
+    assert "enc1_2_relu -> pool1: enc1_2_relu feeds 2 consumers: pool1, pool1_indices" in out
+    assert "pool1_indices -> unpool1: operator max_unpool2d has no fused form" in out
+    out = run_cli(capsys, EXAMPLES / "fast_rcnn.py", "--size", "32", "--why-not")
+    assert "relu5_3 -> roi_pool5: operator roi_pool has no fused form" in out
+    assert "relu7 -> cls_score: relu7 feeds 2 consumers: cls_score, bbox_pred" in out
+
+
 @pytest.mark.skipif(not (EXAMPLES / "resnet50.py").exists(), reason="examples/resnet50.py not there yet")
 def test_resnet50_memory_peak_printed_beside_naive(capsys):
     out = run_cli(capsys, EXAMPLES / "resnet50.py", "--size", "32", "--batch", "4")

@@ -20,10 +20,12 @@ SIZES = (32, 64, 96)
 @lru_cache(maxsize=None)
 def optimized(name: str):
     """(original, optimized at opt 2) of an example at the smallest input size it accepts."""
+    from test_codegen_c import SMALL_KWARGS     # Fast R-CNN: narrow fc6/fc7
+
     path = EXAMPLES / f"{name}.py"
     for size in SIZES:
         try:
-            g = load_model(path, size=size)
+            g = load_model(path, size=size, **SMALL_KWARGS.get(name, {}))
             break
         except (cnncc.CnnccError, TypeError):
             continue
@@ -39,9 +41,9 @@ def example(name: str):
 
 
 def feed(g, batch=1):
-    rng = np.random.default_rng(0)
-    return {i: rng.standard_normal([int(sympy.sympify(d).subs(N, batch)) for d in g[i].type.shape]).astype(np.float32)
-            for i in g.inputs}
+    from cnncc.reference import random_inputs
+
+    return random_inputs(g, batch, np.random.default_rng(0))     # standard normal; valid RoI boxes
 
 
 def outputs(g, x):

@@ -35,8 +35,18 @@ def test_zoo_module_traced_and_compiled_matches_pytorch(name):
     factory, shape = torch_zoo.zoo()[name]
     torch.manual_seed(0)
     module = factory()
-    x = torch.randn(2, *shape[1:])            # batch 2 on a graph traced with batch N
-    g = check_against_torch(module, x)
+    inputs = torch_zoo.example_inputs(name, 2, shape[-1], seed=0)   # batch 2 on a graph traced with batch N
+    if len(inputs) == 1:
+        g = check_against_torch(module, inputs[0])
+    else:                                     # Fast R-CNN: (image, boxes (K, 5)), two outputs
+        torch_zoo.register_with_cnncc()       # its RoIPool is a custom module -> roi_pool
+        g = cnncc.from_torch(module, inputs, fixed_inputs=("boxes",))
+        with torch.no_grad():
+            want = module(*inputs)
+        got = cnncc.compile(g, target="c")([t.numpy() for t in inputs])
+        for (k, y), w in zip(got.items(), want):
+            assert y.shape == tuple(w.shape) and rel_error(y, w.numpy()) <= RTOL, k
+        assert g["boxes"].type.shape == (torch_zoo.FAST_RCNN_BOXES, 5)
     assert g[g.inputs[0]].type.shape[0] == cnncc.N
     assert g.param_count() > 0
 

@@ -539,6 +539,138 @@ class ShuffleNetV2(nn.Module):
         x = self.stage4(self.stage3(self.stage2(x)))
         x = self.conv5(x)
         return self.fc(x.mean([2, 3]))
+class ConvBNReLU(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class SegNet(nn.Module):
+    """Pooling with return_indices=True and nn.MaxUnpool2d given the pooled tensor's size."""
+
+    ENCODER = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
+    DECODER = {5: (512, 512, 512), 4: (512, 512, 256), 3: (256, 256, 128), 2: (128, 64), 1: (64,)}
+
+    def __init__(self, classes: int = 12):
+        super().__init__()
+        cin = 3
+        for s, widths in enumerate(self.ENCODER, start=1):
+            for i, c in enumerate(widths, start=1):
+                setattr(self, f"enc{s}_{i}", ConvBNReLU(cin, c))
+                cin = c
+        for s in (5, 4, 3, 2, 1):
+            for i, c in enumerate(self.DECODER[s], start=1):
+                setattr(self, f"dec{s}_{i}", ConvBNReLU(cin, c))
+                cin = c
+        self.pool = nn.MaxPool2d(2, 2, return_indices=True)
+        self.unpool = nn.MaxUnpool2d(2, 2)
+        self.classifier = nn.Conv2d(cin, classes, 3, padding=1)
+
+    def forward(self, x):
+        saved = []
+        for s, widths in enumerate(self.ENCODER, start=1):
+            for i in range(1, len(widths) + 1):
+                x = getattr(self, f"enc{s}_{i}")(x)
+            size = x.size()
+            x, idx = self.pool(x)
+            saved.append((idx, size))
+        for s in (5, 4, 3, 2, 1):
+            idx, size = saved[s - 1]
+            x = self.unpool(x, idx, output_size=size)
+            for i in range(1, len(self.DECODER[s]) + 1):
+                x = getattr(self, f"dec{s}_{i}")(x)
+        return self.classifier(x)
+
+
+class RoIPool(nn.Module):
+    """torchvision.ops.RoIPool written in plain torch (torchvision is not a test dependency),
+    following its CPU kernel: corners x spatial_scale rounded half away from zero (C's round),
+    the box at least 1x1 with both ends inclusive, bins [floor(i * bin), ceil((i + 1) * bin)) in
+    float32 clipped to the map, the max of each bin, 0 for an empty one. Python loops over the
+    boxes, so from_torch cannot trace it: ``register_module`` maps it onto ``roi_pool``."""
+
+    def __init__(self, output_size, spatial_scale: float):
+        super().__init__()
+        self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+        self.spatial_scale = float(spatial_scale)
+
+    def forward(self, x, boxes):
+        oh, ow = self.output_size
+        h, w = x.shape[2:]
+        out = x.new_zeros(boxes.shape[0], x.shape[1], oh, ow)
+        scale = torch.tensor(self.spatial_scale, dtype=torch.float32)
+        for k in range(boxes.shape[0]):
+            scaled = (boxes[k, 1:].float() * scale).double()
+            x1, y1, x2, y2 = (int(torch.sign(v) * torch.floor(v.abs() + 0.5)) for v in scaled)
+            bin_h = torch.tensor(max(y2 - y1 + 1, 1), dtype=torch.float32) / oh
+            bin_w = torch.tensor(max(x2 - x1 + 1, 1), dtype=torch.float32) / ow
+            img = x[int(boxes[k, 0])]
+            for ph in range(oh):
+                hs = min(max(int(torch.floor(ph * bin_h)) + y1, 0), h)
+                he = min(max(int(torch.ceil((ph + 1) * bin_h)) + y1, 0), h)
+                for pw in range(ow):
+                    ws = min(max(int(torch.floor(pw * bin_w)) + x1, 0), w)
+                    we = min(max(int(torch.ceil((pw + 1) * bin_w)) + x1, 0), w)
+                    if he > hs and we > ws:
+                        out[k, :, ph, pw] = img[:, hs:he, ws:we].amax(dim=(1, 2))
+        return out
+
+
+def lively(module: nn.Module, bn_shape: tuple | None = None) -> nn.Module:
+    """Keep a deep mirror's signal alive so comparisons test it: with torch's default init the 26
+    convolutions of SegNet (and VGG's 13 before Fast R-CNN's RoI pooling) shrink the features to
+    nothing and the output is the last bias, whatever the layers in between do. Convolutions and
+    linear layers get He init (as the DSL's), and BN statistics (with ``bn_shape``) come from one
+    training-mode pass on random data (``module.calibrated``: keep them)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        if bn_shape is not None:
+            for m in module.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.momentum = 1.0                        # running stats := this batch's
+            module.train()(torch.randn(bn_shape, generator=torch.Generator().manual_seed(2)))
+            module.calibrated = True
+    return module.eval()
+
+
+def _roi_pool_to_cnncc(t, m, x, boxes):
+    return t.emit("roi_pool", [x, boxes], {"output_size": m.output_size, "spatial_scale": m.spatial_scale})
+
+
+class FastRCNN(nn.Module):
+    """VGG-16's convolutions (no pool5), RoIPool 7x7 at 1/16, fc6/fc7 and the two sibling heads;
+    forward(image, boxes) returns (cls_score, bbox_pred)."""
+
+    def __init__(self, hidden: int = 4096, classes: int = 21):
+        super().__init__()
+        cin = 3
+        for s, (c, convs) in enumerate(VGG16, start=1):
+            for i in range(1, convs + 1):
+                setattr(self, f"conv{s}_{i}", nn.Conv2d(cin, c, 3, padding=1))
+                cin = c
+        self.roi_pool5 = RoIPool(7, 1 / 16)
+        self.fc6 = nn.Linear(512 * 7 * 7, hidden)
+        self.fc7 = nn.Linear(hidden, hidden)
+        self.cls_score = nn.Linear(hidden, classes)
+        self.bbox_pred = nn.Linear(hidden, 4 * classes)
+
+    def forward(self, image, boxes):
+        x = image
+        for s, (_, convs) in enumerate(VGG16, start=1):
+            for i in range(1, convs + 1):
+                x = F.relu(getattr(self, f"conv{s}_{i}")(x))
+            if s < len(VGG16):
+                x = F.max_pool2d(x, 2, 2)
+        x = torch.flatten(self.roi_pool5(x, boxes), 1)
+        x = F.dropout(F.relu(self.fc6(x)), training=self.training)
+        x = F.dropout(F.relu(self.fc7(x)), training=self.training)
+        return self.cls_score(x), self.bbox_pred(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,7 +694,34 @@ _MIRRORS: dict[str, tuple[Callable[[int], nn.Module], int]] = {
     "mobilenet_v2": (lambda size: MobileNetV2(), 32),
     "unet": (lambda size: UNet(), 16),
     "shufflenet_v2": (lambda size: ShuffleNetV2(), 32),
+    "segnet": (lambda size: lively(SegNet(), (2, 3, size, size)), 32),
+    "fast_rcnn": (lambda size: lively(FastRCNN(hidden=FAST_RCNN_SMALL_HIDDEN)), 32),
 }
+#: the small Fast R-CNN keeps the 7x7 RoI grid but narrows fc6/fc7 (4096 -> 64: 103 M weights less
+#: to draw); its DSL twin is built with the same ``hidden`` (``dsl_kwargs``)
+FAST_RCNN_SMALL_HIDDEN = 64
+#: extra model() arguments of an example's small DSL twin
+_DSL_KWARGS = {"fast_rcnn": {"hidden": FAST_RCNN_SMALL_HIDDEN}}
+#: the box count K of the Fast R-CNN mirror's inputs (the DSL model's default)
+FAST_RCNN_BOXES = 8
+
+
+def dsl_kwargs(name: str) -> dict:
+    return dict(_DSL_KWARGS.get(name, {}))
+
+
+def example_inputs(name: str, batch: int, size: int, seed: int = 1) -> list:
+    """The mirror's forward() arguments at ``batch``: the image, plus valid boxes for Fast R-CNN
+    (torchvision's Tensor[K, 5] rows inside the image, batch indices within the batch)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, _CHANNELS.get(name, 3), size, size, generator=g)
+    if name != "fast_rcnn":
+        return [x]
+    k = FAST_RCNN_BOXES
+    corners = torch.rand(k, 2, 2, generator=g) * (size - 1)
+    lo, hi = corners.min(dim=1).values, corners.max(dim=1).values       # (k, [x, y])
+    idx = torch.randint(0, batch, (k, 1), generator=g).float()
+    return [x, torch.cat([idx, lo[:, :1], lo[:, 1:], hi[:, :1], hi[:, 1:]], dim=1)]
 #: input channels of each example (all others take RGB)
 _CHANNELS = {"lenet5": 1}
 
@@ -577,6 +736,13 @@ def zoo() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int, int]]
             return make(size).eval()
         out[name] = (factory, (1, _CHANNELS.get(name, 3), size, size))
     return out
+
+
+def register_with_cnncc() -> None:
+    """Map the mirror's own RoIPool onto cnncc's roi_pool (from_torch's custom-module hook)."""
+    from cnncc.frontends.torch import register_module
+
+    register_module(RoIPool, _roi_pool_to_cnncc)
 
 
 def dsl_weights(module: nn.Module) -> dict[str, np.ndarray]:
