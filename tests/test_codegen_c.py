@@ -53,12 +53,7 @@ SMALL = {"lenet5": None, "unet": 32}
 
 
 def example_graph(path):
-    spec = inspect.signature(dsl.load_model)
-    import importlib.util
-
-    m_spec = importlib.util.spec_from_file_location("cnncc_example_probe", path)
-    module = importlib.util.module_from_spec(m_spec)
-    m_spec.loader.exec_module(module)
+    module = dsl.run_model_file(path, "cnncc_example_probe")
     params = inspect.signature(module.model).parameters
     kw = {}
     if "size" in params:
