@@ -10,8 +10,7 @@ def examples_dir() -> Path:
     return ROOT / "examples"
 
 
-@pytest.fixture
-def shape_only_weights(monkeypatch):
+def use_shape_only_weights(monkeypatch) -> None:
     """Build models without drawing random weights: every weight is a read-only zero-stride view
     of the right shape. Counting parameters needs only shapes, and tests that load weights
     afterwards replace them all -- this keeps VGG's 138 M draws out of the test time, and the
@@ -26,6 +25,11 @@ def shape_only_weights(monkeypatch):
     monkeypatch.setattr(dsl, "he_normal", zeros)
     monkeypatch.setattr(dsl, "small_uniform", zeros)
     monkeypatch.setattr(dsl, "calibrate_batch_norm", lambda g, batch=2: g)
+
+
+@pytest.fixture
+def shape_only_weights(monkeypatch):
+    use_shape_only_weights(monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from cnncc.cli import main
 from cnncc.frontends import dsl
 
 torch = pytest.importorskip("torch")
+from conftest import use_shape_only_weights  # noqa: E402
 from torch_zoo import dsl_weights  # noqa: E402
 from torch_zoo_literature import MIRRORS, VARIANTS  # noqa: E402
 
@@ -109,8 +110,12 @@ class Built:
         with torch.no_grad():
             out = self.module(self.x)
         self.want = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
-        self.graph = dsl.load_model(EXAMPLES / f"{example}.py", size=size, **kwargs)
-        dsl.apply_weights(self.graph, dsl_weights(self.module))
+        with pytest.MonkeyPatch.context() as mp:         # every weight comes from the mirror
+            use_shape_only_weights(mp)
+            self.graph = dsl.load_model(EXAMPLES / f"{example}.py", size=size, **kwargs)
+        weights = dsl_weights(self.module)
+        dsl.apply_weights(self.graph, weights)
+        assert len(weights) == sum(len(n.params) for n in self.graph)
         self.modules: dict = {}
 
     def compiled(self, target: str, opt: int):
