@@ -452,7 +452,7 @@ MIRRORS: dict[str, tuple[Callable[[int], nn.Module], int]] = {
     "resnext101_32x8d": (lambda size: ResNet("bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8), 32),
     "inception_v3": (lambda size: InceptionV3(), 75),
     "inception_v4": (lambda size: InceptionV4(), 75),
-    "deeplabv3_resnet50": (lambda size: DeepLabV3(8), 32),
+    "deeplabv3_resnet50": (lambda size: DeepLabV3(8), 16),
     "yolov2_tiny": (lambda size: Darknet(YOLOV2_TINY), 32),
     "yolov3_tiny": (lambda size: Darknet(YOLOV3_TINY, tiny_v3=True, anchors=3), 32),
     "openpose": (lambda size: OpenPose(), 16),
