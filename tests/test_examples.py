@@ -118,6 +118,21 @@ def test_batch_norm_calibration_yields_to_loaded_weights_and_symbolic_sizes(tmp_
     np.testing.assert_array_equal(g["bn"].params["var"], np.full(4, 7.0, np.float32))
 
 
+def test_a_model_file_may_import_its_siblings(tmp_path):
+    """As under `python file.py`, the file's folder is on sys.path while it runs (and only then)."""
+    import sys
+
+    (tmp_path / "_blocks_for_sibling_test.py").write_text(
+        "from cnncc.frontends import dsl\n\ndef head(x):\n    return dsl.dense(dsl.flatten(x), 3, name='fc')\n")
+    (tmp_path / "tiny.py").write_text(
+        "from cnncc.frontends import dsl\nfrom _blocks_for_sibling_test import head\n\n"
+        "def model(batch=dsl.N, size=4):\n    return head(dsl.input('x', (batch, 2, size, size)))\n")
+    g = dsl.load_model(tmp_path / "tiny.py")
+    assert g.param_count() == 2 * 4 * 4 * 3 + 3
+    assert str(tmp_path) not in sys.path
+    sys.modules.pop("_blocks_for_sibling_test", None)
+
+
 def test_verify_cli_checks_a_dsl_example_against_the_reference(capsys):
     assert main(["verify", str(_path("lenet5")), "--batch", "3"]) == 0
     out = capsys.readouterr().out
