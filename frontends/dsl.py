@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -271,15 +272,32 @@ def graph_of(out, name: str) -> Graph:
     return g
 
 
-def load_model(path: str | Path, weights: str | Path | None = None, **kwargs) -> Graph:
-    """Run a DSL model file (trusted Python!) and return its Graph. ``kwargs`` go to ``model()``."""
+def run_model_file(path: str | Path, module_name: str | None = None):
+    """Execute a model file (trusted Python!) and return it as a module. While it runs, its folder
+    is on ``sys.path``, as for ``python file.py``: a model file may import its siblings (the
+    ResNet examples share ``examples/_resnet.py``)."""
     path = Path(path)
     if not path.exists():
         raise CnnccError(f"model file '{path}' does not exist")
-    mod_name = "cnncc_model_" + re.sub(r"\W", "_", path.stem)
-    spec = importlib.util.spec_from_file_location(mod_name, path)
+    spec = importlib.util.spec_from_file_location(module_name or "cnncc_model_" + re.sub(r"\W", "_", path.stem),
+                                                  path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    folder = str(path.resolve().parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if added:
+            sys.path.remove(folder)
+    return module
+
+
+def load_model(path: str | Path, weights: str | Path | None = None, **kwargs) -> Graph:
+    """Run a DSL model file (trusted Python!) and return its Graph. ``kwargs`` go to ``model()``."""
+    path = Path(path)
+    module = run_model_file(path)
     if not hasattr(module, "model"):
         raise CnnccError(f"{path} defines no model() function", )
     g = graph_of(module.model(**kwargs), path.stem)

@@ -10,6 +10,28 @@ def examples_dir() -> Path:
     return ROOT / "examples"
 
 
+def use_shape_only_weights(monkeypatch) -> None:
+    """Build models without drawing random weights: every weight is a read-only zero-stride view
+    of the right shape. Counting parameters needs only shapes, and tests that load weights
+    afterwards replace them all -- this keeps VGG's 138 M draws out of the test time, and the
+    batch-norm calibration pass (a forward pass at full size) is skipped: zeros scale nothing."""
+    import numpy as np
+
+    from cnncc.frontends import dsl
+
+    def zeros(name, param, shape, *args, **kwargs):
+        return np.broadcast_to(np.float32(0), tuple(shape))
+
+    monkeypatch.setattr(dsl, "he_normal", zeros)
+    monkeypatch.setattr(dsl, "small_uniform", zeros)
+    monkeypatch.setattr(dsl, "calibrate_batch_norm", lambda g, batch=2: g)
+
+
+@pytest.fixture
+def shape_only_weights(monkeypatch):
+    use_shape_only_weights(monkeypatch)
+
+
 @pytest.fixture(scope="module")
 def shared_kernel_cache(tmp_path_factory):
     """A kernel cache private to the test session (unless CNNCC_CACHE_DIR is set), shared by the
@@ -24,7 +46,15 @@ def shared_kernel_cache(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` need a real NVIDIA GPU; skip them cleanly without one."""
+    """Tests marked `gpu` need a real NVIDIA GPU; skip them cleanly without one. Tests marked
+    `slow` (minutes of compiling on a small machine) run only with CNNCC_SLOW=1 or `-m slow`."""
+    import os
+
+    if not os.environ.get("CNNCC_SLOW") and "slow" not in (config.getoption("-m") or ""):
+        skip_slow = pytest.mark.skip(reason="slow: set CNNCC_SLOW=1 (or select -m slow) to run")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip_slow)
     try:
         import cupy
 

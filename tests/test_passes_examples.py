@@ -14,7 +14,7 @@ from cnncc.frontends.dsl import load_model
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # DSL model files define model(); the other examples are usage scripts (ONNX import, tracing)
 ALL = sorted(p.stem for p in EXAMPLES.glob("*.py") if "\ndef model(" in p.read_text())
-SIZES = (32, 64, 96)
+SIZES = (32, 64, 75, 96)      # 75: the smallest input Inception-v3/v4 accept
 
 
 @lru_cache(maxsize=None)

@@ -12,6 +12,7 @@ import cnncc  # noqa: E402
 from cnncc.errors import ModelError, UnsupportedError  # noqa: E402
 
 import torch_zoo  # noqa: E402
+import torch_zoo_literature  # noqa: E402
 
 RTOL = 1e-4
 
@@ -30,8 +31,9 @@ def check_against_torch(module: nn.Module, x: torch.Tensor, target: str = "c") -
     return g
 
 
-@pytest.mark.parametrize("name", list(torch_zoo.zoo()))
+@pytest.mark.parametrize("name", [n for n in torch_zoo.zoo() if n not in torch_zoo_literature.MIRRORS])
 def test_zoo_module_traced_and_compiled_matches_pytorch(name):
+    """(The literature networks are traced and checked in test_zoo_literature.py.)"""
     factory, shape = torch_zoo.zoo()[name]
     torch.manual_seed(0)
     module = factory()

@@ -178,13 +178,13 @@ class SqueezeExcite(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin, planes, stride, groups=1, width_per_group=64, se=False):
+    def __init__(self, cin, planes, stride, groups=1, width_per_group=64, se=False, dilation=1):
         super().__init__()
         width = planes * width_per_group // 64 * groups
         out = planes * self.expansion
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, dilation, dilation=dilation, groups=groups, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
@@ -202,31 +202,39 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block: str, layers, **block_kwargs):
+    """torchvision's ResNet; ``dilate`` is its replace_stride_with_dilation (bottleneck blocks
+    only), ``classes=None`` leaves out the classifier (a backbone: forward returns layer4)."""
+
+    def __init__(self, block: str, layers, dilate=(False, False, False), classes=1000, **block_kwargs):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        cin = 64
+        cin, dilation = 64, 1
         for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers), start=1):
             mods = []
+            stride, previous = (2 if stage > 1 else 1), dilation
+            if stage > 1 and dilate[stage - 2]:
+                dilation, stride = dilation * stride, 1
             for i in range(blocks):
-                stride = 2 if (i == 0 and stage > 1) else 1
                 if block == "basic":
-                    mods.append(BasicBlock(cin, planes, stride))
+                    mods.append(BasicBlock(cin, planes, stride if i == 0 else 1))
                     cin = planes
                 else:
-                    mods.append(Bottleneck(cin, planes, stride, **block_kwargs))
+                    mods.append(Bottleneck(cin, planes, stride if i == 0 else 1,
+                                           dilation=previous if i == 0 else dilation, **block_kwargs))
                     cin = planes * Bottleneck.expansion
             setattr(self, f"layer{stage}", nn.Sequential(*mods))
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(cin, 1000)
+        self.classes = classes
+        if classes:
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(cin, classes)
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(torch.flatten(self.avgpool(x), 1)) if self.classes else x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,9 +737,12 @@ _CHANNELS = {"lenet5": 1}
 def zoo() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int, int]]]:
     """{example name: (factory() -> eval-mode nn.Module at the small size, small input shape (1, C, H, W))}.
 
-    The example's DSL model at the same size is ``cnncc.frontends.dsl.load_model(path, size=H)``."""
+    The example's DSL model at the same size is ``cnncc.frontends.dsl.load_model(path, size=H)``.
+    The literature networks' mirrors live in torch_zoo_literature.py."""
+    from torch_zoo_literature import MIRRORS as literature
+
     out = {}
-    for name, (make, size) in _MIRRORS.items():
+    for name, (make, size) in {**_MIRRORS, **literature}.items():
         def factory(make=make, size=size) -> nn.Module:
             return make(size).eval()
         out[name] = (factory, (1, _CHANNELS.get(name, 3), size, size))

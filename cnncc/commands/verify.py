@@ -7,7 +7,6 @@ numpy reference). Per output it prints the max absolute and relative error and p
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +86,7 @@ def _from_python(path: Path, batch: int, rng):
     from cnncc.errors import CnnccError
     from cnncc.frontends import dsl
 
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = dsl.run_model_file(path, path.stem)
     if not hasattr(module, "model"):
         raise CnnccError(f"{path} defines no model() function")
     built = module.model()
