@@ -39,6 +39,7 @@ import numpy as np
 
 from cnncc.errors import CnnccError, CompileError, IntegrityError, ModelError
 from cnncc.codegen.lower import EpilogueOp, KernelSpec, Operand, PoolSpec, Program, TensorRef
+from cnncc.version import __version__
 
 FORMAT = "cnncc-module"
 FORMAT_VERSION = 1
@@ -233,7 +234,7 @@ class CompiledModule:
             if start >= 0:
                 pos = start + len(k.source)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                    "cnncc": __import__("cnncc").__version__, "target": b.target, "name": self.program.name,
+                    "cnncc": __version__, "target": b.target, "name": self.program.name,
                     "machine": b.machine(), "toolchain": b.toolchain(),
                     "isa": b.isa() if hasattr(b, "isa") else [],
                     "source": b.source_name, "artifact": b.artifact_name, "files": files,
@@ -247,8 +248,8 @@ class CompiledModule:
         """Write graph.json + graph.npz when the source graph is known; False when it is not."""
         from cnncc.graph_io import graph_to_json
 
-        if self.source_graph is not None:
-            doc, arrays = graph_to_json(self.source_graph)
+        if self.source_graph is not None and not any(n.members for n in self.source_graph):
+            doc, arrays = graph_to_json(self.source_graph)   # a hand-fused graph is saved without it
             (d / GRAPH_FILES[0]).write_text(json.dumps(doc))
             with open(d / GRAPH_FILES[1], "wb") as f:
                 np.savez(f, **arrays)
