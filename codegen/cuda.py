@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from cnncc import names
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
 from cnncc.errors import UnsupportedError
 
@@ -239,7 +240,7 @@ def weight_decls(spec: KernelSpec) -> str:
     lines = []
     for t in spec.blob_tensors():
         shape = "(" + ", ".join(map(str, t.shape)) + ")"
-        lines.append(f"    const float* __restrict__ {t.cname} = W + {t.offset};   // {t.name} {shape}")
+        lines.append(f"    const float* __restrict__ {t.cname} = W + {t.offset};   // {names.comment(t.name)} {shape}")
     return "\n".join(lines)
 
 
@@ -271,6 +272,6 @@ def render(program: Program) -> tuple[str, list[tuple[str, str, str]]]:
 
 
 def block_sizes(program_or_kernels) -> dict[str, int]:
-    """Kernel name -> threads per block, for the ptxas registers-per-block check."""
+    """Kernel function (``spec.cname``) -> threads per block, for the ptxas registers-per-block check."""
     kernels = program_or_kernels.kernels if isinstance(program_or_kernels, Program) else program_or_kernels
-    return {spec.name: plan(spec).threads for spec in kernels}
+    return {spec.cname: plan(spec).threads for spec in kernels}

@@ -60,7 +60,7 @@ def kernel_calls(program: Program, rendered: Rendered) -> list[KernelCall]:
                 args.append(tensors[a])
             else:
                 raise CompileError(f"kernel {k.name}: launch argument '{a}' is not one of its tensors")
-        calls.append(KernelCall(k.name, grid, block, args))
+        calls.append(KernelCall(spec.cname, grid, block, args))   # the function's name, not the layer's
     return calls
 
 
