@@ -35,6 +35,23 @@ from cnncc.runtime.module import KernelSource, Rendered
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c99", "-ffp-contract=fast"]
 
 
+def sanitizer() -> str | None:
+    """``CNNCC_SANITIZE`` (e.g. ``address,undefined``): build the C target with these sanitizers.
+    The process that loads such a module must have libasan preloaded (runtime/emu.py's
+    ``asan_environment`` gives the environment for a child process)."""
+    return os.environ.get("CNNCC_SANITIZE", "").strip() or None
+
+
+def flags(sanitize: str | None = None) -> list[str]:
+    """The gcc flags of a build (part of the cache key through ``CBackend.toolchain``). With a
+    sanitizer: -O1 (faster builds, exact reports), every finding fatal, frames kept."""
+    sanitize = sanitize if sanitize is not None else sanitizer()
+    if not sanitize:
+        return list(FLAGS)
+    return ["-O1" if f == "-O3" else f for f in FLAGS] + [
+        f"-fsanitize={sanitize}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+
+
 def compiler() -> str:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
@@ -75,7 +92,7 @@ class CBackend:
 
     def toolchain(self) -> str:
         cc = compiler()
-        return f"{compiler_version(cc)} | {' '.join(FLAGS)}"
+        return f"{compiler_version(cc)} | {' '.join(flags())}"
 
     def machine(self) -> str:
         # -march=native ties the binary to this CPU family
@@ -85,7 +102,7 @@ class CBackend:
         artifact = Path(artifact)
         src = artifact.with_suffix(".c")
         src.write_text(source)
-        cmd = [compiler(), *FLAGS, str(src), "-o", str(artifact), "-lm"]
+        cmd = [compiler(), *flags(), str(src), "-o", str(artifact), "-lm"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True)
         finally:

@@ -1,0 +1,63 @@
+"""Memory safety of the generated code: the C kernels of every example built with
+``-fsanitize=address,undefined`` (the C toolchain's ``CNNCC_SANITIZE`` option) and the CUDA
+source of every example through the emulation under the same sanitizers (every arena slot its
+own allocation there, so a write past a tensor's end is caught), each run at batch 1 and 3
+against the reference, at the small spatial sizes of tests/test_codegen_c.py and opt 2 (one
+build per example and target). Any finding aborts the child process, which fails the test.
+
+The sanitized libraries need libasan loaded first, so the work runs in a child Python with
+LD_PRELOAD (runtime/emu.py's ``asan_environment``); the examples are split over two children."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from test_codegen_c import _examples
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    import cnncc
+    from cnncc.reference import random_inputs
+    from test_codegen_c import example_graph, _examples
+
+    for path in [p for p in _examples() if p.stem in {names!r}]:
+        g = example_graph(path)
+        for target in ("c", "cuda-emu"):
+            t0 = time.time()
+            mod = cnncc.compile(g, target=target, opt_level=2)
+            for batch in (1, 3):
+                feeds = random_inputs(g, batch, np.random.default_rng(batch))
+                y, r = mod(feeds), cnncc.reference(g, feeds)
+                y, r = (y, r) if isinstance(r, dict) else ({{"out": y}}, {{"out": r}})
+                for k in r:
+                    err = float(np.abs(y[k] - r[k]).max() / max(np.abs(r[k]).max(), 1e-6))
+                    assert err <= 1e-3, (path.stem, target, batch, k, err)
+            print(f"SANITIZED-OK {{path.stem}} {{target}} {{time.time() - t0:.1f}}s", flush=True)
+""")
+
+
+def _halves():
+    names = [p.stem for p in _examples()]
+    return [names[0::2], names[1::2]]
+
+
+@pytest.mark.parametrize("names", _halves(), ids=["even", "odd"])
+def test_examples_under_address_and_undefined_behaviour_sanitizers(shared_kernel_cache, names):
+    from cnncc.runtime import emu
+
+    env = emu.asan_environment()
+    env["CNNCC_SANITIZE"] = "address,undefined"          # target c: runtime/cpu.py flags()
+    env["CNNCC_EMU_SANITIZE"] = "address,undefined"      # target cuda-emu: runtime/emu.py flags()
+    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    env["OMP_NUM_THREADS"] = "2"
+    script = SCRIPT.format(tests=os.path.dirname(__file__), names=set(names))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=1800)
+    done = [line for line in proc.stdout.splitlines() if line.startswith("SANITIZED-OK")]
+    assert proc.returncode == 0 and len(done) == 2 * len(names), \
+        "\n".join(done) + "\n" + proc.stderr[-6000:]
