@@ -44,11 +44,13 @@ def sanitizer() -> str | None:
 
 def flags(sanitize: str | None = None) -> list[str]:
     """The gcc flags of a build (part of the cache key through ``CBackend.toolchain``). With a
-    sanitizer: -O1 (faster builds, exact reports), every finding fatal, frames kept."""
+    sanitizer: -O0 (measured on LeNet-5's kernels with address,undefined: 3.6 s to build at -O0,
+    68 s at -O1, whose UBSan instrumentation of the unrolled tiles is slow to optimize), every
+    finding fatal, frames kept."""
     sanitize = sanitize if sanitize is not None else sanitizer()
     if not sanitize:
         return list(FLAGS)
-    return ["-O1" if f == "-O3" else f for f in FLAGS] + [
+    return ["-O0" if f == "-O3" else f for f in FLAGS] + [
         f"-fsanitize={sanitize}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
 

@@ -105,7 +105,7 @@ def test_conv_kinds_match_reference(isa, vec_regs):
     mod = cnncc.compile(g, "c", 2)
     assert kinds(mod) == {"channels", "pixels", "rows"}
     source = mod.source
-    assert "tile_c3_" in source and "fused max pool" in source
+    assert "tile_k_c3_" in source and "fused max pool" in source
     check(g, mod)
 
 
