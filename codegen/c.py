@@ -1,7 +1,8 @@
 """The C renderer: a Program -> one C99 + OpenMP translation unit (templates/c/*.c.j2).
 
-Each kernel is a static function ``kernel_<name>(long N, const float* W, <tensors>)`` whose
-parameters are named after the graph's tensors; ``cnncc_forward`` computes every tensor's
+Each kernel is a static function ``kernel_<k_name>(long N, const float* W, <tensors>)`` whose
+parameters are the graph's tensors spelled by the one identifier rule (cnncc/names.py:
+``t_<name>``, weights ``w_<layer>__<param>``); ``cnncc_forward`` computes every tensor's
 address (caller's inputs/outputs, the arena, the weight blob) and calls the kernels in order,
 so one ctypes call runs the whole model.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from cnncc import names
 from cnncc.codegen import c_conv
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
 from cnncc.codegen.target import CTarget
@@ -42,7 +44,7 @@ def weight_decls(spec: KernelSpec) -> str:
     lines = []
     for t in spec.blob_tensors():
         shape = "(" + ", ".join(map(str, t.shape)) + ")"
-        lines.append(f"    const float* {t.cname} = W + {t.offset};   /* {t.name} {shape} */")
+        lines.append(f"    const float* {t.cname} = W + {t.offset};   /* {names.comment(t.name)} {shape} */")
     return "\n".join(lines)
 
 
@@ -100,9 +102,9 @@ def render(program: Program, target: CTarget):
                 seen.add(t.cname)
                 const = "const " if t.storage == "input" else ""
                 shape = "(" + ", ".join(["N"] + [str(d) for d in t.shape[1:]]) + ")" if t.batched else str(t.shape)
-                decls.append(f"{const}{_ctype(t)}* {t.cname} = {address(t)};   /* {t.name} {shape} */")
+                decls.append(f"{const}{_ctype(t)}* {t.cname} = {address(t)};   /* {names.comment(t.name)} {shape} */")
         n = "N" if spec.batch is None else f"{spec.batch}L /* static rows */"
-        calls.append(f"kernel_{spec.name}({n}, W, {', '.join(t.cname for t in tensors)});")
+        calls.append(f"kernel_{spec.cname}({n}, W, {', '.join(t.cname for t in tensors)});")
     source = env.get_template("c/module.c.j2").render(prelude=prelude, kernels=[k for _, k in kernels],
                                                       tensor_decls=decls, calls=calls)
     return source, [(spec.name, text, launch(spec)) for spec, text in kernels]

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnncc.errors import CompileError
-from cnncc.codegen.lower import KernelSpec, Program, TensorRef, append_blob_entry, cname
+from cnncc import names
+from cnncc.codegen.lower import KernelSpec, Program, TensorRef, append_blob_entry
 from cnncc.codegen.target import CTarget
 
 
@@ -225,7 +226,9 @@ def prepare(program: Program, target: CTarget) -> None:
             off, shape = size, arr.shape
             size += append_blob_entry(extra, arr)
             program.blob_layout[key] = (off, tuple(shape))
-        spec.weights["packed"] = TensorRef(key, cname(key.replace(".", "_")), tuple(shape), batched=False,
+        node, _, param = w.name.rpartition(".")
+        spec.weights["packed"] = TensorRef(key, names.weight_ident(node, f"{param}_c_{b.kind}{b.COB}"), tuple(shape),
+                                           batched=False,
                                            storage="weights", offset=off)
     if extra:
         program.blob = np.concatenate([program.blob] + extra)

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from cnncc import names
 from cnncc.codegen.cuda_wmma import tiles as wmma_tiles, uses_tensor_cores
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
 from cnncc.errors import UnsupportedError
@@ -252,7 +253,7 @@ def weight_decls(spec: KernelSpec) -> str:
     lines = []
     for t in spec.blob_tensors():
         shape = "(" + ", ".join(map(str, t.shape)) + ")"
-        lines.append(f"    const float* __restrict__ {t.cname} = W + {t.offset};   // {t.name} {shape}")
+        lines.append(f"    const float* __restrict__ {t.cname} = W + {t.offset};   // {names.comment(t.name)} {shape}")
     return "\n".join(lines)
 
 
@@ -285,7 +286,7 @@ def render(program: Program) -> tuple[str, list[tuple[str, str, str]]]:
 
 
 def block_sizes(program_or_kernels) -> dict[str, int]:
-    """Kernel name -> threads per block, for the ptxas registers-per-block check."""
+    """Kernel function (``spec.cname``) -> threads per block, for the ptxas registers-per-block check."""
     kernels = program_or_kernels.kernels if isinstance(program_or_kernels, Program) else program_or_kernels
     precision = program_or_kernels.precision if isinstance(program_or_kernels, Program) else "fp32"
-    return {spec.name: plan(spec, precision).threads for spec in kernels}
+    return {spec.cname: plan(spec, precision).threads for spec in kernels}

@@ -62,42 +62,18 @@ channel) launches nothing: its TensorRef is its input's, ``base`` moved by that 
 """
 from __future__ import annotations
 
-import keyword
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import sympy
 
-from cnncc import ops
+from cnncc import names, ops
 from cnncc.errors import UnsupportedError
 from cnncc.ir import N, Graph, Node
 
 ALIGN_FLOATS = 16          # weight blob entries start on 64-byte boundaries (vector loads)
 ALIGN_BYTES = 64           # arena entries too, when we plan the arena ourselves
-
-# identifiers the templates use for their own locals, and C/CUDA keywords
-RESERVED = set("""auto break case char const continue default do double else enum extern float for goto if inline
-int long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile
-while N W n c q v i j k g co ci kh kw oh ow ih iw ph pw acc sum best cnt x y r s m o p t w b in out plane
-weights arena inputs outputs blockIdx threadIdx blockDim gridDim main min max exp log
-h0 w0 hh ww wh cnt_h cnt_w grp xc wc xr wr pr yc yr wv ls base oh_lo oh_hi ow_lo ow_hi part
-xn yo ic r0 r1 a0 a1 top bottom c_lo c_hi ar bm flat arg ih_lo ih_hi iw_lo iw_hi mf inv s0 s1 s2 s3 s4 s5 i0 i1 i2 i3 i4 i5""".split())
-# locals of the CUDA templates (templates/cuda/*.cu.j2)
-RESERVED |= set("""tid tx ty co0 p0 P As Bs Ws Xs wg xg gp e mm kk col val l lane warp rowid start mx partial row
-total idx rest w1 b0 b1 h1 mean var target tb wi wj c0 n0 nn dim3 uint3 warpSize INFINITY""".split())
-
-
-def cname(name: str) -> str:
-    """A graph name as a C identifier that clashes with no keyword and no template local."""
-    s = re.sub(r"\W", "_", name)
-    if not s or s[0].isdigit():
-        s = "t_" + s
-    if s in RESERVED or keyword.iskeyword(s):
-        s += "_t"
-    return s
-
 
 # ---------------------------------------------------------------------------------------------
 # the data a template sees
@@ -105,8 +81,8 @@ def cname(name: str) -> str:
 class TensorRef:
     """Where one tensor lives and how it is laid out (see the module docstring)."""
 
-    name: str
-    cname: str
+    name: str                         # the graph's name, as the user wrote it
+    cname: str                        # its C/CUDA identifier (cnncc/names.py)
     shape: tuple[int, ...]            # concrete; shape[0] == 1 stands for N when batched
     batched: bool = True
     dtype: str = "float32"
@@ -174,7 +150,8 @@ class PoolSpec:
 
 @dataclass
 class KernelSpec:
-    """One kernel: what it computes, in ints. ``name`` is a C identifier from the graph."""
+    """One kernel: what it computes, in ints. ``name`` is the graph's (fused) node name as
+    written, ``cname`` its C/CUDA identifier (cnncc/names.py)."""
 
     name: str
     family: str
@@ -189,6 +166,11 @@ class KernelSpec:
     tail: str | None = None                   # softmax | log_softmax after dense
     shapes: dict[str, tuple] = field(default_factory=dict)   # node -> shape text, for comments
     batch: int | None = None                  # None: N items at run time; an int: a static kernel's rows
+    cname: str = ""                           # the kernel's C/CUDA identifier (names.ident(name, "k"))
+
+    def __post_init__(self):
+        if not self.cname:
+            self.cname = names.ident(self.name, "k")
 
     @property
     def out_C(self) -> int:
@@ -296,31 +278,35 @@ class _Lowering:
         self.blob_parts: list[np.ndarray] = []
         self.blob_size = 0
         self.blob_layout: dict[str, tuple[int, tuple]] = {}
-        self.cnames: set[str] = set()
+        self.cnames: dict[str, str] = {}          # identifier -> the name it spells
         self.plan = graph.meta.get("memory_plan")
         self.arena_a = 0
         self.arena_b = 0
 
     # -- names, weights ----------------------------------------------------------------------
-    def unique_cname(self, name: str) -> str:
-        base = cname(name)
-        s, i = base, 1
-        while s in self.cnames:
-            s, i = f"{base}_{i}", i + 1
-        self.cnames.add(s)
+    def unique_cname(self, name: str, ident: str | None = None) -> str:
+        """``names.ident(name)`` (or ``ident``), checked distinct from every other name's."""
+        s = ident or names.ident(name)
+        if self.cnames.setdefault(s, name) != name:
+            raise UnsupportedError(f"tensors '{self.cnames[s]}' and '{name}' get the same C identifier {s} "
+                                   f"(a hash collision in cnncc/names.py; rename one of them)")
         return s
+
+    def weight_cname(self, key: str) -> str:
+        node, _, param = key.rpartition(".")
+        return self.unique_cname(key, names.weight_ident(node, param))
 
     def weight(self, key: str, arr: np.ndarray) -> TensorRef:
         """Append an array to the weight blob (deduplicated by key) and return its reference."""
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         if key in self.blob_layout:
             off, shape = self.blob_layout[key]
-            return TensorRef(key, cname(key.replace(".", "_")), tuple(shape), batched=False,
+            return TensorRef(key, self.weight_cname(key), tuple(shape), batched=False,
                              storage="weights", offset=off)
         off = self.blob_size
         self.blob_size += append_blob_entry(self.blob_parts, arr)
         self.blob_layout[key] = (off, tuple(arr.shape))
-        return TensorRef(key, cname(key.replace(".", "_")), tuple(arr.shape), batched=False,
+        return TensorRef(key, self.weight_cname(key), tuple(arr.shape), batched=False,
                          storage="weights", offset=off)
 
     # -- tensors -------------------------------------------------------------------------------
@@ -504,7 +490,7 @@ class _Lowering:
         out = self.ref(node.name)
         if node.op == "fused":
             return self.lower_fused(node)
-        spec = KernelSpec(cname(node.name), "", [(node.name, node.op)], out)
+        spec = KernelSpec(node.name, "", [(node.name, node.op)], out)
         spec.shapes[node.name] = tuple(str(d) for d in node.type.shape)
         opdef = ops.get(node.op, node=node.name)
         if opdef.has(ops.ANCHOR):
@@ -732,7 +718,7 @@ class _Lowering:
         self._member_types = {m.name: m.type for m in members}
         try:
             out = self.ref(node.name)
-            spec = KernelSpec(cname(node.name), "", [(m.name, m.op) for m in members], out)
+            spec = KernelSpec(node.name, "", [(m.name, m.op) for m in members], out)
             for m in members:
                 spec.shapes[m.name] = tuple(str(d) for d in m.type.shape)
             kind = node.attrs.get("kind")
@@ -999,5 +985,6 @@ def template_env(*targets: str):
         return "(" + ", ".join(dims) + ")"
 
     env.filters["shape"] = shape
+    env.filters["comment"] = names.comment     # a user's name inside a comment of generated code
     env.filters["reduce_mul"] = lambda xs: int(np.prod(list(xs), dtype=np.int64)) if len(xs) else 1
     return env

@@ -12,7 +12,6 @@ with unsupported operators fails once, listing every offender and the opset.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import sympy
 
-from cnncc import ops
+from cnncc import names, ops
 from cnncc.errors import ModelError, UnsupportedError
 from cnncc.resize import COORDINATE_MODES, NEAREST_MODES
 from cnncc.ir import N, Graph, Node, TensorType, sym
@@ -104,13 +103,8 @@ def model_opset(proto) -> int:
     return 1
 
 
-def c_name(text: str) -> str:
-    """A valid C identifier from an ONNX name ('/layer1/conv1/Conv' -> 'layer1_conv1_Conv')."""
-    s = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")
-    s = re.sub(r"_+", "_", s)
-    if not s or s[0].isdigit():
-        s = "t_" + s
-    return s
+#: an ONNX name as a graph node name ('/layer1/conv1/Conv' -> 'layer1_conv1_Conv'): cnncc/names.py
+c_name = names.graph_name
 
 
 # ---------------------------------------------------------------------------------------------

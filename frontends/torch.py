@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import sympy
 
-from cnncc import ops, resize
+from cnncc import names, ops, resize
 from cnncc.errors import CnnccError, ModelError, UnsupportedError
 from cnncc.ir import N, Graph, Node
 from cnncc.shapes import batch_reshape_spec
@@ -126,9 +126,8 @@ def _trace_location(e: Exception) -> str:
     return f" (at {f.filename}:{f.lineno}: {f.line})"
 
 
-def _c_name(text: str) -> str:
-    s = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")
-    return ("t_" + s) if not s or s[0].isdigit() else s
+#: a torch.fx name as a graph node name: cnncc/names.py
+_c_name = names.graph_name
 
 
 class _Unsupported(Exception):

@@ -1,8 +1,14 @@
 """The C target: gcc (or $CC) builds the rendered C into a shared library, ctypes calls it.
 
 One exported function runs the whole model, so a forward call costs one ctypes call (LeNet-5
-is dominated by per-call overhead otherwise). Outputs are fresh numpy arrays; the arena is one
-numpy buffer per batch size, reused between calls.
+is dominated by per-call overhead otherwise). Outputs are fresh numpy arrays.
+
+Thread safety: a module may be called from many Python threads at once (ctypes releases the
+GIL). Each call checks an arena out of a small pool per batch size and returns it afterwards,
+so concurrent calls never share scratch memory; a single-threaded caller reuses one arena
+(cost: two uncontended lock operations per call). The pointer tables are built per call.
+Kernels that need per-thread scratch allocate it once per call and check it; a failed
+allocation makes cnncc_forward return CNNCC_ENOMEM, raised here as a CnnccError.
 
 OpenMP threads spin after a parallel region before sleeping (GOMP_SPINCOUNT, default 300000
 iterations when threads <= cores). With tiny kernels on 2 cores that spinning competes with the
@@ -16,17 +22,37 @@ import os
 import platform
 import shutil
 import subprocess
+import threading
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from cnncc.errors import CompileError
+from cnncc.errors import CnnccError, CompileError
 from cnncc.codegen.lower import Program
 from cnncc.codegen.target import GENERIC, CTarget
 from cnncc.runtime.module import KernelSource, Rendered
 
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c99", "-ffp-contract=fast"]
+
+
+def sanitizer() -> str | None:
+    """``CNNCC_SANITIZE`` (e.g. ``address,undefined``): build the C target with these sanitizers.
+    The process that loads such a module must have libasan preloaded (runtime/emu.py's
+    ``asan_environment`` gives the environment for a child process)."""
+    return os.environ.get("CNNCC_SANITIZE", "").strip() or None
+
+
+def flags(sanitize: str | None = None) -> list[str]:
+    """The gcc flags of a build (part of the cache key through ``CBackend.toolchain``). With a
+    sanitizer: -O0 (measured on LeNet-5's kernels with address,undefined: 3.6 s to build at -O0,
+    68 s at -O1, whose UBSan instrumentation of the unrolled tiles is slow to optimize), every
+    finding fatal, frames kept."""
+    sanitize = sanitize if sanitize is not None else sanitizer()
+    if not sanitize:
+        return list(FLAGS)
+    return ["-O0" if f == "-O3" else f for f in FLAGS] + [
+        f"-fsanitize={sanitize}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
 
 def compiler() -> str:
@@ -111,7 +137,7 @@ class CBackend:
 
     def toolchain(self) -> str:
         cc = compiler()
-        return f"{compiler_version(cc)} | {' '.join(FLAGS)}"
+        return f"{compiler_version(cc)} | {' '.join(flags())}"
 
     def machine(self) -> str:
         # -march=native ties the binary to this CPU family
@@ -130,7 +156,7 @@ class CBackend:
         artifact = Path(artifact)
         src = artifact.with_suffix(".c")
         src.write_text(source)
-        cmd = [compiler(), *FLAGS, str(src), "-o", str(artifact), "-lm"]
+        cmd = [compiler(), *flags(), str(src), "-o", str(artifact), "-lm"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True)
         finally:
@@ -184,9 +210,14 @@ class CRunner:
         prof.restype = ctypes.c_int
         self.program = program
         self.blob = aligned(np.asarray(program.blob, np.float32), PAGE)
-        self.in_ptrs = (ctypes.c_void_p * max(1, len(program.inputs)))()
-        self.out_ptrs = (ctypes.c_void_p * max(1, len(program.outputs)))()
-        self.arenas: dict[int, np.ndarray] = {}
+        self.in_type = ctypes.c_void_p * max(1, len(program.inputs))
+        self.out_type = ctypes.c_void_p * max(1, len(program.outputs))
+        self.arenas: dict[int, list[np.ndarray]] = {}   # batch -> idle arenas (checked out per call)
+        self.lock = threading.Lock()
+        failed = getattr(lib, "cnncc_failed_kernel", None)   # absent in modules saved before it existed
+        if failed is not None:
+            failed.restype = ctypes.c_char_p
+        self.failed_kernel = failed
         self.threads: int | None = None   # None: OpenMP's choice (OMP_NUM_THREADS, else all cores)
         try:   # libgomp, found through the library's dependencies; a module without parallel loops has none
             self._omp_set, self._omp_get = lib.omp_set_num_threads, lib.omp_get_max_threads
@@ -202,26 +233,39 @@ class CRunner:
             self(inputs, batch, seconds)
         return [(k.name, float(s) / repeat) for k, s in zip(self.program.kernels, seconds)]
 
-    def arena(self, batch: int) -> np.ndarray:
-        a = self.arenas.get(batch)
-        if a is None:
-            if len(self.arenas) >= 4:
-                self.arenas.pop(next(iter(self.arenas)))
-            a = self.arenas[batch] = aligned_empty(max(64, self.program.arena_bytes(batch)), np.uint8, PAGE)
-        return a
+    ARENAS_PER_BATCH = 8   # idle arenas kept per batch size (as many as concurrent callers, up to this)
+
+    def checkout(self, batch: int) -> np.ndarray:
+        """An arena no other call is using: an idle one of this batch size, else a new one."""
+        with self.lock:
+            idle = self.arenas.get(batch)
+            if idle:
+                return idle.pop()
+        return aligned_empty(max(64, self.program.arena_bytes(batch)), np.uint8, PAGE)
+
+    def checkin(self, batch: int, arena: np.ndarray) -> None:
+        with self.lock:
+            idle = self.arenas.get(batch)
+            if idle is None:
+                if len(self.arenas) >= 4:   # keep the arenas of at most 4 batch sizes
+                    self.arenas.pop(next(iter(self.arenas)))
+                idle = self.arenas[batch] = []
+            if len(idle) < self.ARENAS_PER_BATCH:
+                idle.append(arena)
 
     def __call__(self, inputs, batch: int, seconds: np.ndarray | None = None) -> list[np.ndarray]:
-        outs = []
+        outs, out_ptrs, in_ptrs = [], self.out_type(), self.in_type()
         for i, t in enumerate(self.program.outputs):
             shape = ((batch,) + tuple(t.shape[1:])) if t.batched else tuple(t.shape)
             o = aligned_empty(shape, t.dtype)
             outs.append(o)
-            self.out_ptrs[i] = o.ctypes.data
+            out_ptrs[i] = o.ctypes.data
         inputs = [aligned(x) for x in inputs]   # a copy only when misaligned; alive until we return
         for i, x in enumerate(inputs):
-            self.in_ptrs[i] = x.ctypes.data
-        args = (batch, ctypes.addressof(self.in_ptrs), ctypes.addressof(self.out_ptrs),
-                self.blob.ctypes.data, self.arena(batch).ctypes.data)
+            in_ptrs[i] = x.ctypes.data
+        arena = self.checkout(batch)
+        args = (batch, ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), self.blob.ctypes.data,
+                arena.ctypes.data)
         # OpenMP's thread count is a setting of the calling thread: set it for this call, restore it after
         threads = self.threads if self._omp_set is not None else None
         before = self._omp_get() if threads else 0
@@ -235,7 +279,12 @@ class CRunner:
         finally:
             if threads:
                 self._omp_set(before)
+            self.checkin(batch, arena)
         rc = int(rc)
+        if rc == 2 and self.failed_kernel is not None:   # CNNCC_ENOMEM, see templates/c/prelude.c.j2
+            kernel = self.failed_kernel().decode(errors="replace")
+            raise CnnccError(f"kernel '{kernel}' could not allocate its scratch memory (batch {batch}): out of "
+                             f"memory; fix: call with a smaller batch or free memory")
         if rc != 0:
-            raise CompileError(f"cnncc_forward returned {rc}")
+            raise CnnccError(f"cnncc_forward returned {rc}")
         return outs

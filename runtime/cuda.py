@@ -5,6 +5,9 @@
 is one ``cupy.RawModule`` per model, one arena allocation per batch size (sized by the memory
 plan), the weight blob uploaded once, every kernel launched in order on one stream, and for
 small batches the whole launch sequence captured once as a CUDA Graph and replayed.
+Concurrent calls from several Python threads take turns (one lock per module): they share the
+stream, the arenas and the graphs' static buffers, and the GPU runs one stream's work in order
+anyway; the lock costs one uncontended acquire per call.
 
 The pieces that do not touch CuPy (``KernelCall``, ``kernel_calls``, ``tensor_address``) are
 shared with the CPU emulation (runtime/emu.py), so both run the exact same launch sequence.
@@ -12,6 +15,7 @@ shared with the CPU emulation (runtime/emu.py), so both run the exact same launc
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -60,7 +64,7 @@ def kernel_calls(program: Program, rendered: Rendered) -> list[KernelCall]:
                 args.append(tensors[a])
             else:
                 raise CompileError(f"kernel {k.name}: launch argument '{a}' is not one of its tensors")
-        calls.append(KernelCall(k.name, grid, block, args))
+        calls.append(KernelCall(spec.cname, grid, block, args))   # the function's name, not the layer's
     return calls
 
 
@@ -166,6 +170,7 @@ class CudaRunner:
         self.arenas: dict[int, object] = {}
         self.use_graphs = use_graphs
         self.graphs: dict[int, tuple] = {}
+        self.lock = threading.Lock()   # calls from several threads take turns (see the module docstring)
 
     def arena(self, batch: int):
         a = self.arenas.get(batch)
@@ -196,6 +201,10 @@ class CudaRunner:
         return [self.cp.empty(output_shape(t, batch), t.dtype) for t in self.program.outputs]
 
     def __call__(self, inputs, batch: int) -> list:
+        with self.lock:
+            return self._call(inputs, batch)
+
+    def _call(self, inputs, batch: int) -> list:
         cp = self.cp
         on_device = any(isinstance(x, cp.ndarray) for x in inputs)
         with self.stream:

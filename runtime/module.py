@@ -403,6 +403,7 @@ def _epilogue(d: dict) -> EpilogueOp:
 
 def _kernel(d: dict) -> KernelSpec:
     d = dict(d)
+    d.setdefault("cname", d["name"])   # saved before cnncc/names.py: the function was named like the kernel
     d["nodes"] = [tuple(x) for x in d["nodes"]]
     d["output"] = _tensor(d["output"])
     d["inputs"] = [_tensor(t) for t in d["inputs"]]

@@ -110,7 +110,7 @@ def test_conv_kinds_match_reference(isa, vec_regs):
     mod = cnncc.compile(g, "c", 2)
     assert kinds(mod) == {"channels", "pixels", "rows"}
     source = mod.source
-    assert "tile_c3_" in source and "fused max pool" in source
+    assert "tile_k_c3_" in source and "fused max pool" in source
     plans = [c_conv.plan(k, host_target()) for k in mod.program.kernels if k.pool is not None]
     banded = [b for b in plans if b is not None and b.kind == "channels"]
     assert banded and all(b.NBAND > 1 for b in banded)   # several bands per plane: their seams are checked

@@ -6,7 +6,6 @@ weight arrays with the live graph to stay cheap.
 """
 from __future__ import annotations
 
-import re
 from typing import Callable
 
 from ..ir import Graph, Node
@@ -53,12 +52,6 @@ def bypass(graph: Graph, node: Node, source: str) -> None:
         rename_output(graph, node.name, source)
     graph.replace_uses(node.name, source)
     graph.remove(node.name)
-
-
-def c_identifier(text: str) -> str:
-    """A valid C identifier spelled as close to ``text`` as possible."""
-    ident = re.sub(r"\W", "_", text)
-    return ident if ident and not ident[0].isdigit() else "_" + ident
 
 
 def all_nodes(graph: Graph):

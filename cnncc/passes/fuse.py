@@ -38,7 +38,7 @@ import sympy
 
 from .. import ops
 from ..ir import Graph, Node
-from .base import c_identifier, note, register_pass, rename_output
+from .base import note, register_pass, rename_output
 from .traffic import annotate_group
 from .verify import ANCHORS, KINDS, external_inputs
 
@@ -282,7 +282,7 @@ def fuse_graph(graph: Graph, anchors_on: bool = True) -> Graph:
         members = [_member_copy(m, m.name in g.swapped) for m in g.members]
         for m in members:
             m.inputs = [renamed.get(i, i) for i in m.inputs]
-        name = out.unique_name(c_identifier("_".join(m.name for m in members)))
+        name = out.unique_name("_".join(m.name for m in members))   # C spelling: cnncc/names.py
         fused = Node(name, "fused", external_inputs(members), {"kind": g.kind}, {}, members[-1].type, members)
         if g.recompute != 1:
             fused.meta["recompute"] = g.recompute

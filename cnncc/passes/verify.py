@@ -7,7 +7,6 @@ group and which rule.
 """
 from __future__ import annotations
 
-import re
 
 from .. import ops
 from ..errors import ModelError
@@ -45,8 +44,6 @@ def _check_group(graph: Graph, node: Node) -> None:
     ms = node.members or []
     if not ms:
         _fail(node, "it has no members")
-    if not re.fullmatch(r"[A-Za-z_]\w*", node.name):
-        _fail(node, "its name is not a C identifier")
     kind = node.attrs.get("kind")
     first = ms[0]
     if kind == "elementwise":
