@@ -91,14 +91,13 @@ def predict(program, opt_graph, rendered, batch: int, resources: dict | None = N
     here when omitted)."""
     from cnncc.cost import node_work
     from cnncc.runtime.cuda import kernel_calls
-
     from cnncc.runtime.nvrtc import kernel_resources
 
     resources = kernel_resources(rendered.source) if resources is None else resources
     calls = {c.name: c for c in kernel_calls(program, rendered)}
     rows = []
     for spec, k in zip(program.kernels, rendered.kernels):
-        call = calls[k.name]
+        call = calls[spec.cname]          # launches and ptxas name the CUDA function, not the layer
         tc = "wmma::mma_sync" in k.source
         unit = f"tensor cores {program.precision}" if tc else "fp32"
         peak = device["peak_flops"][program.precision if tc else "fp32"]
@@ -108,7 +107,7 @@ def predict(program, opt_graph, rendered, batch: int, resources: dict | None = N
         else:   # a kernel the graph does not name (should not happen): bytes of its tensors only
             flops = 0.0
             nbytes = float(sum(t.item_numel * (batch if t.batched else 1) * 4 for t in spec.tensors()))
-        r = resources.get(k.name)
+        r = resources.get(spec.cname)
         regs, smem, spills = (r.registers, r.smem_bytes, r.spills) if r else (32, 0, 0)
         threads = call.block[0] * call.block[1] * call.block[2]
         occ = occupancy(regs, smem, threads, device)
@@ -151,7 +150,7 @@ def resource_rows(program, rendered, resources: dict, device: dict = H200) -> li
 
     out = []
     for call, k in zip(kernel_calls(program, rendered), rendered.kernels):
-        r = resources.get(k.name)
+        r = resources.get(spec.cname)
         threads = call.block[0] * call.block[1] * call.block[2]
         occ = occupancy(r.registers if r else 0, r.smem_bytes if r else 0, threads, device)
         out.append({"name": k.name, "unit": f"tensor cores {program.precision}" if "wmma::mma_sync" in k.source

@@ -67,7 +67,7 @@ def run_all(g, feeds):
             assert_ieee_equal(out[k], ref[k], f"{target} opt {opt}, output {k}")
 
 
-ACTIVATION_ATTRS = {"clip": {"min": -1.0, "max": 2.0}, "leaky_relu": {"alpha": 0.1}}
+ACTIVATION_ATTRS = {"clip": {"min": -1.0, "max": 2.0}, "leaky_relu": {"alpha": 0.1}, "pow": {"exponent": 3.0}}
 
 
 def activation_names():

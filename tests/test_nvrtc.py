@@ -66,7 +66,8 @@ def test_every_kernel_compiles_for_sm90_without_spills(built, path):
     assert list(table) == [names.ident(k[0], "k") for k in kernels]
     for name, _, launch in kernels:
         grid, block, args = cuda_codegen.parse_launch(launch)
-        assert (grid, block, args) == table[names.ident(name, "k")] and args[0] == "N" and args[-1] == "W"
+        assert (grid, block, args) == table[names.ident(name, "k")] and args[-1] == "W"
+        assert args[0] == "N" or args[0].isdigit()   # a static kernel (after RoI pooling: K rows) gets its rows
         assert block[0] <= 1024 and grid[0](1) >= 1
 
 
@@ -121,9 +122,11 @@ QUICK = ("resnet18",)
 
 
 def _render_at(path: Path, precision: str):
+    """(source, [(CUDA function name, kernel source, launch)]): named as ptxas and the launch table name them."""
     program = lower_program(cnncc.optimize(example_graph(path), 2))
     program.precision = precision
-    return cuda_codegen.render(program)
+    source, kernels = cuda_codegen.render(program)
+    return source, [(spec.cname, text, launch) for spec, (_, text, launch) in zip(program.kernels, kernels)]
 
 
 @pytest.mark.slow

@@ -251,8 +251,9 @@ def test_cuda_kernels_compile_for_sm90(shared_kernel_cache):
     except Exception as e:       # CuPy is installed but cannot load libnvrtc
         pytest.skip(f"NVRTC unavailable: {type(e).__name__}")
     source, kernels = cuda_codegen.render(lower_program(cnncc.optimize(resize_graph(), 2)))
-    result = nvrtc.compile_checked(source, threads={k: v[1][0] for k, v in launch_table(source).items()},
-                                   expect=[k[0] for k in kernels])
+    table = launch_table(source)          # keyed by the kernels' CUDA function names (k_<name>)
+    assert len(table) == len(kernels)
+    result = nvrtc.compile_checked(source, threads={k: v[1][0] for k, v in table.items()}, expect=list(table))
     assert result.cubin
 
 
