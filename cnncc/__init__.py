@@ -5,7 +5,7 @@
     print(g.summary())
     y = cnncc.reference(g, x)
 """
-from .errors import CnnccError, CompileError, IntegrityError, ModelError, UnsupportedError
+from .errors import CnnccError, CompileError, InputError, IntegrityError, ModelError, UnsupportedError
 from .ir import N, Graph, Node, TensorType, sym
 from .reference import reference
 from .compiler import load_model
@@ -13,7 +13,7 @@ from .compiler import load_model
 __version__ = "0.1.0"
 
 __all__ = ["N", "Graph", "Node", "TensorType", "sym", "reference", "load_model", "CnnccError", "ModelError",
-           "UnsupportedError", "CompileError", "IntegrityError", "__version__"]
+           "InputError", "UnsupportedError", "CompileError", "IntegrityError", "__version__"]
 
 
 def __getattr__(name):

@@ -229,7 +229,16 @@ def elementwise_flops(per: int = 1):
 # ---------------------------------------------------------------------------------------------
 # graph boundary
 def _input_shape(node, ins):
-    return tuple(node.attrs["shape"])
+    shape = tuple(node.attrs["shape"])
+    for axis, d in enumerate(shape):
+        ok = is_int(d) and d > 0
+        if not ok and isinstance(d, sympy.Expr):
+            ok = not d.is_number or (d.is_integer and d > 0)
+        if not ok:
+            raise ModelError(f"axis {axis} of the input shape {tuple(shape)} is {d!r}; every size must be a "
+                             f"positive int (or a size symbol such as N)", node=node.name, op="input", attr="shape",
+                             fix="give positive sizes, e.g. (N, 3, 224, 224)")
+    return shape
 
 
 def _no_ref(node, xs):

@@ -158,7 +158,7 @@ def input(name: str = "input", shape: tuple = (N, 3, 224, 224), dtype: str = "fl
     b = like._b if like is not None else _Builder(model or "model")
     node = Node(name, "input", [], {"shape": tuple(shape), "dtype": dtype})
     ops.get("input").check(node)
-    node.type = TensorType(tuple(shape), dtype)
+    node.type = ops.get("input").infer(node, [])         # checks the sizes: positive ints or symbols
     b.graph.add(node)
     return Tensor(b, name)
 
@@ -265,11 +265,29 @@ def load_model(path: str | Path, weights: str | Path | None = None, **kwargs) ->
         raise CnnccError(f"model file '{path}' does not exist")
     mod_name = "cnncc_model_" + re.sub(r"\W", "_", path.stem)
     spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None:
+        raise CnnccError(f"cannot load '{path}' as a Python model file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ModelError(f"{path}:{e.lineno}: syntax error: {e.msg}", fix="a DSL model file is Python code defining "
+                         "model(); fix the line shown") from None
+    except CnnccError:
+        raise
+    except Exception as e:
+        raise ModelError(f"running {path} raised {type(e).__name__}: {e}",
+                         fix="fix the model file (run with --debug to see the traceback)") from e
     if not hasattr(module, "model"):
         raise CnnccError(f"{path} defines no model() function", )
-    g = graph_of(module.model(**kwargs), path.stem)
+    try:
+        out = module.model(**kwargs)
+    except CnnccError:
+        raise
+    except Exception as e:
+        raise ModelError(f"{path}: model() raised {type(e).__name__}: {e}",
+                         fix="fix the model file (run with --debug to see the traceback)") from e
+    g = graph_of(out, path.stem)
     if weights is not None:
         apply_weights(g, weights)
     return g.verify()
