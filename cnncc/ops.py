@@ -293,7 +293,8 @@ def _conv_shape(nd: int):
                              fix="make the layer's in_channels equal the previous layer's out_channels")
         if w.shape[0] % groups:
             raise ModelError(f"out_channels {w.shape[0]} is not divisible by groups {groups}",
-                             node=node.name, op=node.op, attr="groups")
+                             node=node.name, op=node.op, attr="groups",
+                             fix="groups must divide both the input and the output channels")
         if "bias" in node.params and node.params["bias"].shape != (w.shape[0],):
             raise ModelError(f"bias has shape {node.params['bias'].shape}, expected ({w.shape[0]},)",
                              node=node.name, op=node.op, attr="bias")

@@ -312,7 +312,7 @@ def _conv(x, nd, out_channels, kernel_size, stride, padding, dilation, groups, b
     cin = x.channels
     if cin % groups:
         raise ModelError(f"input channels {cin} are not divisible by groups {groups}", node=lname,
-                         op=f"conv{nd}d", attr="groups")
+                         op=f"conv{nd}d", attr="groups", fix="groups must divide both the input and the output channels")
     wshape = (out_channels, cin // groups, *k)
     fan_in = int(np.prod(wshape[1:]))
     params = {"weight": he_normal(lname, "weight", wshape, fan_in)}
@@ -465,7 +465,8 @@ def conv_transpose2d(x: Tensor, out_channels: int, kernel_size, stride=1, paddin
     for what, count in (("input", cin), ("output", out_channels)):
         if count % groups:
             raise ModelError(f"{what} channels {count} are not divisible by groups {groups}", node=lname,
-                             op="conv_transpose2d", attr="groups")
+                             op="conv_transpose2d", attr="groups",
+                             fix="groups must divide both the input and the output channels")
     wshape = (cin, out_channels // groups, *k)
     params = {"weight": he_normal(lname, "weight", wshape, (cin // groups) * int(np.prod(k)))}
     if bias:

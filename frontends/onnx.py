@@ -244,7 +244,8 @@ class _Importer:
         for vo in outputs:
             v = self.values.get(vo.name)
             if v is None:
-                raise ModelError(f"graph output '{vo.name}' is never computed")
+                raise ModelError(f"graph output '{vo.name}' is never computed",
+                                 fix="no node, initializer or input has that name: re-export the model")
             if isinstance(v, _Poison):
                 continue
             src = self.tensor(v)

@@ -66,7 +66,8 @@ def check(program, batch: int, *, weights: bool = True, available: int | None = 
     need = needed_bytes(program, batch, weights=weights)
     if need <= avail:
         return
-    biggest = sorted(tensors(program).values(), key=lambda t: -t.nbytes(batch))[:3]
+    made = [t for t in tensors(program).values() if t.storage != "input"]     # inputs exist already
+    biggest = sorted(made, key=lambda t: -t.nbytes(batch))[:3]
     listing = ", ".join(f"'{t.name}' {tuple([batch, *t.shape[1:]] if t.batched else t.shape)} = "
                         f"{human(t.nbytes(batch))}" for t in biggest)
     parts = f"arena {human(program.arena_bytes(batch))} + outputs " \
