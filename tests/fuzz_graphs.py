@@ -6,12 +6,14 @@ the DSL, so a failing spec printed by hypothesis is itself a regression test
 
 - every unary ``ACTIVATION`` (numeric attributes drawn around their defaults and kept only if
   the registry's own ``Attr.check`` accepts them; string attributes from ``STRING_CHOICES``),
+  every ``IDENTITY`` op (dropout, identity) and prelu (per channel or shared),
 - every binary ``ELEMENTWISE`` operator (residual add/sub/mul, div by a positive tensor),
 - every 2-D ``POOL`` operator (kernel, stride, padding, dilation, ceil_mode, count_include_pad),
   plus lp_pool2d and the global pools,
 - the ``ANCHOR``s conv2d (kernel/stride/padding/dilation/groups), conv_transpose2d and dense
   (after flatten), batch_norm, instance_norm, lrn, scale_shift, concat, pad, upsample2d,
-  depth_to_space / space_to_depth, softmax / log_softmax.
+  depth_to_space / space_to_depth, unpool_nearest2d, transpose, max_pool2d_indices +
+  max_unpool2d, softmax / log_softmax.
 
 Names are drawn too (``names=``): plain DSL names, or hostile ones: template locals, C/CUDA
 keywords, names differing only in case, names that are not identifiers at all.
@@ -43,6 +45,7 @@ ACTIVATIONS = sorted((n for n, o in ops.REGISTRY.items()
 BINARY = sorted(n for n, o in ops.REGISTRY.items() if o.has(ops.ELEMENTWISE) and o.arity == (2, 2))
 POOLS = sorted((n for n, o in ops.REGISTRY.items() if o.has(ops.POOL) and n.endswith("2d")
                 and "kernel_size" in o.attrs), key=lambda n: (n != "max_pool2d", n))
+IDENTITIES = sorted(n for n, o in ops.REGISTRY.items() if o.has(ops.IDENTITY) and o.arity == (1, 1))
 #: string-valued attributes have no numeric neighbourhood to draw from; their legal values
 STRING_CHOICES = {("gelu", "approximate"): ["none", "tanh"]}
 
@@ -90,6 +93,11 @@ def _apply(op: str, xs: list, attrs: dict, name: str | None):
     if op == "div_positive":       # a / (sigmoid(b) + 0.5): the denominator stays in (0.5, 1.5)
         den = dsl.add(dsl.sigmoid(xs[1]), 0.5)
         return dsl.div(xs[0], den, name=name)
+    if op == "prelu":
+        return dsl.prelu(xs[0], per_channel=a["per_channel"], init=a["init"], name=name)
+    if op == "max_pool_unpool":    # max_pool2d_with_indices -> max_unpool2d: the indices travel as int64
+        y, idx = dsl.max_pool2d_with_indices(xs[0], a["kernel_size"], name=name)
+        return dsl.max_unpool2d(y, idx, a["kernel_size"])
     if op == "concat":
         return dsl.concat(xs, name=name, **a)
     if op == "pad":
@@ -228,8 +236,11 @@ def specs(draw, max_layers: int = 6, hostile_names: bool = True) -> Spec:
         name = draw(name_st)
         op, ins, attrs = None, (i,), {}
         if kind == "activation":
-            op = draw(st.sampled_from(ACTIVATIONS))
-            attrs = _activation_attrs(draw, op)
+            op = draw(st.sampled_from(ACTIVATIONS + IDENTITIES + ["prelu"]))
+            if op == "prelu":
+                attrs = {"per_channel": rank4 and draw(st.booleans()), "init": draw(st.sampled_from([0.25, -0.5]))}
+            else:
+                attrs = _activation_attrs(draw, op)
         elif kind == "conv":
             op, attrs = "conv2d", _conv_attrs(draw, *_shape(t))
             attrs["bias"] = draw(st.booleans())
@@ -290,8 +301,14 @@ def specs(draw, max_layers: int = 6, hostile_names: bool = True) -> Spec:
             attrs = {"pads": p, "mode": mode, "value": draw(st.sampled_from([0.0, -1.5]))}
         elif kind == "resize":
             cin, hh, ww = _shape(t)
-            choice = draw(st.sampled_from(["nearest", "bilinear", "d2s", "s2d"]))
-            if choice == "d2s" and cin % 4 == 0:
+            choice = draw(st.sampled_from(["nearest", "bilinear", "d2s", "s2d", "unpool", "transpose", "max_unpool"]))
+            if choice == "unpool":
+                op, attrs = "unpool_nearest2d", {"scale": draw(st.sampled_from([2, (1, 2)]))}
+            elif choice == "transpose":
+                op, attrs = "transpose", {"perm": (0, 1, 3, 2)}
+            elif choice == "max_unpool" and hh >= 2 and ww >= 2:
+                op, attrs = "max_pool_unpool", {"kernel_size": 2}
+            elif choice == "d2s" and cin % 4 == 0:
                 op, attrs = "depth_to_space", {"block": 2, "mode": draw(st.sampled_from(["DCR", "CRD"]))}
             elif choice == "s2d" and hh % 2 == 0 and ww % 2 == 0:
                 op, attrs = "space_to_depth", {"block": 2, "mode": draw(st.sampled_from(["DCR", "CRD"]))}

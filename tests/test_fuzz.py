@@ -9,6 +9,8 @@ graph per module, so the error names the single offending spec with its code; sh
 become the explicit regression tests below."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +30,9 @@ BATCHES = max(CI_BATCHES, settings.default.max_examples // GRAPHS_PER_MODULE) if
 @given(st.lists(specs(hostile_names=False), min_size=GRAPHS_PER_MODULE, max_size=GRAPHS_PER_MODULE))
 def test_random_graphs_match_the_reference(spec_list):
     check_specs(spec_list)
+    if os.environ.get("CNNCC_FUZZ_LOG"):          # long runs: count the graphs checked so far
+        with open(os.environ["CNNCC_FUZZ_LOG"], "a") as f:
+            f.write(f"{len(spec_list)}\n")
 
 
 # -- shrunk failures, as explicit graphs ------------------------------------------------------------
