@@ -192,7 +192,13 @@ def test_unreadable_onnx_files_name_the_file(tmp_path, data, words):
     assert cnncc.from_onnx(good_onnx_bytes()).outputs            # the intact bytes import
 
 
-W = np.zeros((4, 3, 3, 3), np.float32)
+def test_onnx_path_that_is_a_folder_or_missing(tmp_path):
+    with pytest.raises(ModelError, match=r"no such ONNX file: .* \(it is a folder\)"):
+        cnncc.from_onnx(tmp_path)
+    with pytest.raises(ModelError, match="no such ONNX file"):
+        cnncc.from_onnx(tmp_path / "missing.onnx")
+
+
 
 
 @pytest.mark.parametrize("model,error,words", [
