@@ -87,6 +87,8 @@ def coerce(name: str, value, dtype: str, shape: tuple, batched: bool = True) -> 
 
 def _check_shape(name: str, got: tuple, shape: tuple, batched: bool) -> None:
     rank = len(shape)
+    if len(got) == rank and all(n == d for n, d in zip(got[batched:], shape[batched:])):
+        return                                          # the common case, without formatting anything
     shown = "(" + ", ".join("N" if (batched and i == 0) else str(d) for i, d in enumerate(shape)) + ")"
     if len(got) != rank:
         fix = None
@@ -97,10 +99,13 @@ def _check_shape(name: str, got: tuple, shape: tuple, batched: bool) -> None:
         raise InputError(f"expects rank {rank} {_layout(rank)} = {shown}, got rank {len(got)} with shape "
                          f"{tuple(got)}", input=name, fix=fix or f"reshape the input to {shown}")
     for axis, (d, n) in enumerate(zip(shape, got)):
-        d = sympy.sympify(d)
         if batched and axis == 0:
             continue
-        if d.is_number and int(d) != n:
+        if not isinstance(d, (int, np.integer)):       # sympy: a symbol (any size) or a number
+            d = sympy.sympify(d)
+            if not d.is_number:
+                continue
+        if int(d) != n:
             what = axis_name(axis, rank)
             fix = {"channels": f"give {int(d)} channel(s) (e.g. RGB vs grayscale, or channels-last data: "
                                f"x.transpose(0, 3, 1, 2))" if rank == 4 else None}.get(what)

@@ -104,6 +104,7 @@ class CompiledModule:
         self.artifact = Path(artifact)
         self.report = report
         self._runner: Runner | None = None
+        self._fits: set[int] = set()       # batch sizes whose buffers passed the memory check
 
     @property
     def target(self) -> str:
@@ -154,8 +155,9 @@ class CompiledModule:
         if batch == 0:
             outs = self._empty_batch(arrays)
         else:
-            if self.target != "cuda":          # host buffers: checked before they are allocated
+            if self.target != "cuda" and batch not in self._fits:   # host buffers, checked before allocating
                 memory.check(self.program, batch, weights=self._runner is None)
+                self._fits.add(batch)
             outs = self.runner()(arrays, batch)
         if len(outs) == 1:
             return outs[0]
