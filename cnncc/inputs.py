@@ -53,8 +53,12 @@ def coerce(name: str, value, dtype: str, shape: tuple, batched: bool = True) -> 
             arr = arr.astype(want)
     elif isinstance(value, np.ndarray):
         arr = value
-    elif np.isscalar(value) or hasattr(value, "__array__"):
-        arr = np.asarray(value)
+    elif np.isscalar(value) or hasattr(value, "__array__"):       # numpy scalars, torch CPU tensors, ...
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(f"({type(value).__name__}) cannot be converted to a numpy array: {e}", input=name,
+                             fix="pass a numpy array (a GPU tensor: x.cpu().numpy())") from None
     else:
         raise InputError(f"must be a numpy array, got {type(value).__name__}", input=name,
                          fix=f"pass np.asarray(...) of dtype {want.name}")

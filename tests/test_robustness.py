@@ -31,6 +31,13 @@ def compiled(request, shared_kernel_cache):
 X = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
 
 
+class GpuTensorLike:
+    """Stands for a CUDA torch tensor: it has __array__, which refuses."""
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+
 def words_in(message: str, words):
     for w in words:
         assert w in message, f"{w!r} missing from: {message}"
@@ -51,8 +58,9 @@ def words_in(message: str, words):
     ("an image", ["input 'image' has dtype str"]),
     (object(), ["input 'image' must be a numpy array, got object"]),
     ([[1.0, 2.0], [3.0]], ["input 'image' is a nested list that is not rectangular"]),
+    (GpuTensorLike(), ["input 'image' (GpuTensorLike) cannot be converted to a numpy array", "x.cpu().numpy()"]),
 ], ids=["channels", "height", "width", "rank3", "rank5", "uint8", "int64", "bool", "complex", "f64_range", "str",
-        "object", "ragged_list"])
+        "object", "ragged_list", "gpu_tensor"])
 def test_bad_call_inputs_name_the_input_and_axis(compiled, value, words):
     g, mod = compiled
     for call in (lambda: mod(value), lambda: cnncc.reference(g, value)):
