@@ -97,7 +97,9 @@ def _apply(op: str, xs: list, attrs: dict, name: str | None):
         return dsl.prelu(xs[0], per_channel=a["per_channel"], init=a["init"], name=name)
     if op == "max_pool_unpool":    # max_pool2d_with_indices -> max_unpool2d: the indices travel as int64
         y, idx = dsl.max_pool2d_with_indices(xs[0], a["kernel_size"], name=name)
-        return dsl.max_unpool2d(y, idx, a["kernel_size"])
+        # the indices count in the pooled input's plane, so the unpooled output must have its size
+        # (as in PyTorch, whose default output size drops the floor-mode remainder and rejects them)
+        return dsl.max_unpool2d(y, idx, a["kernel_size"], output_size=_shape(xs[0])[1:])
     if op == "concat":
         return dsl.concat(xs, name=name, **a)
     if op == "pad":

@@ -56,3 +56,12 @@ def test_the_harness_catches_a_wrong_kernel(monkeypatch):
     monkeypatch.setattr("fuzz_graphs._SEEN", {})
     with pytest.raises(AssertionError, match=r"(?s)c opt 2: output 'act' differs.*Spec\(input_shape=\(2, 3, 3\)"):
         check_specs([spec], configs=(("c", 2),))
+
+
+def test_max_unpool_of_an_odd_sized_pool_input():
+    """Shrunk from a fuzz failure of the harness itself: unpooling a floor-mode pool of an odd-sized
+    input needs output_size (the indices count in the input's plane, as in PyTorch)."""
+    check_specs([Spec(input_shape=(2, 5, 7), input_name="x",
+                      layers=(("pad", (0,), {"pads": 1, "mode": "edge", "value": 0.0}, None),
+                              ("max_pool_unpool", (1,), {"kernel_size": 2}, "y")),
+                      outputs=(2,))])
