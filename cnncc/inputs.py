@@ -71,13 +71,17 @@ def coerce(name: str, value, dtype: str, shape: tuple, batched: bool = True) -> 
         if kind != "f":
             raise InputError(f"has dtype {arr.dtype.name}; expected a float array ({want.name})", input=name,
                              fix=f"pass a real-valued array: x.astype(np.{want.name})")
-        if arr.dtype.itemsize > want.itemsize:
-            finite = arr[np.isfinite(arr)]
-            limit = float(np.finfo(want).max)
-            if finite.size and float(np.abs(finite).max()) > limit:
-                raise InputError(f"holds {float(np.abs(finite).max()):.3g}, beyond {want.name}'s range "
-                                 f"({limit:.3g}); rounding it to {want.name} would give inf", input=name,
-                                 fix="scale the input into range before calling the model")
+        if arr.dtype.itemsize > want.itemsize:         # float64: round once, refuse what became inf
+            _check_shape(name, arr.shape, shape, batched)
+            with np.errstate(over="ignore"):
+                out = np.ascontiguousarray(arr, dtype=want)
+            overflow = np.isinf(out) & np.isfinite(arr)
+            if overflow.any():
+                biggest = float(np.abs(arr[overflow]).max())
+                raise InputError(f"holds {biggest:.3g}, beyond {want.name}'s range "
+                                 f"({float(np.finfo(want).max):.3g}); rounding it to {want.name} would give inf",
+                                 input=name, fix="scale the input into range before calling the model")
+            return out
     elif want.kind in "iu":
         if kind not in "iu":
             raise InputError(f"has dtype {arr.dtype.name}; this input takes integers ({want.name})", input=name,
