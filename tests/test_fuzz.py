@@ -65,3 +65,31 @@ def test_max_unpool_of_an_odd_sized_pool_input():
                       layers=(("pad", (0,), {"pads": 1, "mode": "edge", "value": 0.0}, None),
                               ("max_pool_unpool", (1,), {"kernel_size": 2}, "y")),
                       outputs=(2,))])
+
+
+HOSTILE_FOUND = {"locals_libc_cuda_unicode": ("src", "tile", "px", "xpad", "malloc", "free", "__global__", "ü"),
+                 "h": ("h",)}
+CONV = {"out_channels": 3, "kernel_size": 3, "stride": 1, "padding": 1, "dilation": 1, "groups": 1}
+
+
+@pytest.mark.xfail(strict=True, reason="names territory (issue 12 point 1): tensors named after template locals "
+                   "('src', 'tile', 'px', 'h', 'xpad'), libc functions ('malloc', 'free'), CUDA keywords "
+                   "('__global__') or with non-ASCII letters ('ü') give wrong numbers, fail to build or crash "
+                   "(see docs/robustness.md); passes once the identifier rule lands")
+@pytest.mark.parametrize("case", sorted(HOSTILE_FOUND))
+def test_hostile_tensor_names(case):
+    """Each name as the graph input and as a conv, all in one module per configuration, run in a
+    child process (one of them segfaults today)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    specs_code = ", ".join(
+        f"Spec(input_shape=(2, 5, 5), input_name={n!r}, layers=(('conv2d', (0,), {CONV!r}, {n + '_conv'!r}), "
+        f"('relu', (1,), {{}}, None)), outputs=(2,)), "
+        f"Spec(input_shape=(2, 5, 5), input_name='image', layers=(('conv2d', (0,), {CONV!r}, {n!r}), "
+        f"('relu', (1,), {{}}, None)), outputs=(2,))" for n in HOSTILE_FOUND[case])
+    code = f"from fuzz_graphs import Spec, check_specs\ncheck_specs([{specs_code}])\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                            cwd=Path(__file__).parent)
+    assert result.returncode == 0, result.stderr[-3000:]
