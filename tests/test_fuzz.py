@@ -67,7 +67,8 @@ def test_max_unpool_of_an_odd_sized_pool_input():
                       outputs=(2,))])
 
 
-HOSTILE_FOUND = {"locals_libc_cuda_unicode": ("src", "tile", "px", "xpad", "malloc", "free", "__global__", "ü"),
+HOSTILE_FOUND = {"locals_libc_cuda_unicode": ("src", "tile", "px", "xpad", "t1", "malloc", "free", "size_t",
+                                             "__global__", "ü"),
                  "h": ("h",)}
 CONV = {"out_channels": 3, "kernel_size": 3, "stride": 1, "padding": 1, "dilation": 1, "groups": 1}
 
