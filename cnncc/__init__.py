@@ -5,14 +5,14 @@
     print(g.summary())
     y = cnncc.reference(g, x)
 """
-from .errors import CnnccError, CompileError, IntegrityError, ModelError, UnsupportedError
+from .errors import CnnccError, CompileError, InputError, IntegrityError, ModelError, UnsupportedError
 from .ir import N, Graph, Node, TensorType, sym
 from .reference import reference
 from .compiler import load_model
 from .version import __version__
 
 __all__ = ["N", "Graph", "Node", "TensorType", "sym", "reference", "load_model", "CnnccError", "ModelError",
-           "UnsupportedError", "CompileError", "IntegrityError", "__version__"]
+           "InputError", "UnsupportedError", "CompileError", "IntegrityError", "__version__"]
 
 
 def __getattr__(name):

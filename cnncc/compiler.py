@@ -135,6 +135,10 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     g = _optimized(graph, opt_level)
     say(f"lowering {sum(1 for _ in g)} nodes")
     program = lower_program(g)
+    if target != "cuda":               # the model must fit in host memory at batch 1
+        from cnncc.runtime import memory
+
+        memory.check(program, 1)
     if len(graph.outputs) == len(g.outputs):
         program.output_names = list(graph.outputs)   # fusion renames outputs; the user keeps theirs
     program.precision = precision

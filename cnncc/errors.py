@@ -25,6 +25,16 @@ class ModelError(CnnccError):
         super().__init__(text)
 
 
+class InputError(ModelError):
+    """A call was fed something the model cannot take: names the input, the axis, what was
+    expected and how to fix it."""
+
+    def __init__(self, message: str, *, input: str | None = None, fix: str | None = None):  # noqa: A002
+        self.input = input
+        text = (f"input '{input}' " if input else "") + message
+        super().__init__(text, fix=fix)
+
+
 class UnsupportedError(CnnccError):
     """A construct cnncc does not handle (yet); the message lists every offender at once."""
 

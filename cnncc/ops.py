@@ -196,7 +196,16 @@ def elementwise_flops(per: int = 1):
 # ---------------------------------------------------------------------------------------------
 # graph boundary
 def _input_shape(node, ins):
-    return tuple(node.attrs["shape"])
+    shape = tuple(node.attrs["shape"])
+    for axis, d in enumerate(shape):
+        ok = is_int(d) and d > 0
+        if not ok and isinstance(d, sympy.Expr):
+            ok = not d.is_number or (d.is_integer and d > 0)
+        if not ok:
+            raise ModelError(f"axis {axis} of the input shape {tuple(shape)} is {d!r}; every size must be a "
+                             f"positive int (or a size symbol such as N)", node=node.name, op="input", attr="shape",
+                             fix="give positive sizes, e.g. (N, 3, 224, 224)")
+    return shape
 
 
 def _no_ref(node, xs):
@@ -251,7 +260,8 @@ def _conv_shape(nd: int):
                              fix="make the layer's in_channels equal the previous layer's out_channels")
         if w.shape[0] % groups:
             raise ModelError(f"out_channels {w.shape[0]} is not divisible by groups {groups}",
-                             node=node.name, op=node.op, attr="groups")
+                             node=node.name, op=node.op, attr="groups",
+                             fix="groups must divide both the input and the output channels")
         if "bias" in node.params and node.params["bias"].shape != (w.shape[0],):
             raise ModelError(f"bias has shape {node.params['bias'].shape}, expected ({w.shape[0]},)",
                              node=node.name, op=node.op, attr="bias")

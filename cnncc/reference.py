@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
+import sympy
 
 from . import ops
 from .errors import ModelError
+from .inputs import coerce
 from .ir import N, Graph, Node
 
 
@@ -18,7 +20,8 @@ def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
     """Accept one array (single-input graphs), a sequence, or a {name: array} mapping."""
     if isinstance(inputs, Mapping):
         feeds = dict(inputs)
-    elif isinstance(inputs, (list, tuple)):
+    elif isinstance(inputs, (list, tuple)) and (len(graph.inputs) > 1 or (
+            len(inputs) == 1 and isinstance(inputs[0], np.ndarray))):     # else: one input given as a list
         feeds = dict(zip(graph.inputs, inputs))
     else:
         feeds = {graph.inputs[0]: inputs} if len(graph.inputs) == 1 else None
@@ -31,15 +34,9 @@ def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
     out = {}
     for name in graph.inputs:
         node = graph[name]
-        x = np.ascontiguousarray(feeds[name], dtype=node.attrs.get("dtype", "float32"))
         want = node.type.shape if node.type else node.attrs["shape"]
-        if len(want) != x.ndim:
-            raise ModelError(f"input '{name}' expects rank {len(want)} {tuple(want)}, got shape {x.shape}")
-        for d, n in zip(want, x.shape):
-            d = __import__("sympy").sympify(d)
-            if d.is_number and int(d) != n:
-                raise ModelError(f"input '{name}' expects shape {tuple(want)}, got {x.shape}")
-        out[name] = x
+        batched = bool(want) and not sympy.sympify(want[0]).is_number
+        out[name] = coerce(name, feeds[name], node.attrs.get("dtype", "float32"), tuple(want), batched)
     return out
 
 

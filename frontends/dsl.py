@@ -172,7 +172,7 @@ def input(name: str = "input", shape: tuple = (N, 3, 224, 224), dtype: str = "fl
     b = like._b if like is not None else _Builder(model or "model")
     node = Node(name, "input", [], {"shape": tuple(shape), "dtype": dtype})
     ops.get("input").check(node)
-    node.type = TensorType(tuple(shape), dtype)
+    node.type = ops.get("input").infer(node, [])         # checks the sizes: positive ints or symbols
     b.graph.add(node)
     return Tensor(b, name)
 
@@ -281,6 +281,8 @@ def run_model_file(path: str | Path, module_name: str | None = None):
         raise CnnccError(f"model file '{path}' does not exist")
     spec = importlib.util.spec_from_file_location(module_name or "cnncc_model_" + re.sub(r"\W", "_", path.stem),
                                                   path)
+    if spec is None:
+        raise CnnccError(f"cannot load '{path}' as a Python model file")
     module = importlib.util.module_from_spec(spec)
     folder = str(path.resolve().parent)
     added = folder not in sys.path
@@ -288,6 +290,14 @@ def run_model_file(path: str | Path, module_name: str | None = None):
         sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ModelError(f"{path}:{e.lineno}: syntax error: {e.msg}", fix="a DSL model file is Python code defining "
+                         "model(); fix the line shown") from None
+    except CnnccError:
+        raise
+    except Exception as e:
+        raise ModelError(f"running {path} raised {type(e).__name__}: {e}",
+                         fix="fix the model file (run with --debug to see the traceback)") from e
     finally:
         if added:
             sys.path.remove(folder)
@@ -300,7 +310,14 @@ def load_model(path: str | Path, weights: str | Path | None = None, **kwargs) ->
     module = run_model_file(path)
     if not hasattr(module, "model"):
         raise CnnccError(f"{path} defines no model() function", )
-    g = graph_of(module.model(**kwargs), path.stem)
+    try:
+        out = module.model(**kwargs)
+    except CnnccError:
+        raise
+    except Exception as e:
+        raise ModelError(f"{path}: model() raised {type(e).__name__}: {e}",
+                         fix="fix the model file (run with --debug to see the traceback)") from e
+    g = graph_of(out, path.stem)
     if weights is not None:
         apply_weights(g, weights)
     return g.verify()
@@ -325,7 +342,7 @@ def _conv(x, nd, out_channels, kernel_size, stride, padding, dilation, groups, b
     cin = x.channels
     if cin % groups:
         raise ModelError(f"input channels {cin} are not divisible by groups {groups}", node=lname,
-                         op=f"conv{nd}d", attr="groups")
+                         op=f"conv{nd}d", attr="groups", fix="groups must divide both the input and the output channels")
     wshape = (out_channels, cin // groups, *k)
     fan_in = int(np.prod(wshape[1:]))
     params = {"weight": he_normal(lname, "weight", wshape, fan_in)}
@@ -519,7 +536,8 @@ def conv_transpose2d(x: Tensor, out_channels: int, kernel_size, stride=1, paddin
     for what, count in (("input", cin), ("output", out_channels)):
         if count % groups:
             raise ModelError(f"{what} channels {count} are not divisible by groups {groups}", node=lname,
-                             op="conv_transpose2d", attr="groups")
+                             op="conv_transpose2d", attr="groups",
+                             fix="groups must divide both the input and the output channels")
     wshape = (cin, out_channels // groups, *k)
     params = {"weight": he_normal(lname, "weight", wshape, (cin // groups) * int(np.prod(k)))}
     if bias:

@@ -81,12 +81,16 @@ def from_onnx(model, *, name: str | None = None, batch=None) -> Graph:
 
     if isinstance(model, (str, Path)):
         path = Path(model)
-        if not path.exists():
-            raise ModelError(f"no such ONNX file: {path}")
-        proto = onnx.load(str(path))
+        if not path.is_file():
+            raise ModelError(f"no such ONNX file: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+        proto = _parse(path.read_bytes(), f"'{path}'")
+        from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+        if any(uses_external_data(t) for t in proto.graph.initializer):
+            load_external_data_for_model(proto, str(path.parent))    # as onnx.load(path) does
         default_name = path.stem
     elif isinstance(model, (bytes, bytearray)):
-        proto = onnx.load_from_string(bytes(model))
+        proto = _parse(bytes(model), f"the {len(model)} bytes given")
         default_name = None
     elif isinstance(model, onnx.ModelProto):
         proto = model
@@ -94,6 +98,23 @@ def from_onnx(model, *, name: str | None = None, batch=None) -> Graph:
     else:
         raise ModelError(f"from_onnx expects a path, bytes or onnx.ModelProto, got {type(model).__name__}")
     return _Importer(proto, name or default_name or proto.graph.name or "model", dynamic_batch=batch is not None).run()
+
+
+def _parse(data: bytes, what: str):
+    """Bytes -> ModelProto; truncated or foreign bytes (protobuf's DecodeError) and files that
+    parse but hold no ONNX graph become a ModelError naming the file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    fix = "check that the file is a complete .onnx export (not truncated, not another format)"
+    try:
+        proto = onnx.load_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{what} is not a valid ONNX model: protobuf cannot parse it ({e})", fix=fix) from None
+    if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
+        raise ModelError(f"{what} parses as protobuf but holds no ONNX graph ({len(data)} bytes, "
+                         f"ir_version {proto.ir_version})", fix=fix)
+    return proto
 
 
 def model_opset(proto) -> int:
@@ -138,6 +159,7 @@ class _Importer:
         for vi in g.input:
             if vi.name not in self.values:       # older exporters list initializers as inputs too
                 self._add_input(vi)
+        self._check_producers(g)
         for node in g.node:
             self._import_node(node)
         if self.unsupported:
@@ -151,6 +173,43 @@ class _Importer:
         if self.dynamic_batch:
             self.graph.meta["exported_batch"] = self.literal_batch
         return self.graph
+
+    def _check_producers(self, g) -> None:
+        """Every tensor has one producer, and nodes come after their producers (ONNX requires a
+        topological order): name the tensor produced twice, the cycle, or the node out of order."""
+        import networkx as nx
+
+        producer: dict[str, str] = {}
+        labels = [n.name or (n.output[0] if n.output else n.op_type) for n in g.node]
+        for label, node in zip(labels, g.node):
+            for o in node.output:
+                if not o:
+                    continue
+                if o in producer or o in self.values:
+                    first = f"'{producer[o]}'" if o in producer else "a graph input or initializer"
+                    raise ModelError(f"tensor '{o}' is produced twice: by {first} and by '{label}'", node=label,
+                                     op=node.op_type, fix="every ONNX tensor name must be assigned exactly once "
+                                     "(SSA); rename one of the outputs")
+                producer[o] = label
+        seen = set(self.values)
+        deps = nx.DiGraph()
+        for label, node in zip(labels, g.node):
+            for i in node.input:
+                if i in producer:
+                    deps.add_edge(producer[i], label)
+        for label, node in zip(labels, g.node):
+            for i in node.input:
+                if i and i not in seen and i in producer:
+                    try:
+                        cycle = nx.find_cycle(deps, producer[i])
+                        path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
+                        raise ModelError(f"the graph has a cycle: {path}", node=label, op=node.op_type,
+                                         fix="a node cannot (indirectly) consume its own output; break the loop")
+                    except nx.NetworkXNoCycle:
+                        raise ModelError(f"input '{i}' is produced by '{producer[i]}', which comes later: the "
+                                         f"nodes are not in topological order", node=label, op=node.op_type,
+                                         fix="sort the nodes (ONNX requires it), e.g. re-export the model") from None
+            seen.update(o for o in node.output if o)
 
     def _add_input(self, vi) -> None:
         from onnx import helper
@@ -175,6 +234,10 @@ class _Importer:
                 shape.append(N)
             elif d.HasField("dim_value") and d.dim_value > 0:
                 shape.append(int(d.dim_value))
+            elif d.HasField("dim_value") and i > 0:
+                raise ModelError(f"graph input '{vi.name}' axis {i} has size {d.dim_value}; a CNN input needs "
+                                 f"positive sizes", fix="export the model with concrete input sizes (or a named "
+                                 "symbolic dimension)")
             elif i == 0:
                 if d.dim_param:
                     self.dim_symbols.setdefault(d.dim_param, N)
@@ -196,7 +259,8 @@ class _Importer:
         for vo in outputs:
             v = self.values.get(vo.name)
             if v is None:
-                raise ModelError(f"graph output '{vo.name}' is never computed")
+                raise ModelError(f"graph output '{vo.name}' is never computed",
+                                 fix="no node, initializer or input has that name: re-export the model")
             if isinstance(v, _Poison):
                 continue
             src = self.tensor(v)
@@ -233,7 +297,9 @@ class _Importer:
         ins = [self.values.get(i) if i else None for i in node.input]
         for i, v in zip(node.input, ins):
             if i and v is None:
-                raise ModelError(f"input '{i}' is not produced by any earlier node", node=label, op=node.op_type)
+                raise ModelError(f"input '{i}' is not produced by any node, initializer or graph input", node=label,
+                                 op=node.op_type, fix="the model is incomplete (a dangling name): re-export it, or "
+                                 "check it with onnx.checker.check_model")
         if any(isinstance(v, _Poison) for v in ins):
             if node.domain not in ("", "ai.onnx") or node.op_type not in HANDLERS:
                 self.unsupported.append((label, node.op_type, ""))

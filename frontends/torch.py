@@ -170,8 +170,8 @@ class _Tracer:
                 self.problems.append(f"  - {fx.name} ({_describe(fx, self.modules)}){': ' + str(e) if str(e) else ''}"
                                      f"{_where(fx)}")
                 self.env[fx.name] = _Poison()
-            except CnnccError as e:
-                raise ModelError(f"{e}{_where(fx)}", node=fx.name) from None
+            except CnnccError as e:       # the message names the layer already when it is a ModelError
+                raise ModelError(f"{e}{_where(fx)}", node=None if getattr(e, "node", None) else fx.name) from None
         if self.problems:
             raise UnsupportedError(f"{len(self.problems)} construct(s) of the traced module are not supported:\n"
                                    + "\n".join(self.problems))

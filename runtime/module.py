@@ -37,7 +37,9 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from cnncc.errors import CnnccError, CompileError, IntegrityError, ModelError
+from cnncc import inputs
+from cnncc.runtime import memory
+from cnncc.errors import CnnccError, CompileError, IntegrityError
 from cnncc.codegen.lower import EpilogueOp, KernelSpec, Operand, PoolSpec, Program, TensorRef
 from cnncc.version import __version__
 
@@ -114,6 +116,7 @@ class CompiledModule:
         #: the folder it came from instead, so saving it again carries the graph along
         self.source_graph = None
         self.saved_graph_dir: Path | None = None
+        self._fits: set[int] = set()       # batch sizes whose buffers passed the memory check
 
     @property
     def target(self) -> str:
@@ -136,36 +139,23 @@ class CompiledModule:
         return list(self.program.output_names or [t.name for t in self.program.outputs])
 
     def _bind(self, args, kwargs) -> tuple[list[np.ndarray], int]:
-        names = self.input_names
-        if kwargs:
-            feeds = dict(kwargs)
-        elif len(args) == 1 and isinstance(args[0], dict):
-            feeds = dict(args[0])
-        elif len(args) == 1 and isinstance(args[0], (list, tuple)) and len(names) > 1:
-            feeds = dict(zip(names, args[0]))
-        else:
-            feeds = dict(zip(names, args))
-        missing = [n for n in names if n not in feeds]
-        if missing:
-            raise ModelError(f"missing input(s): {', '.join(missing)} (the model takes {', '.join(names)})")
+        """Check and convert the call's inputs (rules: cnncc.inputs); -> arrays and the batch size."""
+        feeds = inputs.bind(self.input_names, args, kwargs)
         arrays, batch = [], None
         for ref in self.program.inputs:
-            x = np.ascontiguousarray(feeds[ref.name], dtype=ref.dtype)
-            want = ref.shape
-            ok = x.ndim == len(want) and all(a == b for a, b in zip(x.shape[1:] if ref.batched else x.shape,
-                                                                    want[1:] if ref.batched else want))
-            if not ok:
-                shown = ("N",) + want[1:] if ref.batched else want
-                raise ModelError(f"input '{ref.name}' expects shape ({', '.join(map(str, shown))}), got {x.shape}")
+            x = inputs.coerce(ref.name, feeds[ref.name], ref.dtype, ref.shape, ref.batched)
             if ref.batched:
                 if batch is not None and x.shape[0] != batch:
-                    raise ModelError(f"inputs disagree on the batch size: {batch} vs {x.shape[0]} ('{ref.name}')")
+                    raise inputs.InputError(f"axis 0 (batch): {x.shape[0]}, but the other inputs have batch "
+                                            f"{batch}", input=ref.name, fix="give every input the same batch size")
                 batch = x.shape[0]
             arrays.append(x)
         fixed = self.program.fixed_batch
         if fixed is not None and batch is not None and batch != fixed:
-            raise ModelError(f"this module was compiled for batch {fixed} (cnncc compile --batch), got {batch}")
-        return arrays, batch or 1
+            raise inputs.InputError(f"axis 0 (batch): this module was compiled for batch {fixed} "
+                                    f"(cnncc compile --batch), got {batch}", input=self.program.inputs[0].name,
+                                    fix=f"call it with batch {fixed}, or compile without --batch")
+        return arrays, (1 if batch is None else batch)
 
     @property
     def threads(self) -> int | None:
@@ -190,10 +180,27 @@ class CompiledModule:
 
     def __call__(self, *args, **kwargs):
         arrays, batch = self._bind(args, kwargs)
-        outs = self.runner()(arrays, batch)
+        if batch == 0:
+            outs = self._empty_batch(arrays)
+        else:
+            if self.target != "cuda" and batch not in self._fits:   # host buffers, checked before allocating
+                memory.check(self.program, batch, weights=self._runner is None)
+                self._fits.add(batch)
+            outs = self.runner()(arrays, batch)
         if len(outs) == 1:
             return outs[0]
         return dict(zip(self.output_names, outs))
+
+    def _empty_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Batch 0: batched outputs are empty (0, ...); outputs that do not depend on the batch are
+        computed at batch 1 (their value is the same for every batch)."""
+        outs: list = [np.empty((0, *t.shape[1:]), t.dtype) if t.batched else None for t in self.program.outputs]
+        if any(o is None for o in outs):
+            ones = [np.zeros((1, *x.shape[1:]), x.dtype) if ref.batched else x
+                    for ref, x in zip(self.program.inputs, arrays)]
+            full = self.runner()(ones, 1)
+            outs = [o if o is not None else f for o, f in zip(outs, full)]
+        return outs
 
     def profile(self, inputs, repeat: int = 10) -> list[tuple[str, float]]:
         """[(kernel name, mean seconds)] measured inside the generated code (target c only)."""

@@ -2,6 +2,13 @@ from pathlib import Path
 
 import pytest
 
+try:        # hypothesis profiles: the default one for CI, `--hypothesis-profile=long` for fuzzing runs
+    from hypothesis import settings
+
+    settings.register_profile("long", max_examples=5000, deadline=None)
+except ImportError:
+    pass
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

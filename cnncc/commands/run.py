@@ -47,12 +47,20 @@ def run(args) -> int:
     mod.threads = args.threads
     program = mod.program
     if args.input:
-        x = np.load(args.input, allow_pickle=False)
+        try:
+            x = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise CnnccError(f"cannot read --input '{args.input}': {e}\n  fix: give a .npy file written by "
+                             f"np.save (without pickled objects)") from None
+        if not isinstance(x, np.ndarray):
+            raise CnnccError(f"--input '{args.input}' holds several arrays (.npz); give one .npy array")
         feeds = {program.inputs[0].name: x}
-        batch = x.shape[0]
+        batch = x.shape[0] if x.ndim else 1
     else:
         rng = np.random.default_rng(0)
         batch = args.batch
+        if batch < 1:
+            raise CnnccError(f"--batch must be at least 1, got {batch}")
         feeds = {t.name: rng.standard_normal(((batch,) + tuple(t.shape[1:])) if t.batched else t.shape)
                  .astype(t.dtype) for t in program.inputs}
     mod(feeds)  # warm up (loads the library)
@@ -63,6 +71,9 @@ def run(args) -> int:
     print(f"{program.name}: {len(mod.kernels)} kernels on target {mod.target}, batch {batch}, {ms:.2f} ms")
     for name, arr in outs.items():
         flat = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr[None]
+        if flat.shape[0] == 0:
+            print(f"  {name} {tuple(arr.shape)} {arr.dtype}: (empty batch)")
+            continue
         head = np.array2string(flat[0][:10], precision=4, suppress_small=True)
         print(f"  {name} {tuple(arr.shape)} {arr.dtype}: {head}{' ...' if flat.shape[1] > 10 else ''}")
         if arr.ndim == 2 and arr.shape[1] > 1:
