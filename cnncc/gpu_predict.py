@@ -150,7 +150,7 @@ def resource_rows(program, rendered, resources: dict, device: dict = H200) -> li
 
     out = []
     for call, k in zip(kernel_calls(program, rendered), rendered.kernels):
-        r = resources.get(spec.cname)
+        r = resources.get(call.name)          # the CUDA function's name
         threads = call.block[0] * call.block[1] * call.block[2]
         occ = occupancy(r.registers if r else 0, r.smem_bytes if r else 0, threads, device)
         out.append({"name": k.name, "unit": f"tensor cores {program.precision}" if "wmma::mma_sync" in k.source
