@@ -158,6 +158,10 @@ def names(hostile: bool = True):
     return st.one_of(*options)
 
 
+#: values for attributes without a default (a new one fails here, loudly, until it gets its choices)
+REQUIRED_CHOICES = {("pow", "exponent"): [2.0, 3.0]}
+
+
 def _numeric_near(default: float, draw):
     return draw(st.sampled_from([default, default * 0.5, default * 2 + 0.1, -default - 0.25, 0.0, 1.0]))
 
@@ -169,6 +173,8 @@ def _activation_attrs(draw, op: str) -> dict:
             attrs[key] = draw(st.sampled_from(STRING_CHOICES[(op, key)]))
         elif op == "clip":
             continue
+        elif spec.default is ops.REQUIRED:       # a required number (pow's exponent): small integers keep signs exact
+            attrs[key] = draw(st.sampled_from(REQUIRED_CHOICES[(op, key)]))
         elif isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool):
             v = float(_numeric_near(float(spec.default), draw))
             if spec.check is None or ops._safe_check(spec.check, v):

@@ -31,6 +31,7 @@ def run(args) -> int:
 
     import cnncc
     from cnncc.commands.compile import progress_printer
+    from cnncc.errors import CnnccError
 
     say = progress_printer(False)
     path = Path(args.model)
