@@ -16,7 +16,6 @@ Run it on a quiet machine: the ratios are only as good as the cores are idle.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -57,9 +56,7 @@ def build_graph(model: str):
     if model == "conv_relu_pool":
         x = dsl.input("x", (dsl.N, 64, 56, 56))
         return dsl.graph(dsl.max_pool2d(dsl.relu(dsl.conv2d(x, 64, 3, padding=1)), 2), name="conv_relu_pool")
-    spec = importlib.util.spec_from_file_location(f"targets_{model}", ROOT / "examples" / f"{model}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = dsl.run_model_file(ROOT / "examples" / f"{model}.py")   # its folder on sys.path: examples share _resnet.py
     out = mod.model()
     if model == "lenet5":
         out = dsl.softmax(out)

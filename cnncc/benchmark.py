@@ -427,8 +427,8 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
     import cnncc
     from .roofline import default_threads, describe_machine, machine_roofline
 
+    notes = configure_threads(threads)          # before defaulting: the notes say where the count came from
     threads = threads or default_threads()
-    notes = configure_threads(threads)
     say = progress or (lambda msg: None)
     roof = None
     if target == "c":
