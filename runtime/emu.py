@@ -50,7 +50,17 @@ class Pointer:
 
 
 def kernel_names(source: str) -> list[str]:
-    return _KERNEL.findall(source)
+    return _KERNEL.findall(_code_only(source))
+
+
+#: a comment or a string/character literal: text that is not code to a scan for braces and calls
+_NOT_CODE = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
+
+
+def _code_only(source: str) -> str:
+    """The source with every comment and literal replaced by spaces (newlines kept), so a tensor
+    name such as ``}`` or ``__syncthreads`` quoted in a comment cannot mislead the scans below."""
+    return _NOT_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), source)
 
 
 #: a ``__device__`` function definition: ``__device__ [qualifiers] type name(``
@@ -72,6 +82,7 @@ def _braced(source: str, open_at: int) -> str:
 
 def kernel_bodies(source: str) -> dict[str, str]:
     """Each kernel's body (from its opening brace to the matching closing one)."""
+    source = _code_only(source)
     return {m.group(1): _braced(source, source.index("{", m.end())) for m in _KERNEL.finditer(source)}
 
 
@@ -81,6 +92,7 @@ def needs_fibers(source: str) -> dict[str, bool]:
 
     The scan is textual; should it miss a barrier, the emulator reports the barrier in direct
     mode as an error rather than ignoring it (force fibers with ``fibers=True``)."""
+    source = _code_only(source)
     device = {m.group(1): _braced(source, m.end() - 1) for m in _DEVICE_FN.finditer(source)}
     syncing = {name for name, body in device.items() if _SYNC.search(body)}
     changed = True
@@ -287,7 +299,10 @@ class EmuBackend:
     def toolchain(self) -> str:
         cxx = os.environ.get("CXX", "g++")
         header = hashlib.sha256(HEADER.read_bytes()).hexdigest()[:12]
-        return f"{_compiler_version(cxx)} | {' '.join(flags()[:-1])} | cuda_emu.h {header}"
+        # this module writes the launchers (and decides fibers from its scan): a change here
+        # must not reuse libraries built by the previous version
+        emu = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+        return f"{_compiler_version(cxx)} | {' '.join(flags()[:-1])} | cuda_emu.h {header} | emu.py {emu}"
 
     def machine(self) -> str:
         import platform

@@ -44,6 +44,15 @@ def test_tensor_named_like_the_profiler_clock_local():
                       outputs=(2,))], configs=(("c", 0),))
 
 
+def test_brace_in_a_tensor_name_does_not_fool_the_emulator():
+    """Shrunk from the long profile (graph 2,113): a dense layer named '}' put a brace in the
+    kernel's comment, the emulator's textual barrier scan matched it as the kernel's end and ran a
+    synchronising kernel in direct mode; the scans now ignore comments and literals."""
+    check_specs([Spec(input_shape=(1, 1, 1), input_name="x",
+                      layers=(("flatten", (0,), {}, None), ("dense", (1,), {"units": 1}, "}")),
+                      outputs=(2,))], configs=(("cuda-emu", 2),))
+
+
 def test_the_harness_catches_a_wrong_kernel(monkeypatch):
     """check_specs is not a test that cannot fail: with the reference of relu made wrong, the same
     spec that passes is reported, with its code."""
