@@ -74,9 +74,9 @@ def test_a_failed_scratch_allocation_is_an_error_not_a_crash(shared_kernel_cache
     assert rc == 2
     failed = runner.failed_kernel().decode()
     assert failed == mod.program.kernels[0].name
-    runner.fn = lambda *args: 2     # the same code from a real call: a CnnccError naming the kernel
+    runner.run = lambda *args: 2    # the same code from a real call: a CnnccError naming the kernel
     with pytest.raises(cnncc.CnnccError, match=f"kernel '{failed}' could not allocate its scratch memory"):
         mod(np.zeros((1, 64), np.float32))
-    mod.runner().fn = runner.lib.cnncc_forward
+    mod.runner().run = runner.lib.cnncc_run
     np.testing.assert_allclose(mod(np.ones((2, 64), np.float32)), cnncc.reference(g, np.ones((2, 64), np.float32)),
                                rtol=1e-5, atol=1e-5)
