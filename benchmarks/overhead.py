@@ -47,13 +47,11 @@ def build_graph(model: str):
 
 
 def through_onnx(graph, tmp: Path):
-    """Export to ONNX and import back: both engines then run exactly this file's graph."""
-    import cnncc
-    from cnncc.codegen.onnx_export import to_onnx
+    """Export to ONNX and import back (benchmarks/targets.py's): both engines run that graph."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from targets import through_onnx as export_and_import
 
-    path = tmp / f"{graph.name}.onnx"
-    path.write_bytes(to_onnx(graph).SerializeToString())
-    return cnncc.from_onnx(path)
+    return export_and_import(graph, tmp)
 
 
 def c_entry(mod, x: np.ndarray):
