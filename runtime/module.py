@@ -121,6 +121,7 @@ class CompiledModule:
         #: arrays were exactly the inputs' dtypes and C-contiguous and passed every check (``_bind``)
         self._checked: dict[tuple, int] = {}
         self._dtypes = [np.dtype(t.dtype) for t in program.inputs]
+        self._out_dtypes = [np.dtype(t.dtype) for t in program.outputs]
         self._out_is_input = "out" in self.input_names   # then out= feeds that input
 
     @property
@@ -208,10 +209,15 @@ class CompiledModule:
         feeds that input."""
         if out is not None and self._out_is_input:
             kwargs["out"], out = out, None
-        key = None if kwargs else self._signature(args)
+        pos = args
+        if kwargs or (len(args) == 1 and type(args[0]) is dict):   # by name: in input order, when exactly the inputs
+            feeds = kwargs if not args else args[0]
+            pos = None if kwargs and args or len(feeds) != len(self._dtypes) else \
+                tuple(feeds.get(n) for n in self.input_names)
+        key = self._signature(pos) if pos is not None else None
         batch = self._checked.get(key) if key is not None else None
         if batch is not None:               # these shapes and dtypes passed every check before
-            arrays = args
+            arrays = pos
         else:
             arrays, batch = self._bind(args, kwargs)
         if batch == 0:
@@ -260,15 +266,17 @@ class CompiledModule:
         if len(given) != len(outs):
             raise bad(f"got {len(given)} array(s) for {len(outs)} output(s) ({', '.join(names)})",
                       "give one array per output, in order, or a dict {name: array}")
-        for i, (t, o, name) in enumerate(zip(outs, given, names)):
+        for i, (t, o, name, dtype) in enumerate(zip(outs, given, names, self._out_dtypes)):
             shape = ((batch,) + tuple(t.shape[1:])) if t.batched else tuple(t.shape)
-            fix = f"pass np.empty({shape}, np.{t.dtype})"
             if type(o) is not np.ndarray:
-                raise bad(f"for output '{name}' must be a numpy array, got {type(o).__name__}", fix)
-            if o.shape != shape or o.dtype != np.dtype(t.dtype):
-                raise bad(f"for output '{name}' is {o.dtype.name} {o.shape}; this call writes {t.dtype} {shape}", fix)
+                raise bad(f"for output '{name}' must be a numpy array, got {type(o).__name__}",
+                          f"pass np.empty({shape}, np.{t.dtype})")
+            if o.shape != shape or o.dtype != dtype:
+                raise bad(f"for output '{name}' is {o.dtype.name} {o.shape}; this call writes {t.dtype} {shape}",
+                          f"pass np.empty({shape}, np.{t.dtype})")
             if not (o.flags.c_contiguous and o.flags.writeable):
-                raise bad(f"for output '{name}' must be C-contiguous and writable", fix)
+                raise bad(f"for output '{name}' must be C-contiguous and writable",
+                          f"pass np.empty({shape}, np.{t.dtype})")
             if any(np.may_share_memory(o, x) for x in [*arrays, *given[:i]]):
                 raise bad(f"for output '{name}' overlaps an input or another output; the kernels would read "
                           f"what they have already overwritten", "give each output a buffer of its own")

@@ -44,10 +44,13 @@ def test_inputs_are_checked_once_per_shape_and_a_wrong_input_is_still_refused(co
     monkeypatch.setattr(inputs, "coerce", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     mod(x)
     checked = len(calls)
-    for _ in range(3):
-        got = mod(x.copy())
+    for got in (mod(x.copy()), mod({"x": x}), mod(x=x)):   # positional, a dict, a keyword
         assert rel(got["fc"], want["fc"]) < 1e-4
     assert len(calls) == checked, "an array of a shape and dtype already checked was checked again"
+    with pytest.raises(inputs.InputError, match="unknown input name"):
+        mod(y=x)
+    with pytest.raises(inputs.InputError, match="either positionally or by name"):
+        mod(x, x=x)
     # the same shape in any other form goes through every check again: converted, or refused
     assert rel(mod(x.astype(np.float64))["fc"], want["fc"]) < 1e-4
     assert rel(mod(np.asfortranarray(x))["fc"], want["fc"]) < 1e-4
