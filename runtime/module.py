@@ -7,6 +7,7 @@ The protocol keeps the targets interchangeable: codegen/lower.py turns a graph i
     backend.build(rendered.source, artifact_path)   # compile it (gcc .so, NVRTC cubin, g++ emulation .so)
     runner = backend.load(artifact_path, program, rendered)
     outputs = runner(inputs, batch)                 # list of numpy inputs -> list of numpy outputs
+                                                    # (the C runner also takes out=[arrays] to fill)
 
 ``build`` is called through runtime/cache.py, keyed by ``backend.toolchain()`` (compiler
 identity + flags) and the source text. ``load`` may be slow (it is called once, lazily, on the
