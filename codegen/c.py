@@ -64,10 +64,43 @@ def launch(spec: KernelSpec) -> str:
     return f"serial loop over N ({f})"
 
 
+#: what one element visited by a memory-bound kernel (elementwise, softmax, gather, norms,
+#: resize, unpool, global pool) or one pooling window tap costs, in multiply-adds of a
+#: vectorized conv/dense loop: the ratios of the thresholds the kernels had been tuned to
+#: (100,000 elements, 200,000 taps and 500,000 multiply-adds on AVX2)
+ELEMENT_WORK, TAP_WORK = 5, 2.5
+
+
+def parallel_work(spec: KernelSpec) -> int:
+    """A kernel's work per batch item in multiply-adds (or their equivalent, see ELEMENT_WORK):
+    what ``parallel_if`` weighs against the target's ``parallel_work``."""
+    g, f = spec.geometry, spec.family
+    if f == "conv":
+        return g["C_out"] * g["OH"] * g["OW"] * (g["C_in"] // g["groups"]) * g["KH"] * g["KW"]
+    if f == "conv_transpose":
+        return g["C_out"] * g["H"] * g["W"] * (g["C_in"] // g["groups"]) * g["KH"] * g["KW"]
+    if f == "dense":
+        return g["M"] * g["K"]
+    if f == "matmul":
+        return g["MB"] * g["R"] * g["K"] * g["M"]
+    if f == "pool":
+        p = spec.pool
+        return int(spec.out_C * p.OH * p.OW * p.KH * p.KW * TAP_WORK)
+    return int(max(t.item_numel for t in spec.tensors()) * ELEMENT_WORK)
+
+
+def parallel_if(work: int, target: CTarget) -> str:
+    """The condition of a kernel's ``omp parallel ... if (...)``: the team is woken only when the
+    call's work (``N`` items of ``work``) reaches the target's threshold."""
+    return f"N * {work}L >= {target.parallel_work}L"
+
+
 def render_kernel(spec: KernelSpec, target: CTarget) -> str:
     tmpl = _env().get_template(TEMPLATES[spec.family])
+    tail = spec.geometry.get("M", 0) * ELEMENT_WORK if spec.tail else 0
     return tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec),
-                       blk=c_conv.plan(spec, target)).strip() + "\n"
+                       blk=c_conv.plan(spec, target), parallel_if=parallel_if(parallel_work(spec), target),
+                       parallel_if_tail=parallel_if(tail, target)).strip() + "\n"
 
 
 def address(t: TensorRef) -> str:

@@ -16,9 +16,23 @@ class CTarget:
     isa: str                # "avx512", "avx2", "neon", "generic": what `cc -march=native` offers
     vector_floats: int      # floats per vector register (16 on AVX-512, 8 on AVX2, 4 otherwise)
     vector_registers: int   # vector registers the tiles may fill (32 on AVX-512 and NEON, 16 otherwise)
+    #: multiply-adds a kernel call must do before its loops run on the OpenMP team; below it the
+    #: calling thread runs them alone (codegen/c.py ``parallel_if``). 0: derived from the vector
+    #: width (``PARALLEL_WORK_PER_FLOAT`` per float of a vector).
+    parallel_work: int = 0
+
+    def __post_init__(self):
+        if not self.parallel_work:
+            object.__setattr__(self, "parallel_work", PARALLEL_WORK_PER_FLOAT * self.vector_floats)
 
     def describe(self) -> str:
         return f"{self.isa}: {self.vector_floats} floats x {self.vector_registers} vector registers"
 
+
+#: Waking the OpenMP team and joining it costs ~5-10 us (sleeping threads; a short GOMP_SPINCOUNT
+#: lets them sleep between calls), about what one core needs for 62,500 multiply-adds per float of
+#: its vector width: 500,000 on AVX2 (the threshold the C kernels had been tuned to on the 2-core
+#: AVX2 EPYC: LeNet-5's layers at batch 1 all stay on the calling thread), 1,000,000 on AVX-512.
+PARALLEL_WORK_PER_FLOAT = 62_500
 
 GENERIC = CTarget("generic", 4, 16)

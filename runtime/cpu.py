@@ -1,12 +1,15 @@
 """The C target: gcc (or $CC) builds the rendered C into a shared library, ctypes calls it.
 
-One exported function runs the whole model, so a forward call costs one ctypes call (LeNet-5
-is dominated by per-call overhead otherwise). Outputs are fresh numpy arrays.
+One exported function (``cnncc_run``) runs the whole model and sets the call's OpenMP thread
+count, so a forward call costs one ctypes call (LeNet-5 is dominated by per-call overhead
+otherwise). Its arguments are ctypes objects built once per batch size (see ``CallContext``):
+a call only writes its input and output addresses into the context's pointer tables. Outputs
+are fresh numpy arrays, or the caller's ``out=`` arrays (docs/robustness.md, "What a call keeps").
 
 Thread safety: a module may be called from many Python threads at once (ctypes releases the
-GIL). Each call checks an arena out of a small pool per batch size and returns it afterwards,
-so concurrent calls never share scratch memory; a single-threaded caller reuses one arena
-(cost: two uncontended lock operations per call). The pointer tables are built per call.
+GIL). Each call checks a context (arena, pointer tables, staging copies) out of a small pool per
+batch size and returns it afterwards, so concurrent calls never share scratch memory or tables;
+a single-threaded caller reuses one context (no lock taken once the batch size is known).
 Kernels that need per-thread scratch allocate it once per call and check it; a failed
 allocation makes cnncc_forward return CNNCC_ENOMEM, raised here as a CnnccError.
 
@@ -197,8 +200,72 @@ def aligned(x: np.ndarray, align: int = LINE) -> np.ndarray:
     return out
 
 
+def address(x: np.ndarray) -> int:
+    """The address of a C-contiguous array's data. ``ctypes.c_char.from_buffer`` takes ~0.6 us,
+    numpy's ``x.ctypes.data`` ~2 us (it builds a helper object); the former needs a writable
+    buffer, so read-only arrays take the latter."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(x))
+    except (TypeError, ValueError, BufferError):
+        return x.ctypes.data
+
+
+class CallContext:
+    """What one call of a given batch size works in, checked out by that call alone: the arena,
+    the input/output pointer tables (ctypes arrays passed to the C entry as they are), aligned
+    staging copies for misaligned inputs (made on first need) and the call's ctypes arguments,
+    built once."""
+
+    __slots__ = ("batch", "arena", "ins", "outs", "n", "arena_p", "stage", "stage_at", "out_spec", "out_bytes")
+
+    def __init__(self, runner: "CRunner", batch: int):
+        p = runner.program
+        self.batch = batch
+        self.arena = aligned_empty(max(64, p.arena_bytes(batch)), np.uint8, PAGE)
+        self.ins, self.outs = runner.in_type(), runner.out_type()
+        self.n, self.arena_p = ctypes.c_long(batch), ctypes.c_void_p(self.arena.ctypes.data)
+        self.stage: list[np.ndarray | None] = [None] * len(p.inputs)
+        self.stage_at = [0] * len(p.inputs)
+        self.out_spec, pos = [], 0       # (shape, dtype, byte offset) of each output in one block
+        for t in p.outputs:
+            shape = ((batch,) + tuple(t.shape[1:])) if t.batched else tuple(t.shape)
+            dt = np.dtype(t.dtype)
+            self.out_spec.append((shape, dt, pos))
+            pos += -(-int(np.prod(shape, dtype=np.int64)) * dt.itemsize // LINE) * LINE
+        self.out_bytes = pos
+
+    def input_address(self, i: int, x: np.ndarray) -> int:
+        """Where input ``i`` is read from: the caller's array when it starts on a cache line,
+        else this context's aligned staging copy of it (never written to the caller's)."""
+        a = address(x) if x.size else 0
+        if a % LINE == 0:
+            return a
+        st = self.stage[i]
+        if st is None or st.shape != x.shape or st.dtype != x.dtype:
+            st = self.stage[i] = aligned_empty(x.shape, x.dtype)
+            self.stage_at[i] = st.ctypes.data
+        np.copyto(st, x)
+        return self.stage_at[i]
+
+    def fresh_outputs(self) -> list[np.ndarray]:
+        """New output arrays (the caller keeps them), cut from one block starting on a cache line."""
+        raw = np.empty(self.out_bytes + LINE, np.uint8)
+        base = address(raw)
+        skip = -base % LINE
+        outs = []
+        for i, (shape, dt, off) in enumerate(self.out_spec):
+            outs.append(np.ndarray(shape, dt, raw, skip + off))
+            self.outs[i] = base + skip + off
+        return outs
+
+
 class CRunner:
-    """Calls cnncc_forward(N, inputs, outputs, weights, arena), or its per-kernel timed twin."""
+    """Calls the module's C entry ``cnncc_run(N, threads, inputs, outputs, weights, arena)``: one
+    ctypes call per forward, with arguments prepared once per batch size (a ``CallContext``).
+    Modules saved before cnncc_run existed are called through cnncc_forward, the thread count
+    then set from Python; the per-kernel timed twin (``profile``) is called the same way."""
+
+    ARENAS_PER_BATCH = 8   # idle contexts kept per batch size (as many as concurrent callers, up to this)
 
     def __init__(self, lib, program: Program):
         self.lib = lib  # keep the library alive
@@ -208,22 +275,36 @@ class CRunner:
         prof = lib.cnncc_forward_profiled
         prof.argtypes = self.fn.argtypes + [ctypes.c_void_p]
         prof.restype = ctypes.c_int
+        # no argtypes: every argument is passed as an already-built ctypes object (no conversion per call)
+        self.run = getattr(lib, "cnncc_run", None)   # absent in modules saved before it existed
+        if self.run is not None:
+            self.run.restype = ctypes.c_int
         self.program = program
         self.blob = aligned(np.asarray(program.blob, np.float32), PAGE)
+        self.blob_p = ctypes.c_void_p(self.blob.ctypes.data)
         self.in_type = ctypes.c_void_p * max(1, len(program.inputs))
         self.out_type = ctypes.c_void_p * max(1, len(program.outputs))
-        self.arenas: dict[int, list[np.ndarray]] = {}   # batch -> idle arenas (checked out per call)
+        self.contexts: dict[int, list[CallContext]] = {}   # batch -> idle contexts (checked out per call)
         self.lock = threading.Lock()
         failed = getattr(lib, "cnncc_failed_kernel", None)   # absent in modules saved before it existed
         if failed is not None:
             failed.restype = ctypes.c_char_p
         self.failed_kernel = failed
-        self.threads: int | None = None   # None: OpenMP's choice (OMP_NUM_THREADS, else all cores)
+        self.threads = None   # None: OpenMP's choice (OMP_NUM_THREADS, else all cores)
         try:   # libgomp, found through the library's dependencies; a module without parallel loops has none
             self._omp_set, self._omp_get = lib.omp_set_num_threads, lib.omp_get_max_threads
             self._omp_set.argtypes, self._omp_get.restype = [ctypes.c_int], ctypes.c_int
         except AttributeError:
             self._omp_set = self._omp_get = None
+
+    @property
+    def threads(self) -> int | None:
+        return self._threads
+
+    @threads.setter
+    def threads(self, n: int | None) -> None:
+        self._threads = n
+        self._threads_c = ctypes.c_int(n or 0)
 
     def profile(self, inputs, batch: int, repeat: int) -> list[tuple[str, float]]:
         """Mean seconds per kernel over ``repeat`` forwards, timed between the calls inside the C code
@@ -233,58 +314,73 @@ class CRunner:
             self(inputs, batch, seconds)
         return [(k.name, float(s) / repeat) for k, s in zip(self.program.kernels, seconds)]
 
-    ARENAS_PER_BATCH = 8   # idle arenas kept per batch size (as many as concurrent callers, up to this)
-
-    def checkout(self, batch: int) -> np.ndarray:
-        """An arena no other call is using: an idle one of this batch size, else a new one."""
-        with self.lock:
-            idle = self.arenas.get(batch)
-            if idle:
+    def checkout(self, batch: int) -> CallContext:
+        """A context no other call is using: an idle one of this batch size, else a new one.
+        (list.pop and list.append are atomic: the lock is taken only to add a batch size.)"""
+        idle = self.contexts.get(batch)
+        if idle:
+            try:
                 return idle.pop()
-        return aligned_empty(max(64, self.program.arena_bytes(batch)), np.uint8, PAGE)
+            except IndexError:   # another thread took the last one
+                pass
+        return CallContext(self, batch)
 
-    def checkin(self, batch: int, arena: np.ndarray) -> None:
-        with self.lock:
-            idle = self.arenas.get(batch)
-            if idle is None:
-                if len(self.arenas) >= 4:   # keep the arenas of at most 4 batch sizes
-                    self.arenas.pop(next(iter(self.arenas)))
-                idle = self.arenas[batch] = []
-            if len(idle) < self.ARENAS_PER_BATCH:
-                idle.append(arena)
+    def checkin(self, ctx: CallContext) -> None:
+        idle = self.contexts.get(ctx.batch)
+        if idle is None:
+            with self.lock:
+                idle = self.contexts.get(ctx.batch)
+                if idle is None:
+                    if len(self.contexts) >= 4:   # keep the contexts of at most 4 batch sizes
+                        self.contexts.pop(next(iter(self.contexts)), None)
+                    idle = self.contexts[ctx.batch] = []
+        if len(idle) < self.ARENAS_PER_BATCH:
+            idle.append(ctx)
 
-    def __call__(self, inputs, batch: int, seconds: np.ndarray | None = None) -> list[np.ndarray]:
-        outs, out_ptrs, in_ptrs = [], self.out_type(), self.in_type()
-        for i, t in enumerate(self.program.outputs):
-            shape = ((batch,) + tuple(t.shape[1:])) if t.batched else tuple(t.shape)
-            o = aligned_empty(shape, t.dtype)
-            outs.append(o)
-            out_ptrs[i] = o.ctypes.data
-        inputs = [aligned(x) for x in inputs]   # a copy only when misaligned; alive until we return
-        for i, x in enumerate(inputs):
-            in_ptrs[i] = x.ctypes.data
-        arena = self.checkout(batch)
-        args = (batch, ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), self.blob.ctypes.data,
-                arena.ctypes.data)
+    def __call__(self, inputs, batch: int, seconds: np.ndarray | None = None,
+                 out: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Run the model on ``inputs`` (C-contiguous arrays of the program's dtypes, checked by
+        the caller); outputs are fresh arrays, or written into ``out`` (checked by the caller:
+        shapes, dtypes, C-contiguous, writable, sharing no memory with the inputs) and returned."""
+        ctx = self.checkout(batch)
+        try:
+            for i, x in enumerate(inputs):   # `inputs` stay referenced (alive) until we return
+                ctx.ins[i] = ctx.input_address(i, x)
+            if out is None:
+                outs = ctx.fresh_outputs()
+            else:
+                outs = list(out)
+                for i, o in enumerate(outs):
+                    ctx.outs[i] = address(o)
+            if seconds is None and self.run is not None:
+                rc = self.run(ctx.n, self._threads_c, ctx.ins, ctx.outs, self.blob_p, ctx.arena_p)
+            else:
+                rc = self._legacy(ctx, seconds)
+        finally:
+            self.checkin(ctx)
+        if rc:
+            self._raise(int(rc), batch)
+        return outs
+
+    def _legacy(self, ctx: CallContext, seconds: np.ndarray | None) -> int:
+        """cnncc_forward (or its timed twin), the thread count set from Python around it."""
         # OpenMP's thread count is a setting of the calling thread: set it for this call, restore it after
         threads = self.threads if self._omp_set is not None else None
         before = self._omp_get() if threads else 0
         if threads:
             self._omp_set(threads)
         try:
+            args = (ctx.n, ctypes.addressof(ctx.ins), ctypes.addressof(ctx.outs), self.blob_p, ctx.arena_p)
             if seconds is None:
-                rc = self.fn(*args)
-            else:
-                rc = self.lib.cnncc_forward_profiled(*args, ctypes.c_void_p(seconds.ctypes.data))
+                return self.fn(*args)
+            return self.lib.cnncc_forward_profiled(*args, ctypes.c_void_p(seconds.ctypes.data))
         finally:
             if threads:
                 self._omp_set(before)
-            self.checkin(batch, arena)
-        rc = int(rc)
+
+    def _raise(self, rc: int, batch: int) -> None:
         if rc == 2 and self.failed_kernel is not None:   # CNNCC_ENOMEM, see templates/c/prelude.c.j2
             kernel = self.failed_kernel().decode(errors="replace")
             raise CnnccError(f"kernel '{kernel}' could not allocate its scratch memory (batch {batch}): out of "
                              f"memory; fix: call with a smaller batch or free memory")
-        if rc != 0:
-            raise CnnccError(f"cnncc_forward returned {rc}")
-        return outs
+        raise CnnccError(f"cnncc_forward returned {rc}")

@@ -7,6 +7,7 @@ The protocol keeps the targets interchangeable: codegen/lower.py turns a graph i
     backend.build(rendered.source, artifact_path)   # compile it (gcc .so, NVRTC cubin, g++ emulation .so)
     runner = backend.load(artifact_path, program, rendered)
     outputs = runner(inputs, batch)                 # list of numpy inputs -> list of numpy outputs
+                                                    # (the C runner also takes out=[arrays] to fill)
 
 ``build`` is called through runtime/cache.py, keyed by ``backend.toolchain()`` (compiler
 identity + flags) and the source text. ``load`` may be slow (it is called once, lazily, on the
@@ -117,6 +118,12 @@ class CompiledModule:
         self.source_graph = None
         self.saved_graph_dir: Path | None = None
         self._fits: set[int] = set()       # batch sizes whose buffers passed the memory check
+        #: input checks once per shape: (shape of each positional input) -> batch, for calls whose
+        #: arrays were exactly the inputs' dtypes and C-contiguous and passed every check (``_bind``)
+        self._checked: dict[tuple, int] = {}
+        self._dtypes = [np.dtype(t.dtype) for t in program.inputs]
+        self._out_dtypes = [np.dtype(t.dtype) for t in program.outputs]
+        self._out_is_input = "out" in self.input_names   # then out= feeds that input
 
     @property
     def target(self) -> str:
@@ -178,18 +185,110 @@ class CompiledModule:
                 self._runner.threads = self.threads
         return self._runner
 
-    def __call__(self, *args, **kwargs):
-        arrays, batch = self._bind(args, kwargs)
+    def _signature(self, args) -> tuple | None:
+        """The shapes of ``args`` when they are exactly what the C entry reads (numpy arrays of the
+        inputs' dtypes, C-contiguous, one per input, positional), else None (then every check runs)."""
+        if len(args) != len(self._dtypes):
+            return None
+        if len(args) == 1:                  # the common case, without a loop
+            x = args[0]
+            ok = type(x) is np.ndarray and x.dtype is self._dtypes[0] and x.flags.c_contiguous
+            return x.shape if ok else None
+        shapes = []
+        for x, want in zip(args, self._dtypes):
+            if type(x) is not np.ndarray or x.dtype is not want or not x.flags.c_contiguous:
+                return None
+            shapes.append(x.shape)
+        return tuple(shapes)
+
+    def __call__(self, *args, out=None, **kwargs):
+        """Run the model. Inputs: positional arrays in ``input_names`` order, one dict or list of
+        them, or keywords (rules: cnncc.inputs). Returns the output array (one output) or a dict
+        {name: array}: fresh arrays the caller keeps, or with ``out=`` (an array, or a list/dict
+        of them for several outputs) the caller's own arrays, filled in place and returned (see
+        docs/robustness.md, "What a call keeps"). In a model with an input named "out", ``out=``
+        feeds that input."""
+        if out is not None and self._out_is_input:
+            kwargs["out"], out = out, None
+        pos = args
+        if kwargs or (len(args) == 1 and type(args[0]) is dict):   # by name: in input order, when exactly the inputs
+            feeds = kwargs if not args else args[0]
+            pos = None if kwargs and args or len(feeds) != len(self._dtypes) else \
+                tuple(feeds.get(n) for n in self.input_names)
+        key = self._signature(pos) if pos is not None else None
+        batch = self._checked.get(key) if key is not None else None
+        if batch is not None:               # these shapes and dtypes passed every check before
+            arrays = pos
+        else:
+            arrays, batch = self._bind(args, kwargs)
         if batch == 0:
             outs = self._empty_batch(arrays)
+            if out is not None:
+                outs = self._fill(out, outs, arrays, 0)
         else:
-            if self.target != "cuda" and batch not in self._fits:   # host buffers, checked before allocating
+            if batch not in self._fits and self.target != "cuda":   # host buffers, checked before allocating
                 memory.check(self.program, batch, weights=self._runner is None)
                 self._fits.add(batch)
-            outs = self.runner()(arrays, batch)
+            if key is not None and key not in self._checked:
+                if len(self._checked) >= 64:   # a caller cycling through many shapes: start over
+                    self._checked.clear()
+                self._checked[key] = batch
+            runner = self._runner or self.runner()
+            if out is None:
+                outs = runner(arrays, batch)
+            elif self.target == "c":
+                outs = runner(arrays, batch, out=self._out_arrays(out, arrays, batch))
+            else:
+                outs = self._fill(out, runner(arrays, batch), arrays, batch)
         if len(outs) == 1:
             return outs[0]
         return dict(zip(self.output_names, outs))
+
+    def _out_arrays(self, out, arrays, batch: int) -> list[np.ndarray]:
+        """Check a call's ``out=``: one writable C-contiguous array per output, of its dtype and
+        of its shape at this batch, sharing no memory with an input or another output."""
+        def bad(message: str, fix: str | None = None):
+            return inputs.InputError("out= " + message, fix=fix)
+
+        outs, names = self.program.outputs, self.output_names
+        if isinstance(out, np.ndarray):
+            given = [out]
+        elif isinstance(out, dict):
+            unknown = [repr(k) for k in out if k not in names]
+            missing = [n for n in names if n not in out]
+            if unknown or missing:
+                raise bad(f"names {', '.join(unknown) or 'no unknown output'}, misses "
+                          f"{', '.join(missing) or 'none'}; the model's outputs are {', '.join(names)}")
+            given = [out[n] for n in names]
+        elif isinstance(out, (list, tuple)):
+            given = list(out)
+        else:
+            raise bad(f"must be a numpy array (or a list/dict of them), got {type(out).__name__}")
+        if len(given) != len(outs):
+            raise bad(f"got {len(given)} array(s) for {len(outs)} output(s) ({', '.join(names)})",
+                      "give one array per output, in order, or a dict {name: array}")
+        for i, (t, o, name, dtype) in enumerate(zip(outs, given, names, self._out_dtypes)):
+            shape = ((batch,) + tuple(t.shape[1:])) if t.batched else tuple(t.shape)
+            if type(o) is not np.ndarray:
+                raise bad(f"for output '{name}' must be a numpy array, got {type(o).__name__}",
+                          f"pass np.empty({shape}, np.{t.dtype})")
+            if o.shape != shape or o.dtype != dtype:
+                raise bad(f"for output '{name}' is {o.dtype.name} {o.shape}; this call writes {t.dtype} {shape}",
+                          f"pass np.empty({shape}, np.{t.dtype})")
+            if not (o.flags.c_contiguous and o.flags.writeable):
+                raise bad(f"for output '{name}' must be C-contiguous and writable",
+                          f"pass np.empty({shape}, np.{t.dtype})")
+            if any(np.may_share_memory(o, x) for x in [*arrays, *given[:i]]):
+                raise bad(f"for output '{name}' overlaps an input or another output; the kernels would read "
+                          f"what they have already overwritten", "give each output a buffer of its own")
+        return given
+
+    def _fill(self, out, results: list[np.ndarray], arrays, batch: int) -> list[np.ndarray]:
+        """``out=`` on targets whose runner allocates its own outputs: check, then copy into it."""
+        given = self._out_arrays(out, arrays, batch)
+        for o, r in zip(given, results):
+            np.copyto(o, r)
+        return given
 
     def _empty_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Batch 0: batched outputs are empty (0, ...); outputs that do not depend on the batch are

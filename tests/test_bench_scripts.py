@@ -1,4 +1,4 @@
-"""benchmarks/fusion_study.py and benchmarks/gpu_bench.py: they run, write what they promise,
+"""benchmarks/fusion_study.py, gpu_bench.py and overhead.py: they run, write what they promise,
 and say what they skipped (structure only, never speed)."""
 from __future__ import annotations
 
@@ -55,3 +55,17 @@ def test_fusion_study_writes_page_json_and_plots(tmp_path, monkeypatch):
     for png in ("fusion_speedup_c.png", "fusion_groups_c.png", "fusion_predicted_c.png", "fusion_roofline_c.png"):
         assert (out.parent / "img" / png).stat().st_size > 1000, png
         assert f"img/{png}" in page
+
+
+def test_overhead_benchmark_runs_and_writes_its_figures(tmp_path, monkeypatch, shared_kernel_cache):
+    """A smoke run of benchmarks/overhead.py on the empty model: every engine checked and timed
+    (structure only, never speed)."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    out = tmp_path / "overhead.json"
+    args = ["--models", "empty", "--repeat", "1", "--warmup", "1", "--min-sample", "0.0001", "--json", str(out), "-q"]
+    assert _script("overhead").main(args) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["model"] == "empty" and set(row["engines"]) == {"call", "call out=", "C entry", "onnxruntime"}
+    assert row["kernels_s"] > 0 and all(e["median_s"] > 0 for e in row["engines"].values())

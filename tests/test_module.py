@@ -134,7 +134,7 @@ def test_c_runner_memory_is_aligned_and_misaligned_inputs_still_work(saved):
     are lines only then); an input 4 bytes off a line is copied, not read crooked."""
     g, mod, _ = saved
     runner = mod.runner()
-    assert runner.blob.ctypes.data % 4096 == 0 and runner.checkout(3).ctypes.data % 4096 == 0
+    assert runner.blob.ctypes.data % 4096 == 0 and runner.checkout(3).arena.ctypes.data % 4096 == 0
     x = np.random.default_rng(3).standard_normal((3, 1, 32, 32)).astype(np.float32)
     buf = np.empty(x.size + 16, np.float32)
     skip = next(i for i in range(16) if (buf.ctypes.data + 4 * i) % 64)

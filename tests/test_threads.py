@@ -55,6 +55,36 @@ def test_concurrent_calls_each_get_their_own_result(shared_kernel_cache, target)
     assert not bad, f"{len(bad)} of {THREADS * CALLS} calls wrong:\n" + "\n".join(bad[:10])
 
 
+def test_concurrent_calls_into_their_own_out_buffers(shared_kernel_cache):
+    """out=: each thread keeps one buffer per batch size and has every call write into it; the
+    module's contexts (arena, pointer tables) are still per call, so no call sees another's."""
+    g = model()
+    mod = cnncc.compile(g, target="c", opt_level=2)
+    rng = np.random.default_rng(1)
+    feeds = [rng.standard_normal((1 + i % 3, 3, 12, 12)).astype(np.float32) for i in range(THREADS)]
+    want = [cnncc.reference(g, {"x": x}) for x in feeds]
+    bad: list[str] = []
+    start = threading.Barrier(THREADS)
+
+    def work(i: int):
+        mine = {b: np.empty((b, 10), np.float32) for b in (1, 2, 3)}
+        start.wait()
+        for call in range(CALLS // 2):
+            j = (i + call) % THREADS
+            out = mine[feeds[j].shape[0]]
+            y = mod(feeds[j], out=out)
+            err = float(np.abs(out - want[j]).max() / np.abs(want[j]).max())
+            if y is not out or not err <= 1e-4:
+                bad.append(f"thread {i} call {call} (input {j}): relative error {err:.2e}, same array: {y is out}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, f"{len(bad)} of {THREADS * CALLS // 2} calls wrong:\n" + "\n".join(bad[:10])
+
+
 def test_a_failed_scratch_allocation_is_an_error_not_a_crash(shared_kernel_cache):
     """Every scratch allocation of the generated C is checked: a dense layer first in the graph,
     called with N = 2^40 (its per-thread partial sums then need more than any address space),
@@ -74,9 +104,9 @@ def test_a_failed_scratch_allocation_is_an_error_not_a_crash(shared_kernel_cache
     assert rc == 2
     failed = runner.failed_kernel().decode()
     assert failed == mod.program.kernels[0].name
-    runner.fn = lambda *args: 2     # the same code from a real call: a CnnccError naming the kernel
+    runner.run = lambda *args: 2    # the same code from a real call: a CnnccError naming the kernel
     with pytest.raises(cnncc.CnnccError, match=f"kernel '{failed}' could not allocate its scratch memory"):
         mod(np.zeros((1, 64), np.float32))
-    mod.runner().fn = runner.lib.cnncc_forward
+    mod.runner().run = runner.lib.cnncc_run
     np.testing.assert_allclose(mod(np.ones((2, 64), np.float32)), cnncc.reference(g, np.ones((2, 64), np.float32)),
                                rtol=1e-5, atol=1e-5)
