@@ -14,6 +14,7 @@ import networkx as nx
 import sympy
 
 from . import ops
+from .contracts import FusionNotes, GraphOrigin, MemoryPlan, PassNotes, Traffic
 from .errors import ModelError
 from .node import N, RUNNING_STATISTICS, Node, TensorType, format_shape, sym  # noqa: F401  (re-exported)
 
@@ -29,7 +30,28 @@ class Graph:
         self._order = 0
         #: filled by the pass manager: list of per-pass records (see cnncc.passes.manager)
         self.pass_report: Any = None
-        self.meta: dict[str, Any] = {}
+        # what stages leave for later ones (cnncc/contracts.py says who writes and who reads each)
+        self.origin = GraphOrigin()
+        self.renamed: dict[str, str] = {}
+        self.notes = PassNotes()
+        self.opt_level: int | None = None
+        self.fusion: FusionNotes | None = None
+        self.memory_plan: MemoryPlan | None = None
+        self.traffic: Traffic | None = None
+
+    #: the graph-level records a copy of the graph's structure carries along (snapshots, fuse)
+    RECORDS = ("origin", "renamed", "opt_level", "fusion", "memory_plan", "traffic")
+
+    def carry_records(self, other: "Graph") -> "Graph":
+        """Take ``other``'s graph-level records (shared: records are replaced, never edited)."""
+        for k in self.RECORDS:
+            setattr(self, k, getattr(other, k))
+        return self
+
+    @property
+    def meta(self):
+        raise AttributeError("Graph.meta is gone: stages share typed records (graph.origin, renamed, fusion, "
+                             "memory_plan, traffic, opt_level, notes; see cnncc/contracts.py)")
 
     # -- construction ----------------------------------------------------------------------
     def add(self, node: Node) -> Node:
