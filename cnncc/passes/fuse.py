@@ -41,12 +41,13 @@ from ..contracts import FusionNotes, GroupNotes, WhyNot
 from ..ir import Graph, Node
 from .base import note, register_pass, rename_output
 from .traffic import annotate_group
-from .verify import ANCHORS, KINDS, external_inputs
+from ..ir import GROUP_KINDS as KINDS, external_inputs
 
 BINARY = ("add", "sub", "mul", "div")
 COMMUTATIVE = ("add", "mul")
 SOFTMAX = ("softmax", "log_softmax")
 POOLS = tuple(f"{k}_pool{d}d" for k in ("max", "avg", "min", "sum") for d in (1, 2))
+ANCHORS = tuple(KINDS)
 MAX_RECOMPUTE = 4.0
 FLOPS_PER_BYTE = 14.0
 

@@ -1,7 +1,7 @@
 """The PassManager: runs a pipeline of registered passes, verifying, timing and snapshotting each.
 
 ``optimize(graph)`` never touches the graph it is given: it works on a copy. After every pass the
-graph is verified (shapes, attributes, the fused-group contract), the wall time and the changes
+graph is verified (``Graph.verify``: shapes, attributes, the fused-group contract), the wall time and the changes
 the pass noted are recorded, and a snapshot is kept so ``cnncc inspect --after fuse`` can show
 any step. Snapshots share weight arrays with the live graph (passes never edit arrays in place),
 so keeping one per pass costs only the graph structure.
@@ -17,7 +17,6 @@ from ..contracts import PassNotes
 from ..errors import CnnccError
 from ..ir import Graph, Node
 from .base import PASSES
-from .verify import verify_fused
 
 # importing the pass modules registers them
 from . import infer_shapes, fold_constants, eliminate_dead, fold_batchnorm, fuse, eliminate_concat  # noqa: F401,E402
@@ -141,8 +140,7 @@ def run_pass(graph: Graph, name: str) -> tuple[Graph, PassRecord]:
     start = time.perf_counter()
     graph = PASSES[name](graph)
     seconds = time.perf_counter() - start
-    graph.verify()
-    verify_fused(graph)
+    graph.verify()      # plain and fused nodes, the group contract included
     notes, graph.notes = graph.notes, PassNotes()
     return graph, PassRecord(name, before, len(graph), seconds, notes.changes, notes.counts)
 
