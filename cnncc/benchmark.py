@@ -238,8 +238,11 @@ class KernelRow:
 
 
 def kernel_nodes(opt_graph: Graph) -> list[Node]:
-    """The nodes of an optimized graph that run as kernels (views and inputs do not)."""
-    return [node for node in opt_graph if is_kernel(node, opt_graph)]
+    """The nodes of an optimized graph that run as kernels (contracts.is_kernel) and move bytes in
+    the cost model: a view or identity lowered to a copy at opt 0 costs nothing there, so it is
+    left out of the per-kernel table."""
+    return [node for node in opt_graph if is_kernel(node, opt_graph) and
+            (node.op == "fused" or not (ops.get(node.op).has(ops.VIEW) or ops.get(node.op).has(ops.IDENTITY)))]
 
 
 def single_kernel_graph(opt_graph: Graph, node: Node) -> Graph:

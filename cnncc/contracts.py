@@ -81,7 +81,7 @@ def is_kernel(node: Any, graph: Any) -> bool:
     """Does ``node`` launch a kernel of its own? Inputs and constants do not, nor does an
     eliminated concat (its producers wrote its buffer) or a view that is not a graph output (it
     reads its source's buffer where it lies). The one answer lowering, the traffic model, the
-    memory plan and the bench share."""
+    memory plan, eliminate_concat and the bench share."""
     if node.op in ("input", "constant") or node.placement.eliminated:
         return False
     return not (node.placement.view_of and node.name not in graph.outputs)
