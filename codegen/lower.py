@@ -202,7 +202,7 @@ class Program:
 
 # ---------------------------------------------------------------------------------------------
 def lower(graph: Graph) -> list[KernelSpec]:
-    """Contract E: one KernelSpec per kernel, in execution order."""
+    """One KernelSpec per kernel, in execution order (docs/DESIGN.md, contract D)."""
     return lower_program(graph).kernels
 
 
