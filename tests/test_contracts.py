@@ -100,3 +100,16 @@ def test_the_targets_threads_size_the_pool_bands():
     spec = next(k for k in lower_program(cnncc.optimize(dsl.graph(y), opt_level=2)).kernels if k.pool)
     few, many = (c_conv.plan(spec, CTarget("avx2", 8, 16, threads=t)) for t in (2, 32))
     assert few.NCB * few.NBAND >= 16 and many.NCB * many.NBAND >= 64 and many.BR < few.BR
+
+
+def test_no_stage_reads_a_meta_dict():
+    """The acceptance of issue 10 point 3, statically: no library module reads ``x.meta`` (the
+    typed records replaced the string-key protocol; Node/Graph.meta only raise to say so)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = [f"{f.relative_to(root)}:{n.lineno}"
+             for d in ("cnncc", "codegen", "runtime", "frontends") for f in sorted((root / d).rglob("*.py"))
+             for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.Attribute) and n.attr == "meta"]
+    assert found == [], f"meta dict read at {found}"
