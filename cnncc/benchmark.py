@@ -29,6 +29,7 @@ import numpy as np
 import sympy
 
 from . import ops
+from .contracts import OWN_BUFFER, is_kernel
 from .cost import node_cost, node_work
 from .errors import CnnccError
 from .ir import N, Graph, Node
@@ -237,15 +238,11 @@ class KernelRow:
 
 
 def kernel_nodes(opt_graph: Graph) -> list[Node]:
-    """The nodes of an optimized graph that run as kernels (views and inputs do not)."""
-    out = []
-    for node in opt_graph:
-        if node.op in ("input", "constant") or "view_of" in node.meta or node.meta.get("eliminated"):
-            continue
-        if node.op != "fused" and (ops.get(node.op).has(ops.VIEW) or ops.get(node.op).has(ops.IDENTITY)):
-            continue
-        out.append(node)
-    return out
+    """The nodes of an optimized graph that run as kernels (contracts.is_kernel) and move bytes in
+    the cost model: a view or identity lowered to a copy at opt 0 costs nothing there, so it is
+    left out of the per-kernel table."""
+    return [node for node in opt_graph if is_kernel(node, opt_graph) and
+            (node.op == "fused" or not (ops.get(node.op).has(ops.VIEW) or ops.get(node.op).has(ops.IDENTITY)))]
 
 
 def single_kernel_graph(opt_graph: Graph, node: Node) -> Graph:
@@ -262,7 +259,7 @@ def single_kernel_graph(opt_graph: Graph, node: Node) -> Graph:
             inp.type = prod.type
             g.add(inp)
     clone = copy.deepcopy(node)
-    clone.meta = {k: v for k, v in clone.meta.items() if k in ("bytes_unfused", "bytes_fused", "flops")}
+    clone.placement = OWN_BUFFER          # its own graph: a kernel with its own output buffer
     g.add(clone)
     g.outputs = [node.name]
     return g
@@ -374,11 +371,11 @@ def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, r
 # fusion: predicted bytes saved vs measured speedup
 def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict) -> dict:
     sub = {N: batch}
-    traffic = opt_graph.meta.get("traffic") or {}
+    traffic = opt_graph.traffic
     out: dict = {}
     if traffic:
-        unf = float(sympy.sympify(traffic["bytes_unfused"]).subs(sub))
-        fus = float(sympy.sympify(traffic["bytes_fused"]).subs(sub))
+        unf = float(sympy.sympify(traffic.bytes_unfused).subs(sub))
+        fus = float(sympy.sympify(traffic.bytes_fused).subs(sub))
         out["model"] = {"bytes_unfused": unf, "bytes_fused": fus, "predicted_saving": 1 - fus / unf if unf else 0.0}
     e0, e2 = engines.get("opt0", {}), engines.get("opt2", {})
     if e0.get("status") == "ok" and e2.get("status") == "ok":
@@ -388,10 +385,10 @@ def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict) -
     t0 = {m: r["seconds"] for r in kernels.get("opt0", {}).get("rows", []) for m in r["members"]}
     t2 = {r["name"]: r["seconds"] for r in kernels.get("opt2", {}).get("rows", [])}
     for node in opt_graph:
-        if node.op != "fused" or "bytes_unfused" not in node.meta:
+        if node.op != "fused" or node.group is None or node.group.bytes_unfused is None:
             continue
-        unf = float(sympy.sympify(node.meta["bytes_unfused"]).subs(sub))
-        fus = float(sympy.sympify(node.meta["bytes_fused"]).subs(sub))
+        unf = float(sympy.sympify(node.group.bytes_unfused).subs(sub))
+        fus = float(sympy.sympify(node.group.bytes_fused).subs(sub))
         g = {"name": node.name, "ops": "+".join(m.op for m in node.members), "bytes_unfused": unf,
              "bytes_fused": fus, "predicted_saving": 1 - fus / unf if unf else 0.0}
         members = [m.name for m in node.members]

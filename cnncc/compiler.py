@@ -144,12 +144,13 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     program.precision = precision
     say(f"rendering {len(program.kernels)} kernels for target {target}")
     rendered = backend.render(program)
+    program = rendered.program or program      # the C target packs convolution weights into a new Program
     say(f"building {len(rendered.source.splitlines())} lines of source (cached by hash)")
     artifact = cache.build_cached(backend, rendered.source)
     say(f"done in {time.perf_counter() - t0:.1f} s")
     groups = [(n.name, [m.name for m in n.members]) for n in g if n.op == "fused"]
     report = {"opt_level": opt_level, "target": target, "precision": precision, "passes": g.pass_report, "fusion_groups": groups,
-              "why_not": g.meta.get("why_not", []), "kernels": [k.name for k in rendered.kernels], "graph": g}
+              "why_not": list(g.fusion.why_not) if g.fusion else [], "kernels": [k.name for k in rendered.kernels], "graph": g}
     mod = CompiledModule(program, rendered, backend, artifact, report=report)
     mod.threads = threads
     mod.source_graph = graph          # saved with the module, for `cnncc summary/inspect OUT`

@@ -42,6 +42,7 @@ def node_work(opt_graph, node: Node, batch: int) -> tuple[float, float]:
     """(FLOPs, bytes moved) of one kernel at ``batch``, from the cost model."""
     c = node_cost(opt_graph, node)
     sub = {N: batch}
-    flops = float(sympy.sympify(node.meta.get("flops", c["flops"])).subs(sub))
+    noted = node.group.flops if node.group is not None else None    # a fused group's, recomputation included
+    flops = float(sympy.sympify(c["flops"] if noted is None else noted).subs(sub))
     nbytes = float(sympy.sympify(c["bytes_read"] + c["bytes_written"]).subs(sub))
     return flops, nbytes

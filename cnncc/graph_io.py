@@ -3,17 +3,20 @@
 
 Attribute values are ints, floats, strings, bools, None, lists, tuples and sympy sizes (the batch
 ``N``, symbolic spatial sizes); tuples and sympy expressions are tagged so they come back as they
-went in. Node meta and fused groups are not kept: the graph saved is the one compile() was given,
-and passes rebuild the rest.
+went in. Of the records stages leave (cnncc/contracts.py) only ``graph.origin`` (the frontend's
+name maps) is kept, under "origin": the graph saved is the one compile() was given, passes rebuild
+the rest, and node provenance is for reading the live graph only.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 import numpy as np
 import sympy
 
+from .contracts import GraphOrigin
 from .errors import IntegrityError
 from .ir import Graph, Node, sym
 
@@ -65,14 +68,10 @@ def graph_to_json(graph: Graph) -> tuple[dict, dict[str, np.ndarray]]:
                       "attrs": {k: _encode(v) for k, v in node.attrs.items()}, "params": sorted(node.params)})
         for k, p in node.params.items():
             arrays[f"{node.name}/{k}"] = np.asarray(p)
-    meta = {}
-    for k, v in graph.meta.items():          # frontends' name maps (onnx_inputs, ...); skip what is not plain
-        try:
-            meta[k] = _encode(v)
-        except TypeError:
-            continue
+    origin = {k: _encode(v) for k, v in dataclasses.asdict(graph.origin).items()
+              if v != getattr(GraphOrigin(), k)}       # the frontend's name maps, when there are any
     return {"graph_format": GRAPH_FORMAT, "name": graph.name, "nodes": nodes, "outputs": list(graph.outputs),
-            "meta": meta}, arrays
+            "origin": origin}, arrays
 
 
 def graph_from_json(doc: dict, arrays: dict[str, np.ndarray]) -> Graph:
@@ -87,5 +86,7 @@ def graph_from_json(doc: dict, arrays: dict[str, np.ndarray]) -> Graph:
             raise IntegrityError(f"graph.npz: missing array {e}") from None
         g.add(Node(n["name"], n["op"], list(n["inputs"]), {k: _decode(v) for k, v in n["attrs"].items()}, params))
     g.outputs = list(doc["outputs"])
-    g.meta.update({k: _decode(v) for k, v in doc.get("meta", {}).items()})
+    known = {f.name for f in dataclasses.fields(GraphOrigin)}
+    saved = doc.get("origin", doc.get("meta", {}))    # "meta": folders saved before the typed records
+    g.origin = GraphOrigin(**{k: _decode(v) for k, v in saved.items() if k in known})
     return g.infer_shapes()

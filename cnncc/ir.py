@@ -14,6 +14,7 @@ import networkx as nx
 import sympy
 
 from . import ops
+from .contracts import FusionNotes, GraphOrigin, MemoryPlan, PassNotes, Traffic
 from .errors import ModelError
 from .node import N, RUNNING_STATISTICS, Node, TensorType, format_shape, sym  # noqa: F401  (re-exported)
 
@@ -29,7 +30,28 @@ class Graph:
         self._order = 0
         #: filled by the pass manager: list of per-pass records (see cnncc.passes.manager)
         self.pass_report: Any = None
-        self.meta: dict[str, Any] = {}
+        # what stages leave for later ones (cnncc/contracts.py says who writes and who reads each)
+        self.origin = GraphOrigin()
+        self.renamed: dict[str, str] = {}
+        self.notes = PassNotes()
+        self.opt_level: int | None = None
+        self.fusion: FusionNotes | None = None
+        self.memory_plan: MemoryPlan | None = None
+        self.traffic: Traffic | None = None
+
+    #: the graph-level records a copy of the graph's structure carries along (snapshots, fuse)
+    RECORDS = ("origin", "renamed", "opt_level", "fusion", "memory_plan", "traffic")
+
+    def carry_records(self, other: "Graph") -> "Graph":
+        """Take ``other``'s graph-level records (shared: records are replaced, never edited)."""
+        for k in self.RECORDS:
+            setattr(self, k, getattr(other, k))
+        return self
+
+    @property
+    def meta(self):
+        raise AttributeError("Graph.meta is gone: stages share typed records (graph.origin, renamed, fusion, "
+                             "memory_plan, traffic, opt_level, notes; see cnncc/contracts.py)")
 
     # -- construction ----------------------------------------------------------------------
     def add(self, node: Node) -> Node:
@@ -149,9 +171,9 @@ class Graph:
                          fix="a layer cannot (indirectly) consume its own output; break the loop")
 
     def verify(self) -> "Graph":
-        """Acyclic, inputs exist, arity and attributes valid, stored shapes equal inferred ones."""
-        from . import ops
-
+        """Acyclic, inputs exist, arity and attributes valid, stored shapes equal inferred ones;
+        a fused group also keeps the group contract (docs/DESIGN.md, B: ``check_group``).
+        Read-only: the one verifier of plain and fused nodes, run by the manager after every pass."""
         if not nx.is_directed_acyclic_graph(self.nx):
             self._raise_cycle()
         for out in self.outputs:
@@ -161,12 +183,18 @@ class Graph:
             for src in node.inputs:
                 if src not in self.nx:
                     raise ModelError(f"input '{src}' does not exist", node=node.name, op=node.op)
-            if node.op != "fused":
+            if node.op == "fused":
+                check_group(self, node)
+                # every member checked and inferred in order, nothing stored
+                members = fused_types(self, node)
+                stored = [m.type for m in node.members]
+                if members != stored and all(t is not None for t in stored):
+                    _group_fails(node, "a member's stored type differs from the inferred one")
+            else:
                 opdef = ops.get(node.op, node=node.name)
                 opdef.check(node)
             if node.type is not None:
-                # a fused group: every member checked and inferred in order, nothing stored
-                inferred = fused_types(self, node)[-1] if node.op == "fused" else \
+                inferred = members[-1] if node.op == "fused" else \
                     opdef.infer(node, [self[i].type for i in node.inputs])
                 if tuple(sympy.simplify(a - b) for a, b in zip(inferred.shape, node.type.shape)) != (0,) * len(inferred.shape) \
                         or len(inferred.shape) != len(node.type.shape):
@@ -218,6 +246,53 @@ class Graph:
         from .summary import summary_table
 
         return summary_table(self, batch=batch)
+
+
+#: a fused group's ``kind`` by its anchor's operator (an elementwise group's is "elementwise")
+GROUP_KINDS = {"conv1d": "conv", "conv2d": "conv", "conv_transpose2d": "conv_transpose", "dense": "dense",
+               "matmul": "matmul"}
+
+
+def external_inputs(members: list[Node]) -> list[str]:
+    """Inputs of a chain that no member produces, in order of first use, without repeats."""
+    inside = {m.name for m in members}
+    out: list[str] = []
+    for m in members:
+        for i in m.inputs:
+            if i not in inside and i not in out:
+                out.append(i)
+    return out
+
+
+def _group_fails(node: Node, msg: str):
+    raise ModelError(f"fused group breaks the group contract: {msg}", node=node.name, op="fused",
+                     fix="this is a bug in a cnncc pass; please report it with the model")
+
+
+def check_group(graph: Graph, node: Node) -> None:
+    """The group contract (docs/DESIGN.md, B): a chain of members, each reading the previous one
+    as its first input and no member as a second operand, external inputs listed in order of
+    first use, an anchor (or an elementwise op) first. A violation is a compiler bug, so the
+    message says which group and which rule."""
+    ms = node.members or []
+    if not ms:
+        _group_fails(node, "it has no members")
+    kind = node.attrs.get("kind")
+    first = ms[0]
+    if kind == "elementwise":
+        if not ops.get(first.op).has(ops.ELEMENTWISE) and first.op != "scale_shift":
+            _group_fails(node, f"kind elementwise but the first member {first.name} is {first.op}")
+    elif GROUP_KINDS.get(first.op) != kind:
+        _group_fails(node, f"kind {kind!r} but the anchor {first.name} is {first.op}")
+    names = {x.name for x in ms}
+    for prev, m in zip(ms, ms[1:]):
+        if not m.inputs or m.inputs[0] != prev.name:
+            _group_fails(node, f"member {m.name} does not read the previous member {prev.name} first")
+        if any(i in names for i in m.inputs[1:]):
+            _group_fails(node, f"member {m.name} reads a member as a second operand")
+    ext = external_inputs(ms)
+    if list(node.inputs) != ext:
+        _group_fails(node, f"inputs {node.inputs} differ from the members' external inputs {ext}")
 
 
 def fused_types(graph: Graph, node: Node) -> list[TensorType]:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import sympy
 
+from .contracts import OWN_BUFFER, GroupNotes, NodeOrigin, Placement
 from .errors import ModelError
 
 #: The batch dimension. Shapes keep it symbolic until a concrete batch is asked for.
@@ -84,8 +85,11 @@ class Node:
     type: TensorType | None = None
     #: for a fused group: the original nodes, anchor first, in execution order
     members: list["Node"] | None = None
-    #: free-form annotations passes leave for reports (why not fused, memory offsets, ...)
-    meta: dict[str, Any] = field(default_factory=dict)
+    #: what stages leave for later ones, one typed record per concern (cnncc/contracts.py)
+    placement: Placement = OWN_BUFFER
+    group: GroupNotes | None = None              # on fused nodes: recompute, bytes, FLOPs
+    origin: NodeOrigin | None = None
+    calibrated_mean_square: float | None = None  # frontends/dsl.py scaled this batch norm's statistics once
 
     @property
     def shape(self) -> tuple:
@@ -100,3 +104,8 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, {self.op!r}, inputs={self.inputs})"
+
+    @property
+    def meta(self):
+        raise AttributeError("Node.meta is gone: stages share typed records (node.placement, node.group, "
+                             "node.origin, node.calibrated_mean_square; see cnncc/contracts.py)")

@@ -25,7 +25,7 @@ def pass_table(graph: Graph) -> str:
 
 def why_not_lines(graph: Graph) -> list[str]:
     """Every producer -> consumer edge the fuse pass left unfused, with its reason."""
-    return [f"{p} -> {c}: {why}" for p, c, why in graph.meta.get("why_not", [])]
+    return [f"{p} -> {c}: {why}" for p, c, why in (graph.fusion.why_not if graph.fusion else ())]
 
 
 def groups_table(graph: Graph, batch: int = 1) -> str:
@@ -34,11 +34,11 @@ def groups_table(graph: Graph, batch: int = 1) -> str:
     for node in graph:
         if node.op != "fused":
             continue
-        m = node.meta
+        m = node.group
         at = {N: batch}
-        u, f = int(sympy.sympify(m["bytes_unfused"]).subs(at)), int(sympy.sympify(m["bytes_fused"]).subs(at))
+        u, f = int(sympy.sympify(m.bytes_unfused).subs(at)), int(sympy.sympify(m.bytes_fused).subs(at))
         rows.append((node.name, " + ".join(x.op for x in node.members), f"{u:,}", f"{f:,}", f"{u - f:,}",
-                     f"{int(sympy.sympify(m['flops']).subs(at)):,}"))
+                     f"{int(sympy.sympify(m.flops).subs(at)):,}"))
     if len(rows) == 1:
         return "(no fused groups)"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -48,13 +48,13 @@ def groups_table(graph: Graph, batch: int = 1) -> str:
 
 def memory_lines(graph: Graph, batch: int | None = None) -> list[str]:
     """The memory plan's arena (peak) beside the naive sum of all intermediates."""
-    mp = graph.meta.get("memory_plan")
+    mp = graph.memory_plan
     if not mp:
         return ["(no memory plan: plan_memory runs at opt level 2)"]
-    arena, naive = mp["arena_bytes"], mp["naive_bytes"]
+    arena, naive = mp.arena_bytes, mp.naive_bytes
     lines = [f"memory plan: arena (peak) {fmt_bytes(arena, batch)} bytes",
              f"             naive sum   {fmt_bytes(naive, batch)} bytes",
-             f"             {len(mp['lifetimes'])} buffers, {len(mp['inplace'])} written in place"]
+             f"             {len(mp.lifetimes)} buffers, {len(mp.inplace)} written in place"]
     ratio = sympy.simplify(sympy.sympify(arena) / naive) if naive != 0 else None
     if ratio is not None and ratio.is_number:
         lines[0] += f"  ({float(ratio):.1%} of naive)"
@@ -62,10 +62,10 @@ def memory_lines(graph: Graph, batch: int | None = None) -> list[str]:
 
 
 def traffic_lines(graph: Graph, batch: int | None = None) -> list[str]:
-    t = graph.meta.get("traffic")
+    t = graph.traffic
     if not t:
         return []
-    return [f"traffic: {t['kernels']} kernels, {t['groups']} fused groups",
-            f"         bytes one kernel per op {fmt_bytes(t['bytes_unfused'], batch)}",
-            f"         bytes as fused          {fmt_bytes(t['bytes_fused'], batch)}",
-            f"         FLOPs                   {fmt_bytes(t['flops'], batch)}"]
+    return [f"traffic: {t.kernels} kernels, {t.groups} fused groups",
+            f"         bytes one kernel per op {fmt_bytes(t.bytes_unfused, batch)}",
+            f"         bytes as fused          {fmt_bytes(t.bytes_fused, batch)}",
+            f"         FLOPs                   {fmt_bytes(t.flops, batch)}"]

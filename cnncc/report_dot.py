@@ -55,9 +55,9 @@ def to_dot(graph: Graph, title: str | None = None) -> str:
         style = ""
         if node.op == "input":
             style = ", shape=ellipse, fillcolor=\"#f8f9fa\""
-        elif node.meta.get("view_of"):
+        elif node.placement.view_of:
             style = ", style=\"rounded,dashed\""
-        elif node.meta.get("eliminated"):
+        elif node.placement.eliminated:
             style = ", style=\"rounded,dotted\", xlabel=\"in place\""
         lines.append(f"  {nid} [label={_label(node)}{style}];")
         for i in node.inputs:

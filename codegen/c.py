@@ -119,11 +119,13 @@ def address(t: TensorRef) -> str:
 
 def render(program: Program, target: CTarget):
     """Render the whole translation unit for ``target``; returns (source, [(name, kernel source,
-    launch)])."""
+    launch)], the Program the source reads). A pure function of its arguments: blocked
+    convolutions read weights packed for their tiles, so the Program returned is ``program`` with
+    those packed (c_conv.prepare makes a new one; ``program`` is not changed)."""
     from cnncc.version import __version__
 
     env = _env()
-    c_conv.prepare(program, target)   # blocked convolutions read weights packed for their tiles
+    program = c_conv.prepare(program, target)
     prelude = env.get_template("c/prelude.c.j2").render(program=program, version=__version__,
                                                         target=target).strip()
     kernels = [(spec, render_kernel(spec, target)) for spec in program.kernels]
@@ -140,4 +142,4 @@ def render(program: Program, target: CTarget):
         calls.append(f"kernel_{spec.cname}({n}, W, {', '.join(t.cname for t in tensors)});")
     source = env.get_template("c/module.c.j2").render(prelude=prelude, kernels=[k for _, k in kernels],
                                                       tensor_decls=decls, calls=calls)
-    return source, [(spec.name, text, launch(spec)) for spec, text in kernels]
+    return source, [(spec.name, text, launch(spec)) for spec, text in kernels], program

@@ -16,18 +16,22 @@ several FMAs. :func:`plan` picks one of four kinds per kernel:
 * ``dense``: a tile of ``NR`` batch rows x ``MR`` weight rows (PyTorch layout) with vector
   accumulators along the inputs, over chunks of ``KC`` inputs that stay in L1.
 
-Packed arrays are appended to the Program's weight blob by :func:`prepare` (the C renderer calls
-it; the CUDA target keeps the PyTorch layout and never sees them); packing is free at run time.
+Packed arrays go into the weight blob of the Program :func:`prepare` returns (the C renderer calls
+it and hands that Program back with the source; the CUDA target keeps the PyTorch layout and never
+sees them); packing is free at run time.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from cnncc.errors import CompileError
 from cnncc import names
-from cnncc.codegen.lower import KernelSpec, Program, TensorRef, append_blob_entry
+from cnncc.codegen.lower import KernelSpec, Program, TensorRef
+from cnncc.codegen.placement import append_blob_entry
 from cnncc.codegen.target import CTarget
 
 
@@ -152,29 +156,29 @@ def plan(spec: KernelSpec, target: CTarget) -> ConvBlocking | None:
     padded = bool(g["PH"] or g["PW"] or rows > g["H"] or cols > g["W"])
     Hp = max(g["PH"] + g["H"], rows) if padded else g["H"]
     Wp = max(g["PW"] + g["W"], cols) if padded else g["W"]
-    band = _pool_bands(spec, COB, NCB) if spec.pool is not None else {}
+    band = _pool_bands(spec, COB, NCB, target.threads) if spec.pool is not None else {}
     return ConvBlocking("channels", VEC, V, COB, P, NCB, -(-OH * OW // P), Hp, Wp, padded, **band)
 
 
 BAND_BYTES = 192 * 1024   # a band's conv rows for one channel block: well inside L2
 
 
-MIN_TASKS = 16           # channel blocks x bands: enough tasks to balance up to ~8 threads
+MIN_TASKS = 16           # channel blocks x bands: at least this many tasks, and two per thread
 
 
-def _pool_bands(spec: KernelSpec, COB: int, NCB: int) -> dict:
+def _pool_bands(spec: KernelSpec, COB: int, NCB: int, threads: int) -> dict:
     """A fused pool is computed band by band: a task takes one channel block and ``BR`` pooled
     rows, computes just the conv rows their windows cover (``BROWS`` at most, overlapping windows
     recompute the rows two bands share) into a buffer that stays in L2, pools them there and
     stores only the pooled rows. Bands are as tall as ``BAND_BYTES`` allows, but short enough
-    that channel blocks x bands give every thread several tasks."""
+    that channel blocks x bands give every thread several tasks (``threads``: the target's)."""
     p = spec.pool
     span = lambda br: min(p.H, (br - 1) * p.SH + (p.KH - 1) * p.DH + 1)   # conv rows for br pooled rows
     row_bytes = 4 * COB * p.W
     br = max(1, min(p.OH, BAND_BYTES // max(1, row_bytes * p.SH)))
     while br > 1 and span(br) * row_bytes > BAND_BYTES:
         br -= 1
-    while br > 1 and NCB * -(-p.OH // br) < MIN_TASKS:
+    while br > 1 and NCB * -(-p.OH // br) < max(MIN_TASKS, 2 * threads):
         br = max(1, br // 2)
     return {"BR": br, "NBAND": -(-p.OH // br), "BROWS": span(br)}
 
@@ -200,14 +204,19 @@ def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
     return out
 
 
-def prepare(program: Program, target: CTarget) -> None:
-    """Append each blocked conv's packed weights to the blob as ``<layer>.weight.c_<kind><COB>``
-    and reference them as ``spec.weights["packed"]``, then drop the originals no kernel reads.
-    Idempotent (a saved module keeps them); packing for another vector width needs the
-    originals, so such a Program is refused (compile again)."""
+def prepare(program: Program, target: CTarget) -> Program:
+    """The Program the C source for ``target`` reads: each blocked conv's weights packed and
+    appended to the blob as ``<layer>.weight.c_<kind><COB>``, referenced as
+    ``spec.weights["packed"]``, and the originals no kernel reads dropped. ``program`` itself is
+    not changed (rendering is a pure function of Program and target): the result is a new
+    Program, or ``program`` when nothing needs packing. Idempotent (a saved module keeps its
+    packed weights); packing for another vector width needs the originals, so such a Program is
+    refused (compile again)."""
+    kernels = None            # copied on the first kernel that needs a packed reference
+    layout = dict(program.blob_layout)
     extra: list[np.ndarray] = []
     size = int(program.blob.size)
-    for spec in program.kernels:
+    for i, spec in enumerate(program.kernels):
         b = plan(spec, target)
         if b is None or b.kind in ("rows", "dense"):   # these read the PyTorch layout
             continue
@@ -215,8 +224,8 @@ def prepare(program: Program, target: CTarget) -> None:
         key = f"{w.name}.c_{b.kind}{b.COB}"
         if "packed" in spec.weights and spec.weights["packed"].name == key:
             continue
-        if key in program.blob_layout:
-            off, shape = program.blob_layout[key]
+        if key in layout:
+            off, shape = layout[key]
         else:
             if w.offset < 0:
                 raise CompileError(f"{spec.name}: its weights were packed for another vector width and the "
@@ -225,20 +234,26 @@ def prepare(program: Program, target: CTarget) -> None:
             arr = pack(program.blob[w.offset: w.offset + numel].reshape(w.shape), spec.geometry["groups"], b)
             off, shape = size, arr.shape
             size += append_blob_entry(extra, arr)
-            program.blob_layout[key] = (off, tuple(shape))
+            layout[key] = (off, tuple(shape))
         node, _, param = w.name.rpartition(".")
-        spec.weights["packed"] = TensorRef(key, names.weight_ident(node, f"{param}_c_{b.kind}{b.COB}"), tuple(shape),
-                                           batched=False,
-                                           storage="weights", offset=off)
+        if kernels is None:
+            kernels = copy.deepcopy(program.kernels)    # specs and their TensorRefs: the caller's stay as they are
+        kernels[i].weights["packed"] = TensorRef(key, names.weight_ident(node, f"{param}_c_{b.kind}{b.COB}"),
+                                                 tuple(shape), batched=False, storage="weights", offset=off)
+    if kernels is None:
+        return program
+    out = dataclasses.replace(program, kernels=kernels, blob_layout=layout,
+                              blob=np.concatenate([program.blob] + extra) if extra else program.blob)
     if extra:
-        program.blob = np.concatenate([program.blob] + extra)
-        drop_unread_weights(program)
+        drop_unread_weights(out)
+    return out
 
 
 def drop_unread_weights(program: Program) -> None:
     """Keep in the blob only the arrays some kernel reads: a packed convolution no longer needs
     its PyTorch-layout copy (ResNet-18 would otherwise hold and save its weights twice, +45 MB).
-    References to a dropped array get offset -1; packing again then needs a fresh lowering."""
+    References to a dropped array get offset -1; packing again then needs a fresh lowering.
+    Edits ``program`` in place: :func:`prepare` calls it on the Program it has just made."""
     read = {t.offset for spec in program.kernels for t in spec.blob_tensors()}
     moves, parts, size, layout = {}, [], 0, {}
     for key, (off, shape) in sorted(program.blob_layout.items(), key=lambda kv: kv[1][0]):

@@ -56,9 +56,8 @@ Families (``KernelSpec.family``) and their ``geometry`` keys:
                   aligned, mode; inputs [x, boxes (K, 5)] or [x, rois (K, 4), batch_indices (K,)];
                   runs over K with the runtime N (``roi``)
   (lrn, instance_norm, unpool: see lower_other)
-A channel slice marked ``view_of`` by eliminate_concat (``meta["view_channel"]`` = its first
-channel) launches nothing: its TensorRef is its input's, ``base`` moved by that many channels,
-``item_stride`` kept, so every kernel that reads it walks the input's items.
+Where each tensor lives (views, channel slices, producers writing into an eliminated concat, the
+arena) is decided by codegen/placement.py from the passes' Placement and MemoryPlan records.
 """
 from __future__ import annotations
 
@@ -69,39 +68,13 @@ import numpy as np
 import sympy
 
 from cnncc import names, ops
+from cnncc.contracts import is_kernel
 from cnncc.errors import UnsupportedError
 from cnncc.ir import N, Graph, Node
-
-ALIGN_FLOATS = 16          # weight blob entries start on 64-byte boundaries (vector loads)
-ALIGN_BYTES = 64           # arena entries too, when we plan the arena ourselves
+from cnncc.codegen.placement import ALIGN_BYTES, ALIGN_FLOATS, Storage, TensorRef  # noqa: F401  (spec vocabulary)
 
 # ---------------------------------------------------------------------------------------------
-# the data a template sees
-@dataclass
-class TensorRef:
-    """Where one tensor lives and how it is laid out (see the module docstring)."""
-
-    name: str                         # the graph's name, as the user wrote it
-    cname: str                        # its C/CUDA identifier (cnncc/names.py)
-    shape: tuple[int, ...]            # concrete; shape[0] == 1 stands for N when batched
-    batched: bool = True
-    dtype: str = "float32"
-    storage: str = "arena"            # input | output | arena | weights
-    slot: int = 0                     # index into inputs / outputs
-    arena_a: int = 0                  # arena byte offset = arena_a * N + arena_b
-    arena_b: int = 0
-    offset: int = 0                   # element offset into the weight blob
-    base: int = 0                     # element offset added to the storage address
-    item_stride: int = 0              # elements between batch items
-
-    @property
-    def item_numel(self) -> int:
-        return int(np.prod(self.shape[1:] if self.batched else self.shape, dtype=np.int64))
-
-    def nbytes(self, batch: int) -> int:
-        return self.item_numel * (batch if self.batched else 1) * np.dtype(self.dtype).itemsize
-
-
+# the data a template sees (TensorRef, where a tensor lives, is codegen/placement.py's)
 @dataclass
 class Operand:
     """Reads ``tensor`` at output coordinates (n, c, q); see the module docstring."""
@@ -218,7 +191,7 @@ class Program:
     blob_layout: dict[str, tuple[int, tuple]]  # "layer.param" -> (offset, shape)
     arena_a: int                               # arena bytes = arena_a * N + arena_b
     arena_b: int
-    arena_source: str = "cnncc"                # "memory_plan" when graph.meta's plan was used
+    arena_source: str = "cnncc"                # "memory_plan" when the graph's MemoryPlan was used
     output_names: list[str] | None = None      # the user's names for the outputs (before fusion renamed them)
     fixed_batch: int | None = None             # `cnncc compile --batch B`: the only batch the module accepts
     precision: str = "fp32"                    # CUDA convolution inputs: fp32 | tf32 | fp16 | bf16 (see compile())
@@ -229,7 +202,7 @@ class Program:
 
 # ---------------------------------------------------------------------------------------------
 def lower(graph: Graph) -> list[KernelSpec]:
-    """Contract E: one KernelSpec per kernel, in execution order."""
+    """One KernelSpec per kernel, in execution order (docs/DESIGN.md, contract D)."""
     return lower_program(graph).kernels
 
 
@@ -237,150 +210,8 @@ def lower_program(graph: Graph) -> Program:
     return _Lowering(graph).run()
 
 
-def append_blob_entry(parts: list[np.ndarray], arr: np.ndarray) -> int:
-    """Append one weight-blob entry to ``parts``: the array flattened, then zeros so the next
-    entry starts on ALIGN_FLOATS. Returns the floats appended."""
-    flat = np.ravel(arr)
-    parts.append(flat)
-    pad = (-flat.size) % ALIGN_FLOATS
-    if pad:
-        parts.append(np.zeros(pad, np.float32))
-    return flat.size + pad
-
-
-def _row(t: TensorRef) -> int:
-    """Elements per leading item: per batch item (batched) or per leading row (static)."""
-    if t.batched:
-        return t.item_numel
-    return t.item_numel // t.shape[0] if t.shape and t.shape[0] else t.item_numel
-
-
-def _linear_in_N(expr, what: str) -> tuple[int, int]:
-    """sympy a*N + b -> (a, b); a Max of linear pieces -> its componentwise upper bound."""
-    expr = sympy.sympify(expr)
-    if isinstance(expr, sympy.Max):
-        pieces = [_linear_in_N(a, what) for a in expr.args]
-        return max(p[0] for p in pieces), max(p[1] for p in pieces)
-    try:
-        poly = sympy.Poly(sympy.expand(expr), N)
-    except sympy.PolynomialError:
-        raise UnsupportedError(f"{what} = {expr} is not linear in the batch size N") from None
-    if poly.degree() > 1 or poly.free_symbols - {N}:
-        raise UnsupportedError(f"{what} = {expr} is not linear in the batch size N")
-    a = int(poly.coeff_monomial(N)) if poly.degree() == 1 else 0
-    return a, int(poly.coeff_monomial(1))
-
-
-class _Lowering:
-    def __init__(self, graph: Graph):
-        self.g = graph
-        self.refs: dict[str, TensorRef] = {}
-        self.blob_parts: list[np.ndarray] = []
-        self.blob_size = 0
-        self.blob_layout: dict[str, tuple[int, tuple]] = {}
-        self.cnames: dict[str, str] = {}          # identifier -> the name it spells
-        self.plan = graph.meta.get("memory_plan")
-        self.arena_a = 0
-        self.arena_b = 0
-
-    # -- names, weights ----------------------------------------------------------------------
-    def unique_cname(self, name: str, ident: str | None = None) -> str:
-        """``names.ident(name)`` (or ``ident``), checked distinct from every other name's."""
-        s = ident or names.ident(name)
-        if self.cnames.setdefault(s, name) != name:
-            raise UnsupportedError(f"tensors '{self.cnames[s]}' and '{name}' get the same C identifier {s} "
-                                   f"(a hash collision in cnncc/names.py; rename one of them)")
-        return s
-
-    def weight_cname(self, key: str) -> str:
-        node, _, param = key.rpartition(".")
-        return self.unique_cname(key, names.weight_ident(node, param))
-
-    def weight(self, key: str, arr: np.ndarray) -> TensorRef:
-        """Append an array to the weight blob (deduplicated by key) and return its reference."""
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if key in self.blob_layout:
-            off, shape = self.blob_layout[key]
-            return TensorRef(key, self.weight_cname(key), tuple(shape), batched=False,
-                             storage="weights", offset=off)
-        off = self.blob_size
-        self.blob_size += append_blob_entry(self.blob_parts, arr)
-        self.blob_layout[key] = (off, tuple(arr.shape))
-        return TensorRef(key, self.weight_cname(key), tuple(arr.shape), batched=False,
-                         storage="weights", offset=off)
-
-    # -- tensors -------------------------------------------------------------------------------
-    def concrete(self, node: Node) -> tuple[tuple[int, ...], bool]:
-        shape = node.type.shape
-        if not shape:
-            return (), False          # a scalar: one value, kept 0-D so the caller gets a 0-D array
-        batched = sympy.simplify(sympy.sympify(shape[0]) - N) == 0
-        rest = shape[1:] if batched else shape
-        out = []
-        for d in rest:
-            d = sympy.sympify(d)
-            if not d.is_number:
-                raise UnsupportedError(f"layer '{node.name}' ({node.op}): shape {tuple(shape)} has a symbolic "
-                                       f"size other than a leading batch N; compile needs concrete sizes "
-                                       f"(fix: give concrete input sizes; only the batch may stay N)")
-            out.append(int(d))
-        return ((1,) + tuple(out) if batched else tuple(out)), bool(batched)
-
-    def ref(self, name: str) -> TensorRef:
-        if name not in self.refs:
-            self.refs[name] = self._make_ref(name)
-        return self.refs[name]
-
-    def _make_ref(self, name: str) -> TensorRef:
-        node = self.g[name]
-        shape, batched = self.concrete(node)
-        if node.op == "constant":
-            r = self.weight(f"{name}.value", node.params["value"])
-            r.shape, r.batched, r.name, r.cname = shape, batched, name, self.unique_cname(name)
-            r.item_stride = _row(r)
-            return r
-        ref = TensorRef(name, self.unique_cname(name), shape, batched, dtype=node.type.dtype)
-        ref.item_stride = _row(ref)
-        if name in self.g.inputs:
-            ref.storage, ref.slot = "input", self.g.inputs.index(name)
-            return ref
-        if name in self.g.outputs:
-            if node.meta.get("write_into"):
-                raise UnsupportedError(f"layer '{name}' is a graph output and also writes into concat "
-                                       f"'{node.meta['write_into']['tensor']}'")
-            ref.storage, ref.slot = "output", self.g.outputs.index(name)
-            return ref
-        view_of = node.meta.get("view_of")
-        if view_of:
-            src = self.ref(view_of)
-            if batched != src.batched or (not batched and (src.item_stride != _row(src) or shape[:1] != src.shape[:1])):
-                raise UnsupportedError(f"layer '{name}' ({node.op}) is a view that merges the batch dimension "
-                                       f"{tuple(node.type.shape)}; cnncc keeps N as the leading dimension")
-            # a channel slice (view_channel) starts that many channels into each item of its source
-            skip = int(node.meta.get("view_channel", 0)) * int(np.prod(shape[2:], dtype=np.int64))
-            return TensorRef(name, ref.cname, shape, batched, node.type.dtype, src.storage, src.slot, src.arena_a,
-                             src.arena_b, src.offset, src.base + skip, src.item_stride if batched else _row(ref))
-        wi = node.meta.get("write_into")
-        if wi:
-            dst = self.ref(wi["tensor"])
-            inner = int(np.prod(shape[2:], dtype=np.int64))
-            return TensorRef(name, ref.cname, shape, batched, node.type.dtype, dst.storage, dst.slot, dst.arena_a,
-                             dst.arena_b, dst.offset, dst.base + int(wi["channel_offset"]) * inner, dst.item_stride)
-        self.place_in_arena(ref)
-        return ref
-
-    def place_in_arena(self, ref: TensorRef) -> None:
-        if self.plan and ref.name in self.plan.get("offsets", {}):
-            ref.arena_a, ref.arena_b = _linear_in_N(self.plan["offsets"][ref.name], f"arena offset of '{ref.name}'")
-            return
-        if self.plan:
-            raise UnsupportedError(f"the memory plan has no offset for intermediate tensor '{ref.name}'")
-        size = ref.item_numel * np.dtype(ref.dtype).itemsize
-        per_n = size if ref.batched else 0
-        const = 0 if ref.batched else size
-        ref.arena_a, ref.arena_b = self.arena_a, self.arena_b
-        self.arena_a += -(-per_n // ALIGN_BYTES) * ALIGN_BYTES
-        self.arena_b += -(-const // ALIGN_BYTES) * ALIGN_BYTES
+class _Lowering(Storage):
+    """Lowers each kernel node; where its tensors live comes from Storage (codegen/placement.py)."""
 
     def operand(self, name: str, out_shape: tuple[int, ...]) -> Operand:
         """How to read tensor ``name`` at the output's (n, c, q) coordinates, numpy broadcasting."""
@@ -435,10 +266,7 @@ class _Lowering:
         for node in g:
             if node.op in ("input", "constant"):
                 continue
-            if node.meta.get("eliminated"):
-                self.ref(node.name)
-                continue
-            if node.meta.get("view_of") and node.name not in g.outputs:
+            if not is_kernel(node, g):     # an eliminated concat, a view: placed, nothing to run
                 self.ref(node.name)
                 continue
             try:
@@ -447,14 +275,9 @@ class _Lowering:
                 problems.append(str(e))
         if problems:
             raise UnsupportedError("cannot generate code for:\n  " + "\n  ".join(problems))
-        if self.plan:
-            self.arena_a, self.arena_b = _linear_in_N(self.plan["arena_bytes"], "arena size")
-            source = "memory_plan"
-        else:
-            source = "cnncc"
-        blob = np.concatenate(self.blob_parts) if self.blob_parts else np.zeros(ALIGN_FLOATS, np.float32)
+        arena_a, arena_b, source = self.arena()
         return Program(g.name, kernels, [self.ref(i) for i in g.inputs], [self.ref(o) for o in g.outputs],
-                       blob, self.blob_layout, self.arena_a, self.arena_b, source)
+                       self.blob(), self.blob_layout, arena_a, arena_b, source)
 
     def lower_node(self, node: Node) -> KernelSpec:
         spec = self._lower_node(node)
@@ -496,7 +319,7 @@ class _Lowering:
         if opdef.has(ops.ANCHOR):
             self.anchor(spec, node)
             return self.finish(spec)
-        if node.meta.get("view_of") or opdef.has(ops.VIEW):
+        if node.placement.view_of or opdef.has(ops.VIEW):
             src = self.ref(node.inputs[0])
             spec.family = "copy"
             spec.inputs = [src]

@@ -16,6 +16,7 @@ class CTarget:
     isa: str                # "avx512", "avx2", "neon", "generic": what `cc -march=native` offers
     vector_floats: int      # floats per vector register (16 on AVX-512, 8 on AVX2, 4 otherwise)
     vector_registers: int   # vector registers the tiles may fill (32 on AVX-512 and NEON, 16 otherwise)
+    threads: int = 8        # cores the kernels' parallel loops are split for (tasks per kernel, not a limit)
     #: multiply-adds a kernel call must do before its loops run on the OpenMP team; below it the
     #: calling thread runs them alone (codegen/c.py ``parallel_if``). 0: derived from the vector
     #: width (``PARALLEL_WORK_PER_FLOAT`` per float of a vector).
@@ -26,7 +27,8 @@ class CTarget:
             object.__setattr__(self, "parallel_work", PARALLEL_WORK_PER_FLOAT * self.vector_floats)
 
     def describe(self) -> str:
-        return f"{self.isa}: {self.vector_floats} floats x {self.vector_registers} vector registers"
+        return (f"{self.isa}: {self.vector_floats} floats x {self.vector_registers} vector registers, "
+                f"{self.threads} threads")
 
 
 #: Waking the OpenMP team and joining it costs ~5-10 us (sleeping threads; a short GOMP_SPINCOUNT

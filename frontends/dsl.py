@@ -229,11 +229,11 @@ def calibrate_batch_norm(g: Graph, batch: int = 2) -> Graph:
         args = [env[i] for i in node.inputs]
         if node.op == "batch_norm":
             ms = float(np.mean(np.square(args[0], dtype=np.float64)))
-            if ms > 0 and "calibrated_mean_square" not in node.meta:   # once: dsl.graph may run twice
+            if ms > 0 and node.calibrated_mean_square is None:   # once: dsl.graph may run twice
                 p = node.params
                 p["mean"] = (p["mean"] * np.sqrt(ms)).astype(np.float32)
                 p["var"] = (p["var"] * ms).astype(np.float32)
-                node.meta["calibrated_mean_square"] = ms
+                node.calibrated_mean_square = ms
         if node is bns[-1]:
             break
         env[node.name] = run_node(node, args)

@@ -20,6 +20,7 @@ import numpy as np
 import sympy
 
 from cnncc import names, ops
+from cnncc.contracts import GraphOrigin, NodeOrigin
 from cnncc.errors import ModelError, UnsupportedError
 from cnncc.resize import COORDINATE_MODES, NEAREST_MODES
 from cnncc.ir import N, Graph, Node, TensorType, sym
@@ -71,8 +72,8 @@ def from_onnx(model, *, name: str | None = None, batch=None) -> Graph:
     batch ``cnncc.N``. ``batch="N"`` makes a *fixed* leading dimension (a batch-1 export) the
     batch ``N`` too: Reshape targets written for the exported batch (``[1, -1]``) are restated
     for ``N`` when that is the only per-item reading, and a node that mixes the batch into other
-    dimensions is refused by name. ``graph.meta["onnx_inputs"]`` / ``["onnx_outputs"]`` map ONNX
-    tensor names to cnncc node names."""
+    dimensions is refused by name. ``graph.origin.onnx_inputs`` / ``.onnx_outputs`` map ONNX
+    tensor names to cnncc node names (cnncc/contracts.py, GraphOrigin)."""
     import onnx
 
     if batch is not None and not (batch == "N" or batch is N):
@@ -139,6 +140,8 @@ class _Importer:
         self.proto = proto
         self.opset = model_opset(proto)
         self.graph = Graph(c_name(name))
+        self.onnx_inputs: dict[str, str] = {}     # ONNX input name -> cnncc input (graph.origin)
+        self.onnx_outputs: dict[str, str] = {}    # ONNX output name -> cnncc node
         self.values: dict[str, Any] = {}          # ONNX tensor name -> graph node name | Const | _Poison
         self.materialized: dict[int, str] = {}    # id(Const) -> constant node name
         self.per_plane_indices: set[str] = set()  # graph nodes holding PyTorch-style pool indices
@@ -169,9 +172,8 @@ class _Importer:
                                    f"  supported: {', '.join(supported_operators())}")
         self._set_outputs(g.output)
         self._drop_dead()
-        self.graph.meta["onnx_opset"] = self.opset
-        if self.dynamic_batch:
-            self.graph.meta["exported_batch"] = self.literal_batch
+        self.graph.origin = GraphOrigin(self.onnx_inputs, self.onnx_outputs, self.opset,
+                                        self.literal_batch if self.dynamic_batch else None)
         return self.graph
 
     def _check_producers(self, g) -> None:
@@ -252,7 +254,7 @@ class _Importer:
         node.type = ops.get("input").infer(node, [])
         self.graph.add(node)
         self.values[vi.name] = name
-        self.graph.meta.setdefault("onnx_inputs", {})[vi.name] = name
+        self.onnx_inputs[vi.name] = name
 
     def _set_outputs(self, outputs) -> None:
         names = []
@@ -267,7 +269,7 @@ class _Importer:
             if src in self.graph.inputs or src in names:    # an output must be its own buffer
                 src = self.emit("identity", [src], name=vo.name)
             names.append(src)
-            self.graph.meta.setdefault("onnx_outputs", {})[vo.name] = src
+            self.onnx_outputs[vo.name] = src
             if src in self.per_plane_indices:
                 self._check_index_output(src, vo.name)
         self.graph.outputs = names
@@ -357,7 +359,7 @@ class _Importer:
         opdef = ops.get(op, node=node.name)
         opdef.check(node)
         node.type = opdef.infer(node, [self.graph[i].type for i in node.inputs])
-        node.meta["onnx_node"] = self.label
+        node.origin = NodeOrigin(onnx_node=self.label)
         self.graph.add(node)
         return node.name
 

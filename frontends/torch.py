@@ -17,6 +17,7 @@ import numpy as np
 import sympy
 
 from cnncc import names, ops, resize
+from cnncc.contracts import NodeOrigin
 from cnncc.errors import CnnccError, ModelError, UnsupportedError
 from cnncc.ir import N, Graph, Node
 from cnncc.shapes import batch_reshape_spec
@@ -258,7 +259,7 @@ class _Tracer:
         opdef = ops.get(op, node=node.name)
         opdef.check(node)
         node.type = opdef.infer(node, [self.graph[i].type for i in names])
-        node.meta["fx_node"] = self.fx.name
+        node.origin = NodeOrigin(fx_node=self.fx.name)
         self.graph.add(node)
         return node.name
 

@@ -20,6 +20,7 @@ master thread, so unless the user set it, we set GOMP_SPINCOUNT=10000 before lib
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import os
 import platform
@@ -90,7 +91,13 @@ def host_target() -> CTarget:
     """What ``cc -march=native`` targets on this machine, probed once: the C kernels' tiles are
     sized to fill its vector registers without spilling. The generated C uses gcc's generic
     vectors, so it stays correct (only slower) on any other machine.
-    ``CNNCC_C_VECTOR=floats,registers`` overrides the probe (tests, cross-checking)."""
+    ``CNNCC_C_VECTOR=floats,registers`` overrides the probe (tests, cross-checking). ``threads``
+    is the cores this process may run on."""
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return dataclasses.replace(_probe_isa(), threads=threads)
+
+
+def _probe_isa() -> CTarget:
     env = os.environ.get("CNNCC_C_VECTOR")
     if env:
         vec, regs = (int(v) for v in env.split(","))
@@ -135,8 +142,8 @@ class CBackend:
     def render(self, program: Program, target: CTarget | None = None) -> Rendered:
         from cnncc.codegen.c import render
 
-        source, kernels = render(program, target or host_target())
-        return Rendered(source, [KernelSource(*k) for k in kernels])
+        source, kernels, prepared = render(program, target or host_target())
+        return Rendered(source, [KernelSource(*k) for k in kernels], prepared)
 
     def toolchain(self) -> str:
         cc = compiler()

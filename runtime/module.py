@@ -4,6 +4,7 @@ The protocol keeps the targets interchangeable: codegen/lower.py turns a graph i
 ``Program`` (KernelSpecs + where each tensor lives, all ints); a ``Backend`` then
 
     rendered = backend.render(program)              # -> Rendered: one source text + per-kernel pieces
+    program = rendered.program or program           # (the C target's carries packed weights)
     backend.build(rendered.source, artifact_path)   # compile it (gcc .so, NVRTC cubin, g++ emulation .so)
     runner = backend.load(artifact_path, program, rendered)
     outputs = runner(inputs, batch)                 # list of numpy inputs -> list of numpy outputs
@@ -68,6 +69,9 @@ class Rendered:
 
     source: str
     kernels: list[KernelSource] = field(default_factory=list)
+    #: the Program the source reads when rendering derived one (the C target packs convolution
+    #: weights for its tiles into a new blob); None: the Program given
+    program: Program | None = None
 
 
 class Backend(Protocol):

@@ -49,7 +49,7 @@ def test_batch_literal_reshape_targets_become_N(target, want):
     model = tiny_model(target)
     g = cnncc.from_onnx(model, batch="N")
     assert g[g.inputs[0]].type.shape[0] == cnncc.N
-    assert g[g.outputs[0]].type.shape == (cnncc.N, *want) and g.meta["exported_batch"] == 1
+    assert g[g.outputs[0]].type.shape == (cnncc.N, *want) and g.origin.exported_batch == 1
     x = np.random.default_rng(1).standard_normal((3, 3, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(cnncc.reference(g, x), per_item_onnxruntime(model, x), rtol=1e-5, atol=1e-5)
 

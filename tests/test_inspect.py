@@ -154,8 +154,8 @@ def test_report_text_views():
     opt = cnncc.optimize(load_model(EXAMPLES / "lenet5.py"))
     table = report.groups_table(opt, batch=2)
     assert table.splitlines()[0].split()[:2] == ["Group", "Members"] and "conv1_relu1_pool1" in table
-    saved = sum(int(sympy.sympify(n.meta["bytes_unfused"] - n.meta["bytes_fused"]).subs(cnncc.N, 2))
+    saved = sum(int(sympy.sympify(n.group.bytes_unfused - n.group.bytes_fused).subs(cnncc.N, 2))
                 for n in opt if n.op == "fused")
     assert saved > 0 and f"{saved:,}" not in ("0",)
-    assert len(report.why_not_lines(opt)) == len(opt.meta["why_not"])
+    assert len(report.why_not_lines(opt)) == len(opt.fusion.why_not)
     assert "naive" in "\n".join(report.memory_lines(opt))

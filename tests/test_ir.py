@@ -155,16 +155,17 @@ def test_replace_node_keeps_the_place_and_redraws_the_edges():
 
 
 def test_verify_checks_fused_groups_and_stores_nothing():
-    from cnncc.passes.verify import verify_fused
-
     opt = cnncc.optimize(small_net())
     grp = next(n for n in opt if n.op == "fused")
     types = [m.type for m in grp.members] + [grp.type]
     opt.verify()
-    verify_fused(opt)
     assert all(a is b for a, b in zip([m.type for m in grp.members] + [grp.type], types))
     grp.type = TensorType((N, 99))
     with pytest.raises(ModelError, match="differs from inferred"):
+        opt.verify()
+    grp.type = types[-1]
+    grp.inputs = grp.inputs + grp.inputs[:1]          # the one verifier has the group rules too
+    with pytest.raises(ModelError, match="group contract: inputs"):
         opt.verify()
 
 

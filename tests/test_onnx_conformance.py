@@ -177,7 +177,7 @@ def _merge(graphs: list[tuple[str, Graph]]) -> Graph:
     for prefix, g in graphs:
         for node in g:
             node = node.__class__(f"{prefix}_{node.name}", node.op, [f"{prefix}_{i}" for i in node.inputs],
-                                  dict(node.attrs), dict(node.params), node.type, None, dict(node.meta))
+                                  dict(node.attrs), dict(node.params), node.type, origin=node.origin)
             merged.add(node)
         merged.outputs += [f"{prefix}_{o}" for o in g.outputs]
     return merged
@@ -281,14 +281,14 @@ def _dynamic_batch_graph(case: Case) -> Graph | None:
 
 
 def _feeds(g: Graph, onnx_feeds: dict) -> dict:
-    names = g.meta.get("onnx_inputs", {})
+    names = g.origin.onnx_inputs
     return {names[k]: v for k, v in onnx_feeds.items()}
 
 
 def _check(case: Case, g: Graph, runs) -> tuple[str, str]:
     if isinstance(runs, tuple):
         return runs
-    outs = g.meta["onnx_outputs"]
+    outs = g.origin.onnx_outputs
     worst = 0.0
     expected = case.expected
     if case.name in KNOWN_DATA_ISSUES:

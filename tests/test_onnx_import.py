@@ -24,12 +24,12 @@ def run_both(model, feeds: dict, target="c"):
     """cnncc (compiled) and onnxruntime on the same feeds -> (ours, theirs) keyed by ONNX output name."""
     g = cnncc.from_onnx(model)
     mod = cnncc.compile(g, target=target)
-    ours = mod({g.meta["onnx_inputs"][k]: v for k, v in feeds.items()})
+    ours = mod({g.origin.onnx_inputs[k]: v for k, v in feeds.items()})
     ours = ours if isinstance(ours, dict) else {g.outputs[0]: ours}
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     theirs = dict(zip(names, session.run(None, feeds)))
-    return {k: ours[v] for k, v in g.meta["onnx_outputs"].items()}, theirs, g
+    return {k: ours[v] for k, v in g.origin.onnx_outputs.items()}, theirs, g
 
 
 def zoo_era_model(opset: int = 7):

@@ -27,7 +27,7 @@ def feed(g, batch=2, seed=0):
 def outputs(g, x):
     """The graph's outputs keyed by their ORIGINAL names (passes may rename an output)."""
     env = cnncc.reference(g, x, keep_all=True)
-    back = {new: old for old, new in g.meta.get("renamed", {}).items()}
+    back = {new: old for old, new in g.renamed.items()}
     return {back.get(o, o): env[o] for o in g.outputs}
 
 
@@ -157,7 +157,7 @@ def test_downsample_block_gives_the_add_to_its_first_operand():
     main_conv = g[g["res"].inputs[0]].inputs[0]      # res = add(bn(conv), shortcut)
     assert owner.members[0].name == main_conv
     assert "down" in opt and opt["down"].op == "conv2d"
-    assert any(p == "down" and c == "res" and "first operand" in why for p, c, why in opt.meta["why_not"])
+    assert any(p == "down" and c == "res" and "first operand" in why for p, c, why in opt.fusion.why_not)
     assert_same_results(g, opt)
 
 
@@ -167,7 +167,7 @@ def test_non_commutative_op_reached_through_its_second_operand_is_not_fused():
     g = dsl.graph(dsl.sub(x, c, name="s"))
     opt = optimize(g)
     assert not fused(opt)
-    assert ("c", "s", "s (sub) reads c as its second operand") in opt.meta["why_not"]
+    assert ("c", "s", "s (sub) reads c as its second operand") in opt.fusion.why_not
 
 
 def test_a_tensor_read_outside_is_never_fused_away():
@@ -175,7 +175,7 @@ def test_a_tensor_read_outside_is_never_fused_away():
     r = dsl.relu(dsl.conv2d(x, 4, 3, padding=1), name="relu3")
     g = dsl.graph(dsl.max_pool2d(r, 2, name="pool1"), dsl.add(r, x, name="add2"))
     opt = optimize(g)
-    assert ("relu3", "pool1", "relu3 feeds 2 consumers: pool1, add2") in opt.meta["why_not"]
+    assert ("relu3", "pool1", "relu3 feeds 2 consumers: pool1, add2") in opt.fusion.why_not
     for grp in fused(opt):
         for m in grp.members[:-1]:
             readers = [n for n in opt if m.name in n.inputs or any(m.name in mm.inputs for mm in n.members or [] if mm
@@ -188,12 +188,12 @@ def test_pool_fusion_follows_the_recompute_rule():
     plain = optimize(conv_pool(2, 2))
     assert [m.op for m in fused(plain)[0].members] == ["conv2d", "relu", "max_pool2d"]
     nine = optimize(conv_pool(3, 1))
-    assert any(why == f"pool kernel 3 stride 1: recompute 9x > limit {MAX_RECOMPUTE:g}x" for _, _, why in nine.meta["why_not"])
+    assert any(why == f"pool kernel 3 stride 1: recompute 9x > limit {MAX_RECOMPUTE:g}x" for _, _, why in nine.fusion.why_not)
     cheap = optimize(conv_pool(3, 2, cin=2, k=1))          # 1x1 conv over 2 channels: recompute pays
-    assert fused(cheap)[0].members[-1].op == "max_pool2d" and fused(cheap)[0].meta["recompute"] == 2.25
+    assert fused(cheap)[0].members[-1].op == "max_pool2d" and fused(cheap)[0].group.recompute == 2.25
     costly = optimize(conv_pool(3, 2, cin=16, k=3))       # 3x3 conv over 16 channels: it does not
     assert fused(costly)[0].members[-1].op == "relu"
-    assert any("recompute 2.25x adds" in why for _, _, why in costly.meta["why_not"])
+    assert any("recompute 2.25x adds" in why for _, _, why in costly.fusion.why_not)
     for g in (conv_pool(2, 2), conv_pool(3, 2)):
         assert_same_results(g, optimize(g))
 
@@ -217,14 +217,14 @@ def test_unfused_edges_all_have_a_reason_and_lrn_has_no_fused_form():
     g = dsl.graph(dsl.concat([h, dsl.max_pool2d(h, 3, stride=1, padding=1)]))
     opt = optimize(g)
     owner = {m.name: n.name for n in opt for m in (n.members or [n])}
-    edges = {(p, c) for p, c, _ in opt.meta["why_not"]}
+    edges = {(p, c) for p, c, _ in opt.fusion.why_not}
     pre = opt.pass_report.snapshot("fold_batchnorm")
     for node in pre:
         for src in node.inputs:
             if pre[src].op in ("input", "constant") or owner[src] == owner[node.name]:
                 continue
             assert (src, node.name) in edges
-    assert any(why == "operator lrn has no fused form" for _, _, why in opt.meta["why_not"])
+    assert any(why == "operator lrn has no fused form" for _, _, why in opt.fusion.why_not)
 
 
 # -- concat elimination and views --------------------------------------------------------------------
@@ -237,10 +237,10 @@ def test_inception_concat_is_written_in_place():
     cat = dsl.concat([a, b, c], name="cat")
     g = dsl.graph(dsl.flatten(dsl.relu(cat), name="flat"))
     opt = optimize(g)
-    assert opt["cat"].meta["eliminated"]
-    offsets = sorted((n.meta["write_into"]["channel_offset"], n.name) for n in opt if "write_into" in n.meta)
+    assert opt["cat"].placement.eliminated
+    offsets = sorted((n.placement.write_into.channel_offset, n.name) for n in opt if n.placement.write_into)
     assert [o for o, _ in offsets] == [0, 3, 8]
-    assert all(n.meta["write_into"]["channels_total"] == 12 for n in opt if "write_into" in n.meta)
+    assert all(n.placement.write_into.channels_total == 12 for n in opt if n.placement.write_into)
     assert_same_results(g, opt)
 
 
@@ -252,8 +252,8 @@ def test_densenet_running_concats_share_one_buffer():
         h = dsl.concat([h, new], name=f"cat{i}")
     g = dsl.graph(dsl.global_avg_pool(h))
     opt = optimize(g)
-    assert all(opt[f"cat{i}"].meta.get("eliminated") for i in range(3))
-    roots = {n.meta["write_into"]["tensor"] for n in opt if "write_into" in n.meta}
+    assert all(opt[f"cat{i}"].placement.eliminated for i in range(3))
+    roots = {n.placement.write_into.tensor for n in opt if n.placement.write_into}
     assert roots == {"cat2"}
     assert_same_results(g, opt)
 
@@ -262,20 +262,20 @@ def test_concat_of_a_graph_input_stays_a_copy():
     x = dsl.input("x", (N, 2, 4, 4))
     g = dsl.graph(dsl.relu(dsl.concat([x, dsl.conv2d(x, 2, 1)], name="cat")))
     opt = optimize(g)
-    assert not opt["cat"].meta.get("eliminated") and not any("write_into" in n.meta for n in opt)
+    assert not opt["cat"].placement.eliminated and not any(n.placement.write_into for n in opt)
 
 
 # -- memory plan ----------------------------------------------------------------------------------------
 def _overlaps(mp, batch=3):
-    bufs = list(mp["lifetimes"])
+    bufs = list(mp.lifetimes)
     at = {N: batch}
     for i, a in enumerate(bufs):
         for b in bufs[i + 1:]:
-            (la, ha), (lb, hb) = mp["lifetimes"][a], mp["lifetimes"][b]
+            (la, ha), (lb, hb) = mp.lifetimes[a], mp.lifetimes[b]
             if ha < lb or hb < la:
                 continue
-            oa, ob = int(mp["offsets"][a].subs(at)), int(mp["offsets"][b].subs(at))
-            sa, sb = int(mp["sizes"][a].subs(at)), int(mp["sizes"][b].subs(at))
+            oa, ob = int(mp.offsets[a].subs(at)), int(mp.offsets[b].subs(at))
+            sa, sb = int(mp.sizes[a].subs(at)), int(mp.sizes[b].subs(at))
             if oa < ob + sb and ob < oa + sa:
                 yield a, b
 
@@ -289,23 +289,23 @@ def test_memory_plan_reuses_without_overlap_and_works_in_place():
     h = dsl.sigmoid(dsl.batch_norm(h))   # after a pool: a scale_shift, in an elementwise group
     g = dsl.graph(dsl.global_avg_pool(dsl.tanh(h)))
     opt = optimize(g)
-    mp = opt.meta["memory_plan"]
+    mp = opt.memory_plan
     assert not list(_overlaps(mp))
-    assert sympy.simplify(mp["naive_bytes"] - mp["arena_bytes"]).is_positive
-    assert all(sympy.simplify(mp["offsets"][b] / N).is_number for b in mp["lifetimes"])
-    assert "x" not in mp["offsets"] and opt.outputs[0] not in mp["offsets"]
-    assert list(mp["inplace"].values()) == ["pool"]   # the elementwise group overwrites the pool's output
+    assert sympy.simplify(mp.naive_bytes - mp.arena_bytes).is_positive
+    assert all(sympy.simplify(mp.offsets[b] / N).is_number for b in mp.lifetimes)
+    assert "x" not in mp.offsets and opt.outputs[0] not in mp.offsets
+    assert list(mp.inplace.values()) == ["pool"]   # the elementwise group overwrites the pool's output
 
 
 def test_traffic_model_counts_the_saved_intermediates():
     opt = optimize(conv_pool(2, 2))
     grp = fused(opt)[0]
     conv_out = 4 * 4 * 12 * 12 * N   # 4 channels, 12x12, float32
-    assert sympy.simplify(grp.meta["bytes_unfused"] - grp.meta["bytes_fused"] - 4 * conv_out) == 0
-    assert sympy.simplify(grp.meta["flops"] - sum(ops._cost(m, [opt["x"].type] if i == 0 else [grp.members[i - 1].type],
+    assert sympy.simplify(grp.group.bytes_unfused - grp.group.bytes_fused - 4 * conv_out) == 0
+    assert sympy.simplify(grp.group.flops - sum(ops._cost(m, [opt["x"].type] if i == 0 else [grp.members[i - 1].type],
                                                            m.type)["flops"] for i, m in enumerate(grp.members))) == 0
-    t = opt.meta["traffic"]
-    assert t["groups"] == 1 and sympy.simplify(t["bytes_unfused"] - t["bytes_fused"]).is_positive
+    t = opt.traffic
+    assert t.groups == 1 and sympy.simplify(t.bytes_unfused - t.bytes_fused).is_positive
 
 
 def test_only_batch_keeping_reshapes_become_views():
@@ -313,4 +313,4 @@ def test_only_batch_keeping_reshapes_become_views():
     merged = dsl.relu(dsl.reshape(dsl.relu(x), (-1, 6), name="merge"))
     kept = dsl.relu(dsl.flatten(dsl.relu(x, name="r2"), name="flat"))
     opt = optimize(dsl.graph(merged, kept))
-    assert opt["flat"].meta.get("view_of") == "r2" and "view_of" not in opt["merge"].meta
+    assert opt["flat"].placement.view_of == "r2" and opt["merge"].placement.view_of is None

@@ -48,7 +48,7 @@ def feed(g, batch=1):
 
 def outputs(g, x):
     env = cnncc.reference(g, x, keep_all=True)
-    back = {new: old for old, new in g.meta.get("renamed", {}).items()}
+    back = {new: old for old, new in g.renamed.items()}
     return {back.get(o, o): env[o] for o in g.outputs}
 
 
@@ -86,22 +86,22 @@ def test_every_unfused_edge_has_a_reason_and_memory_never_overlaps(name):
     g, opt = example(name)
     owner = {m.name: n.name for n in opt for m in (n.members or [n])}
     pre = opt.pass_report.snapshot("fold_batchnorm")
-    reasons = {(p, c): why for p, c, why in opt.meta["why_not"]}
+    reasons = {(p, c): why for p, c, why in opt.fusion.why_not}
     for node in pre:
         for src in node.inputs:
             if pre[src].op not in ("input", "constant") and owner[src] != owner[node.name]:
                 assert reasons.get((src, node.name)), (src, node.name)
-    mp = opt.meta["memory_plan"]
+    mp = opt.memory_plan
     at = {N: 2}
-    spans = sorted((lo, hi, int(mp["offsets"][b].subs(at)), int(mp["sizes"][b].subs(at)), b)
-                   for b, (lo, hi) in mp["lifetimes"].items())
+    spans = sorted((lo, hi, int(mp.offsets[b].subs(at)), int(mp.sizes[b].subs(at)), b)
+                   for b, (lo, hi) in mp.lifetimes.items())
     for i, (lo, hi, off, size, b) in enumerate(spans):
         for lo2, hi2, off2, size2, b2 in spans[i + 1:]:
             if lo2 > hi:
                 break
             assert off + size <= off2 or off2 + size2 <= off, (b, b2)
-    t = opt.meta["traffic"]
-    assert sympy.simplify(t["bytes_unfused"] - t["bytes_fused"]).subs(N, 1) >= 0
+    t = opt.traffic
+    assert sympy.simplify(t.bytes_unfused - t.bytes_fused).subs(N, 1) >= 0
 
 
 def group_ops(opt):
@@ -142,10 +142,10 @@ def test_resnet_residual_add_in_the_conv_epilogue_with_its_relu(name):
 def test_no_concat_copy(name):
     g, opt = example(name)
     concats = [n for n in opt if n.op == "concat"]
-    assert concats and all(n.meta.get("eliminated") for n in concats)
+    assert concats and all(n.placement.eliminated for n in concats)
 
 
 def test_resnet50_memory_peak_below_naive():
     g, opt = example("resnet50")
-    mp = opt.meta["memory_plan"]
-    assert sympy.simplify(mp["naive_bytes"] - mp["arena_bytes"]).subs(N, 1) > 0
+    mp = opt.memory_plan
+    assert sympy.simplify(mp.naive_bytes - mp.arena_bytes).subs(N, 1) > 0

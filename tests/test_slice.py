@@ -95,11 +95,11 @@ def _slicing_model():
 
 def test_channel_slices_are_views_and_other_slices_kernels():
     opt = cnncc.optimize(_slicing_model(), opt_level=2)
-    views = {n.name: (n.meta.get("view_of"), n.meta.get("view_channel")) for n in opt if n.op == "slice"}
-    assert views == {"halves_0": ("x", 0), "halves_1": ("x", 4), "strided": (None, None), "tail": ("cat", 3),
+    views = {n.name: (n.placement.view_of, n.placement.view_channel) for n in opt if n.op == "slice"}
+    assert views == {"halves_0": ("x", 0), "halves_1": ("x", 4), "strided": (None, 0), "tail": ("cat", 3),
                      "front": ("x", 0)}
-    plan = opt.meta["memory_plan"]
-    assert "halves_1" not in plan["lifetimes"] and plan["aliases"]["tail"] == "cat"
+    plan = opt.memory_plan
+    assert "halves_1" not in plan.lifetimes and plan.aliases["tail"] == "cat"
 
 
 @pytest.mark.parametrize("target", ["c", "cuda-emu"])
@@ -160,7 +160,7 @@ def test_onnx_split_slice_gather_on_runtime_tensors_match_onnxruntime(shared_ker
         ours = cnncc.compile(g, target="c")(xv)
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": xv})))
-        for name, node in g.meta["onnx_outputs"].items():
+        for name, node in g.origin.onnx_outputs.items():
             np.testing.assert_array_equal(ours[node], theirs[name], err_msg=f"opset {opset}: {name}")
 
 
@@ -206,7 +206,7 @@ def test_shufflenet_channel_splits_are_views(shufflenet):
     test_example_matches_reference[shufflenet_v2-*], which covers every example.)"""
     fused = cnncc.optimize(shufflenet, opt_level=2)
     splits = [n for n in fused if n.op == "slice"]
-    assert len(splits) == 2 * (3 + 7 + 3) and all(n.meta.get("view_of") for n in splits)
+    assert len(splits) == 2 * (3 + 7 + 3) and all(n.placement.view_of for n in splits)
 
 
 @pytest.fixture(scope="module")

@@ -63,10 +63,10 @@ def onnxruntime_outputs(path: Path, graph, feeds: dict) -> dict[str, np.ndarray]
 
         raise CnnccError("cnncc verify of an .onnx file needs onnxruntime (pip install cnncc[onnx])") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    by_cnncc = {v: k for k, v in graph.meta["onnx_inputs"].items()}
+    by_cnncc = {v: k for k, v in graph.origin.onnx_inputs.items()}
     ort_feeds = {by_cnncc[k]: v for k, v in feeds.items()}
     names = [o.name for o in session.get_outputs()]
-    step = graph.meta.get("exported_batch")      # --dynamic-batch: onnxruntime runs the export's own batch
+    step = graph.origin.exported_batch      # --dynamic-batch: onnxruntime runs the export's own batch
     batch = next(iter(ort_feeds.values())).shape[0]
     if step and batch != step:
         if batch % step:
@@ -78,7 +78,8 @@ def onnxruntime_outputs(path: Path, graph, feeds: dict) -> dict[str, np.ndarray]
         outs = {n: np.concatenate([r[j] for r in runs]) for j, n in enumerate(names)}
     else:
         outs = dict(zip(names, session.run(None, ort_feeds)))
-    return {graph.meta["onnx_outputs"][k]: v for k, v in outs.items() if k in graph.meta["onnx_outputs"]}
+    named = graph.origin.onnx_outputs
+    return {named[k]: v for k, v in outs.items() if k in named}
 
 
 def _from_python(path: Path, batch: int, rng):

@@ -29,16 +29,15 @@ def register_pass(name: str) -> Callable[[PassFn], PassFn]:
 
 def note(graph: Graph, text: str, count: str | None = None) -> None:
     """Record one change a pass made; the manager collects and clears these after each pass."""
-    graph.meta.setdefault("_changes", []).append(text)
+    graph.notes.changes.append(text)
     if count:
-        counts = graph.meta.setdefault("_counts", {})
-        counts[count] = counts.get(count, 0) + 1
+        graph.notes.counts[count] = graph.notes.counts.get(count, 0) + 1
 
 
 def rename_output(graph: Graph, old: str, new: str) -> None:
     """Remember that graph output ``old`` is now produced under ``new`` (for comparing outputs)."""
-    renamed = dict(graph.meta.get("renamed", {}))   # a new dict: snapshots share meta values
-    graph.meta["renamed"] = renamed
+    renamed = dict(graph.renamed)   # a new dict: snapshots share the old one
+    graph.renamed = renamed
     for k, v in list(renamed.items()):
         if v == old:
             renamed[k] = new

@@ -8,12 +8,16 @@ Concats nested in concats (``concat(concat(a, b), c)``) and DenseNet's prefix co
 (``concat(x0, n1)``, ``concat(x0, n1, n2)``, ...) resolve to ONE root buffer: concats are
 visited last-first, so each input is placed in the outermost buffer; a concat whose inputs
 already sit consecutively in a root becomes a slice of it too. Readers of a placed tensor read
-its channel slice (stride ``channels_total``).
+its channel slice (stride ``channels_total``). Decisions go into each node's Placement record
+(cnncc/contracts.py): ``view_of``/``view_channel``, ``write_into``, ``eliminated``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy
 
+from ..contracts import WriteInto, is_kernel
 from ..ir import N, Graph, Node
 from .base import note, register_pass
 
@@ -26,8 +30,7 @@ def _channels(node: Node) -> int | None:
 
 
 def _placeable(graph: Graph, node: Node) -> bool:
-    return (node.op not in ("input", "constant") and not node.meta.get("view_of")
-            and node.name not in graph.outputs and node.op not in VIEWS)
+    return is_kernel(node, graph) and node.name not in graph.outputs and node.op not in VIEWS
 
 
 def _plan_concat(graph: Graph, concat: Node, place: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]] | None:
@@ -96,8 +99,7 @@ def eliminate_concat(graph: Graph) -> Graph:
     for node in graph:                 # channel slices first: a concat never writes into a view
         start = channel_slice_start(graph, node)
         if start is not None:
-            node.meta["view_of"] = node.inputs[0]
-            node.meta["view_channel"] = start
+            node.placement = replace(node.placement, view_of=node.inputs[0], view_channel=start)
             note(graph, f"{node.name} (slice) is a view of {node.inputs[0]} from channel {start}",
                  count="channel slices as views")
     for node in reversed(list(graph)):
@@ -117,21 +119,22 @@ def eliminate_concat(graph: Graph) -> Graph:
         eliminated.append(node.name)
     roots = {r for r, _ in place.values()}
     for name, (root, offset) in place.items():
-        graph[name].meta["write_into"] = {"tensor": root, "channel_offset": offset,
-                                          "channels_total": _channels(graph[root])}
+        node = graph[name]
+        node.placement = replace(node.placement, write_into=WriteInto(root, offset, _channels(graph[root])))
     for name in eliminated:
-        graph[name].meta["eliminated"] = True
-        where = graph[name].meta.get("write_into")
-        note(graph, f"{name}: inputs write in place" + (f" (slice of {where['tensor']})" if where else ""),
+        node = graph[name]
+        node.placement = replace(node.placement, eliminated=True)
+        where = node.placement.write_into
+        note(graph, f"{name}: inputs write in place" + (f" (slice of {where.tensor})" if where else ""),
              count="concats eliminated")
-    assert all(graph[r].meta.get("eliminated") for r in roots)
+    assert all(graph[r].placement.eliminated for r in roots)
     for node in graph:
         src = graph[node.inputs[0]] if node.inputs else None
         keeps_batch = src is not None and src.type.rank and node.type.rank \
             and sympy.simplify(src.type.shape[0] - node.type.shape[0]) == 0 \
             and N in sympy.sympify(node.type.shape[0]).free_symbols   # N stays the leading dim (codegen's rule)
-        if node.op in VIEWS and keeps_batch and node.name not in graph.outputs and "write_into" not in src.meta \
-                and "write_into" not in node.meta:
-            node.meta["view_of"] = node.inputs[0]
+        if node.op in VIEWS and keeps_batch and node.name not in graph.outputs and src.placement.write_into is None \
+                and node.placement.write_into is None:
+            node.placement = replace(node.placement, view_of=node.inputs[0])
             note(graph, f"{node.name} ({node.op}) is a view of {node.inputs[0]}", count="flatten/reshape as views")
     return graph

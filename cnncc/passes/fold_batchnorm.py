@@ -9,8 +9,11 @@ unfolded graph.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from ..contracts import NodeOrigin
 from ..ir import Graph, Node
 from .base import bypass, note, register_pass
 
@@ -69,7 +72,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
             graph.replace_node(Node(bn.name, "scale_shift", list(bn.inputs), {},
                                     {"scale": scale.astype(np.float32),
                                      "shift": shift.astype(np.float32)}, bn.type,
-                                    meta=dict(bn.meta, was="batch_norm")))
+                                    origin=replace(bn.origin or NodeOrigin(), was="batch_norm")))
             why = "its input has other readers" if bn.inputs and graph[bn.inputs[0]].op in FOLDS_INTO \
                 else "no conv/dense before it"
             note(graph, f"{bn.name} -> scale_shift ({why})", count="batch norms to scale_shift")

@@ -20,7 +20,7 @@ def fold_constants(graph: Graph) -> Graph:
         if not all(p.op == "constant" for p in producers):
             continue
         value = np.asarray(run_node(node, [p.params["value"] for p in producers]))
-        folded = Node(node.name, "constant", [], {}, {"value": value}, node.type, meta=dict(node.meta))
+        folded = Node(node.name, "constant", [], {}, {"value": value}, node.type, origin=node.origin)
         graph.replace_node(folded)
         note(graph, f"{node.name} ({node.op}) -> constant {tuple(value.shape)}", count="operators folded")
     # constants nobody reads any more are removed by eliminate_dead

@@ -25,8 +25,8 @@ recompute each conv output r = prod(kernel / stride) times (2.25x, 9x). We fuse 
 So 2x2/2 always fuses; 3x3/2 fuses only after cheap anchors (F <= 90 FLOPs, e.g. a 1x1 conv
 over <= 44 channels); 3x3/1 never. Each refusal is recorded with its numbers.
 
-Every producer -> consumer edge left unfused gets its reason in graph.meta["why_not"] as
-(producer, consumer, reason), with the original node names.
+Every producer -> consumer edge left unfused gets its reason in ``graph.fusion.why_not`` as a
+(producer, consumer, reason) WhyNot, with the original node names (cnncc/contracts.py).
 """
 from __future__ import annotations
 
@@ -37,15 +37,17 @@ from dataclasses import dataclass, field
 import sympy
 
 from .. import ops
+from ..contracts import FusionNotes, GroupNotes, WhyNot
 from ..ir import Graph, Node
 from .base import note, register_pass, rename_output
 from .traffic import annotate_group
-from .verify import ANCHORS, KINDS, external_inputs
+from ..ir import GROUP_KINDS as KINDS, external_inputs
 
 BINARY = ("add", "sub", "mul", "div")
 COMMUTATIVE = ("add", "mul")
 SOFTMAX = ("softmax", "log_softmax")
 POOLS = tuple(f"{k}_pool{d}d" for k in ("max", "avg", "min", "sum") for d in (1, 2))
+ANCHORS = tuple(KINDS)
 MAX_RECOMPUTE = 4.0
 FLOPS_PER_BYTE = 14.0
 
@@ -248,7 +250,7 @@ def _chains(graph: Graph, anchors_on: bool) -> list[Chain]:
 def _member_copy(node: Node, swapped: bool) -> Node:
     m = copy.copy(node)
     m.inputs = list(reversed(node.inputs)) if swapped else list(node.inputs)
-    m.attrs, m.meta = dict(node.attrs), dict(node.meta)
+    m.attrs = dict(node.attrs)
     return m
 
 
@@ -256,7 +258,7 @@ def fuse_graph(graph: Graph, anchors_on: bool = True) -> Graph:
     chains = [c for c in _chains(graph, anchors_on)]
     groups = [c for c in chains if len(c.members) >= 2]
     group_of = {m.name: g for g in groups for m in g.members}
-    why_not: list[tuple[str, str, str]] = []
+    why_not: list[WhyNot] = []
     stops = {e: r for c in chains for e, r in c.stop.items()}
     for p in graph:
         if p.op in ("input", "constant"):
@@ -265,10 +267,10 @@ def fuse_graph(graph: Graph, anchors_on: bool = True) -> Graph:
             if p.name in group_of and group_of.get(c.name) is group_of[p.name]:
                 continue
             reason = stops.get((p.name, c.name)) or generic_reason(graph, p, c, anchors_on)
-            why_not.append((p.name, c.name, reason))
+            why_not.append(WhyNot(p.name, c.name, reason))
 
     out = Graph(graph.name)
-    out.meta = dict(graph.meta)
+    out.carry_records(graph).notes = graph.notes
     renamed: dict[str, str] = {}
     for node in graph:
         g = group_of.get(node.name)
@@ -284,8 +286,7 @@ def fuse_graph(graph: Graph, anchors_on: bool = True) -> Graph:
             m.inputs = [renamed.get(i, i) for i in m.inputs]
         name = out.unique_name("_".join(m.name for m in members))   # C spelling: cnncc/names.py
         fused = Node(name, "fused", external_inputs(members), {"kind": g.kind}, {}, members[-1].type, members)
-        if g.recompute != 1:
-            fused.meta["recompute"] = g.recompute
+        fused.group = GroupNotes(recompute=g.recompute)
         out.add(fused)
         annotate_group(out, fused)
         renamed[node.name] = name
@@ -295,8 +296,7 @@ def fuse_graph(graph: Graph, anchors_on: bool = True) -> Graph:
     for old in graph.outputs:
         if old in renamed:
             rename_output(out, old, renamed[old])
-    out.meta["why_not"] = why_not
-    out.meta["fused_names"] = dict(renamed)
+    out.fusion = FusionNotes(tuple(why_not), dict(renamed))
     return out
 
 

@@ -1,7 +1,7 @@
 """The PassManager: runs a pipeline of registered passes, verifying, timing and snapshotting each.
 
 ``optimize(graph)`` never touches the graph it is given: it works on a copy. After every pass the
-graph is verified (shapes, attributes, the fused-group contract), the wall time and the changes
+graph is verified (``Graph.verify``: shapes, attributes, the fused-group contract), the wall time and the changes
 the pass noted are recorded, and a snapshot is kept so ``cnncc inspect --after fuse`` can show
 any step. Snapshots share weight arrays with the live graph (passes never edit arrays in place),
 so keeping one per pass costs only the graph structure.
@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from ..contracts import PassNotes
 from ..errors import CnnccError
 from ..ir import Graph, Node
 from .base import PASSES
-from .verify import verify_fused
 
 # importing the pass modules registers them
 from . import infer_shapes, fold_constants, eliminate_dead, fold_batchnorm, fuse, eliminate_concat  # noqa: F401,E402
@@ -100,7 +100,7 @@ class PassReport:
 
 def _copy_node(node: Node) -> Node:
     new = copy.copy(node)
-    new.inputs, new.attrs, new.params, new.meta = list(node.inputs), dict(node.attrs), dict(node.params), dict(node.meta)
+    new.inputs, new.attrs, new.params = list(node.inputs), dict(node.attrs), dict(node.params)   # records: frozen, shared
     if node.members:
         new.members = [_copy_node(m) for m in node.members]
     return new
@@ -108,13 +108,12 @@ def _copy_node(node: Node) -> Node:
 
 def snapshot(graph: Graph) -> Graph:
     """A structural copy sharing weight arrays and (immutable) types: cheap enough to keep one
-    per pass. Passes replace arrays and meta values, they never write into them."""
+    per pass. Passes replace arrays and records (cnncc/contracts.py), they never write into them."""
     out = Graph(graph.name)
     for node in graph:
         out.add(_copy_node(node))
     out.inputs, out.outputs = list(graph.inputs), list(graph.outputs)
-    out.meta = dict(graph.meta)
-    return out
+    return out.carry_records(graph)
 
 
 def pipeline_for(opt_level: int, passes: Iterable[str] | None = None, disable: Iterable[str] = ()) -> list[str]:
@@ -137,16 +136,13 @@ def pipeline_for(opt_level: int, passes: Iterable[str] | None = None, disable: I
 def run_pass(graph: Graph, name: str) -> tuple[Graph, PassRecord]:
     """Run one registered pass on ``graph`` (in place), verify, and describe what it did."""
     before = len(graph)
-    graph.meta.pop("_changes", None)
-    graph.meta.pop("_counts", None)
+    graph.notes = PassNotes()
     start = time.perf_counter()
     graph = PASSES[name](graph)
     seconds = time.perf_counter() - start
-    graph.verify()
-    verify_fused(graph)
-    changes = graph.meta.pop("_changes", [])
-    counts = graph.meta.pop("_counts", {})
-    return graph, PassRecord(name, before, len(graph), seconds, changes, counts)
+    graph.verify()      # plain and fused nodes, the group contract included
+    notes, graph.notes = graph.notes, PassNotes()
+    return graph, PassRecord(name, before, len(graph), seconds, notes.changes, notes.counts)
 
 
 def optimize(graph: Graph, opt_level: int = 2, passes: Iterable[str] | None = None,
@@ -158,7 +154,7 @@ def optimize(graph: Graph, opt_level: int = 2, passes: Iterable[str] | None = No
     names = pipeline_for(opt_level, passes, disable)
     work = snapshot(graph)   # weights shared: passes replace arrays, never write into them
     work.pass_report = None
-    work.meta["opt_level"] = opt_level if passes is None else None
+    work.opt_level = opt_level if passes is None else None
     report = PassReport(opt_level if passes is None else None, snapshot(work))
     for name in names:
         work, record = run_pass(work, name)

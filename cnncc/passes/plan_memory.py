@@ -17,6 +17,7 @@ from __future__ import annotations
 import sympy
 
 from .. import ops
+from ..contracts import MemoryPlan, is_kernel
 from ..ir import N, Graph, Node
 from .base import note, register_pass
 
@@ -29,7 +30,7 @@ def _align(x: int) -> int:
 
 def inplace_candidates(graph: Graph, node: Node) -> list[str]:
     """Operands this node may overwrite: read at the same index as it writes, same shape."""
-    if node.meta.get("write_into") or node.meta.get("view_of") or node.op in ("input", "constant", "concat"):
+    if not is_kernel(node, graph) or node.placement.write_into or node.op == "concat":
         return []
     same = [i for i in node.inputs if graph[i].type is not None and graph[i].type.shape == node.type.shape
             and graph[i].type.dtype == node.type.dtype]
@@ -62,7 +63,7 @@ def greedy_by_size(sizes: dict[str, int], life: dict[str, tuple[int, int]]) -> d
     return offsets
 
 
-def plan(graph: Graph) -> dict:
+def plan(graph: Graph) -> MemoryPlan:
     """The memory plan of contract C (docs/DESIGN.md), plus lifetimes, aliases and in-place decisions."""
     order = {n.name: i for i, n in enumerate(graph)}
     outside = set(graph.inputs) | set(graph.outputs) | {n.name for n in graph if n.op == "constant"}
@@ -74,16 +75,16 @@ def plan(graph: Graph) -> dict:
         return t
 
     for node in graph:
-        if node.meta.get("view_of"):
-            alias[node.name] = node.meta["view_of"]
-        elif node.meta.get("write_into"):
-            alias[node.name] = node.meta["write_into"]["tensor"]
+        if node.placement.view_of:
+            alias[node.name] = node.placement.view_of
+        elif node.placement.write_into:
+            alias[node.name] = node.placement.write_into.tensor
     life: dict[str, list[int]] = {}
     naive = sympy.Integer(0)
     for node in graph:
         if node.name in outside:
             continue
-        if not node.meta.get("view_of"):
+        if not node.placement.view_of:
             naive += node.type.nbytes()
         b = buffer_of(node.name)
         if b in outside:
@@ -100,7 +101,7 @@ def plan(graph: Graph) -> dict:
         step = order[name]
         for src in inplace_candidates(graph, node):
             sb = buffer_of(src)
-            if sb in life and life[sb][1] == step and not graph[sb].meta.get("eliminated") \
+            if sb in life and life[sb][1] == step and not graph[sb].placement.eliminated \
                     and graph[sb].type.nbytes() == node.type.nbytes():
                 alias[name] = sb
                 inplace[name] = src
@@ -126,15 +127,14 @@ def plan(graph: Graph) -> dict:
     for step in range(len(order)):
         live = sum(shared[b] for b in shared if spans[b][0] <= step <= spans[b][1])
         peak_live = max(peak_live, live)
-    return {"offsets": offsets, "arena_bytes": sympy.expand(tail), "naive_bytes": sympy.expand(naive),
-            "peak_live_bytes": peak_live * N, "lifetimes": spans, "sizes": sizes,
-            "aliases": {t: buffer_of(t) for t in alias}, "inplace": inplace}
+    return MemoryPlan(offsets=offsets, arena_bytes=sympy.expand(tail), naive_bytes=sympy.expand(naive),
+                      peak_live_bytes=peak_live * N, lifetimes=spans, sizes=sizes,
+                      aliases={t: buffer_of(t) for t in alias}, inplace=inplace)
 
 
 @register_pass("plan_memory")
 def plan_memory(graph: Graph) -> Graph:
-    mp = plan(graph)
-    graph.meta["memory_plan"] = mp
-    note(graph, f"arena {mp['arena_bytes']} bytes vs naive {mp['naive_bytes']}; {len(mp['lifetimes'])} buffers, "
-                f"{len(mp['inplace'])} in place")
+    graph.memory_plan = mp = plan(graph)
+    note(graph, f"arena {mp.arena_bytes} bytes vs naive {mp.naive_bytes}; {len(mp.lifetimes)} buffers, "
+                f"{len(mp.inplace)} in place")
     return graph

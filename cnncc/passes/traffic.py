@@ -5,13 +5,17 @@ intermediate written once and read back), ``bytes_fused`` what the one fused ker
 external inputs, its weights, its output). Both are sympy in N and count each tensor once:
 caches are assumed to absorb re-reads within a kernel. This is the prediction the fusion
 benchmarks are held against. ``flops`` counts the work the fused kernel really does, including
-conv outputs recomputed by overlapping pool windows (``meta["recompute"]``).
+conv outputs recomputed by overlapping pool windows (``group.recompute``). The figures go into
+the group's GroupNotes and the model's Traffic record (cnncc/contracts.py).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import sympy
 
 from .. import ops
+from ..contracts import GroupNotes, Traffic, is_kernel
 from ..cost import node_cost
 from ..ir import Graph, Node
 from .base import register_pass
@@ -30,31 +34,36 @@ def member_costs(graph: Graph, group: Node) -> list[dict]:
 
 
 def annotate_group(graph: Graph, group: Node) -> None:
-    """Fill group.meta with bytes_unfused, bytes_fused and flops (sympy in N)."""
+    """Fill the group's notes with bytes_unfused, bytes_fused and flops (sympy in N)."""
+    notes = group.group or GroupNotes()
     costs = member_costs(graph, group)
     unfused = sum((c["bytes_read"] + c["bytes_written"] for c in costs), ZERO)
     fused = node_cost(graph, group)
-    recompute = sympy.sympify(group.meta.get("recompute", 1))
+    recompute = sympy.sympify(notes.recompute)
     pool_at = next((i for i, m in enumerate(group.members) if ops.get(m.op).has(ops.POOL)), len(costs))
     flops = sum((c["flops"] * (recompute if i < pool_at else 1) for i, c in enumerate(costs)), ZERO)
-    group.meta["bytes_unfused"] = sympy.expand(unfused)
-    group.meta["bytes_fused"] = sympy.expand(fused["bytes_read"] + fused["bytes_written"])
-    group.meta["flops"] = sympy.expand(flops)
+    group.group = replace(notes, bytes_unfused=sympy.expand(unfused),
+                          bytes_fused=sympy.expand(fused["bytes_read"] + fused["bytes_written"]),
+                          flops=sympy.expand(flops))
 
 
 def node_traffic(graph: Graph, node: Node) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
     """(bytes one-kernel-per-operator, bytes as planned, FLOPs as planned) of one node."""
     if node.op == "fused":
-        if "bytes_fused" not in node.meta:
+        if not annotated(node):
             annotate_group(graph, node)
-        return node.meta["bytes_unfused"], node.meta["bytes_fused"], node.meta["flops"]
+        return node.group.bytes_unfused, node.group.bytes_fused, node.group.flops
     cost = node_cost(graph, node)
     moved = cost["bytes_read"] + cost["bytes_written"]
-    planned = ZERO if node.meta.get("eliminated") or node.meta.get("view_of") else moved
+    planned = moved if is_kernel(node, graph) else ZERO
     return moved, planned, cost["flops"]
 
 
-def model_traffic(graph: Graph) -> dict:
+def annotated(node: Node) -> bool:
+    return node.group is not None and node.group.bytes_fused is not None
+
+
+def model_traffic(graph: Graph) -> Traffic:
     """Totals over the graph: bytes unfused vs as planned, FLOPs, number of kernels and groups."""
     total = {"bytes_unfused": ZERO, "bytes_fused": ZERO, "flops": ZERO, "kernels": 0, "groups": 0}
     for node in graph:
@@ -64,22 +73,21 @@ def model_traffic(graph: Graph) -> dict:
         total["bytes_unfused"] += unfused
         total["bytes_fused"] += fused
         total["flops"] += flops
-        launches = not (node.meta.get("eliminated") or node.meta.get("view_of"))
-        total["kernels"] += int(launches)
+        total["kernels"] += int(is_kernel(node, graph))
         total["groups"] += int(node.op == "fused")
     for k in ("bytes_unfused", "bytes_fused", "flops"):
         total[k] = sympy.expand(total[k])
-    return total
+    return Traffic(**total)
 
 
 @register_pass("traffic")
 def traffic(graph: Graph) -> Graph:
-    """Annotate every group and store the model totals in graph.meta["traffic"]."""
+    """Annotate every group and store the model totals in ``graph.traffic``."""
     for node in graph:
-        if node.op == "fused" and "bytes_fused" not in node.meta:   # a group never changes once made
+        if node.op == "fused" and not annotated(node):   # a group never changes once made
             annotate_group(graph, node)
-    graph.meta["traffic"] = t = model_traffic(graph)
+    graph.traffic = t = model_traffic(graph)
     from .base import note
-    note(graph, f"{t['kernels']} kernels, {t['groups']} fused groups; bytes {t['bytes_unfused']} unfused -> "
-                f"{t['bytes_fused']} fused; {t['flops']} FLOPs")
+    note(graph, f"{t.kernels} kernels, {t.groups} fused groups; bytes {t.bytes_unfused} unfused -> "
+                f"{t.bytes_fused} fused; {t.flops} FLOPs")
     return graph
