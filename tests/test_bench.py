@@ -157,10 +157,11 @@ def test_roofline_probe_fma_loop_keeps_its_operands_in_registers(tmp_path):
     import subprocess
 
     from cnncc import roofline
+    from cnncc.runtime import toolchain
 
     src = tmp_path / "probe.c"
     src.write_text(roofline.PROBE_C)
-    flags = [f for f in roofline.CFLAGS if f not in ("-shared", "-fPIC")]
+    flags = [f for f in toolchain.FLAGS if f not in ("-shared", "-fPIC")]   # built like the C kernels
     subprocess.run(["cc", *flags, "-S", str(src), "-o", str(tmp_path / "probe.s")], check=True)
     asm = (tmp_path / "probe.s").read_text()
     body = asm.split("cnncc_fma_gflops._omp_fn.0:", 1)[1].split(".cfi_endproc", 1)[0]   # the parallel region
