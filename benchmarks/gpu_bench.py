@@ -10,7 +10,7 @@ and lists what it skipped; without a GPU it says so and exits 0. A time budget (
 keeps it under 5 minutes: whatever would overrun is skipped and listed.
 
 Precisions (``--precisions``): PyTorch runs channels_last with cuDNN and the same arithmetic as
-cnncc (cnncc.benchmark.torch_precision): fp32 with TF32 off, tf32 with TF32 on, fp16 / bf16 under
+cnncc (cnncc.bench.torch_precision): fp32 with TF32 off, tf32 with TF32 on, fp16 / bf16 under
 autocast. Every engine's output is compared with PyTorch eager at fp32 (TF32 off) and must stay
 within cnncc's documented tolerance for the precision (cnncc.compiler.TOLERANCE). Next to each
 cnncc opt 2 time stands the H200 prediction of cnncc.gpu_predict (from the build's ptxas report).
@@ -133,7 +133,7 @@ def run_torch(graph, x, precision: str, row: dict, want, args, started: float):
     """PyTorch eager (and torch.compile) at ``precision``; returns the fp32 reference output."""
     import torch
 
-    from cnncc.benchmark import torch_precision
+    from cnncc.bench import torch_precision
     from cnncc.codegen.torch_export import to_torch
 
     if want is None:   # the yardstick: fp32 eager, TF32 off

@@ -99,7 +99,7 @@ def test_unknown_engine_is_an_error(tiny_model, capsys):
 
 def test_kernel_profiles_alternate_between_modules_and_skip_targets_without_one():
     """opt 0 and opt 2 are profiled one forward each in turn (a slow minute hits both alike)."""
-    from cnncc.benchmark import interleaved_kernel_times
+    from cnncc.bench import interleaved_kernel_times
     from cnncc.errors import CompileError
 
     calls = []
@@ -122,7 +122,7 @@ def test_kernel_profiles_alternate_between_modules_and_skip_targets_without_one(
 
 
 def test_interleaving_rotates_order():
-    from cnncc.benchmark import interleaved
+    from cnncc.bench import interleaved
 
     calls = []
     fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}

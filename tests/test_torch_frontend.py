@@ -1,7 +1,6 @@
 """from_torch: every nn.Module mirror of the examples, traced with torch.fx, compiled to C, against PyTorch."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

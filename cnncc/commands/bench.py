@@ -31,10 +31,10 @@ def add(sub):
 
 def run(args) -> int:
     # OpenMP reads its environment once, when the first library using it loads: set it first
-    from cnncc.benchmark import configure_threads
+    from cnncc.bench import configure_threads
 
     configure_threads(args.threads)
-    from cnncc.benchmark import ENGINES, bench_model, format_report, plot_result
+    from cnncc.bench import ENGINES, bench_model, format_report, plot_result
     from cnncc.compiler import load_model
     from cnncc.errors import CnnccError
 
