@@ -102,7 +102,7 @@ def sanitizer() -> str | None:
 
 
 def asan_library() -> str:
-    out = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    out = subprocess.run([cxx_compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
     return os.path.realpath(out) if out and os.path.exists(out) else "libasan.so"
 
 

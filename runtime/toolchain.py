@@ -1,5 +1,5 @@
-"""The toolchain, written once: which C and C++ compilers build cnncc's code, their versions (part
-of every cache key), the C flags, and the cache folder.
+"""The toolchain, written once: which C and C++ compilers build cnncc's code (and where nvcc is),
+their versions (part of every cache key), the C flags, and the cache folder.
 
 The C target (runtime/cpu.py), the CUDA emulation (runtime/emu.py), the kernel cache
 (runtime/cache.py) and the roofline probe (cnncc/roofline.py) all read it from here, so the
@@ -74,3 +74,8 @@ def compiler_version(cc: str) -> str:
     except (OSError, subprocess.SubprocessError) as e:
         raise CompileError(f"cannot run the compiler '{cc}': {e}") from None
     return out.splitlines()[0] if out else cc
+
+
+def nvcc_path() -> str | None:
+    """The CUDA toolkit's offline compiler, if on PATH (the nvcc cross-check, its include folder)."""
+    return shutil.which("nvcc")
