@@ -58,7 +58,7 @@ def example_names() -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from cnncc.benchmark import configure_threads
+    from cnncc.bench import configure_threads
 
     configure_threads()
     import cnncc
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     if args.refresh_roofline:
         print("measuring the roofline", file=sys.stderr, flush=True)
         machine_roofline(refresh=True)
-    from cnncc.benchmark import bench_model
+    from cnncc.bench import bench_model
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] or example_names()
     batches = [int(b) for b in args.batches.split(",")]

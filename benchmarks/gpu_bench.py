@@ -10,7 +10,7 @@ and lists what it skipped; without a GPU it says so and exits 0. A time budget (
 keeps it under 5 minutes: whatever would overrun is skipped and listed.
 
 Precisions (``--precisions``): PyTorch runs channels_last with cuDNN and the same arithmetic as
-cnncc (cnncc.benchmark.torch_precision): fp32 with TF32 off, tf32 with TF32 on, fp16 / bf16 under
+cnncc (cnncc.bench.torch_precision): fp32 with TF32 off, tf32 with TF32 on, fp16 / bf16 under
 autocast. Every engine's output is compared with PyTorch eager at fp32 (TF32 off) and must stay
 within cnncc's documented tolerance for the precision (cnncc.compiler.TOLERANCE). Next to each
 cnncc opt 2 time stands the H200 prediction of cnncc.gpu_predict (from the build's ptxas report).
@@ -112,11 +112,6 @@ def torch_events():
     return (mk, mk, torch.cuda.synchronize, lambda a, b: a.elapsed_time(b))
 
 
-def rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) if a.shape == b.shape else float("inf")
-
-
 def to_numpy(y):
     if isinstance(y, dict):
         y = next(iter(y.values()))
@@ -133,7 +128,7 @@ def run_torch(graph, x, precision: str, row: dict, want, args, started: float):
     """PyTorch eager (and torch.compile) at ``precision``; returns the fp32 reference output."""
     import torch
 
-    from cnncc.benchmark import torch_precision
+    from cnncc.bench import rel_error as rel_err, torch_precision
     from cnncc.codegen.torch_export import to_torch
 
     if want is None:   # the yardstick: fp32 eager, TF32 off
@@ -175,6 +170,7 @@ def run_torch(graph, x, precision: str, row: dict, want, args, started: float):
 def run_cnncc(graph, x, batch: int, precision: str, row: dict, want, args, have_cnncc_cuda: bool) -> None:
     """cnncc target cuda at ``precision`` (opt 2; opt 0 too at fp32), checked and predicted."""
     import cnncc
+    from cnncc.bench import rel_error as rel_err
     from cnncc.compiler import TOLERANCE
 
     for level in ((0, 2) if precision == "fp32" else (2,)):

@@ -3,7 +3,7 @@
 Each case is built in the DSL, exported to ONNX and imported back with `cnncc.from_onnx`, so
 cnncc and onnxruntime run the same graph with the same weights in this process. Rounds are
 interleaved; onnxruntime runs with intra-op spinning stopped and OpenMP with a short
-GOMP_SPINCOUNT (cnncc.benchmark states both). Every engine's output is checked against the
+GOMP_SPINCOUNT (cnncc.bench states both). Every engine's output is checked against the
 numpy reference before it is timed. Ratio = onnxruntime time / cnncc opt-2 time (> 1: cnncc is
 faster); the fusion case is cnncc opt-0 time / opt-2 time.
 
@@ -74,7 +74,7 @@ def through_onnx(graph, tmp: Path):
 
 
 def run_case(case: Case, graph, repeat: int, warmup: int, threads: int | None, say) -> dict:
-    from cnncc.benchmark import bench_model
+    from cnncc.bench import bench_model
 
     compare = ("opt0", "opt2") if case.kind == "fusion" else ("opt2", "onnxruntime")
     res = bench_model(graph, target="c", batches=(case.batch,), compare=compare, repeat=repeat, warmup=warmup,

@@ -1,7 +1,8 @@
 """The numpy interpreter: the oracle every pass and backend is checked against.
 
-It walks the graph in topological order calling each OpDef's reference. A fused group runs its
-members one by one, so every snapshot of the pass pipeline is executable.
+It walks the graph in topological order (an Interpreter, cnncc/interpreter.py) calling each
+OpDef's reference. A fused group runs its members one by one, so every snapshot of the pass
+pipeline is executable.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sympy
 from . import ops
 from .errors import ModelError
 from .inputs import coerce
+from .interpreter import Interpreter
 from .ir import N, Graph, Node
 
 
@@ -84,24 +86,17 @@ def run_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
     return ops.get(node.op, node=node.name).ref(node, args)
 
 
-def run_fused(node: Node, env: dict[str, np.ndarray]) -> np.ndarray:
-    local = dict(env)
-    for m in node.members:
-        local[m.name] = run_node(m, [local[i] for i in m.inputs])
-    return local[node.members[-1].name]
+class NumpyInterpreter(Interpreter):
+    """The reference: each node's OpDef numpy reference."""
+
+    def run_node(self, node: Node, args: list[np.ndarray]) -> np.ndarray:
+        return run_node(node, args)
 
 
 def reference(graph: Graph, inputs, *, keep_all: bool = False):
     """Run the graph in numpy. Returns the output array (a dict when there are several outputs,
     or every tensor when ``keep_all``)."""
-    env = bind_inputs(graph, inputs)
-    for node in graph:
-        if node.op == "input":
-            continue
-        if node.op == "fused":
-            env[node.name] = run_fused(node, env)
-        else:
-            env[node.name] = run_node(node, [env[i] for i in node.inputs])
+    env = NumpyInterpreter(graph).run(bind_inputs(graph, inputs))
     if keep_all:
         return env
     if len(graph.outputs) == 1:

@@ -3,7 +3,7 @@
 A kernel's GFLOP/s means little alone; against the machine's ceilings it says whether the
 kernel is compute-bound (near the FLOP roof), memory-bound (near the bandwidth slope) or
 neither (overhead-bound: the interesting case for fusion). The probe is a small generated C
-file compiled like our kernels (``cc -O3 -march=native -fopenmp``): an FMA loop with enough
+file compiled like our kernels (the C target's flags, runtime/toolchain.py): an FMA loop with enough
 independent accumulators to fill the vector units, and a STREAM-style triad on arrays far
 larger than the caches. Results live in ``<cnncc cache dir>/roofline-<machine key>.json``.
 """
@@ -14,16 +14,17 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import CompileError
+from .errors import CnnccError, CompileError
+from .runtime import toolchain
 
 PROBE_C = r"""
+#define _POSIX_C_SOURCE 200112L   /* posix_memalign under -std=c99 (the C target's flags) */
 #include <omp.h>
 #include <stdlib.h>
 
@@ -74,8 +75,13 @@ double cnncc_fma_gflops(long iters, int threads) {
 
 /* Triad a = b + s*c over n floats: 12 bytes per element moved (write-allocate not counted). */
 double cnncc_triad_gbs(long n, int reps, int threads) {
-    float *a = aligned_alloc(64, n * sizeof(float)), *b = aligned_alloc(64, n * sizeof(float)),
-          *c = aligned_alloc(64, n * sizeof(float));
+    void *pa = 0, *pb = 0, *pc = 0;
+    if (posix_memalign(&pa, 64, n * sizeof(float)) || posix_memalign(&pb, 64, n * sizeof(float))
+        || posix_memalign(&pc, 64, n * sizeof(float))) {
+        free(pa); free(pb); free(pc);
+        return 0.0;
+    }
+    float *a = pa, *b = pb, *c = pc;
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (long i = 0; i < n; i++) { a[i] = 0; b[i] = 1; c[i] = 2; }
     double best = 1e30;
@@ -92,9 +98,6 @@ double cnncc_triad_gbs(long n, int reps, int threads) {
     return 12.0 * (double)n / best / 1e9;
 }
 """
-
-CFLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-
 
 @dataclass
 class Roofline:
@@ -151,26 +154,23 @@ def default_threads() -> int:
 
 def describe_machine() -> str:
     """One line for reports: CPU model, cores we may use, OS, compiler."""
-    cc = shutil.which(os.environ.get("CC", "cc")) or "cc"
     try:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
+        version = toolchain.compiler_version(toolchain.compiler())
+    except CompileError:
         version = "unknown compiler"
     return f"{cpu_name()}, {default_threads()} threads, {platform.system()} {platform.release()}, {version}"
 
 
 def _cache_file(threads: int) -> Path:
-    from cnncc.runtime.cache import cache_dir
-
-    key = hashlib.sha256(f"{cpu_name()}|{threads}|{PROBE_C}".encode()).hexdigest()[:16]
-    return cache_dir() / f"roofline-{key}.json"
+    key = hashlib.sha256(f"{cpu_name()}|{threads}|{' '.join(toolchain.FLAGS)}|{PROBE_C}".encode()).hexdigest()[:16]
+    return toolchain.cache_dir() / f"roofline-{key}.json"
 
 
 def _build_probe(tmp: Path) -> ctypes.CDLL:
-    cc = os.environ.get("CC", "cc")
+    cc = toolchain.compiler()
     src, lib = tmp / "probe.c", tmp / "probe.so"
     src.write_text(PROBE_C)
-    res = subprocess.run([cc, *CFLAGS, str(src), "-o", str(lib)], capture_output=True, text=True)
+    res = subprocess.run([cc, *toolchain.FLAGS, str(src), "-o", str(lib)], capture_output=True, text=True)
     if res.returncode:
         raise CompileError(f"the roofline probe did not compile with {cc}:\n{res.stderr}")
     dll = ctypes.CDLL(str(lib))
@@ -190,6 +190,8 @@ def measure(threads: int | None = None, *, quick: bool = False) -> Roofline:
         peak = max(dll.cnncc_fma_gflops(iters, threads) for _ in range(3))
         n = (4 if quick else 32) * 1024 * 1024   # 3 arrays x 128 MiB: far beyond any cache
         bw = dll.cnncc_triad_gbs(n, 3 if quick else 5, threads)
+    if bw <= 0:
+        raise CnnccError(f"the roofline probe could not allocate its 3 x {n * 4 >> 20} MiB triad arrays")
     return Roofline(peak, bw, threads, cpu_name(), time.strftime("%Y-%m-%d %H:%M:%S"))
 
 

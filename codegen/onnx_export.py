@@ -19,18 +19,20 @@ import sympy
 
 from cnncc import ops
 from cnncc.errors import UnsupportedError
+from cnncc.interpreter import Interpreter
 from cnncc.ir import Graph, Node, TensorType
 
 OPSET = 18
 
 
-class _Emitter:
-    """Collects ONNX nodes and initializers; hands out unique names for intermediate tensors."""
+class _Emitter(Interpreter):
+    """Collects ONNX nodes and initializers; hands out unique names for intermediate tensors.
+    As an Interpreter its values are TensorTypes: each operator emits its ONNX nodes."""
 
     def __init__(self, onnx_mod, graph: Graph):
+        super().__init__(graph)
         self.onnx = onnx_mod
         self.helper = onnx_mod.helper
-        self.graph = graph
         self.nodes = []
         self.inits = []
         self._n = 0
@@ -50,6 +52,15 @@ class _Emitter:
         self.nodes.append(self.helper.make_node(op, inputs, [out], name=self.fresh(op), **attrs))
         return out
 
+    def run_node(self, node: Node, in_types: list[TensorType]) -> TensorType:
+        EMITTERS[node.op](self, node, in_types, node.name)
+        return node.type
+
+    def run_fused(self, node: Node, args: list[TensorType]) -> TensorType:
+        super().run_fused(node, args)                  # the members, one by one
+        self.node("Identity", [node.members[-1].name], node.name)
+        return node.type
+
 
 def to_onnx(graph: Graph, opset: int = OPSET):
     """Export ``graph`` (any pass snapshot) to a checked onnx.ModelProto."""
@@ -62,17 +73,7 @@ def to_onnx(graph: Graph, opset: int = OPSET):
     if missing:
         raise UnsupportedError(f"the ONNX exporter has no mapping for: {', '.join(missing)}")
     em = _Emitter(onnx, graph)
-    types: dict[str, TensorType] = {n.name: n.type for n in graph}
-    for node in graph:
-        if node.op == "input":
-            continue
-        if node.op == "fused":
-            for m in node.members:
-                types[m.name] = m.type
-                EMITTERS[m.op](em, m, [types[i] for i in m.inputs], m.name)
-            em.node("Identity", [node.members[-1].name], node.name)
-        else:
-            EMITTERS[node.op](em, node, [types[i] for i in node.inputs], node.name)
+    em.run({name: graph[name].type for name in graph.inputs})
     inputs = [_value_info(onnx, name, graph[name].type) for name in graph.inputs]
     outputs = [_value_info(onnx, name, graph[name].type) for name in graph.outputs]
     g = onnx.helper.make_graph(em.nodes, graph.name, inputs, outputs, em.inits)

@@ -20,6 +20,7 @@ import sympy
 
 from cnncc import ops, resize
 from cnncc.errors import UnsupportedError
+from cnncc.interpreter import Interpreter
 from cnncc.ir import Graph, Node, TensorType
 
 try:  # optional extra: importing this module without torch gives a clear error on use
@@ -47,19 +48,7 @@ class GraphModule(torch.nn.Module if torch is not None else object):
         self.input_names = list(graph.inputs)
         self.output_names = list(graph.outputs)
         self.device = torch.device(device)
-        self.steps: list[tuple[str, Step, list[str]]] = []
-        for node in graph:
-            if node.op == "input":
-                continue
-            if node.op == "fused":
-                for m in node.members:
-                    self.steps.append((m.name, _build(m, _in_types(graph, node, m), self.device), list(m.inputs)))
-                # the group's tensor is named like the group; alias it to its last member
-                last = node.members[-1].name
-                self.steps.append((node.name, (lambda xs: xs[0]), [last]))
-            else:
-                self.steps.append((node.name, _build(node, [graph[i].type for i in node.inputs], self.device),
-                                   list(node.inputs)))
+        self.steps: list[tuple[str, Step, list[str]]] = _Steps(graph, self.device).build()
 
     def forward(self, *inputs):
         env = dict(zip(self.input_names, inputs))
@@ -67,6 +56,30 @@ class GraphModule(torch.nn.Module if torch is not None else object):
             env[name] = fn([env[a] for a in args])
         outs = [env[o] for o in self.output_names]
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+class _Steps(Interpreter):
+    """The walk that builds a GraphModule's steps: values are TensorTypes, each operator (each
+    member of a fused group) appends its step."""
+
+    def __init__(self, graph: Graph, device):
+        super().__init__(graph)
+        self.device = device
+        self.steps: list[tuple[str, Step, list[str]]] = []
+
+    def build(self) -> list[tuple[str, Step, list[str]]]:
+        self.run({name: self.graph[name].type for name in self.graph.inputs})
+        return self.steps
+
+    def run_node(self, node: Node, in_types: list[TensorType]) -> TensorType:
+        self.steps.append((node.name, _build(node, in_types, self.device), list(node.inputs)))
+        return node.type
+
+    def run_fused(self, node: Node, args: list[TensorType]) -> TensorType:
+        super().run_fused(node, args)
+        # the group's tensor is named like the group; alias it to its last member
+        self.steps.append((node.name, (lambda xs: xs[0]), [node.members[-1].name]))
+        return node.type
 
 
 def to_torch(graph: Graph, device: str = "cpu") -> "GraphModule":
@@ -95,11 +108,6 @@ def _flat(graph: Graph):
             yield from n.members
         else:
             yield n
-
-
-def _in_types(graph: Graph, fused: Node, m: Node) -> list[TensorType]:
-    local = {x.name: x.type for x in fused.members}
-    return [local[i] if i in local else graph[i].type for i in m.inputs]
 
 
 # -------------------------------------------------------------------------------------------

@@ -215,28 +215,27 @@ def calibrate_batch_norm(g: Graph, batch: int = 2) -> Graph:
     bns = [n for n in g if n.op == "batch_norm"]
     if not bns:
         return g
-    from cnncc.reference import random_inputs, run_node
+    from cnncc.reference import NumpyInterpreter, random_inputs
 
     if any(g[i].type.dtype != "float32" for i in g.inputs):
         return g
     try:
-        env = random_inputs(g, batch, np.random.default_rng([SEED, 0]))
+        feeds = random_inputs(g, batch, np.random.default_rng([SEED, 0]))
     except ModelError:          # a symbolic size besides N: nothing concrete to run
         return g
-    for node in g:
-        if node.op == "input":
-            continue
-        args = [env[i] for i in node.inputs]
-        if node.op == "batch_norm":
-            ms = float(np.mean(np.square(args[0], dtype=np.float64)))
-            if ms > 0 and node.calibrated_mean_square is None:   # once: dsl.graph may run twice
-                p = node.params
-                p["mean"] = (p["mean"] * np.sqrt(ms)).astype(np.float32)
-                p["var"] = (p["var"] * ms).astype(np.float32)
-                node.calibrated_mean_square = ms
-        if node is bns[-1]:
-            break
-        env[node.name] = run_node(node, args)
+
+    class Calibrate(NumpyInterpreter):
+        def run_node(self, node, args):
+            if node.op == "batch_norm":
+                ms = float(np.mean(np.square(args[0], dtype=np.float64)))
+                if ms > 0 and node.calibrated_mean_square is None:   # once: dsl.graph may run twice
+                    p = node.params
+                    p["mean"] = (p["mean"] * np.sqrt(ms)).astype(np.float32)
+                    p["var"] = (p["var"] * ms).astype(np.float32)
+                    node.calibrated_mean_square = ms
+            return super().run_node(node, args)
+
+    Calibrate(g).run(feeds, until=bns[-1].name)
     return g
 
 

@@ -13,13 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-
-def cache_dir() -> Path:
-    env = os.environ.get("CNNCC_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "cnncc"
+from cnncc.runtime.toolchain import cache_dir
 
 
 def cache_key(target: str, toolchain: str, source: str) -> str:

@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import threading
 from functools import lru_cache
@@ -36,43 +35,7 @@ from cnncc.errors import CnnccError, CompileError
 from cnncc.codegen.lower import Program
 from cnncc.codegen.target import GENERIC, CTarget
 from cnncc.runtime.module import KernelSource, Rendered
-
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c99", "-ffp-contract=fast"]
-
-
-def sanitizer() -> str | None:
-    """``CNNCC_SANITIZE`` (e.g. ``address,undefined``): build the C target with these sanitizers.
-    The process that loads such a module must have libasan preloaded (runtime/emu.py's
-    ``asan_environment`` gives the environment for a child process)."""
-    return os.environ.get("CNNCC_SANITIZE", "").strip() or None
-
-
-def flags(sanitize: str | None = None) -> list[str]:
-    """The gcc flags of a build (part of the cache key through ``CBackend.toolchain``). With a
-    sanitizer: -O0 (measured on LeNet-5's kernels with address,undefined: 3.6 s to build at -O0,
-    68 s at -O1, whose UBSan instrumentation of the unrolled tiles is slow to optimize), every
-    finding fatal, frames kept."""
-    sanitize = sanitize if sanitize is not None else sanitizer()
-    if not sanitize:
-        return list(FLAGS)
-    return ["-O0" if f == "-O3" else f for f in FLAGS] + [
-        f"-fsanitize={sanitize}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
-
-
-def compiler() -> str:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise CompileError("no C compiler found: install gcc (or set CC) to use the C target")
-    return cc
-
-
-@lru_cache(maxsize=4)
-def compiler_version(cc: str) -> str:
-    try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except OSError as e:
-        raise CompileError(f"cannot run the C compiler '{cc}': {e}") from None
-    return out.splitlines()[0] if out else cc
+from cnncc.runtime.toolchain import compiler, compiler_version, flags
 
 
 @lru_cache(maxsize=1)

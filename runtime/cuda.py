@@ -10,7 +10,7 @@ stream, the arenas and the graphs' static buffers, and the GPU runs one stream's
 anyway; the lock costs one uncontended acquire per call.
 
 The pieces that do not touch CuPy (``KernelCall``, ``kernel_calls``, ``tensor_address``) are
-shared with the CPU emulation (runtime/emu.py), so both run the exact same launch sequence.
+shared with the CPU emulation (runtime/emu_backend.py), so both run the exact same launch sequence.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -68,16 +68,18 @@ def kernel_calls(program: Program, rendered: Rendered) -> list[KernelCall]:
     return calls
 
 
-def tensor_address(t: TensorRef, batch: int, inputs: Sequence[int], outputs: Sequence[int], arena: int,
-                   weights: int) -> int:
-    """Byte address of a tensor's first element given the base addresses of each storage."""
+def tensor_address(t: TensorRef, batch: int, inputs: Sequence[int], outputs: Sequence[int],
+                   arena: int | Callable[[TensorRef], int], weights: int) -> int:
+    """Byte address of a tensor's first element given the base addresses of each storage (the one
+    address rule of the CUDA runner and the emulator). ``arena``: the arena's address, or a
+    function giving an arena tensor's slot address (the emulator's separately allocated slots)."""
     size = np.dtype(t.dtype).itemsize
     if t.storage == "input":
         base = inputs[t.slot]
     elif t.storage == "output":
         base = outputs[t.slot]
     elif t.storage == "arena":
-        base = arena + t.arena_a * batch + t.arena_b
+        base = arena(t) if callable(arena) else arena + t.arena_a * batch + t.arena_b
     elif t.storage == "weights":
         return weights + 4 * t.offset + size * t.base
     else:

@@ -1,4 +1,5 @@
-"""Target "cuda-emu": build the generated CUDA source with g++ against cuda_emu.h and launch it.
+"""The CUDA emulation toolkit: build CUDA source with g++ against cuda_emu.h and launch its kernels.
+Target "cuda-emu" (runtime/emu_backend.py) runs compiled models with it.
 
 The very source NVRTC compiles for the GPU is compiled here as C++ (see cuda_emu.h for how
 blocks, fibers, ``__shared__`` and barriers are emulated), together with a generated
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cnncc.errors import CompileError, CnnccError
+from cnncc.runtime.toolchain import cache_dir, compiler_version, cxx_compiler
 
 HEADER = Path(__file__).with_name("cuda_emu.h")
 
@@ -112,7 +114,7 @@ def sanitizer() -> str | None:
 
 
 def asan_library() -> str:
-    out = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    out = subprocess.run([cxx_compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
     return os.path.realpath(out) if out and os.path.exists(out) else "libasan.so"
 
 
@@ -124,18 +126,6 @@ def asan_environment(base: dict | None = None) -> dict:
     # CPython's allocator "leaks" by design, and fibers confuse the stack-use-after-return check
     env["ASAN_OPTIONS"] = "detect_leaks=0:detect_stack_use_after_return=0:abort_on_error=0:halt_on_error=1"
     return env
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("CNNCC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cnncc")
-    path = Path(root) / "emu"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _compiler_version(cxx: str) -> str:
-    return subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
 
 
 def _launcher(names: list[str], fibers: dict[str, bool]) -> str:
@@ -188,18 +178,17 @@ def build(source: str, *, name: str = "kernels", sanitize: str | None = None, op
         raise CompileError(f"{name}.cu defines no __global__ kernel")
     if len(set(names)) != len(names):
         raise CompileError(f"{name}.cu defines a kernel twice: {sorted(n for n in names if names.count(n) > 1)}")
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
-        raise CompileError(f"the cuda-emu target needs a C++ compiler; '{cxx}' is not on PATH")
+    cxx = cxx_compiler()
     cmd_flags = flags(sanitize, openmp, opt) + list(extra_flags)
     unit = (f'#include "cuda_emu.h"\n#line 1 "{name}.cu"\n{source}\n'
             f'#line 1 "{name}_launch.cpp"\n{_launcher(names, needs_fibers(source))}')
     if output is not None:
         lib = Path(output)
     else:
-        key = hashlib.sha256("\0".join([unit, HEADER.read_text(), " ".join(cmd_flags), _compiler_version(cxx)])
+        key = hashlib.sha256("\0".join([unit, HEADER.read_text(), " ".join(cmd_flags), compiler_version(cxx)])
                              .encode()).hexdigest()[:24]
-        lib = _cache_dir() / f"{name}-{key}.so"
+        lib = cache_dir() / "emu" / f"{name}-{key}.so"
+        lib.parent.mkdir(parents=True, exist_ok=True)
         if lib.exists():
             return lib
     with tempfile.TemporaryDirectory(prefix="cnncc-emu-") as tmp:
@@ -280,106 +269,3 @@ class EmuProgram:
         if want is None or a.dtype != np.dtype(want):
             raise EmulationError(f"{where}: the kernel parameter is {code}, got numpy {a.dtype}")
         return ctypes.create_string_buffer(a.tobytes(), len(a.tobytes()))
-
-
-# ---------------------------------------------------------------------------------------------
-# the "cuda-emu" backend of runtime/module.py
-class EmuBackend:
-    """Target "cuda-emu": the CUDA target's source, built with g++ against cuda_emu.h."""
-
-    target = "cuda-emu"
-    source_name = "kernels.cu"
-    artifact_name = "kernels_emu.so"
-
-    def render(self, program):
-        from cnncc.runtime.cuda import render
-
-        return render(program)
-
-    def toolchain(self) -> str:
-        cxx = os.environ.get("CXX", "g++")
-        header = hashlib.sha256(HEADER.read_bytes()).hexdigest()[:12]
-        # this module writes the launchers (and decides fibers from its scan): a change here
-        # must not reuse libraries built by the previous version
-        emu = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-        return f"{_compiler_version(cxx)} | {' '.join(flags()[:-1])} | cuda_emu.h {header} | emu.py {emu}"
-
-    def machine(self) -> str:
-        import platform
-
-        return f"{platform.system()}-{platform.machine()}-emu"
-
-    def build(self, source: str, artifact: Path) -> None:
-        build(source, output=Path(artifact))
-
-    def load(self, artifact: Path, program, rendered):
-        return EmuRunner(Path(artifact), program, rendered)
-
-
-class EmuRunner:
-    """Runs the launch sequence of the CUDA target on the CPU.
-
-    Before every call the outputs and all scratch memory are filled with NaN (integers with
-    their minimum), so a kernel that forgets to write a value shows it. Under a sanitizer (or
-    with ``separate_buffers=True``) every arena slot is its own allocation, so AddressSanitizer
-    sees a write past a tensor's end instead of it landing in the neighbouring slot."""
-
-    def __init__(self, library: Path, program, rendered, separate_buffers: bool | None = None):
-        from cnncc.runtime.cuda import kernel_calls
-
-        self.program = program
-        self.calls = kernel_calls(program, rendered)
-        self.emu = EmuProgram(rendered.source, library=library)
-        self.weights = np.ascontiguousarray(program.blob, np.float32)
-        self.separate = sanitizer() is not None if separate_buffers is None else separate_buffers
-
-    def _arena(self, batch: int):
-        """(address function for arena tensors, buffers to keep alive)."""
-        if not self.separate:
-            arena = np.full(max(64, self.program.arena_bytes(batch)) // 4 + 1, np.nan, np.float32)
-            base = arena.ctypes.data
-            return (lambda t: base + t.arena_a * batch + t.arena_b), [arena]
-        slots: dict[tuple[int, int], int] = {}
-        for spec in self.program.kernels:
-            for t in spec.tensors():
-                if t.storage == "arena":
-                    size = np.dtype(t.dtype).itemsize
-                    span = t.base * size + (((batch - 1) * t.item_stride + t.item_numel) * size if t.batched
-                                            else t.item_numel * size)
-                    key = (t.arena_a, t.arena_b)
-                    slots[key] = max(slots.get(key, 0), span)
-        buffers = {k: np.full(v // 4 + 2, np.nan, np.float32) for k, v in slots.items()}
-        return (lambda t: buffers[(t.arena_a, t.arena_b)].ctypes.data), list(buffers.values())
-
-    def __call__(self, inputs, batch: int) -> list:
-        from cnncc.runtime.cuda import output_shape
-
-        outs = []
-        for t in self.program.outputs:
-            dt = np.dtype(t.dtype)
-            fill = np.nan if dt.kind == "f" else np.iinfo(dt).min
-            outs.append(np.full(output_shape(t, batch), fill, dt))
-        slot_address, keep = self._arena(batch)
-        ins = [np.ascontiguousarray(x) for x in inputs]
-        for call in self.calls:
-            args = []
-            for a in call.args:
-                if isinstance(a, int):
-                    args.append(np.int32(a))
-                    continue
-                if isinstance(a, str):
-                    args.append(np.int32(batch) if a == "N" else self.weights)
-                    continue
-                size = np.dtype(a.dtype).itemsize
-                if a.storage == "input":
-                    addr = ins[a.slot].ctypes.data
-                elif a.storage == "output":
-                    addr = outs[a.slot].ctypes.data
-                elif a.storage == "arena":
-                    addr = slot_address(a)
-                else:
-                    addr = self.weights.ctypes.data + 4 * a.offset
-                args.append(Pointer(addr + size * a.base))
-            self.emu.launch(call.name, call.grid_for(batch), call.block, args)
-        del keep
-        return outs

@@ -91,7 +91,7 @@ class Backend(Protocol):
 
 
 BACKENDS = {"c": "cnncc.runtime.cpu:CBackend", "cuda": "cnncc.runtime.cuda:CudaBackend",
-            "cuda-emu": "cnncc.runtime.emu:EmuBackend"}
+            "cuda-emu": "cnncc.runtime.emu_backend:EmuBackend"}
 
 
 def get_backend(target: str) -> Backend:

@@ -12,13 +12,13 @@ import dataclasses
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnncc.errors import CompileError
+from cnncc.runtime.toolchain import nvcc_path
 
 ARCH = "sm_90"
 #: sm_90 limits (CUDA C Programming Guide, compute capability 9.0)
@@ -127,7 +127,7 @@ def _has_tensor_core_headers(folder: str | None) -> bool:
 def _nvcc_include_dirs() -> list[str]:
     """Include folders of the toolkit that owns ``nvcc``: beside the binary (symlinks resolved)
     and, for a wrapper script elsewhere on PATH, the ``_HERE_`` folder ``nvcc --dryrun`` names."""
-    nvcc = shutil.which("nvcc")
+    nvcc = nvcc_path()
     if nvcc is None:
         return []
     dirs = [os.path.join(os.path.dirname(nvcc), "..", "include"),
@@ -267,10 +267,6 @@ def compile_checked(source: str, name: str = "kernels.cu", threads: dict[str, in
     if problems:
         raise CompileError(f"{name}: {len(problems)} resource problem(s) for {ARCH}:\n  " + "\n  ".join(problems))
     return result
-
-
-def nvcc_path() -> str | None:
-    return shutil.which("nvcc")
 
 
 def nvcc_cubin(source: str, arch: str = ARCH, extra: tuple[str, ...] = ()) -> NvrtcResult:

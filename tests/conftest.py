@@ -39,10 +39,12 @@ def shape_only_weights(monkeypatch):
     use_shape_only_weights(monkeypatch)
 
 
-@pytest.fixture(scope="module")
-def shared_kernel_cache(tmp_path_factory):
-    """A kernel cache private to the test session (unless CNNCC_CACHE_DIR is set), shared by the
-    modules that use it, so each model compiles once and the user's cache stays untouched."""
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tests never write to the user's cache (~/.cache/cnncc): the whole session, subprocesses
+    included, shares one kernel cache in pytest's temporary folder -- unless CNNCC_CACHE_DIR
+    already names one (a CI job that keeps its cache between runs). Tests that need an empty
+    cache of their own still monkeypatch CNNCC_CACHE_DIR."""
     import os
 
     old = os.environ.get("CNNCC_CACHE_DIR")
@@ -50,6 +52,12 @@ def shared_kernel_cache(tmp_path_factory):
     yield
     if old is None:
         os.environ.pop("CNNCC_CACHE_DIR", None)
+
+
+@pytest.fixture(scope="module")
+def shared_kernel_cache(private_cache):
+    """A kernel cache private to the test session, shared by the modules that use it, so each
+    model compiles once: the session's `private_cache` (kept as the name the tests ask for)."""
 
 
 def pytest_collection_modifyitems(config, items):

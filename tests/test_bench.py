@@ -99,7 +99,7 @@ def test_unknown_engine_is_an_error(tiny_model, capsys):
 
 def test_kernel_profiles_alternate_between_modules_and_skip_targets_without_one():
     """opt 0 and opt 2 are profiled one forward each in turn (a slow minute hits both alike)."""
-    from cnncc.benchmark import interleaved_kernel_times
+    from cnncc.bench import interleaved_kernel_times
     from cnncc.errors import CompileError
 
     calls = []
@@ -122,7 +122,7 @@ def test_kernel_profiles_alternate_between_modules_and_skip_targets_without_one(
 
 
 def test_interleaving_rotates_order():
-    from cnncc.benchmark import interleaved
+    from cnncc.bench import interleaved
 
     calls = []
     fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
@@ -157,10 +157,11 @@ def test_roofline_probe_fma_loop_keeps_its_operands_in_registers(tmp_path):
     import subprocess
 
     from cnncc import roofline
+    from cnncc.runtime import toolchain
 
     src = tmp_path / "probe.c"
     src.write_text(roofline.PROBE_C)
-    flags = [f for f in roofline.CFLAGS if f not in ("-shared", "-fPIC")]
+    flags = [f for f in toolchain.FLAGS if f not in ("-shared", "-fPIC")]   # built like the C kernels
     subprocess.run(["cc", *flags, "-S", str(src), "-o", str(tmp_path / "probe.s")], check=True)
     asm = (tmp_path / "probe.s").read_text()
     body = asm.split("cnncc_fma_gflops._omp_fn.0:", 1)[1].split(".cfi_endproc", 1)[0]   # the parallel region

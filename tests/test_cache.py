@@ -1,6 +1,7 @@
 """The kernel cache: keyed by target, toolchain and source; info and clear; the CLI."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,25 @@ def test_cli_info_and_clear(cache_dir, capsys):
     assert main(["cache", "clear"]) == 0
     assert "removed 1" in capsys.readouterr().out
     assert cache.info()["entries"] == 0
+
+
+def test_tests_stay_out_of_the_users_cache():
+    """conftest's autouse `private_cache`: no test writes to ~/.cache/cnncc."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnncc"
+    assert os.environ.get("CNNCC_CACHE_DIR") and cache.cache_dir() != default
+
+
+def test_every_commands_target_choices_are_the_backends_registry(monkeypatch):
+    """No hand-kept list of targets in the CLI: a backend registered in runtime/module.py is a
+    --target choice of every command that takes one."""
+    from cnncc.cli import build_parser
+    from cnncc.runtime import module
+
+    monkeypatch.setitem(module.BACKENDS, "toy", "toy_backend:ToyBackend")
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    taking = {name for name, p in commands.items() if any(a.dest == "target" for a in p._actions)}
+    assert {"compile", "run", "bench", "verify", "infer"} <= taking
+    for name in taking:
+        target = next(a for a in commands[name]._actions if a.dest == "target")
+        assert target.choices == list(module.BACKENDS), name

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import cnncc
-from cnncc.reference import random_inputs
 from cnncc import ops
 from cnncc.errors import UnsupportedError
 from cnncc.frontends import dsl
 from cnncc.ir import N, Graph, Node
+from helpers import assert_matches_reference
 
 pytestmark = [pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                                  reason="no C compiler"),
@@ -22,30 +22,12 @@ pytestmark = [pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gc
 RTOL = 1e-4
 
 
-def rel_err(y, r) -> float:
-    if isinstance(r, dict):
-        return max(rel_err(y[k], r[k]) for k in r)
-    assert y.shape == r.shape and y.dtype == r.dtype
-    if r.dtype.kind == "i":
-        return float((y != r).any())
-    return float(np.abs(y.astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-6))
-
-
 def check(g: Graph, mod, batches=(1, 3), seed=0):
     """Generated code vs the reference of the graph it compiled, and vs the original graph's
     reference: both within RTOL (the passes' own rounding, BN folding, is ~1e-6 on the
     examples)."""
-    rng = np.random.default_rng(seed)
     compiled_graph = mod.report["graph"] if mod.report else g
-    for b in batches:
-        feeds = random_inputs(g, b, rng)
-        y = mod(feeds)
-        r = cnncc.reference(g, feeds)
-        r_opt = cnncc.reference(compiled_graph, feeds)
-        if isinstance(r_opt, dict) and isinstance(r, dict):
-            r_opt = dict(zip(r, r_opt.values()))
-        assert rel_err(y, r_opt) <= RTOL, f"batch {b}: relative error {rel_err(y, r_opt):.2e} vs the compiled graph"
-        assert rel_err(y, r) <= RTOL, f"batch {b}: relative error {rel_err(y, r):.2e} vs the original graph"
+    assert_matches_reference(g, mod, batches, against=(compiled_graph, g), rtol=RTOL, seed=seed)
 
 
 # -- examples ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from cnncc.codegen import c_conv
 from cnncc.runtime.cpu import host_target
 from cnncc.frontends import dsl
 from cnncc.ir import N
+from helpers import assert_matches_reference
 
 pytestmark = [pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                                  reason="no C compiler"),
@@ -85,17 +86,7 @@ def dense_zoo():
 
 
 def check(g, mod, batches=(1, 3)):
-    rng = np.random.default_rng(0)
-    compiled = mod.report["graph"]
-    for b in batches:
-        feeds = random_inputs(g, b, rng)
-        y = mod(feeds)
-        r = cnncc.reference(compiled, feeds)
-        ys = y if isinstance(y, dict) else {0: y}
-        rs = r if isinstance(r, dict) else {0: r}
-        for (k, got), want in zip(ys.items(), rs.values()):
-            err = float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-6))
-            assert err <= 1e-4, f"batch {b}, output {k}: relative error {err:.2e}"
+    assert_matches_reference(g, mod, batches, against=(mod.report["graph"],))
 
 
 def kinds(mod) -> set[str]:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import cnncc
-from cnncc.reference import random_inputs
 from cnncc.codegen.lower import lower
 from cnncc.frontends import dsl
 from cnncc.ir import N
+from helpers import assert_matches_reference
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                                 reason="no C compiler")
@@ -62,15 +62,7 @@ def batched_matmul_graph():
 
 
 def _check(g, mod, batches=(1,)):
-    rng = np.random.default_rng(0)
-    for b in batches:
-        feeds = random_inputs(g, b, rng)
-        got, want = mod(feeds), cnncc.reference(g, feeds)
-        if not isinstance(want, dict):
-            got, want = {"y": got}, {"y": want}
-        for k in want:
-            assert got[k].shape == want[k].shape, (k, got[k].shape, want[k].shape)
-            np.testing.assert_allclose(got[k], want[k], rtol=RTOL, atol=1e-5, err_msg=k)
+    assert_matches_reference(g, mod, batches, rtol=RTOL, atol=1e-5)
 
 
 @pytest.mark.parametrize("opt", [0, 2])

@@ -12,6 +12,7 @@ pytest.importorskip("cupy")
 import cnncc  # noqa: E402
 from cnncc.codegen.cuda import GridDim, parse_launch  # noqa: E402
 from cnncc.errors import CnnccError  # noqa: E402
+from helpers import assert_matches_reference  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -71,9 +72,7 @@ def test_same_source_runs_in_the_emulation(lenet):
 
 # -- on a real GPU ----------------------------------------------------------------------------
 def _check(g, mod, batches):
-    from test_cuda_emu import check
-
-    check(g, mod, batches)
+    assert_matches_reference(g, mod, batches)
 
 
 @pytest.mark.gpu

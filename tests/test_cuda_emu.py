@@ -14,33 +14,15 @@ import numpy as np
 import pytest
 
 import cnncc
-from cnncc.reference import random_inputs
 from cnncc.frontends import dsl
 from cnncc.ir import N
+from helpers import assert_matches_reference, rel_err
 
 RTOL = 1e-4
 
 
-def rel_err(y, r) -> float:
-    if isinstance(r, dict):
-        return max(rel_err(y[k], r[k]) for k in r)
-    assert y.shape == r.shape and y.dtype == r.dtype, (y.shape, y.dtype, r.shape, r.dtype)
-    if r.dtype.kind == "i":
-        return float((y != r).any())
-    return float(np.abs(y.astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-6))
-
-
 def check(g, mod, batches=(1, 3), seed=0):
-    rng = np.random.default_rng(seed)
-    for b in batches:
-        feeds = random_inputs(g, b, rng)
-        y, r = mod(feeds), cnncc.reference(g, feeds)
-        if not isinstance(r, dict):
-            y, r = {"out": y}, {"out": r}
-        for k in r:
-            if y[k].dtype.kind == "f":
-                assert np.isfinite(y[k]).all(), f"batch {b}, output {k}: {np.isnan(y[k]).sum()} values never written"
-            assert rel_err(y[k], r[k]) <= RTOL, f"batch {b}, output {k}: relative error {rel_err(y[k], r[k]):.2e}"
+    assert_matches_reference(g, mod, batches, rtol=RTOL, seed=seed)
 
 
 def kernel_text(mod) -> str:

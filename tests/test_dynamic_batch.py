@@ -16,12 +16,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 import cnncc  # noqa: E402
 from cnncc.cli import main  # noqa: E402
 from cnncc.errors import ModelError  # noqa: E402
+from helpers import rel_err  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def rel_err(y, r) -> float:
-    return float(np.abs(y - r).max() / max(np.abs(r).max(), 1e-6))
 
 
 def per_item_onnxruntime(model, x: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ import pytest
 import cnncc
 from cnncc.frontends import dsl
 from cnncc.ir import Node
+from helpers import rel_err
 
 RTOL = 1e-4
 
@@ -113,9 +114,7 @@ def _inputs(g, batch, seed=0):
 
 
 def _close(got, want):
-    scale = max(float(np.abs(want).max()), 1e-6)
-    assert got.shape == want.shape
-    err = float(np.abs(got - want).max()) / scale
+    err = rel_err(got, want)
     assert err <= RTOL, f"relative error {err:.2e}"
 
 

@@ -217,3 +217,24 @@ def test_shapes_stay_symbolic_in_batch_and_totals_are_sympy():
     assert flops.free_symbols == {N}
     assert sympy.expand(flops.subs(N, 2) - 2 * flops.subs(N, 1)) == 0
     assert g.param_count() == 4 * 9 + 4 + 3 * 100 + 3
+
+
+def test_interpreter_walks_in_order_runs_groups_member_by_member_and_stops_at_until():
+    from cnncc.interpreter import Interpreter
+
+    class Trace(Interpreter):
+        def run_node(self, node, args):
+            seen.append(node.name)
+            return (node.name, *args)
+
+    g = small_net()
+    opt = cnncc.optimize(small_net())
+    grp = next(n for n in opt if n.op == "fused")
+    seen = []
+    env = Trace(opt).run({i: i for i in opt.inputs})
+    assert [n for n in seen if n in {m.name for m in grp.members}] == [m.name for m in grp.members]
+    assert env[grp.name][0] == grp.members[-1].name and set(env) == {n.name for n in opt}
+    seen = []
+    order = [n.name for n in g if n.op != "input"]
+    env = Trace(g).run({i: i for i in g.inputs}, until=order[1])
+    assert seen == order[:2] and order[2] not in env

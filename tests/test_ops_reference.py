@@ -25,22 +25,15 @@ from hypothesis import strategies as st  # noqa: E402
 import cnncc  # noqa: E402
 from cnncc import ops  # noqa: E402
 from cnncc.ir import Node, TensorType  # noqa: E402
+from helpers import rel_err  # noqa: E402
 
 TOL = 1e-5
 FAST = settings(max_examples=20, deadline=None, derandomize=True)
 FEW = settings(max_examples=10, deadline=None, derandomize=True)
 
 
-def rel_err(ours: np.ndarray, ref) -> float:
-    ref = ref.detach().numpy() if hasattr(ref, "detach") else np.asarray(ref)
-    assert ours.shape == ref.shape, f"shape {ours.shape} vs torch {ref.shape}"
-    if ours.size == 0:
-        return 0.0
-    return float(np.max(np.abs(ours.astype(np.float64) - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
-
-
 def assert_close(ours, ref):
-    err = rel_err(ours, ref)
+    err = rel_err(ours, ref, floor=1e-30)
     assert err <= TOL, f"max relative error {err:.3g} > {TOL}"
 
 

@@ -120,7 +120,7 @@ def test_small_kernels_run_on_the_calling_thread(compiled):
     host = host_target()   # the program's weights are packed for its vector width: render for the same
     for threshold in (1, 12345678):
         target = dataclasses.replace(host, parallel_work=threshold)
-        source, _ = render(mod.program, target)
+        source, _, _ = render(mod.program, target)
         regions = [line for line in source.splitlines() if "#pragma omp parallel" in line]
         assert regions and all(f">= {threshold}L)" in line for line in regions), regions
         assert parallel_if(parallel_work(conv), target) in source

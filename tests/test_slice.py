@@ -12,12 +12,9 @@ import pytest
 import cnncc
 from cnncc.errors import ModelError
 from cnncc.frontends import dsl
+from helpers import rel_err
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def rel_err(y, r) -> float:
-    return float(np.abs(np.asarray(y) - np.asarray(r)).max() / max(np.abs(np.asarray(r)).max(), 1e-6))
 
 
 # ---------------------------------------------------------------------------------------------

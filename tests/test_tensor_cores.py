@@ -23,30 +23,14 @@ import cnncc
 from cnncc.compiler import TOLERANCE
 from cnncc.frontends import dsl
 from cnncc.ir import N
-from cnncc.reference import random_inputs
+from helpers import assert_matches_reference
 from cnncc.runtime import emu
 
 LOW = ("tf32", "fp16", "bf16")
 
 
-def rel_err(y, r) -> float:
-    return float(np.abs(y.astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-6))
-
-
 def check(g, mod, precision, batches=(1, 3), seed=0) -> float:
-    rng = np.random.default_rng(seed)
-    worst = 0.0
-    for b in batches:
-        feeds = random_inputs(g, b, rng)
-        y, r = mod(feeds), cnncc.reference(g, feeds)
-        if not isinstance(r, dict):
-            y, r = {"out": y}, {"out": r}
-        for k in r:
-            assert np.isfinite(y[k]).all(), f"batch {b}, output {k}: {np.isnan(y[k]).sum()} values never written"
-            err = rel_err(y[k], r[k])
-            assert err <= TOLERANCE[precision], f"{precision} batch {b}, output {k}: relative error {err:.2e}"
-            worst = max(worst, err)
-    return worst
+    return assert_matches_reference(g, mod, batches, rtol=TOLERANCE[precision], seed=seed, what=f"{precision} ")
 
 
 # ---------------------------------------------------------------------------------------------

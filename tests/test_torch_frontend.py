@@ -1,7 +1,6 @@
 """from_torch: every nn.Module mirror of the examples, traced with torch.fx, compiled to C, against PyTorch."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -13,12 +12,9 @@ from cnncc.errors import ModelError, UnsupportedError  # noqa: E402
 
 import torch_zoo  # noqa: E402
 import torch_zoo_literature  # noqa: E402
+from helpers import rel_err  # noqa: E402
 
 RTOL = 1e-4
-
-
-def rel_error(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.max(np.abs(got.astype(np.float64) - want)) / max(float(np.max(np.abs(want))), 1e-6))
 
 
 def check_against_torch(module: nn.Module, x: torch.Tensor, target: str = "c") -> cnncc.Graph:
@@ -27,7 +23,7 @@ def check_against_torch(module: nn.Module, x: torch.Tensor, target: str = "c") -
         want = module(x).numpy()
     got = cnncc.compile(g, target=target)(x.numpy())
     assert got.shape == want.shape
-    assert rel_error(got, want) <= RTOL
+    assert rel_err(got, want) <= RTOL
     return g
 
 
@@ -47,7 +43,7 @@ def test_zoo_module_traced_and_compiled_matches_pytorch(name):
             want = module(*inputs)
         got = cnncc.compile(g, target="c")([t.numpy() for t in inputs])
         for (k, y), w in zip(got.items(), want):
-            assert y.shape == tuple(w.shape) and rel_error(y, w.numpy()) <= RTOL, k
+            assert y.shape == tuple(w.shape) and rel_err(y, w) <= RTOL, k
         assert g["boxes"].type.shape == (torch_zoo.FAST_RCNN_BOXES, 5)
     assert g[g.inputs[0]].type.shape[0] == cnncc.N
     assert g.param_count() > 0

@@ -27,6 +27,7 @@ torch = pytest.importorskip("torch")
 from conftest import use_shape_only_weights  # noqa: E402
 from torch_zoo import dsl_weights  # noqa: E402
 from torch_zoo_literature import MIRRORS, VARIANTS  # noqa: E402
+from helpers import rel_err  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("shared_kernel_cache")
 
@@ -127,11 +128,6 @@ class Built:
         if key not in self.modules:
             self.modules[key] = cnncc.compile(self.graph, target=target, opt_level=opt)
         return self.modules[key]
-
-
-def rel_err(got, want) -> float:
-    assert got.shape == want.shape, (got.shape, want.shape)
-    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-6))
 
 
 def outputs(y) -> list:

@@ -10,6 +10,21 @@ def add_dynamic_batch(p) -> None:
                         "the batch into other dimensions)")
 
 
+def add_target(p, help: str) -> None:
+    """``--target``: its choices are the backends' registry (cnncc.runtime.module.BACKENDS), so a
+    new backend is a choice of every command without touching them."""
+    from cnncc.runtime.module import BACKENDS
+
+    p.add_argument("--target", default="c", choices=list(BACKENDS), help=help)
+
+
+def add_precision(p, help: str) -> None:
+    """``--precision``: its choices are cnncc.compiler.PRECISIONS."""
+    from cnncc.compiler import PRECISIONS
+
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help=help)
+
+
 def batch_of(args):
     """The ``batch=`` argument for cnncc.load_model / from_onnx from the parsed flags."""
     return "N" if getattr(args, "dynamic_batch", False) else None

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import sys
 
-from cnncc.commands import add_dynamic_batch
+from cnncc.commands import add_dynamic_batch, add_precision, add_target
 
 
 def add(sub):
     p = sub.add_parser("bench", help="time cnncc against peers: end to end, per kernel, fusion vs traffic model")
     p.add_argument("model", help="DSL .py file or .onnx file")
     add_dynamic_batch(p)
-    p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"], help="cnncc target (default c)")
+    add_target(p, help="cnncc target (default c)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"],
+    add_precision(p,
                    help="CUDA targets: convolution arithmetic (default fp32; see docs/gpu.md)")
     p.add_argument("--compare", default="opt0,opt2,onnxruntime",
                    help="engines: opt0,opt1,opt2,onnxruntime,torch (default opt0,opt2,onnxruntime)")
@@ -31,10 +31,10 @@ def add(sub):
 
 def run(args) -> int:
     # OpenMP reads its environment once, when the first library using it loads: set it first
-    from cnncc.benchmark import configure_threads
+    from cnncc.bench import configure_threads
 
     configure_threads(args.threads)
-    from cnncc.benchmark import ENGINES, bench_model, format_report, plot_result
+    from cnncc.bench import ENGINES, bench_model, format_report, plot_result
     from cnncc.compiler import load_model
     from cnncc.errors import CnnccError
 

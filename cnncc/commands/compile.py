@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from cnncc.commands import add_dynamic_batch
+from cnncc.commands import add_dynamic_batch, add_precision, add_target
 
 
 def add(sub):
@@ -12,12 +12,12 @@ def add(sub):
     p.add_argument("model", help="DSL .py file or .onnx file")
     add_dynamic_batch(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder to write the module into")
-    p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"],
+    add_target(p,
                    help="c: gcc + OpenMP (default); cuda: NVRTC sm_90 cubin (no GPU needed to compile)")
     p.add_argument("--batch", type=int, default=None,
                    help="the only batch size the saved module accepts (default: any; N is a runtime argument)")
     p.add_argument("--opt", type=int, default=2, choices=[0, 1, 2], help="optimization level (default 2)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"],
+    add_precision(p,
                    help="CUDA targets: convolution arithmetic on tensor cores (default fp32; see docs/gpu.md)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p

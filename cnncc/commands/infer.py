@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from cnncc.commands import add_target
+
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
@@ -22,7 +24,7 @@ def add(sub):
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs each worker reserves (target cuda)")
     p.add_argument("--address", default=None,
                    help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray in the process")
-    p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"], help="for a model file (default c)")
+    add_target(p, help="for a model file (default c)")
     p.add_argument("--opt", type=int, default=2, choices=[0, 1, 2], help="for a model file (default 2)")
     p.add_argument("--limit", type=int, default=None, help="only the first N inputs (files or rows)")
     p.add_argument("--on-error", default="stop", choices=["stop", "skip"],

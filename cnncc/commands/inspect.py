@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnncc.commands import add_dynamic_batch
+from cnncc.commands import add_dynamic_batch, add_precision
 
 
 def add(sub):
@@ -26,7 +26,7 @@ def add(sub):
     p.add_argument("--cuda", action="store_true",
                    help="compile the CUDA kernels with NVRTC (no GPU needed) and list registers, shared memory, "
                         "spills and theoretical occupancy per kernel on sm_90")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"],
+    add_precision(p,
                    help="with --cuda: the convolution arithmetic (default fp32)")
     return p
 

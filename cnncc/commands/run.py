@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cnncc.commands import add_dynamic_batch
+from cnncc.commands import add_dynamic_batch, add_precision, add_target
 
 
 def add(sub):
@@ -15,11 +15,11 @@ def add(sub):
     src.add_argument("--input", metavar="X.npy", help="input array (.npy; loaded without pickles)")
     src.add_argument("--random", action="store_true", help="a random input (the default)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the random input (default 1)")
-    p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"], help="for a model file (default c)")
+    add_target(p, help="for a model file (default c)")
     p.add_argument("--opt", type=int, default=2, choices=[0, 1, 2], help="for a model file (default 2)")
     p.add_argument("--threads", type=int, default=None,
                    help="OpenMP threads of the C target (default: OMP_NUM_THREADS, else all cores)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"],
+    add_precision(p,
                    help="for a model file, CUDA targets: convolution arithmetic (default fp32)")
     p.add_argument("--check", action="store_true", help="also run the numpy reference and print the max error")
     p.add_argument("--save", metavar="OUT.npy", help="write the (first) output to a .npy file")

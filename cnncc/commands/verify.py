@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncc.commands import add_dynamic_batch
+from cnncc.commands import add_dynamic_batch, add_target
 from cnncc.reference import random_inputs
 
 
@@ -19,7 +19,7 @@ def add(sub):
     p = sub.add_parser("verify", help="compare cnncc against the model's own runtime (onnxruntime, PyTorch)")
     p.add_argument("model", help=".onnx file, or a .py file whose model() returns an nn.Module or a DSL graph")
     add_dynamic_batch(p)
-    p.add_argument("--target", default="c", choices=["c", "cuda", "cuda-emu"], help="cnncc target (default c)")
+    add_target(p, help="cnncc target (default c)")
     p.add_argument("--batch", type=int, default=2, help="batch size of the random inputs (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--opt", type=int, default=2, choices=[0, 1, 2], help="optimization level (default 2)")

@@ -1,0 +1,127 @@
+"""bench_model: every engine on the same inputs, checked against the reference, then timed."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..ir import Graph
+from ..reference import random_inputs
+from .engines import Engine, _first, configure_threads, prepare_engine
+from .kernels import fusion_summary, interleaved_kernel_times, kernel_table, profile_kernels
+from .timing import interleaved, rel_error, stats
+
+CHECK_RTOL = 1e-3
+
+
+def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,),
+                compare: Sequence[str] = ("opt0", "opt2", "onnxruntime"), repeat: int = 10, warmup: int = 3,
+                threads: int | None = None, kernels: Sequence[str] | None = None, min_sample_s: float = 0.002,
+                check: bool = True, progress: Callable[[str], None] | None = None, precision: str = "fp32",
+                predict: bool | None = None) -> dict:
+    """Measure ``graph`` on every engine in ``compare`` at each batch; returns a JSON-able dict.
+
+    ``kernels`` names the cnncc engines whose per-kernel table is built (default: all of
+    them in ``compare``; ``()`` for none). For target "cuda", ``precision`` is the cnncc
+    arithmetic (PyTorch on the GPU is set up alike) and ``predict`` (default: on) adds the
+    H200 prediction of opt 2 per batch (cnncc.gpu_predict), which is all there is without a GPU."""
+    import cnncc
+    from ..roofline import default_threads, describe_machine, machine_roofline
+
+    notes = configure_threads(threads)          # before defaulting: the notes say where the count came from
+    threads = threads or default_threads()
+    say = progress or (lambda msg: None)
+    roof = None
+    if target == "c":
+        say("roofline probe (cached after the first run)")
+        roof = machine_roofline(threads)
+    kernels = [e for e in compare if e.startswith("opt")] if kernels is None else list(kernels)
+    if target != "c" and any(e in ("onnxruntime", "torch") for e in compare):
+        notes.append("peers run on the CPU while cnncc runs on the GPU target: compare with care")
+    opt_graphs: dict[str, Graph] = {}
+    from ..compiler import TOLERANCE, check_precision
+
+    check_precision(precision, target)
+    predict = (target == "cuda") if predict is None else predict
+    result = {"model": graph.name, "target": target, "precision": precision,
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "machine": describe_machine(), "threads": threads,
+              "roofline": asdict(roof) if roof else None, "repeat": repeat, "warmup": warmup,
+              "notes": notes, "params": graph.param_count(), "runs": []}
+    for batch in batches:
+        rng = np.random.default_rng(0)
+        feeds = random_inputs(graph, batch, rng)       # standard normal; valid boxes for RoI pooling
+        want = None
+        if check:
+            say(f"batch {batch}: reference")
+            want = _first(cnncc.reference(graph, feeds), graph.outputs)
+        engines: dict[str, dict] = {}
+        ready: dict[str, Engine] = {}
+        for name in compare:
+            say(f"batch {batch}: preparing {name}")
+            try:
+                eng = prepare_engine(name, graph, feeds, target, threads, precision)
+                err = rel_error(eng.output(), want) if want is not None else None
+            except ImportError as e:
+                engines[name] = {"status": "skipped", "reason": f"not installed: {e.name or e}"}
+                continue
+            except Exception as e:  # noqa: BLE001 - one engine failing must not hide the others
+                engines[name] = {"status": "skipped", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:200]}
+                continue
+            engines[name] = {"status": "ok", "note": eng.note, "max_rel_err": err,
+                             "matches_reference": err is None or err <= max(CHECK_RTOL, TOLERANCE[precision])}
+            ready[name] = eng
+        say(f"batch {batch}: timing {', '.join(ready)} x {repeat} rounds")
+        samples = interleaved({n: e.run for n, e in ready.items()}, repeat, warmup, min_sample_s,
+                              progress=(lambda m: say(f"batch {batch}: {m}")))
+        for name, s in samples.items():
+            st = stats(s)
+            engines[name].update(st, throughput_per_s=batch / st["median_s"], latency_ms=st["median_s"] * 1e3)
+        base = engines.get("opt0", {}).get("median_s")
+        for name, e in engines.items():
+            if e.get("status") == "ok" and base:
+                e["speedup_vs_opt0"] = base / e["median_s"]
+        ktables = {}
+        try:
+            profiled = interleaved_kernel_times({n: ready[n].module for n in kernels if n in ready},
+                                                [feeds[i] for i in graph.inputs], max(3, repeat // 2))
+        except Exception:  # noqa: BLE001 - each engine's own profiling below reports its error
+            profiled = {}
+        for name in kernels:
+            if name not in ready:
+                continue
+            level = int(name[3:])
+            if name not in opt_graphs:
+                opt_graphs[name] = cnncc.optimize(graph, opt_level=level)
+            say(f"batch {batch}: per-kernel times for {name}")
+            try:
+                rows, method = profile_kernels(ready[name].module, opt_graphs[name], feeds, batch, target, level,
+                                               max(3, repeat // 2), times=profiled.get(name))
+            except Exception as e:  # noqa: BLE001
+                ktables[name] = {"method": None, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200], "rows": []}
+                continue
+            ktables[name] = {"method": method, "rows": [asdict(r) for r in kernel_table(rows, opt_graphs[name], batch, roof)]}
+        if "opt2" not in opt_graphs and "opt2" in compare:
+            opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2)
+        fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables) if "opt2" in opt_graphs else {}
+        run = {"batch": batch, "engines": engines, "kernels": ktables, "fusion": fusion}
+        if predict:
+            say(f"batch {batch}: H200 prediction (NVRTC ptxas report, no GPU needed)")
+            run["predicted"] = _predicted(graph, batch, precision, ktables.get("opt2"))
+        result["runs"].append(run)
+    return result
+
+
+def _predicted(graph: Graph, batch: int, precision: str, measured_table: dict | None) -> dict:
+    """The H200 prediction of opt 2 at ``batch``, with measured per-kernel seconds when a GPU ran it."""
+    from ..gpu_predict import predict_model
+
+    try:
+        pred = predict_model(graph, batch, precision)
+    except Exception as e:  # noqa: BLE001 - a missing NVRTC must not hide the measurements
+        return {"error": f"{type(e).__name__}: {e}".splitlines()[0][:200]}
+    if measured_table and measured_table.get("rows"):
+        pred["measured"] = {r["name"]: r["seconds"] for r in measured_table["rows"]}
+    return pred

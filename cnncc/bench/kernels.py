@@ -1,0 +1,205 @@
+"""The per-kernel view (the runtime's profiler, or one module per kernel) and the fusion summary:
+predicted bytes saved vs measured speedup."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+
+from .. import ops
+from ..contracts import OWN_BUFFER, is_kernel
+from ..cost import node_work
+from ..errors import CnnccError
+from ..ir import N, Graph, Node
+from ..reference import random_inputs
+from .timing import calibrate, sample
+
+
+@dataclass
+class KernelRow:
+    name: str
+    ops: str
+    seconds: float
+    flops: float
+    bytes: float
+    gflops: float = 0.0
+    gbs: float = 0.0
+    share: float = 0.0
+    intensity: float = 0.0
+    bound: str = ""
+    roof_fraction: float = 0.0
+    members: list[str] = field(default_factory=list)
+
+
+def kernel_nodes(opt_graph: Graph) -> list[Node]:
+    """The nodes of an optimized graph that run as kernels (contracts.is_kernel) and move bytes in
+    the cost model: a view or identity lowered to a copy at opt 0 costs nothing there, so it is
+    left out of the per-kernel table."""
+    return [node for node in opt_graph if is_kernel(node, opt_graph) and
+            (node.op == "fused" or not (ops.get(node.op).has(ops.VIEW) or ops.get(node.op).has(ops.IDENTITY)))]
+
+
+def single_kernel_graph(opt_graph: Graph, node: Node) -> Graph:
+    """A graph holding just ``node``: its tensor inputs become graph inputs, constants stay."""
+    import copy
+
+    g = Graph(f"{opt_graph.name}_{node.name}")
+    for src in node.inputs:
+        prod = opt_graph[src]
+        if prod.op == "constant":
+            g.add(copy.deepcopy(prod))
+        else:
+            inp = Node(src, "input", [], {"shape": tuple(prod.type.shape), "dtype": prod.type.dtype})
+            inp.type = prod.type
+            g.add(inp)
+    clone = copy.deepcopy(node)
+    clone.placement = OWN_BUFFER          # its own graph: a kernel with its own output buffer
+    g.add(clone)
+    g.outputs = [node.name]
+    return g
+
+
+def interleaved_kernel_times(modules: dict, inputs: list, rounds: int) -> dict[str, dict[str, float]]:
+    """Per-kernel seconds of several modules from their runtime profilers, one forward of each in
+    turn per round, reduced by the median. Why: profiling opt 0's kernels and then opt 2's put
+    minutes between them, and a shared machine's slow minute (DenseNet-121 at batch 8: 345 vs
+    420 ms in back-to-back processes) swung per-group speedups by 4x. Modules whose target has no
+    profiler are left out (their kernels are timed one module per kernel)."""
+    samples: dict[str, dict[str, list[float]]] = {}
+    for name, mod in modules.items():
+        try:
+            mod.profile(inputs, repeat=1)                 # warm-up, and: does the target profile?
+        except CnnccError:
+            continue
+        samples[name] = {}
+    for _ in range(rounds):
+        for name in samples:
+            for kernel, t in modules[name].profile(inputs, repeat=1):
+                samples[name].setdefault(kernel, []).append(t)
+    return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+
+
+def profile_kernels(module, opt_graph: Graph, feeds: dict, batch: int, target: str, opt_level: int,
+                    repeat: int, min_sample_s: float = 0.001, times: dict[str, float] | None = None
+                    ) -> tuple[list[tuple[Node, float]], str]:
+    """Seconds per kernel node and the method used (the runtime's profiler or one module per kernel).
+    ``times`` are profiler figures already measured (see interleaved_kernel_times)."""
+    nodes = kernel_nodes(opt_graph)
+    method = "runtime profiler, engines interleaved, median"
+    profile = getattr(module, "profile", None)
+    if times is None and callable(profile):
+        method = "runtime profiler"
+        try:
+            times = dict(profile([feeds[i] for i in opt_graph.inputs], repeat=repeat))
+        except CnnccError:
+            times = None
+    if times:
+        by_name = {n.name: n for n in nodes}
+        rows = [(by_name[k], t) for k, t in times.items() if k in by_name]
+        if rows:
+            return rows, method
+    import cnncc
+
+    rng = np.random.default_rng(1)
+    overhead = call_overhead(target, min_sample_s)
+    rows = []
+    for node in nodes:
+        sub = single_kernel_graph(opt_graph, node)
+        mod = cnncc.compile(sub, target=target, opt_level=0)
+        feeds = random_inputs(sub, batch, rng)          # valid boxes for a roi kernel
+        args = [feeds[i] for i in sub.inputs]
+        fn = (lambda m=mod, a=args: m(*a))
+        for _ in range(2):
+            fn()
+        inner = calibrate(fn, min_sample_s)
+        t = statistics.median(sample(fn, inner) for _ in range(max(3, repeat)))
+        rows.append((node, max(t - overhead, 0.05 * t)))
+    return rows, f"one module per kernel, minus {overhead * 1e6:.1f} us call overhead"
+
+
+def call_overhead(target: str, min_sample_s: float = 0.001) -> float:
+    """Seconds one module call costs beyond its kernels: a one-element relu module's time."""
+    import cnncc
+
+    g = Graph("call_overhead")
+    g.add(Node("x", "input", [], {"shape": (N, 1)}))
+    g.add(Node("y", "relu", ["x"]))
+    g.outputs = ["y"]
+    mod = cnncc.compile(g.infer_shapes(), target=target, opt_level=0)
+    x = np.ones((1, 1), np.float32)
+    fn = (lambda: mod(x))
+    for _ in range(3):
+        fn()
+    inner = calibrate(fn, min_sample_s)
+    return statistics.median(sample(fn, inner) for _ in range(5))
+
+
+def _roof_text(r: dict) -> str:
+    """The roofline column: a fraction of the roof that applies, never above 100%."""
+    if not r["bound"]:
+        return ""
+    if r["bound"] == "cache":
+        return "above DRAM roof (cache-resident)"
+    if r["bound"] == "above probe":
+        return "above the FMA probe: --refresh-roofline"
+    return f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof"
+
+
+def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, roof) -> list[KernelRow]:
+    total = sum(t for _, t in rows) or 1.0
+    out = []
+    for node, t in rows:
+        flops, nbytes = node_work(opt_graph, node, batch)
+        members = [m.name for m in node.members] if node.members else [node.name]
+        op_text = "+".join(m.op for m in node.members) if node.members else node.op
+        r = KernelRow(node.name, op_text, t, flops, nbytes, flops / t / 1e9, nbytes / t / 1e9, t / total,
+                      members=members)
+        if roof is not None and r.gbs > 0:
+            pos = roof.position(r.gflops, r.gbs)
+            r.intensity, r.bound, r.roof_fraction = pos["intensity"], pos["bound"], pos["fraction"]
+        out.append(r)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# fusion: predicted bytes saved vs measured speedup
+def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict) -> dict:
+    sub = {N: batch}
+    traffic = opt_graph.traffic
+    out: dict = {}
+    if traffic:
+        unf = float(sympy.sympify(traffic.bytes_unfused).subs(sub))
+        fus = float(sympy.sympify(traffic.bytes_fused).subs(sub))
+        out["model"] = {"bytes_unfused": unf, "bytes_fused": fus, "predicted_saving": 1 - fus / unf if unf else 0.0}
+    e0, e2 = engines.get("opt0", {}), engines.get("opt2", {})
+    if e0.get("status") == "ok" and e2.get("status") == "ok":
+        out.setdefault("model", {})["speedup_opt2_vs_opt0"] = e0["median_s"] / e2["median_s"]
+        out["model"]["measured_saving"] = 1 - e2["median_s"] / e0["median_s"]
+    groups = []
+    t0 = {m: r["seconds"] for r in kernels.get("opt0", {}).get("rows", []) for m in r["members"]}
+    t2 = {r["name"]: r["seconds"] for r in kernels.get("opt2", {}).get("rows", [])}
+    for node in opt_graph:
+        if node.op != "fused" or node.group is None or node.group.bytes_unfused is None:
+            continue
+        unf = float(sympy.sympify(node.group.bytes_unfused).subs(sub))
+        fus = float(sympy.sympify(node.group.bytes_fused).subs(sub))
+        g = {"name": node.name, "ops": "+".join(m.op for m in node.members), "bytes_unfused": unf,
+             "bytes_fused": fus, "predicted_saving": 1 - fus / unf if unf else 0.0}
+        members = [m.name for m in node.members]
+        if node.name in t2 and all(m in t0 for m in members if not _is_free(m, node)):
+            unfused_t = sum(t0.get(m, 0.0) for m in members)
+            g.update(seconds_unfused=unfused_t, seconds_fused=t2[node.name],
+                     speedup=unfused_t / t2[node.name] if t2[node.name] else 0.0,
+                     measured_saving=1 - t2[node.name] / unfused_t if unfused_t else 0.0)
+        groups.append(g)
+    out["groups"] = groups
+    return out
+
+
+def _is_free(member: str, group: Node) -> bool:
+    """Members that never run as their own kernel at opt 0 (views, identities)."""
+    m = next(x for x in group.members if x.name == member)
+    d = ops.get(m.op)
+    return d.has(ops.VIEW) or d.has(ops.IDENTITY)
