@@ -127,6 +127,10 @@ class CompiledModule:
         self._checked: dict[tuple, int] = {}
         self._dtypes = [np.dtype(t.dtype) for t in program.inputs]
         self._out_dtypes = [np.dtype(t.dtype) for t in program.outputs]
+        #: (output, the output whose buffer the kernels write it into): two graph outputs can be one
+        #: tensor once optimisation removed an identity between them; the second is filled by a copy
+        self._out_twins = [(i, t.slot) for i, t in enumerate(program.outputs)
+                           if t.storage == "output" and t.slot != i]
         self._out_is_input = "out" in self.input_names   # then out= feeds that input
 
     @property
@@ -244,6 +248,8 @@ class CompiledModule:
                 outs = runner(arrays, batch, out=self._out_arrays(out, arrays, batch))
             else:
                 outs = self._fill(out, runner(arrays, batch), arrays, batch)
+            for i, twin in self._out_twins:
+                np.copyto(outs[i], outs[twin])
         if len(outs) == 1:
             return outs[0]
         return dict(zip(self.output_names, outs))

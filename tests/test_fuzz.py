@@ -53,6 +53,17 @@ def test_brace_in_a_tensor_name_does_not_fool_the_emulator():
                       outputs=(2,))], configs=(("cuda-emu", 2),))
 
 
+def test_two_outputs_that_are_one_tensor_after_optimisation():
+    """Shrunk from the long profile (graph ~2,340): outputs (identity(fc), fc). Opt 2 removes the
+    identity, both outputs become the dense layer's tensor and the kernels wrote only the first
+    output's buffer: the second came back as uninitialised memory on target c and NaN on cuda-emu.
+    The module now copies such a twin output from the one the kernels wrote."""
+    check_specs([Spec(input_shape=(2, 7, 4), input_name="x",
+                      layers=(("flatten", (0,), {}, "features"), ("dense", (1,), {"units": 5}, None),
+                              ("identity", (2,), {}, "\U000f46cb")),
+                      outputs=(3, 2))], configs=(("c", 2), ("cuda-emu", 2)))
+
+
 def test_the_harness_catches_a_wrong_kernel(monkeypatch):
     """check_specs is not a test that cannot fail: with the reference of relu made wrong, the same
     spec that passes is reported, with its code."""
