@@ -241,6 +241,8 @@ def test_inception_concat_is_written_in_place():
     offsets = sorted((n.meta["write_into"]["channel_offset"], n.name) for n in opt if "write_into" in n.meta)
     assert [o for o, _ in offsets] == [0, 3, 8]
     assert all(n.meta["write_into"]["channels_total"] == 12 for n in opt if "write_into" in n.meta)
+    why = {(p, c): reason for p, c, reason in opt.meta["why_not"] if c == "cat"}   # no copy left to explain
+    assert len(why) == 3 and all(r.startswith("cat is eliminated: ") for r in why.values())
     assert_same_results(g, opt)
 
 
@@ -263,6 +265,7 @@ def test_concat_of_a_graph_input_stays_a_copy():
     g = dsl.graph(dsl.relu(dsl.concat([x, dsl.conv2d(x, 2, 1)], name="cat")))
     opt = optimize(g)
     assert not opt["cat"].meta.get("eliminated") and not any("write_into" in n.meta for n in opt)
+    assert any(c == "cat" and why == "operator concat has no fused form" for _, c, why in opt.meta["why_not"])
 
 
 # -- memory plan ----------------------------------------------------------------------------------------

@@ -124,6 +124,11 @@ def eliminate_concat(graph: Graph) -> Graph:
         where = graph[name].meta.get("write_into")
         note(graph, f"{name}: inputs write in place" + (f" (slice of {where['tensor']})" if where else ""),
              count="concats eliminated")
+    gone = set(eliminated)             # fuse explained these edges before the copy went away
+    if gone and graph.meta.get("why_not"):
+        graph.meta["why_not"] = [
+            (p, c, f"{c} is eliminated: {p} is written straight into its channels of {c} (no copy left to fuse)"
+             if c in gone else why) for p, c, why in graph.meta["why_not"]]
     assert all(graph[r].meta.get("eliminated") for r in roots)
     for node in graph:
         src = graph[node.inputs[0]] if node.inputs else None
