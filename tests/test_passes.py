@@ -235,9 +235,10 @@ def test_inception_concat_is_written_in_place():
     b = dsl.relu(dsl.conv2d(stem, 5, 3, padding=1))
     c = dsl.max_pool2d(stem, 3, stride=1, padding=1)
     cat = dsl.concat([a, b, c], name="cat")
-    g = dsl.graph(dsl.flatten(dsl.relu(cat), name="flat"))
+    g = dsl.graph(dsl.dense(dsl.flatten(dsl.relu(cat, name="r"), name="flat"), 2))
     opt = optimize(g)
     assert opt["cat"].meta["eliminated"]
+    assert ("r", "flat", "flat (flatten) is a view of r (no copy left to fuse)") in opt.meta["why_not"]
     offsets = sorted((n.meta["write_into"]["channel_offset"], n.name) for n in opt if "write_into" in n.meta)
     assert [o for o, _ in offsets] == [0, 3, 8]
     assert all(n.meta["write_into"]["channels_total"] == 12 for n in opt if "write_into" in n.meta)

@@ -124,11 +124,6 @@ def eliminate_concat(graph: Graph) -> Graph:
         where = graph[name].meta.get("write_into")
         note(graph, f"{name}: inputs write in place" + (f" (slice of {where['tensor']})" if where else ""),
              count="concats eliminated")
-    gone = set(eliminated)             # fuse explained these edges before the copy went away
-    if gone and graph.meta.get("why_not"):
-        graph.meta["why_not"] = [
-            (p, c, f"{c} is eliminated: {p} is written straight into its channels of {c} (no copy left to fuse)"
-             if c in gone else why) for p, c, why in graph.meta["why_not"]]
     assert all(graph[r].meta.get("eliminated") for r in roots)
     for node in graph:
         src = graph[node.inputs[0]] if node.inputs else None
@@ -139,4 +134,19 @@ def eliminate_concat(graph: Graph) -> Graph:
                 and "write_into" not in node.meta:
             node.meta["view_of"] = node.inputs[0]
             note(graph, f"{node.name} ({node.op}) is a view of {node.inputs[0]}", count="flatten/reshape as views")
+    _explain_copies_removed(graph, set(eliminated))
     return graph
+
+
+def _explain_copies_removed(graph: Graph, eliminated: set[str]) -> None:
+    """fuse explained every unfused edge before this pass removed copies: an edge into an
+    eliminated concat or into a view costs nothing, so its reason says that instead."""
+    def reason(p: str, c: str, why: str) -> str:
+        if c in eliminated:
+            return f"{c} is eliminated: {p} is written straight into its channels of {c} (no copy left to fuse)"
+        if c in graph and graph[c].meta.get("view_of"):      # its one input: p, or p's fused group
+            return f"{c} ({graph[c].op}) is a view of {p} (no copy left to fuse)"
+        return why
+
+    if graph.meta.get("why_not"):
+        graph.meta["why_not"] = [(p, c, reason(p, c, why)) for p, c, why in graph.meta["why_not"]]
