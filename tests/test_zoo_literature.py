@@ -43,13 +43,15 @@ PUBLISHED = {"resnet34": 21_797_672, "resnet101": 44_549_160, "resnet152": 60_19
 #: the mirrors' exact counts, for the networks without a single published figure
 MIRROR_COUNT = {"deeplabv3_resnet50": 39_638_869, "deeplabv3_resnet50_os16": 39_638_869,
                 "yolov2_tiny": 11_232_057, "yolov3_tiny": 8_852_366, "openpose": 52_311_446}
-#: checks that run only with CNNCC_SLOW=1 (or ``-m slow``). Target c: gcc spends 8-12 CPU-seconds
-#: per opt level on ResNet-101's, ResNet-152's and ResNeXt-101's hundreds of kernels, which are
+#: checks that run only with CNNCC_SLOW=1 (or ``-m slow``; together ~260 CPU-seconds, measured
+#: 2026-12-03). Target c: gcc spends 10-16 CPU-seconds per opt level on ResNet-101's,
+#: ResNet-152's and ResNeXt-101's hundreds of kernels, which are
 #: ResNet-50's and ResNeXt-50's blocks repeated (test_codegen_c.py compiles those in CI); the
 #: variants are Inception-v3's kernels at 299x299 plus its aux head, and DeepLab-v3's at output
 #: stride 16. cuda-emu: every thread of a block is a fiber, and a 512-channel 3x3 convolution
-#: costs ~0.1 CPU-second per block whatever the spatial size, so the same deep and wide networks
-#: stay out of CI; it emulates ResNet-34, Inception-v3/v4, DeepLab-v3, OpenPose and the YOLOs.
+#: costs ~0.1 CPU-second per block whatever the spatial size (17-43 CPU-seconds per network here),
+#: so the same deep and wide networks stay out of CI; it emulates ResNet-34, Inception-v3/v4,
+#: DeepLab-v3, OpenPose and the YOLOs (~100 CPU-seconds).
 C_SLOW = {"resnet101", "resnet152", "resnext101_32x8d", "inception_v3_aux", "deeplabv3_resnet50_os16"}
 EMU_SLOW = C_SLOW
 #: every network and variant this file builds
