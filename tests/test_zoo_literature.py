@@ -97,6 +97,19 @@ def test_summary_prints_the_total_at_full_size(name, shape_only_weights, capsys)
     assert f"Total params: {total:,}" in out
 
 
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_summary_of_a_variant_takes_its_model_arguments(name, shape_only_weights, capsys):
+    _, example, kwargs, _ = VARIANTS[name]
+    flags = [f"--arg={key}={value}" for key, value in kwargs.items()]
+    assert main(["summary", str(EXAMPLES / f"{example}.py"), *flags]) == 0
+    out = capsys.readouterr().out
+    assert f"Total params: {PUBLISHED.get(name) or MIRROR_COUNT[name]:,}" in out
+    if name == "deeplabv3_resnet50_os16":        # 512 / 16: layer4 keeps layer3's 32x32
+        assert "(N, 2048, 32, 32)" in out and "(N, 2048, 64, 64)" not in out
+    assert main(["summary", str(EXAMPLES / f"{example}.py"), "--arg", "aux logits"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", sorted(MIRRORS))
 def test_inspect_why_not_explains_every_unfused_edge(name, shape_only_weights, capsys):
     assert main(["inspect", str(EXAMPLES / f"{name}.py"), "--size", str(MIRRORS[name][1]), "--why-not"]) == 0
