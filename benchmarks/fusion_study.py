@@ -7,6 +7,12 @@ are only as good as the cores are idle.
     python benchmarks/fusion_study.py                       # everything (long: minutes per model)
     python benchmarks/fusion_study.py --models lenet5 --quick
     python benchmarks/fusion_study.py --models vgg16,resnet18 --batches 1,8 --repeat 15
+    python benchmarks/fusion_study.py --models resnet152,inception_v4,openpose --size 128
+    python benchmarks/fusion_study.py --size deeplabv3_resnet50=256,openpose=184,yolov3_tiny=416
+
+Every example runs at its model()'s default input size except those in ``STUDY_SIZES`` (the
+heaviest literature networks, at a modest size); ``--size`` overrides either for every model
+(one number) or per model (``name=size``). The page shows the size each model ran at.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="", help="comma-separated example names (default: every examples/*.py)")
+    p.add_argument("--size", default="", help="input size: one number for every model that takes a size, or "
+                   "name=size,... per model (default: the model's own, STUDY_SIZES for the heaviest)")
     p.add_argument("--batches", default="1,8", help="batch sizes (default 1,8)")
     p.add_argument("--opts", default="0,1,2", help="cnncc opt levels (default 0,1,2)")
     p.add_argument("--peers", default="onnxruntime", help="peers alongside (default onnxruntime; add torch)")
@@ -56,20 +64,61 @@ def example_names() -> list[str]:
                   if not p.stem.startswith("_") and "\ndef model(" in p.read_text())
 
 
+#: the literature networks whose published input size makes a study round take minutes at batch 8
+#: on a small machine (DeepLab-v3 at 512x512, output stride 8: ~140 GFLOP per image; OpenPose at
+#: 368x368: ~136): the study runs them at these sizes unless --size says otherwise
+STUDY_SIZES = {"deeplabv3_resnet50": 256, "openpose": 184}
+
+
+def default_size(name: str) -> int | None:
+    """The size model() takes by default, or None when it takes no ``size``."""
+    import inspect
+
+    from cnncc.frontends import dsl
+
+    module = dsl.run_model_file(ROOT / "examples" / f"{name}.py", f"cnncc_study_{name}")
+    param = inspect.signature(module.model).parameters.get("size")
+    return None if param is None else param.default
+
+
+def study_sizes(spec: str, models: list[str], defaults: dict[str, int | None]) -> dict[str, int | None]:
+    """{model: input size} from ``--size``: "" (STUDY_SIZES, else each model's default), "N" (N for
+    every model that takes a size) or "name=N,..." (those models; the rest as for "")."""
+    sizes = {m: STUDY_SIZES.get(m, defaults[m]) if defaults[m] is not None else None for m in models}
+    spec = spec.strip()
+    if not spec:
+        return sizes
+    if "=" not in spec:
+        return {m: int(spec) if defaults[m] is not None else None for m in models}
+    for item in filter(None, (i.strip() for i in spec.split(","))):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in sizes:
+            raise SystemExit(f"--size names '{name}', which is not among the models studied ({', '.join(models)})")
+        if defaults[name] is None:
+            raise SystemExit(f"--size: {name}'s model() takes no size")
+        sizes[name] = int(value)
+    return sizes
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from cnncc.bench import configure_threads
 
     configure_threads()
-    import cnncc
     from cnncc.roofline import machine_roofline
 
     if args.refresh_roofline:
         print("measuring the roofline", file=sys.stderr, flush=True)
         machine_roofline(refresh=True)
     from cnncc.bench import bench_model
+    from cnncc.frontends import dsl
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] or example_names()
+    unknown = sorted(set(models) - set(example_names()))
+    if unknown:
+        raise SystemExit(f"--models: no example named {', '.join(unknown)} (have: {', '.join(example_names())})")
+    sizes = study_sizes(args.size, models, {m: default_size(m) for m in models})
     batches = [int(b) for b in args.batches.split(",")]
     opts = [f"opt{int(o)}" for o in args.opts.split(",")]
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
@@ -87,22 +136,23 @@ def main(argv=None) -> int:
             step = f"[{(i - 1) * len(targets) + targets.index(target) + 1}/{total}] {name} ({target})"
             print(f"{step}: loading", file=sys.stderr, flush=True)
             try:
-                graph = cnncc.load_model(path)
+                graph = dsl.load_model(path, **({"size": sizes[name]} if sizes[name] is not None else {}))
                 compare = opts + (peers if target == "c" else [])
                 r = bench_model(graph, target=target, batches=batches, compare=compare, repeat=args.repeat,
                                 warmup=args.warmup, kernels=() if args.no_kernels else [o for o in ("opt0", "opt2")
                                                                                         if o in opts],
                                 progress=lambda msg, s=step: print(f"{s}: {msg}  ({time.time() - started:.0f} s)",
                                                                    file=sys.stderr, flush=True))
-                r["example"] = name
+                r["example"], r["size"] = name, sizes[name]
             except Exception as e:  # noqa: BLE001 - one failing model must not sink the study
                 print(f"{step}: FAILED {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-                r = {"example": name, "model": name, "target": target, "error": f"{type(e).__name__}: {e}"[:300]}
+                r = {"example": name, "model": name, "target": target, "size": sizes[name],
+                     "error": f"{type(e).__name__}: {e}"[:300]}
             results.append(r)
     gpu = json.loads(Path(args.gpu_json).read_text()) if args.gpu_json else None
     study = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python benchmarks/fusion_study.py"]
                                                                           + (argv if argv is not None else sys.argv[1:])),
-             "models": models, "batches": batches, "opts": opts, "peers": peers, "targets": targets,
+             "models": models, "sizes": sizes, "batches": batches, "opts": opts, "peers": peers, "targets": targets,
              "repeat": args.repeat, "warmup": args.warmup, "quick": args.quick, "results": results, "gpu": gpu,
              "seconds": time.time() - started}
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,13 +182,21 @@ def _pct(v) -> str:
     return f"{v * 100:.0f}%" if v is not None else "–"
 
 
+def _size(r: dict) -> str:
+    """The input size a model ran at (studies before --size existed ran every model at its default;
+    a model() without a ``size`` argument has one fixed input)."""
+    if "size" not in r:
+        return "default"
+    return f"{r['size']}x{r['size']}" if r["size"] else "fixed"
+
+
 def summary_rows(study: dict, target: str, batch: int) -> list[list[str]]:
     rows = []
     for r in study["results"]:
         if r.get("target") != target:
             continue
         if "error" in r:
-            rows.append([r["example"], "failed: " + r["error"][:80]] + [""] * 8)
+            rows.append([r["example"], _size(r), "failed: " + r["error"][:80]] + [""] * 8)
             continue
         run = next((x for x in r["runs"] if x["batch"] == batch), None)
         if run is None:
@@ -146,7 +204,7 @@ def summary_rows(study: dict, target: str, batch: int) -> list[list[str]]:
         e0, e1, e2, ort = _ok(run, "opt0"), _ok(run, "opt1"), _ok(run, "opt2"), _ok(run, "onnxruntime")
         model = (run.get("fusion") or {}).get("model", {})
         bad = [n for n, e in run["engines"].items() if e.get("status") == "ok" and not e.get("matches_reference", True)]
-        rows.append([r["example"], _fmt_ms(e0), _fmt_ms(e1), _fmt_ms(e2), _fmt_ms(ort), _ratio(e0, e2),
+        rows.append([r["example"], _size(r), _fmt_ms(e0), _fmt_ms(e1), _fmt_ms(e2), _fmt_ms(ort), _ratio(e0, e2),
                      _ratio(ort, e2), _pct(model.get("predicted_saving")), _pct(model.get("measured_saving")),
                      ("MISMATCH: " + ", ".join(bad)) if bad else "ok"])
     return rows
@@ -338,7 +396,7 @@ def write_report(study: dict, out: Path, img_dir: Path, json_path: Path) -> None
     for target in study["targets"]:
         for b in study["batches"]:
             lines += ["", f"## Target {target}, batch {b}", ""]
-            lines.append(md_table(["model", "opt0 ms", "opt1 ms", "opt2 ms", "onnxruntime ms", "opt2 vs opt0",
+            lines.append(md_table(["model", "input", "opt0 ms", "opt1 ms", "opt2 ms", "onnxruntime ms", "opt2 vs opt0",
                                    "opt2 vs ORT", "predicted saving", "measured saving", "check"],
                                   summary_rows(study, target, b)))
         plots = []

@@ -8,17 +8,18 @@ from .ir import Graph, sym
 
 
 def load_model(path: str | Path, *, weights: str | Path | None = None, symbolic: str | None = None,
-               batch=None) -> Graph:
+               batch=None, model_args: dict | None = None) -> Graph:
     """Load a model: a DSL ``.py`` (trusted code defining ``model()``), an ``.onnx`` file, or a
     module folder saved by ``mod.save`` / ``cnncc compile`` (the graph it was compiled from).
 
     ``symbolic="H,W"`` replaces the input's spatial sizes by symbols so the formulas show;
-    ``batch="N"`` makes a fixed-batch ONNX model's batch symbolic (see ``from_onnx``)."""
+    ``batch="N"`` makes a fixed-batch ONNX model's batch symbolic (see ``from_onnx``);
+    ``model_args`` are keywords for a DSL file's ``model()`` (``{"size": 64}``)."""
     path = Path(path)
     if path.suffix == ".py":
         from cnncc.frontends.dsl import load_model as load_dsl
 
-        g = load_dsl(path, weights=weights)
+        g = load_dsl(path, weights=weights, **(model_args or {}))
     elif path.suffix == ".onnx":
         from cnncc.frontends.onnx import from_onnx
 

@@ -69,3 +69,20 @@ def test_overhead_benchmark_runs_and_writes_its_figures(tmp_path, monkeypatch, s
     row = json.loads(out.read_text())["rows"][0]
     assert row["model"] == "empty" and set(row["engines"]) == {"call", "call out=", "C entry", "onnxruntime"}
     assert row["kernels_s"] > 0 and all(e["median_s"] > 0 for e in row["engines"].values())
+
+
+def test_fusion_study_sizes_modest_by_default_and_chosen_on_the_command_line():
+    study = _script("fusion_study")
+    models = ["deeplabv3_resnet50", "resnet152", "lenet5"]
+    defaults = {"deeplabv3_resnet50": 512, "resnet152": 224, "lenet5": None}
+    assert study.study_sizes("", models, defaults) == {"deeplabv3_resnet50": study.STUDY_SIZES["deeplabv3_resnet50"],
+                                                       "resnet152": 224, "lenet5": None}
+    assert study.study_sizes("64", models, defaults) == {"deeplabv3_resnet50": 64, "resnet152": 64, "lenet5": None}
+    assert study.study_sizes("resnet152=96", models, defaults)["resnet152"] == 96
+    with pytest.raises(SystemExit, match="not among the models"):
+        study.study_sizes("vgg16=64", models, defaults)
+    with pytest.raises(SystemExit, match="takes no size"):
+        study.study_sizes("lenet5=64", models, defaults)
+    assert study.default_size("inception_v4") == 299 and study.summary_rows(
+        {"results": [{"example": "openpose", "target": "c", "size": 184, "error": "x"}]}, "c", 1)[0][:2] == [
+        "openpose", "184x184"]

@@ -232,12 +232,15 @@ def test_inception_concat_is_written_in_place():
     b = dsl.relu(dsl.conv2d(stem, 5, 3, padding=1))
     c = dsl.max_pool2d(stem, 3, stride=1, padding=1)
     cat = dsl.concat([a, b, c], name="cat")
-    g = dsl.graph(dsl.flatten(dsl.relu(cat), name="flat"))
+    g = dsl.graph(dsl.dense(dsl.flatten(dsl.relu(cat, name="r"), name="flat"), 2))
     opt = optimize(g)
     assert opt["cat"].placement.eliminated
+    assert ("r", "flat", "flat (flatten) is a view of r (no copy left to fuse)") in opt.fusion.why_not
     offsets = sorted((n.placement.write_into.channel_offset, n.name) for n in opt if n.placement.write_into)
     assert [o for o, _ in offsets] == [0, 3, 8]
     assert all(n.placement.write_into.channels_total == 12 for n in opt if n.placement.write_into)
+    why = {(p, c): reason for p, c, reason in opt.fusion.why_not if c == "cat"}   # no copy left to explain
+    assert len(why) == 3 and all(r.startswith("cat is eliminated: ") for r in why.values())
     assert_same_results(g, opt)
 
 
@@ -260,6 +263,8 @@ def test_concat_of_a_graph_input_stays_a_copy():
     g = dsl.graph(dsl.relu(dsl.concat([x, dsl.conv2d(x, 2, 1)], name="cat")))
     opt = optimize(g)
     assert not opt["cat"].placement.eliminated and not any(n.placement.write_into for n in opt)
+    assert ("conv1", "cat", "operator concat has no fused form; cat stays a copy: x is a graph input, constant, view "
+            "or graph output") in opt.fusion.why_not
 
 
 # -- memory plan ----------------------------------------------------------------------------------------

@@ -25,6 +25,34 @@ def add_precision(p, help: str) -> None:
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help=help)
 
 
+def add_model_args(p) -> None:
+    """``--arg KEY=VALUE``: keywords for a DSL model file's ``model()`` (Inception-v3's
+    ``aux_logits=True``, DeepLab-v3's ``output_stride=16``)."""
+    p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword for a DSL model file's model(), repeatable; VALUE is a Python literal "
+                        "(--arg aux_logits=True --arg classes=10) or else a string")
+
+
+def model_kwargs(args) -> dict:
+    """{key: value} of the ``--arg`` flags; a CnnccError names a malformed one."""
+    import ast
+
+    from cnncc.errors import CnnccError
+
+    out = {}
+    for item in getattr(args, "arg", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise CnnccError(f"--arg '{item}': expected KEY=VALUE with KEY a model() keyword (e.g. aux_logits=True)")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    if out and not str(args.model).endswith(".py"):
+        raise CnnccError(f"--arg is for DSL .py model files; '{args.model}' is not one")
+    return out
+
+
 def batch_of(args):
     """The ``batch=`` argument for cnncc.load_model / from_onnx from the parsed flags."""
     return "N" if getattr(args, "dynamic_batch", False) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnncc.commands import add_dynamic_batch, add_precision
+from cnncc.commands import add_dynamic_batch, add_model_args, add_precision
 
 
 def add(sub):
@@ -15,6 +15,7 @@ def add(sub):
     p.add_argument("--passes", default=None, metavar="A,B", help="run exactly these passes, in this order")
     p.add_argument("--disable", default="", metavar="A,B", help="skip these passes")
     p.add_argument("--size", type=int, default=None, help="input size for DSL models whose model() takes size=")
+    add_model_args(p)
     p.add_argument("--batch", type=int, default=None, help="also show byte counts at this batch size")
     p.add_argument("--after", default=None, metavar="PASS", help="print the graph as it stood after PASS "
                    "('input' for the graph before any pass)")
@@ -32,15 +33,13 @@ def add(sub):
 
 
 def _load(args):
+    from cnncc.commands import batch_of, model_kwargs
     from cnncc.compiler import load_model
 
+    kwargs = model_kwargs(args)
     if args.size is not None and str(args.model).endswith(".py"):
-        from cnncc.frontends.dsl import load_model as load_dsl
-
-        return load_dsl(args.model, size=args.size)
-    from cnncc.commands import batch_of
-
-    return load_model(args.model, batch=batch_of(args))
+        kwargs["size"] = args.size
+    return load_model(args.model, batch=batch_of(args), model_args=kwargs)
 
 
 def _names(text: str | None) -> list[str] | None:

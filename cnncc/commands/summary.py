@@ -1,7 +1,7 @@
 """cnncc summary MODEL: shapes (batch N), parameters and FLOPs per layer, with totals."""
 from __future__ import annotations
 
-from cnncc.commands import add_dynamic_batch
+from cnncc.commands import add_dynamic_batch, add_model_args
 
 
 def add(sub):
@@ -11,13 +11,14 @@ def add(sub):
     p.add_argument("--batch", type=int, default=None, help="substitute a concrete batch size for N")
     p.add_argument("--symbolic", default=None, metavar="H,W",
                    help="keep the input's spatial sizes as symbols so the formulas show")
+    add_model_args(p)
     return p
 
 
 def run(args) -> int:
-    from cnncc.commands import batch_of
+    from cnncc.commands import batch_of, model_kwargs
     from cnncc.compiler import load_model
 
-    g = load_model(args.model, symbolic=args.symbolic, batch=batch_of(args))
+    g = load_model(args.model, symbolic=args.symbolic, batch=batch_of(args), model_args=model_kwargs(args))
     print(g.summary(batch=args.batch))
     return 0

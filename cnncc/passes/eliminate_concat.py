@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import sympy
 
-from ..contracts import WriteInto, is_kernel
+from ..contracts import WhyNot, WriteInto, is_kernel
 from ..ir import N, Graph, Node
 from .base import note, register_pass
 
@@ -33,15 +33,17 @@ def _placeable(graph: Graph, node: Node) -> bool:
     return is_kernel(node, graph) and node.name not in graph.outputs and node.op not in VIEWS
 
 
-def _plan_concat(graph: Graph, concat: Node, place: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]] | None:
-    """Placements for the inputs of ``concat`` (None: it must stay a copy)."""
-    if concat.name in graph.outputs or concat.type is None or concat.type.rank < 2:
-        return None
-    if int(concat.attrs.get("axis", 1)) % concat.type.rank != 1:
-        return None
+def _plan_concat(graph: Graph, concat: Node, place: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]] | str:
+    """Placements for the inputs of ``concat``, or why it must stay a copy."""
+    if concat.name in graph.outputs:
+        return "it is a graph output"
+    if concat.type is None or concat.type.rank < 2 or int(concat.attrs.get("axis", 1)) % concat.type.rank != 1:
+        return "it does not join channels (axis 1)"
     widths = [_channels(graph[i]) for i in concat.inputs]
-    if None in widths or len(set(concat.inputs)) != len(concat.inputs):
-        return None
+    if None in widths:
+        return "an input's channel count is not a number"
+    if len(set(concat.inputs)) != len(concat.inputs):
+        return "it reads one input twice"
     root, base = place.get(concat.name, (concat.name, 0))
     want: dict[str, tuple[str, int]] = {}
     offset = base
@@ -50,8 +52,10 @@ def _plan_concat(graph: Graph, concat: Node, place: dict[str, tuple[str, int]]) 
         offset += width
         if place.get(name) == target:
             continue
-        if name in place or not _placeable(graph, graph[name]):
-            return None
+        if name in place:
+            return f"{name} already writes into {place[name][0]}"
+        if not _placeable(graph, graph[name]):
+            return f"{name} is a graph input, constant, view or graph output"
         want[name] = target
     return want
 
@@ -96,6 +100,7 @@ def channel_slice_start(graph: Graph, node: Node) -> int | None:
 def eliminate_concat(graph: Graph) -> Graph:
     place: dict[str, tuple[str, int]] = {}
     eliminated: list[str] = []
+    copies: dict[str, str] = {}        # concat -> why it stays a copy
     for node in graph:                 # channel slices first: a concat never writes into a view
         start = channel_slice_start(graph, node)
         if start is not None:
@@ -112,8 +117,9 @@ def eliminate_concat(graph: Graph) -> Graph:
                 eliminated.append(node.name)
                 continue
         want = _plan_concat(graph, node, place)
-        if want is None:
-            note(graph, f"{node.name} stays a copy (an input is a graph input, view, output or read twice)")
+        if isinstance(want, str):
+            note(graph, f"{node.name} stays a copy: {want}")
+            copies[node.name] = want
             continue
         place.update(want)
         eliminated.append(node.name)
@@ -137,4 +143,23 @@ def eliminate_concat(graph: Graph) -> Graph:
                 and node.placement.write_into is None:
             node.placement = replace(node.placement, view_of=node.inputs[0])
             note(graph, f"{node.name} ({node.op}) is a view of {node.inputs[0]}", count="flatten/reshape as views")
+    _explain_copies(graph, set(eliminated), copies)
     return graph
+
+
+def _explain_copies(graph: Graph, eliminated: set[str], copies: dict[str, str]) -> None:
+    """fuse explained every unfused edge before this pass removed copies: an edge into an
+    eliminated concat or into a view costs nothing, so its reason says that instead; an edge
+    into a concat that stays a copy says why it stays one."""
+    def reason(p: str, c: str, why: str) -> str:
+        if c in copies:
+            return f"{why}; {c} stays a copy: {copies[c]}"
+        if c in eliminated:
+            return f"{c} is eliminated: {p} is written straight into its channels of {c} (no copy left to fuse)"
+        if c in graph and graph[c].placement.view_of:      # its one input: p, or p's fused group
+            return f"{c} ({graph[c].op}) is a view of {p} (no copy left to fuse)"
+        return why
+
+    if graph.fusion.why_not:
+        graph.fusion = replace(graph.fusion, why_not=tuple(WhyNot(p, c, reason(p, c, why))
+                                                           for p, c, why in graph.fusion.why_not))
