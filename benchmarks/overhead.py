@@ -71,7 +71,8 @@ def c_entry(mod, x: np.ndarray):
 def measure(model: str, graph, batch: int, threads: int, repeat: int, warmup: int, min_sample_s: float,
             say) -> dict:
     import cnncc
-    from cnncc.benchmark import interleaved, prepare_onnxruntime, rel_error, stats
+    from cnncc.bench.engines import prepare_onnxruntime
+    from cnncc.bench.timing import interleaved, rel_error, stats
 
     from cnncc.reference import random_inputs
 
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown model(s) {', '.join(sorted(unknown))}; known: {', '.join(MODELS)}")
 
-    from cnncc.benchmark import configure_threads   # before any OpenMP runtime loads
+    from cnncc.bench import configure_threads   # before any OpenMP runtime loads
     from cnncc.roofline import default_threads
 
     notes = configure_threads(args.threads)

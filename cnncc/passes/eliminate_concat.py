@@ -160,6 +160,6 @@ def _explain_copies(graph: Graph, eliminated: set[str], copies: dict[str, str]) 
             return f"{c} ({graph[c].op}) is a view of {p} (no copy left to fuse)"
         return why
 
-    if graph.fusion.why_not:
+    if graph.fusion is not None and graph.fusion.why_not:
         graph.fusion = replace(graph.fusion, why_not=tuple(WhyNot(p, c, reason(p, c, why))
                                                            for p, c, why in graph.fusion.why_not))
