@@ -64,10 +64,10 @@ def launch(spec: KernelSpec) -> str:
     return f"serial loop over N ({f})"
 
 
-def render_kernel(spec: KernelSpec, target: CTarget) -> str:
+def render_kernel(spec: KernelSpec, target: CTarget, conv_algorithm: str = "auto") -> str:
     tmpl = _env().get_template(TEMPLATES[spec.family])
     return tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec),
-                       blk=c_conv.plan(spec, target)).strip() + "\n"
+                       blk=c_conv.plan(spec, target, conv_algorithm)).strip() + "\n"
 
 
 def address(t: TensorRef) -> str:
@@ -93,7 +93,7 @@ def render(program: Program, target: CTarget):
     c_conv.prepare(program, target)   # blocked convolutions read weights packed for their tiles
     prelude = env.get_template("c/prelude.c.j2").render(program=program, version=__version__,
                                                         target=target).strip()
-    kernels = [(spec, render_kernel(spec, target)) for spec in program.kernels]
+    kernels = [(spec, render_kernel(spec, target, program.conv_algorithm)) for spec in program.kernels]
     decls, seen, calls = [], set(), []
     for spec, _ in kernels:
         tensors = spec.tensors()
