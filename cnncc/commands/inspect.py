@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnncc.commands import add_dynamic_batch
+from cnncc.commands import add_conv_algorithm, add_dynamic_batch
 
 
 def add(sub):
@@ -28,6 +28,7 @@ def add(sub):
                         "spills and theoretical occupancy per kernel on sm_90")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"],
                    help="with --cuda: the convolution arithmetic (default fp32)")
+    add_conv_algorithm(p)
     return p
 
 
@@ -61,6 +62,8 @@ def run(args) -> int:
     print(report.pass_table(opt))
     for line in report.memory_lines(opt, args.batch) + report.traffic_lines(opt, args.batch):
         print(line)
+    print()
+    print(report.conv_algorithm_table(opt, args.conv_algorithm))
     if args.groups:
         print()
         print(report.groups_table(opt, batch=args.batch or 1))
