@@ -211,10 +211,11 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
         return Choice("direct", 0, f"{chans} channels < {AUTO_MIN_CHANNELS}: the transforms would not pay")
     if small < AUTO_MIN_PLANE:
         return Choice("direct", 0, f"plane {g['OH']}x{g['OW']} < {AUTO_MIN_PLANE}: too few tiles")
+    pays = f"{chans}+ channels, plane {g['OH']}x{g['OW']}"
     if small >= F4_MIN_PLANE and _f4_ok(g):
-        return Choice("winograd F(4x4,3x3)", 4, f"3x3/1, {chans}+ channels, plane >= {F4_MIN_PLANE}")
-    why = f"C_in > {F4_MAX_CIN}" if not _f4_ok(g) else f"plane < {F4_MIN_PLANE}"
-    return Choice("winograd F(2x2,3x3)", 2, f"3x3/1, {chans}+ channels; F(2x2) since {why}")
+        return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}")
+    why = f"C_in {g['C_in']} > {F4_MAX_CIN}" if not _f4_ok(g) else f"plane < {F4_MIN_PLANE}"
+    return Choice("winograd F(2x2,3x3)", 2, f"{pays}; F(2x2) since {why}")
 
 
 def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> WinogradPlan | None:
