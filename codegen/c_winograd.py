@@ -85,7 +85,10 @@ F4_MIN_PLANE = 28
 #: VGG's 512 measured at < 1e-5 relative, docs/cpu.md)
 F4_MAX_CIN = 512
 
-BUFFER_BYTES = 256 * 1024   # a task's transformed input tiles: L2-sized
+BUFFER_BYTES = 512 * 1024   # a task's transformed input tiles: L2-sized
+#: "auto" wants each packed weight block used for at least this many tiles per task (a task
+#: streams its channel groups' whole U once: fewer tiles and the GEMMs wait on memory)
+AUTO_MIN_REUSE = 16
 MIN_TASKS = 16              # tasks per batch item to aim for (tile chunks x channel groups)
 
 
@@ -129,8 +132,8 @@ class WinogradPlan:
 
     @property
     def XW(self) -> int:
-        """Columns of a task's channels-last input rows."""
-        return self.TB * self.m + 2
+        """Columns of the channels-last input rows a task stages per tile row."""
+        return min(self.TB, self.TW) * self.m + 2
 
     @property
     def tag(self) -> str:
@@ -184,7 +187,8 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
     * "winograd2" / "winograd4": F(2x2) / F(4x4) on every eligible one (study, benchmarks);
     * "auto": direct unless both channel counts reach ``AUTO_MIN_CHANNELS`` and the plane
       ``AUTO_MIN_PLANE``; then F(4x4) on planes of at least ``F4_MIN_PLANE`` within its
-      accuracy bound, else F(2x2).
+      accuracy bound where a task holds ``AUTO_MIN_REUSE`` tiles (C_in <= 227), else F(2x2)
+      where it does (C_in <= 512), else direct.
     """
     check_algorithm(algorithm)
     if spec.family != "conv":
@@ -212,9 +216,14 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
     if small < AUTO_MIN_PLANE:
         return Choice("direct", 0, f"plane {g['OH']}x{g['OW']} < {AUTO_MIN_PLANE}: too few tiles")
     pays = f"{chans}+ channels, plane {g['OH']}x{g['OW']}"
-    if small >= F4_MIN_PLANE and _f4_ok(g):
+    reuse4, reuse2 = tiles_per_task(g, 4), tiles_per_task(g, 2)
+    if small >= F4_MIN_PLANE and _f4_ok(g) and reuse4 >= AUTO_MIN_REUSE:
         return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}")
-    why = f"C_in {g['C_in']} > {F4_MAX_CIN}" if not _f4_ok(g) else f"plane < {F4_MIN_PLANE}"
+    if reuse2 < AUTO_MIN_REUSE:
+        return Choice("direct", 0, f"C_in {g['C_in']}: a task would reuse each weight block for {reuse2} tiles "
+                                   f"< {AUTO_MIN_REUSE}")
+    why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
+           if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE}")
     return Choice("winograd F(2x2,3x3)", 2, f"{pays}; F(2x2) since {why}")
 
 
@@ -229,16 +238,24 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
     m, VEC, regs = choice.m, target.vector_floats, target.vector_registers
     alpha = m + 2
     TH, TW = -(-g["OH"] // m), -(-g["OW"] // m)
-    tb_max = max(1, BUFFER_BYTES // (4 * alpha * alpha * g["C_in"]))
-    NCH = -(-TW // tb_max)
-    TB = -(-TW // NCH)
+    TB = tiles_per_task(g, m)
+    NCH = -(-(TH * TW) // TB)
+    TB = -(-(TH * TW) // NCH)                        # the same tiles in as many tasks, evenly
     V, P = register_tile(g["C_out"], TB, 1, VEC, regs)   # P tiles x V vectors of output channels
     COB = V * VEC
     NCB = -(-g["C_out"] // COB)
-    NCG = max(1, min(NCB, -(-MIN_TASKS // (TH * NCH))))
+    # more tasks from channel groups (each redoes the input transform: groups of >= 64 channels)
+    NCG = max(1, min(NCB, -(-MIN_TASKS // NCH), g["C_out"] // 64))
     CBG = -(-NCB // NCG)
     NCG = -(-NCB // CBG)
     return WinogradPlan(m, VEC, V, COB, P, NCB, TH, TW, TB, NCH, CBG, NCG, spec.pool is not None, choice.reason)
+
+
+def tiles_per_task(g: dict, m: int) -> int:
+    """Tiles a task transforms and multiplies at once: as many as ``BUFFER_BYTES`` of transformed
+    input holds (each packed weight block is reused that many times), at most all of them."""
+    alpha = m + 2
+    return max(1, min(-(-g["OH"] // m) * -(-g["OW"] // m), BUFFER_BYTES // (4 * alpha * alpha * g["C_in"])))
 
 
 def transform_weights(weight: np.ndarray, m: int) -> np.ndarray:

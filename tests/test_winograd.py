@@ -95,8 +95,10 @@ WINOGRAD_KERNELS = 6
 @needs_cc
 @pytest.mark.parametrize("algorithm,vec_regs", [("winograd2", None), ("winograd4", None), ("winograd", (8, 16))],
                          ids=["F2-native", "F4-native", "winograd-avx2-plan"])
-def test_winograd_kernel_matches_reference(isa, algorithm, vec_regs):  # noqa: F811
+def test_winograd_kernel_matches_reference(isa, algorithm, vec_regs, monkeypatch):  # noqa: F811
     isa(vec_regs)
+    if vec_regs:   # 3 F(4x4) tiles per task (C_in 20): chunks start and end inside tile rows
+        monkeypatch.setattr(c_winograd, "BUFFER_BYTES", 3 * 36 * 20 * 4)
     g = wino_zoo()
     mod = cnncc.compile(g, "c", 2, conv_algorithm=algorithm)
     plans = [c_conv.plan(k, host_target(), algorithm) for k in mod.program.kernels if k.family == "conv"]
@@ -109,6 +111,8 @@ def test_winograd_kernel_matches_reference(isa, algorithm, vec_regs):  # noqa: F
     assert sum(p.m == m for p in wino) == WINOGRAD_KERNELS - f2
     assert mod.source.count(f"Winograd F({m}x{m},3x3)") == WINOGRAD_KERNELS - f2
     assert any(".c_winograd" in k for k in mod.program.blob_layout)
+    if vec_regs:
+        assert any(p.TB == 3 and p.TW == 4 for p in wino)
     check(g, mod)
 
 
