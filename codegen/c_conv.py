@@ -243,6 +243,8 @@ def prepare(program: Program, target: CTarget) -> None:
         spec.weights["packed"] = TensorRef(key, names.weight_ident(node, f"{param}_c_{b.tag}"), tuple(shape),
                                            batched=False,
                                            storage="weights", offset=off)
+        if b.kind == "winograd":   # keeps the PyTorch layout too: direct sums where the input is not finite
+            spec.weights["weight_direct"] = w
     if extra:
         program.blob = np.concatenate([program.blob] + extra)
         drop_unread_weights(program)

@@ -116,6 +116,26 @@ def test_winograd_kernel_matches_reference(isa, algorithm, vec_regs, monkeypatch
     check(g, mod)
 
 
+@needs_cc
+def test_nan_and_inf_inputs_give_the_reference_outputs():
+    """The transforms would spread a NaN or Inf over whole tiles (an Inf - Inf makes NaN): tasks
+    with a non-finite input compute direct sums, so every output is the reference's, NaN for NaN."""
+    from test_ieee import assert_ieee_equal, special_input
+
+    x = dsl.input("x", (N, 6, 9, 10))
+    g = dsl.graph(dsl.relu(dsl.conv2d(x, 8, 3, padding=1, name="c"), name="c_relu"),
+                  dsl.max_pool2d(dsl.conv2d(x, 8, 3, padding=1, name="p"), 2, name="p_pool"), name="wino_ieee")
+    xx = special_input((2, 6, 9, 10), seed=3)
+    xx[1, :, :5] = np.random.default_rng(4).standard_normal((6, 5, 10))   # item 1's upper tiles stay finite
+    ref = cnncc.reference(g, {"x": xx})
+    for algorithm in ("winograd2", "winograd4"):
+        mod = cnncc.compile(g, "c", 2, conv_algorithm=algorithm)
+        assert mod.source.count("Winograd F(") == 2
+        out = mod({"x": xx})
+        for k in ref:
+            assert_ieee_equal(out[k], ref[k], f"{algorithm}, output {k}")
+
+
 def test_the_rule_and_its_fallbacks_in_inspect(capsys):
     assert main(["inspect", str(EXAMPLES / "vgg16.py"), "--size", "64"]) == 0
     out = capsys.readouterr().out
