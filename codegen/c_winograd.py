@@ -21,9 +21,10 @@ What the kernel does (templates/c/conv_winograd.c.j2 spells it):
   pool is reduced inside the output transform, and only the pooled tile is stored.
 
 Accuracy: F(2x2)'s transforms hold only 0, +-1 and 1/2, its float32 error is that of the direct
-convolution. F(4x4)'s hold up to 8 and 1/24 and lose ~2-3 more bits; measured with random
-weights (docs/cpu.md) it stays well inside 1e-4 relative, but :data:`F4_MAX_CIN` bounds where
-"auto" and "winograd" use it anyway (its error grows with the reduction length).
+convolution. F(4x4)'s hold up to 8 and 1/24 and lose ~3-4 more bits (~1e-5 relative per layer
+with random weights, docs/cpu.md); :data:`F4_MAX_CIN` bounds where "auto" and "winograd" use it.
+A task whose input holds a NaN or Inf computes direct sums instead (the transforms would spread
+it over whole tiles), so non-finite outputs match the reference.
 
 Which layers use it: :func:`choose` -- per layer, with the reason ``cnncc inspect`` shows.
 """
