@@ -117,7 +117,7 @@ def test_winograd_kernel_matches_reference(isa, algorithm, vec_regs, monkeypatch
 
 
 @needs_cc
-def test_nan_and_inf_inputs_give_the_reference_outputs():
+def test_nan_and_inf_inputs_give_the_reference_outputs(tmp_path):
     """The transforms would spread a NaN or Inf over whole tiles (an Inf - Inf makes NaN): tasks
     with a non-finite input compute direct sums, so every output is the reference's, NaN for NaN."""
     from test_ieee import assert_ieee_equal, special_input
@@ -134,6 +134,11 @@ def test_nan_and_inf_inputs_give_the_reference_outputs():
         out = mod({"x": xx})
         for k in ref:
             assert_ieee_equal(out[k], ref[k], f"{algorithm}, output {k}")
+    loaded = cnncc.load(mod.save(tmp_path / "m"))          # the algorithm travels with a saved module
+    assert loaded.program.conv_algorithm == "winograd4"
+    again = loaded({"x": xx})
+    for k in out:
+        np.testing.assert_array_equal(again[k], out[k])
 
 
 def test_the_rule_and_its_fallbacks_in_inspect(capsys):
