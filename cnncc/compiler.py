@@ -138,6 +138,9 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     from cnncc.codegen.c_winograd import check_algorithm
 
     check_algorithm(conv_algorithm)
+    if target != "c" and conv_algorithm not in ("auto", "direct"):
+        raise CnnccError(f"conv_algorithm '{conv_algorithm}' is for the C target (Winograd kernels); the CUDA "
+                         f"targets compute convolutions directly: use conv_algorithm='auto' with target '{target}'")
     backend = get_backend(target)
     t0 = time.perf_counter()
     say(f"optimizing {graph.name} at opt {opt_level}")

@@ -168,6 +168,8 @@ def test_f4_accuracy_bound_and_bad_names():
     assert c_winograd.choose(spec, "direct").m == 0
     with pytest.raises(CnnccError, match="conv_algorithm must be one of"):
         cnncc.compile(g, "c", conv_algorithm="fft")
+    with pytest.raises(CnnccError, match="is for the C target"):
+        cnncc.compile(g, "cuda-emu", conv_algorithm="winograd")
 
 
 #: examples compiled in CI with each algorithm forced (the default "auto" is test_codegen_c's);
