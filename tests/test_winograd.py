@@ -83,13 +83,15 @@ def wino_zoo():
     outs.append(dsl.sigmoid(dsl.conv2d(x, 8, 3, name="w_valid"), name="w_sig"))
     # a 1x1 output: smaller than any tile
     outs.append(dsl.conv2d(dsl.max_pool2d(x, 3, stride=4, name="w_small_in"), 40, 3, name="w_1px"))
+    # enough output channels for several channel groups per tile chunk (the last one partial on some targets)
+    outs.append(dsl.conv2d(x, 200, 3, padding=1, name="w_wide"))
     # not Winograd: stride 2, and a fused average pool
     outs.append(dsl.conv2d(x, 16, 3, stride=2, padding=1, name="w_s2"))
     outs.append(dsl.avg_pool2d(dsl.conv2d(x, 16, 3, padding=1, name="w_avg"), 2, name="w_avg_pool"))
     return dsl.graph(*outs, name="wino_zoo")
 
 
-WINOGRAD_KERNELS = 6
+WINOGRAD_KERNELS = 7
 
 
 @needs_cc
@@ -113,6 +115,7 @@ def test_winograd_kernel_matches_reference(isa, algorithm, vec_regs, monkeypatch
     assert any(".c_winograd" in k for k in mod.program.blob_layout)
     if vec_regs:
         assert any(p.TB == 3 and p.TW == 4 for p in wino)
+    assert any(p.NCG > 1 for p in wino)
     check(g, mod)
 
 
