@@ -51,9 +51,14 @@ def conv_algorithm_table(graph: Graph, conv_algorithm: str = "auto") -> str:
     rule for ``conv_algorithm``) and the reason."""
     from cnncc.codegen.c_winograd import choose
     from cnncc.codegen.lower import lower_program
+    from cnncc.errors import CnnccError
 
+    try:
+        specs = lower_program(graph).kernels
+    except CnnccError as e:   # e.g. symbolic spatial sizes: kernels need concrete ones
+        return f"C convolutions: not shown, the graph does not lower ({str(e).splitlines()[0]})"
     rows = [("Kernel", "Convolution", "Algorithm", "Reason")]
-    for spec in lower_program(graph).kernels:
+    for spec in specs:
         if spec.family != "conv":
             continue
         g = spec.geometry
