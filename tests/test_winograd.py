@@ -161,6 +161,10 @@ def test_the_rule_and_its_fallbacks_in_inspect(capsys):
     assert any("3x3/2" in v and "falls back: stride 2x2" in v for v in rows.values())
     assert any("winograd F(4x4,3x3)" in v and "forced" in v for v in rows.values())
     assert all("winograd" in v for v in rows.values() if "3x3/1" in v)
+    from cnncc import report        # symbolic spatial sizes do not lower: the table says so
+
+    symbolic = cnncc.optimize(cnncc.load_model(EXAMPLES / "lenet5.py", symbolic="H,W"))
+    assert "not shown, the graph does not lower" in report.conv_algorithm_table(symbolic)
 
 
 def test_f4_accuracy_bound_and_bad_names():
