@@ -100,7 +100,7 @@ def check_precision(precision: str, target: str) -> str:
 
 
 def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: str = "fp32",  # noqa: A001
-            threads: int | None = None, progress=None):
+            threads: int | None = None, progress=None, conv_algorithm: str = "auto"):
     """Optimize, lower, render and build ``graph`` for ``target`` ("c", "cuda", "cuda-emu").
 
     Returns a CompiledModule: ``mod(x)`` runs any batch size; ``mod.kernels`` lists every kernel's
@@ -119,7 +119,13 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
 
     Tolerances are relative to the output's largest magnitude (``TOLERANCE``). Activations and
     weights stay float32 in memory; inputs are rounded when staged in shared memory, so only the
-    tensor-core multiplies lose precision (the epilogue, pooling and every other kernel stay FP32)."""
+    tensor-core multiplies lose precision (the epilogue, pooling and every other kernel stay FP32).
+
+    ``conv_algorithm`` (C target): how 3x3 stride-1 convolutions are computed -- "auto" (default:
+    Winograd where a per-layer rule expects it to pay, direct elsewhere), "direct", "winograd"
+    (every eligible layer; F(4x4,3x3) where its accuracy bound holds, else F(2x2,3x3); others fall
+    back to direct), or "winograd2" / "winograd4" to force one variant. ``cnncc inspect`` shows
+    each layer's algorithm and the reason (codegen/c_winograd.py, docs/cpu.md)."""
     import time
 
     from cnncc.codegen.lower import lower_program
@@ -130,6 +136,12 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     if opt_level not in (0, 1, 2):
         raise CnnccError(f"opt_level must be 0, 1 or 2, got {opt_level!r}")
     check_precision(precision, target)
+    from cnncc.codegen.c_winograd import check_algorithm
+
+    check_algorithm(conv_algorithm)
+    if target != "c" and conv_algorithm not in ("auto", "direct"):
+        raise CnnccError(f"conv_algorithm '{conv_algorithm}' is for the C target (Winograd kernels); the CUDA "
+                         f"targets compute convolutions directly: use conv_algorithm='auto' with target '{target}'")
     backend = get_backend(target)
     t0 = time.perf_counter()
     say(f"optimizing {graph.name} at opt {opt_level}")
@@ -143,6 +155,7 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     if len(graph.outputs) == len(g.outputs):
         program.output_names = list(graph.outputs)   # fusion renames outputs; the user keeps theirs
     program.precision = precision
+    program.conv_algorithm = conv_algorithm
     say(f"rendering {len(program.kernels)} kernels for target {target}")
     rendered = backend.render(program)
     program = rendered.program or program      # the C target packs convolution weights into a new Program
@@ -150,7 +163,8 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     artifact = cache.build_cached(backend, rendered.source)
     say(f"done in {time.perf_counter() - t0:.1f} s")
     groups = [(n.name, [m.name for m in n.members]) for n in g if n.op == "fused"]
-    report = {"opt_level": opt_level, "target": target, "precision": precision, "passes": g.pass_report, "fusion_groups": groups,
+    report = {"opt_level": opt_level, "target": target, "precision": precision, "conv_algorithm": conv_algorithm,
+              "passes": g.pass_report, "fusion_groups": groups,
               "why_not": list(g.fusion.why_not) if g.fusion else [], "kernels": [k.name for k in rendered.kernels], "graph": g}
     mod = CompiledModule(program, rendered, backend, artifact, report=report)
     mod.threads = threads

@@ -46,6 +46,34 @@ def groups_table(graph: Graph, batch: int = 1) -> str:
                      for r in rows)
 
 
+def conv_algorithm_table(graph: Graph, conv_algorithm: str = "auto") -> str:
+    """The C target's convolutions: each one's algorithm (direct or Winograd, codegen/c_winograd.py's
+    rule for ``conv_algorithm``) and the reason."""
+    from cnncc.codegen.c_winograd import choose
+    from cnncc.codegen.lower import lower_program
+    from cnncc.errors import CnnccError
+
+    try:
+        specs = lower_program(graph).kernels
+    except CnnccError as e:   # e.g. symbolic spatial sizes: kernels need concrete ones
+        return f"C convolutions: not shown, the graph does not lower ({str(e).splitlines()[0]})"
+    rows = [("Kernel", "Convolution", "Algorithm", "Reason")]
+    for spec in specs:
+        if spec.family != "conv":
+            continue
+        g = spec.geometry
+        pool = " + pool" if spec.pool is not None else ""
+        conv = (f"{g['C_in']}->{g['C_out']} {g['KH']}x{g['KW']}/{g['SH']} on {g['OH']}x{g['OW']}"
+                f"{'' if g['groups'] == 1 else ' g' + str(g['groups'])}{pool}")
+        c = choose(spec, conv_algorithm)
+        rows.append((spec.name, conv, c.algorithm, c.reason))
+    if len(rows) == 1:
+        return "(no convolutions)"
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    head = f"C convolutions (conv_algorithm={conv_algorithm!r}):"
+    return "\n".join([head] + ["  ".join(c.ljust(widths[j]) for j, c in enumerate(r[:3])) + "  " + r[3] for r in rows])
+
+
 def memory_lines(graph: Graph, batch: int | None = None) -> list[str]:
     """The memory plan's arena (peak) beside the naive sum of all intermediates."""
     mp = graph.memory_plan

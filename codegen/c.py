@@ -95,11 +95,11 @@ def parallel_if(work: int, target: CTarget) -> str:
     return f"N * {work}L >= {target.parallel_work}L"
 
 
-def render_kernel(spec: KernelSpec, target: CTarget) -> str:
+def render_kernel(spec: KernelSpec, target: CTarget, conv_algorithm: str = "auto") -> str:
     tmpl = _env().get_template(TEMPLATES[spec.family])
     tail = spec.geometry.get("M", 0) * ELEMENT_WORK if spec.tail else 0
     return tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec),
-                       blk=c_conv.plan(spec, target), parallel_if=parallel_if(parallel_work(spec), target),
+                       blk=c_conv.plan(spec, target, conv_algorithm), parallel_if=parallel_if(parallel_work(spec), target),
                        parallel_if_tail=parallel_if(tail, target)).strip() + "\n"
 
 
@@ -128,7 +128,7 @@ def render(program: Program, target: CTarget):
     program = c_conv.prepare(program, target)
     prelude = env.get_template("c/prelude.c.j2").render(program=program, version=__version__,
                                                         target=target).strip()
-    kernels = [(spec, render_kernel(spec, target)) for spec in program.kernels]
+    kernels = [(spec, render_kernel(spec, target, program.conv_algorithm)) for spec in program.kernels]
     decls, seen, calls = [], set(), []
     for spec, _ in kernels:
         tensors = spec.tensors()

@@ -30,6 +30,7 @@ import numpy as np
 
 from cnncc.errors import CompileError
 from cnncc import names
+from cnncc.codegen import c_winograd
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef
 from cnncc.codegen.placement import append_blob_entry
 from cnncc.codegen.target import CTarget
@@ -60,6 +61,11 @@ class ConvBlocking:
     BR: int = 0       # "channels" with a fused pool: pooled rows per band (a task = channel block x band)
     NBAND: int = 0    # bands per pooled plane
     BROWS: int = 0    # conv rows a band needs at most (its window rows, overlap included)
+
+    @property
+    def tag(self) -> str:
+        """Names the packed weights (c_winograd.WinogradPlan has its own)."""
+        return f"{self.kind}{self.COB}"
 
 
 def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[int, int] | None:
@@ -131,13 +137,18 @@ def _dense(spec: KernelSpec, VEC: int, regs: int) -> ConvBlocking:
                         NCHUNK=-(-K // KC))
 
 
-def plan(spec: KernelSpec, target: CTarget) -> ConvBlocking | None:
-    """How a conv or dense kernel is vectorized and blocked for ``target`` (None: neither)."""
+def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
+    """How a conv or dense kernel is vectorized and blocked for ``target`` (None: neither); a
+    3x3 stride-1 conv that ``algorithm`` (compile()'s conv_algorithm) sends to Winograd gets a
+    c_winograd.WinogradPlan."""
     VEC, regs = target.vector_floats, target.vector_registers
     if spec.family == "dense":
         return _dense(spec, VEC, regs)
     if spec.family != "conv":
         return None
+    wino = c_winograd.plan(spec, target, algorithm, _choose)
+    if wino is not None:
+        return wino
     g = spec.geometry
     pw = _pointwise(spec, VEC, regs)
     if pw is not None:
@@ -186,6 +197,8 @@ def _pool_bands(spec: KernelSpec, COB: int, NCB: int, threads: int) -> dict:
 def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
     """(C_out, CI_G, KH, KW) -> (NCB, KH, KW, CI_G, COB); block k holds channels k*COB.. of its
     group (blocks never straddle groups), zeros where a block runs past the group's channels."""
+    if b.kind == "winograd":    # (NCB, alpha^2, C_in, COB) of the transformed weights
+        return c_winograd.pack(weight, b)
     c_out, ci_g, kh, kw = weight.shape
     if b.kind == "pixels":      # (NCB, C_in, COB): the block's channels side by side per input channel
         out = np.zeros((b.NCB, ci_g, b.COB), np.float32)
@@ -217,11 +230,11 @@ def prepare(program: Program, target: CTarget) -> Program:
     extra: list[np.ndarray] = []
     size = int(program.blob.size)
     for i, spec in enumerate(program.kernels):
-        b = plan(spec, target)
+        b = plan(spec, target, program.conv_algorithm)
         if b is None or b.kind in ("rows", "dense"):   # these read the PyTorch layout
             continue
         w = spec.weights["weight"]
-        key = f"{w.name}.c_{b.kind}{b.COB}"
+        key = f"{w.name}.c_{b.tag}"
         if "packed" in spec.weights and spec.weights["packed"].name == key:
             continue
         if key in layout:
@@ -238,8 +251,10 @@ def prepare(program: Program, target: CTarget) -> Program:
         node, _, param = w.name.rpartition(".")
         if kernels is None:
             kernels = copy.deepcopy(program.kernels)    # specs and their TensorRefs: the caller's stay as they are
-        kernels[i].weights["packed"] = TensorRef(key, names.weight_ident(node, f"{param}_c_{b.kind}{b.COB}"),
-                                                 tuple(shape), batched=False, storage="weights", offset=off)
+        kernels[i].weights["packed"] = TensorRef(key, names.weight_ident(node, f"{param}_c_{b.tag}"), tuple(shape),
+                                                 batched=False, storage="weights", offset=off)
+        if b.kind == "winograd":   # keeps the PyTorch layout too: direct sums where the input is not finite
+            kernels[i].weights["weight_direct"] = kernels[i].weights["weight"]
     if kernels is None:
         return program
     out = dataclasses.replace(program, kernels=kernels, blob_layout=layout,

@@ -195,6 +195,7 @@ class Program:
     output_names: list[str] | None = None      # the user's names for the outputs (before fusion renamed them)
     fixed_batch: int | None = None             # `cnncc compile --batch B`: the only batch the module accepts
     precision: str = "fp32"                    # CUDA convolution inputs: fp32 | tf32 | fp16 | bf16 (see compile())
+    conv_algorithm: str = "auto"               # C convolutions: auto | direct | winograd[2|4] (codegen/c_winograd.py)
 
     def arena_bytes(self, batch: int) -> int:
         return self.arena_a * batch + self.arena_b

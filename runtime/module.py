@@ -491,7 +491,8 @@ def program_to_dict(p: Program) -> dict:
             "inputs": [dataclasses.asdict(t) for t in p.inputs], "outputs": [dataclasses.asdict(t) for t in p.outputs],
             "blob_size": int(p.blob.size), "blob_layout": {k: [o, list(s)] for k, (o, s) in p.blob_layout.items()},
             "arena_a": p.arena_a, "arena_b": p.arena_b, "arena_source": p.arena_source,
-            "output_names": p.output_names, "fixed_batch": p.fixed_batch, "precision": p.precision}
+            "output_names": p.output_names, "fixed_batch": p.fixed_batch, "precision": p.precision,
+            "conv_algorithm": p.conv_algorithm}
 
 
 def _tensor(d: dict) -> TensorRef:
@@ -547,7 +548,7 @@ def program_from_dict(d: dict, weights: dict[str, np.ndarray]) -> Program:
     return Program(d["name"], [_kernel(k) for k in d["kernels"]], [_tensor(t) for t in d["inputs"]],
                    [_tensor(t) for t in d["outputs"]], blob, layout, int(d["arena_a"]), int(d["arena_b"]),
                    d.get("arena_source", "cnncc"), d.get("output_names"), d.get("fixed_batch"),
-                   d.get("precision", "fp32"))
+                   d.get("precision", "fp32"), d.get("conv_algorithm", "auto"))
 
 
 def check_artifact(path: Path) -> Path:

@@ -53,6 +53,14 @@ def model_kwargs(args) -> dict:
     return out
 
 
+def add_conv_algorithm(p) -> None:
+    """``--conv-algorithm``: compile()'s ``conv_algorithm`` (checked there, codegen/c_winograd.py)."""
+    p.add_argument("--conv-algorithm", default="auto", metavar="ALG",
+                   help="C target: auto (default: Winograd where the per-layer rule expects it to pay), direct, "
+                        "winograd (every 3x3 stride-1 layer that can), winograd2 / winograd4 (force F(2x2,3x3) / "
+                        "F(4x4,3x3)); `cnncc inspect` shows each layer's choice and why")
+
+
 def batch_of(args):
     """The ``batch=`` argument for cnncc.load_model / from_onnx from the parsed flags."""
     return "N" if getattr(args, "dynamic_batch", False) else None

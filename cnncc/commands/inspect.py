@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnncc.commands import add_dynamic_batch, add_model_args, add_precision
+from cnncc.commands import add_conv_algorithm, add_dynamic_batch, add_model_args, add_precision
 
 
 def add(sub):
@@ -29,6 +29,7 @@ def add(sub):
                         "spills and theoretical occupancy per kernel on sm_90")
     add_precision(p,
                    help="with --cuda: the convolution arithmetic (default fp32)")
+    add_conv_algorithm(p)
     return p
 
 
@@ -60,6 +61,8 @@ def run(args) -> int:
     print(report.pass_table(opt))
     for line in report.memory_lines(opt, args.batch) + report.traffic_lines(opt, args.batch):
         print(line)
+    print()
+    print(report.conv_algorithm_table(opt, args.conv_algorithm))
     if args.groups:
         print()
         print(report.groups_table(opt, batch=args.batch or 1))

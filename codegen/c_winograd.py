@@ -1,0 +1,298 @@
+"""Winograd convolution on the C target: F(2x2,3x3) and F(4x4,3x3) for 3x3 stride-1 layers.
+
+A 3x3 convolution computes each m x m output tile from an (m+2) x (m+2) input patch ``d``:
+``Y = A^T [ (G g G^T) * (B^T d B) ] A`` (Lavin & Gray, 2015), an elementwise product in an
+alpha x alpha transform domain (alpha = m + 2). Summed over the input channels, each of the
+alpha^2 positions is a GEMM (tiles x C_in) @ (C_in x C_out), so the multiplies per output drop
+from 9 to alpha^2 / m^2 (4 for F(2x2): 2.25x fewer; 2.25 for F(4x4): 4x fewer).
+
+What the kernel does (templates/c/conv_winograd.c.j2 spells it):
+
+* the weights ``U = G g G^T`` are transformed here at compile time (float64, rounded once) and
+  packed as ``[channel block][alpha^2][C_in][COB]``, appended to the weight blob like the
+  direct kernels' packed weights (c_conv.prepare);
+* a task takes batch item ``n``, a chunk of ``TB`` tiles of one tile row and a group of channel
+  blocks: it copies the ``alpha`` input rows it reads channels-last (zeros outside the image),
+  transforms each tile's patch (``B^T d B``, vectorised over input channels), runs the alpha^2
+  GEMMs in a register tile of ``P`` tiles x ``COB`` output channels (the target's vectors, as the
+  direct kernel's tile), and transforms the result back (``A^T M A``, vectorised over output
+  channels) with the epilogue -- bias, folded BN, activation, residual add -- before the store;
+* with F(2x2) an output tile is exactly one 2x2 pool window (with F(4x4), four): a fused 2x2/2 max
+  pool is reduced inside the output transform, and only the pooled tile is stored.
+
+Accuracy: F(2x2)'s transforms hold only 0, +-1 and 1/2, its float32 error is that of the direct
+convolution. F(4x4)'s hold up to 8 and 1/24 and lose ~3-4 more bits (~1e-5 relative per layer
+with random weights, docs/cpu.md); :data:`F4_MAX_CIN` bounds where "auto" and "winograd" use it.
+A task whose input holds a NaN or Inf computes direct sums instead (the transforms would spread
+it over whole tiles), so non-finite outputs match the reference.
+
+Which layers use it: :func:`choose` -- per layer, with the reason ``cnncc inspect`` shows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnncc.errors import CnnccError
+from cnncc.codegen.lower import KernelSpec
+from cnncc.codegen.target import CTarget
+
+#: what ``compile(..., conv_algorithm=)`` accepts: "winograd2"/"winograd4" force F(2x2,3x3) or
+#: F(4x4,3x3) (for study and benchmarks; F(4x4) then ignores the accuracy bound)
+ALGORITHMS = ("auto", "direct", "winograd", "winograd2", "winograd4")
+
+# -- the transforms (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015) ----------
+#: m -> (B^T, G, A^T): input transform (alpha x alpha), weight transform (alpha x 3),
+#: output transform (m x alpha); interpolation points 0, 1, -1 (F2) and 0, +-1, +-2, inf (F4)
+MATRICES = {
+    2: (np.array([[1, 0, -1, 0],
+                  [0, 1, 1, 0],
+                  [0, -1, 1, 0],
+                  [0, 1, 0, -1]], np.float64),
+        np.array([[1, 0, 0],
+                  [1 / 2, 1 / 2, 1 / 2],
+                  [1 / 2, -1 / 2, 1 / 2],
+                  [0, 0, 1]], np.float64),
+        np.array([[1, 1, 1, 0],
+                  [0, 1, -1, -1]], np.float64)),
+    4: (np.array([[4, 0, -5, 0, 1, 0],
+                  [0, -4, -4, 1, 1, 0],
+                  [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0],
+                  [0, 2, -1, -2, 1, 0],
+                  [0, 4, 0, -5, 0, 1]], np.float64),
+        np.array([[1 / 4, 0, 0],
+                  [-1 / 6, -1 / 6, -1 / 6],
+                  [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6],
+                  [1 / 24, -1 / 12, 1 / 6],
+                  [0, 0, 1]], np.float64),
+        np.array([[1, 1, 1, 1, 1, 0],
+                  [0, 1, -1, 2, -2, 0],
+                  [0, 1, 1, 4, 4, 0],
+                  [0, 1, -1, 8, -8, 1]], np.float64)),
+}
+
+#: "auto" uses Winograd only where the GEMMs amortise the transforms: both channel counts at
+#: least this (the transforms cost O(C_in + C_out) per tile, the GEMMs O(C_in * C_out))
+AUTO_MIN_CHANNELS = 64
+#: ... and output planes at least this tall and wide (enough tiles to fill the register tile and
+#: the threads; partial edge tiles waste less)
+AUTO_MIN_PLANE = 14
+#: F(4x4) only on planes at least this size (its 4x4 tiles waste up to 3 rows and columns) ...
+F4_MIN_PLANE = 28
+#: ... and with at most this many input channels (the reduction length its error grows with;
+#: VGG's 512 measured at < 1e-5 relative, docs/cpu.md)
+F4_MAX_CIN = 512
+
+BUFFER_BYTES = 512 * 1024   # a task's transformed input tiles: L2-sized
+#: "auto" wants each packed weight block used for at least this many tiles per task (a task
+#: streams its channel groups' whole U once: fewer tiles and the GEMMs wait on memory)
+AUTO_MIN_REUSE = 16
+MIN_TASKS = 16              # tasks per batch item to aim for (tile chunks x channel groups)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The algorithm of one conv kernel and why (``cnncc inspect`` prints both)."""
+
+    algorithm: str        # "direct", "winograd F(2x2,3x3)", "winograd F(4x4,3x3)"
+    m: int                # output tile size; 0 for direct
+    reason: str
+
+
+@dataclass(frozen=True)
+class WinogradPlan:
+    """How one Winograd conv kernel is tiled (all sizes literal in the generated C)."""
+
+    m: int                # output tile m x m
+    VEC: int              # floats per vector register
+    V: int                # vectors of output channels per register tile
+    COB: int              # output channels per block (V * VEC)
+    P: int                # tiles per register tile
+    NCB: int              # channel blocks
+    TH: int               # tile rows, columns
+    TW: int
+    TB: int               # tiles per task (consecutive in one tile row)
+    NCH: int              # chunks per tile row
+    CBG: int              # channel blocks per task
+    NCG: int              # channel-block groups
+    pooled: bool          # a fused 2x2/2 max pool is reduced in the output transform
+    reason: str = ""
+    kind: str = "winograd"
+
+    @property
+    def alpha(self) -> int:
+        return self.m + 2
+
+    @property
+    def TBP(self) -> int:
+        """Rows of the GEMM output buffer per transform position: TB rounded up to whole register tiles."""
+        return -(-self.TB // self.P) * self.P
+
+    @property
+    def XW(self) -> int:
+        """Columns of the channels-last input rows a task stages per tile row."""
+        return min(self.TB, self.TW) * self.m + 2
+
+    @property
+    def tag(self) -> str:
+        """Names the packed weights: another m or block size is another array."""
+        return f"winograd{self.m}x{self.COB}"
+
+    def matrices(self):
+        """(B^T, A^T) as nested lists of floats for the template."""
+        bt, _, at = MATRICES[self.m]
+        return bt.tolist(), at.tolist()
+
+
+def check_algorithm(algorithm: str) -> str:
+    if algorithm not in ALGORITHMS:
+        raise CnnccError(f"conv_algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    return algorithm
+
+
+def why_not(spec: KernelSpec) -> str | None:
+    """Why a conv kernel cannot use Winograd here (None: it can)."""
+    g = spec.geometry
+    if spec.family != "conv":
+        return f"a {spec.family} kernel"
+    if (g["KH"], g["KW"]) != (3, 3):
+        return f"kernel {g['KH']}x{g['KW']}, Winograd is for 3x3"
+    if (g["SH"], g["SW"]) != (1, 1):
+        return f"stride {g['SH']}x{g['SW']}, Winograd is for stride 1"
+    if (g["DH"], g["DW"]) != (1, 1):
+        return f"dilation {g['DH']}x{g['DW']}"
+    if g["groups"] != 1:
+        return f"{g['groups']} groups"
+    p = spec.pool
+    if p is not None and not (p.kind == "max" and (p.KH, p.KW, p.SH, p.SW, p.DH, p.DW, p.PH, p.PW)
+                              == (2, 2, 2, 2, 1, 1, 0, 0) and (p.H, p.W) == (g["OH"], g["OW"])):
+        return (f"fused {p.kind} pool {p.KH}x{p.KW}/{p.SH}: only a 2x2/2 max pool without padding fuses "
+                f"into the output transform")
+    return None
+
+
+def _f4_ok(g: dict) -> bool:
+    return g["C_in"] <= F4_MAX_CIN
+
+
+def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
+    """The rule, per conv kernel. ``algorithm`` is compile()'s ``conv_algorithm``:
+
+    * "direct": every convolution direct;
+    * "winograd": every eligible 3x3 stride-1 convolution Winograd -- F(4x4) where its accuracy
+      bound holds (``C_in <= F4_MAX_CIN``) and the plane is at least 4x4, F(2x2) otherwise;
+      an ineligible one falls back to direct, saying why;
+    * "winograd2" / "winograd4": F(2x2) / F(4x4) on every eligible one (study, benchmarks);
+    * "auto": direct unless both channel counts reach ``AUTO_MIN_CHANNELS`` and the plane
+      ``AUTO_MIN_PLANE``; then F(4x4) on planes of at least ``F4_MIN_PLANE`` within its
+      accuracy bound where a task holds ``AUTO_MIN_REUSE`` tiles (C_in <= 227), else F(2x2)
+      where it does (C_in <= 512), else direct.
+    """
+    check_algorithm(algorithm)
+    if spec.family != "conv":
+        return Choice("direct", 0, f"a {spec.family} kernel")
+    if algorithm == "direct":
+        return Choice("direct", 0, "forced (conv_algorithm='direct')")
+    g = spec.geometry
+    no = why_not(spec)
+    if no is not None:
+        forced = "" if algorithm == "auto" else f"conv_algorithm='{algorithm}' falls back: "
+        return Choice("direct", 0, forced + no)
+    small = min(g["OH"], g["OW"])
+    if algorithm == "winograd2":
+        return Choice("winograd F(2x2,3x3)", 2, "forced (conv_algorithm='winograd2')")
+    if algorithm == "winograd4":
+        return Choice("winograd F(4x4,3x3)", 4, "forced (conv_algorithm='winograd4')")
+    if algorithm == "winograd":
+        if _f4_ok(g) and small >= 4:
+            return Choice("winograd F(4x4,3x3)", 4, f"forced; C_in {g['C_in']} <= {F4_MAX_CIN} keeps F(4x4) accurate")
+        why = f"C_in {g['C_in']} > {F4_MAX_CIN}" if not _f4_ok(g) else f"plane {g['OH']}x{g['OW']} under 4x4"
+        return Choice("winograd F(2x2,3x3)", 2, f"forced; F(2x2) since {why}")
+    chans = min(g["C_in"], g["C_out"])
+    if chans < AUTO_MIN_CHANNELS:
+        return Choice("direct", 0, f"{chans} channels < {AUTO_MIN_CHANNELS}: the transforms would not pay")
+    if small < AUTO_MIN_PLANE:
+        return Choice("direct", 0, f"plane {g['OH']}x{g['OW']} < {AUTO_MIN_PLANE}: too few tiles")
+    pays = f"{chans}+ channels, plane {g['OH']}x{g['OW']}"
+    reuse4, reuse2 = tiles_per_task(g, 4), tiles_per_task(g, 2)
+    if small >= F4_MIN_PLANE and _f4_ok(g) and reuse4 >= AUTO_MIN_REUSE:
+        return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}")
+    if reuse2 < AUTO_MIN_REUSE:
+        return Choice("direct", 0, f"C_in {g['C_in']}: a task would reuse each weight block for {reuse2} tiles "
+                                   f"< {AUTO_MIN_REUSE}")
+    why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
+           if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE}")
+    return Choice("winograd F(2x2,3x3)", 2, f"{pays}; F(2x2) since {why}")
+
+
+def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> WinogradPlan | None:
+    """The Winograd tiling of a conv kernel for ``target``, or None when :func:`choose` says direct.
+    ``register_tile(C_out, tiles, 1, VEC, regs) -> (V, P)`` is the direct kernel's register tile
+    rule (c_conv._choose, passed in: c_conv imports this module)."""
+    choice = choose(spec, algorithm)
+    if not choice.m:
+        return None
+    g = spec.geometry
+    m, VEC, regs = choice.m, target.vector_floats, target.vector_registers
+    alpha = m + 2
+    TH, TW = -(-g["OH"] // m), -(-g["OW"] // m)
+    TB = tiles_per_task(g, m)
+    NCH = -(-(TH * TW) // TB)
+    TB = -(-(TH * TW) // NCH)                        # the same tiles in as many tasks, evenly
+    V, P = register_tile(g["C_out"], TB, 1, VEC, regs)   # P tiles x V vectors of output channels
+    COB = V * VEC
+    NCB = -(-g["C_out"] // COB)
+    # more tasks from channel groups (each redoes the input transform: groups of >= 64 channels)
+    NCG = max(1, min(NCB, -(-MIN_TASKS // NCH), g["C_out"] // 64))
+    CBG = -(-NCB // NCG)
+    NCG = -(-NCB // CBG)
+    return WinogradPlan(m, VEC, V, COB, P, NCB, TH, TW, TB, NCH, CBG, NCG, spec.pool is not None, choice.reason)
+
+
+def tiles_per_task(g: dict, m: int) -> int:
+    """Tiles a task transforms and multiplies at once: as many as ``BUFFER_BYTES`` of transformed
+    input holds (each packed weight block is reused that many times), at most all of them."""
+    alpha = m + 2
+    return max(1, min(-(-g["OH"] // m) * -(-g["OW"] // m), BUFFER_BYTES // (4 * alpha * alpha * g["C_in"])))
+
+
+def transform_weights(weight: np.ndarray, m: int) -> np.ndarray:
+    """(C_out, C_in, 3, 3) -> U = G g G^T, (alpha, alpha, C_out, C_in), computed in float64."""
+    _, G, _ = MATRICES[m]
+    return np.einsum("ak,oikl,bl->aboi", G, weight.astype(np.float64), G)
+
+
+def pack(weight: np.ndarray, b: WinogradPlan) -> np.ndarray:
+    """(C_out, C_in, 3, 3) -> (NCB, alpha^2, C_in, COB) float32: block k holds U for channels
+    k*COB.. side by side per input channel, zeros past the last channel."""
+    c_out, c_in = weight.shape[:2]
+    u = transform_weights(weight, b.m).reshape(b.alpha * b.alpha, c_out, c_in)
+    out = np.zeros((b.NCB, b.alpha * b.alpha, c_in, b.COB), np.float32)
+    for blk in range(b.NCB):
+        lo, hi = blk * b.COB, min((blk + 1) * b.COB, c_out)
+        out[blk, :, :, : hi - lo] = u[:, lo:hi, :].transpose(0, 2, 1)
+    return out
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, m: int, padding: int = 1) -> np.ndarray:
+    """A numpy Winograd convolution (float32 transforms and GEMMs, like the kernel): the oracle of
+    the transform tests and of the accuracy study (benchmarks/winograd.py)."""
+    bt, _, at = (a.astype(np.float32) for a in MATRICES[m])
+    n, c_in, h, w = x.shape
+    c_out = weight.shape[0]
+    alpha = m + 2
+    oh, ow = h + 2 * padding - 2, w + 2 * padding - 2
+    th, tw = -(-oh // m), -(-ow // m)
+    xp = np.zeros((n, c_in, th * m + 2, tw * m + 2), np.float32)
+    xp[:, :, padding: padding + h, padding: padding + w] = x[:, :, : th * m + 2 - padding, : tw * m + 2 - padding]
+    idx = np.arange(th)[:, None] * m + np.arange(alpha)[None, :]          # (th, alpha) input rows
+    jdx = np.arange(tw)[:, None] * m + np.arange(alpha)[None, :]
+    d = xp[:, :, idx[:, :, None, None], jdx[None, None, :, :]]           # (n, ci, th, alpha, tw, alpha)
+    v = np.einsum("ak,nchkwl,bl->abnhwc", bt, d, bt, optimize=True).astype(np.float32)
+    u = transform_weights(weight, m).astype(np.float32)                  # (a, b, co, ci)
+    mm = np.einsum("abnhwc,aboc->abnhwo", v, u, optimize=True).astype(np.float32)
+    y = np.einsum("ia,abnhwo,jb->nohiwj", at, mm, at, optimize=True).astype(np.float32)
+    return y.reshape(n, c_out, th * m, tw * m)[:, :, :oh, :ow]

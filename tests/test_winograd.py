@@ -1,0 +1,202 @@
+"""Winograd convolution on the C target (codegen/c_winograd.py + templates/c/conv_winograd.c.j2):
+the transforms against a direct convolution, the packed weights, the kernel against the reference
+for F(2x2,3x3) and F(4x4,3x3) with every epilogue shape and the fused 2x2 max pool (odd planes,
+ceil mode, residual operands, partial channel blocks, planes smaller than a tile) planned for this
+machine's vectors and for AVX2's, the per-layer rule and its fallbacks as `cnncc
+inspect` shows them, and examples with each conv algorithm forced."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cnncc
+from cnncc.cli import main
+from cnncc.codegen import c_conv, c_winograd
+from cnncc.codegen.lower import lower_program
+from cnncc.errors import CnnccError
+from cnncc.frontends import dsl
+from cnncc.ir import N
+from cnncc.runtime.cpu import host_target
+
+from test_codegen_c import check, example_graph
+from test_codegen_c_conv import isa  # noqa: F401  (fixture)
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+pytestmark = pytest.mark.usefixtures("shared_kernel_cache")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def direct(x: np.ndarray, w: np.ndarray, padding: int) -> np.ndarray:
+    """float64 3x3 stride-1 convolution."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
+    return sum(np.einsum("nchw,oc->nohw", xp[:, :, i:i + oh, j:j + ow], w[:, :, i, j].astype(np.float64))
+               for i in range(3) for j in range(3))
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("hw,padding", [((7, 9), 1), ((6, 6), 0), ((5, 11), 2), ((3, 3), 0)])
+def test_transforms_compute_the_convolution(m, hw, padding):
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((2, 5, *hw)).astype(np.float32)
+    w = rng.standard_normal((3, 5, 3, 3)).astype(np.float32)
+    ref = direct(x, w, padding)
+    got = c_winograd.conv2d(x, w, m, padding)
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() / np.abs(ref).max() < (1e-6 if m == 2 else 1e-5)
+
+
+def test_packed_weights_are_the_transformed_weights():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((21, 5, 3, 3)).astype(np.float32)
+    b = c_winograd.WinogradPlan(4, 8, 2, 16, 4, 2, 1, 1, 1, 1, 2, 1, False)
+    packed = c_winograd.pack(w, b)
+    _, G, _ = c_winograd.MATRICES[4]
+    assert packed.shape == (2, 36, 5, 16)
+    for co in (0, 15, 16, 20):
+        for ci in (0, 4):
+            u = G @ w[co, ci].astype(np.float64) @ G.T
+            np.testing.assert_allclose(packed[co // 16, :, ci, co % 16], u.ravel(), rtol=1e-6)
+    assert not packed[1, :, :, 5:].any()      # channels 21.. of the last block are zeros
+
+
+def wino_zoo():
+    """Each output exercises the Winograd kernel in another way; the last two cannot use it."""
+    x = dsl.input("x", (N, 20, 11, 13))
+    r = dsl.input("r", (N, 24, 11, 13), like=x)
+    outs = []
+    # residual add + folded BN + relu6 in the epilogue, C_out not a multiple of a vector
+    a = dsl.conv2d(x, 24, 3, padding=1, name="w_res")
+    outs.append(dsl.relu6(dsl.add(dsl.batch_norm(a, name="w_bn"), r, name="w_add"), name="w_act"))
+    # fused 2x2 max pool, ceil mode on an odd plane: bias and relu after the max
+    outs.append(dsl.max_pool2d(dsl.relu(dsl.conv2d(x, 33, 3, padding=1, name="w_pool"), name="w_prelu"), 2,
+                               ceil_mode=True, name="w_pooled"))
+    # fused pool with a residual operand read before the max (floor mode drops the odd row/column)
+    outs.append(dsl.max_pool2d(dsl.add(dsl.conv2d(x, 24, 3, padding=1, name="w_rp"), r, name="w_rp_add"), 2,
+                               name="w_rp_pool"))
+    # asymmetric padding (top, left, bottom, right) and no padding at all
+    outs.append(dsl.conv2d(x, 17, 3, padding=(2, 0, 1, 3), name="w_asym"))
+    outs.append(dsl.sigmoid(dsl.conv2d(x, 8, 3, name="w_valid"), name="w_sig"))
+    # a 1x1 output: smaller than any tile
+    outs.append(dsl.conv2d(dsl.max_pool2d(x, 3, stride=4, name="w_small_in"), 40, 3, name="w_1px"))
+    # enough output channels for several channel groups per tile chunk (the last one partial on some targets)
+    outs.append(dsl.conv2d(x, 200, 3, padding=1, name="w_wide"))
+    # not Winograd: stride 2, and a fused average pool
+    outs.append(dsl.conv2d(x, 16, 3, stride=2, padding=1, name="w_s2"))
+    outs.append(dsl.avg_pool2d(dsl.conv2d(x, 16, 3, padding=1, name="w_avg"), 2, name="w_avg_pool"))
+    return dsl.graph(*outs, name="wino_zoo")
+
+
+WINOGRAD_KERNELS = 7
+
+
+@needs_cc
+@pytest.mark.parametrize("algorithm,vec_regs", [("winograd2", None), ("winograd4", None), ("winograd", (8, 16))],
+                         ids=["F2-native", "F4-native", "winograd-avx2-plan"])
+def test_winograd_kernel_matches_reference(isa, algorithm, vec_regs, monkeypatch):  # noqa: F811
+    isa(vec_regs)
+    if vec_regs:   # 3 F(4x4) tiles per task (C_in 20): chunks start and end inside tile rows
+        monkeypatch.setattr(c_winograd, "BUFFER_BYTES", 3 * 36 * 20 * 4)
+    g = wino_zoo()
+    mod = cnncc.compile(g, "c", 2, conv_algorithm=algorithm)
+    plans = [c_conv.plan(k, host_target(), algorithm) for k in mod.program.kernels if k.family == "conv"]
+    wino = [p for p in plans if p.kind == "winograd"]
+    assert len(wino) == WINOGRAD_KERNELS and sum(p.pooled for p in wino) == 2
+    avg = next(k for k in mod.program.kernels if k.pool is not None and k.pool.kind == "avg")
+    assert "falls back: fused avg pool 2x2/2" in c_winograd.choose(avg, algorithm).reason
+    m = 2 if algorithm == "winograd2" else 4
+    f2 = 1 if algorithm == "winograd" else 0    # "winograd" keeps F(2x2) for the 1x1 plane (under a 4x4 tile)
+    assert sum(p.m == m for p in wino) == WINOGRAD_KERNELS - f2
+    assert mod.source.count(f"Winograd F({m}x{m},3x3)") == WINOGRAD_KERNELS - f2
+    assert any(".c_winograd" in k for k in mod.program.blob_layout)
+    if vec_regs:
+        assert any(p.TB == 3 and p.TW == 4 for p in wino)
+    assert any(p.NCG > 1 for p in wino)
+    check(g, mod)
+
+
+@needs_cc
+def test_nan_and_inf_inputs_give_the_reference_outputs(tmp_path):
+    """The transforms would spread a NaN or Inf over whole tiles (an Inf - Inf makes NaN): tasks
+    with a non-finite input compute direct sums, so every output is the reference's, NaN for NaN."""
+    from test_ieee import assert_ieee_equal, special_input
+
+    x = dsl.input("x", (N, 6, 9, 10))
+    g = dsl.graph(dsl.relu(dsl.conv2d(x, 8, 3, padding=1, name="c"), name="c_relu"),
+                  dsl.max_pool2d(dsl.conv2d(x, 8, 3, padding=1, name="p"), 2, name="p_pool"), name="wino_ieee")
+    xx = special_input((2, 6, 9, 10), seed=3)
+    xx[1, :, :5] = np.random.default_rng(4).standard_normal((6, 5, 10))   # item 1's upper tiles stay finite
+    ref = cnncc.reference(g, {"x": xx})
+    for algorithm in ("winograd2", "winograd4"):
+        mod = cnncc.compile(g, "c", 2, conv_algorithm=algorithm)
+        assert mod.source.count("Winograd F(") == 2
+        out = mod({"x": xx})
+        for k in ref:
+            assert_ieee_equal(out[k], ref[k], f"{algorithm}, output {k}")
+    loaded = cnncc.load(mod.save(tmp_path / "m"))          # the algorithm travels with a saved module
+    assert loaded.program.conv_algorithm == "winograd4"
+    again = loaded({"x": xx})
+    for k in out:
+        np.testing.assert_array_equal(again[k], out[k])
+
+
+def test_the_rule_and_its_fallbacks_in_inspect(capsys):
+    assert main(["inspect", str(EXAMPLES / "vgg16.py"), "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "C convolutions (conv_algorithm='auto')" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("conv")}
+    assert "direct" in rows["conv1_1_relu1_1"] and "3 channels" in rows["conv1_1_relu1_1"]
+    assert "winograd F(4x4,3x3)" in rows["conv1_2_relu1_2_pool1"]      # 64x64 plane, fused pool
+    assert "winograd F(2x2,3x3)" in rows["conv3_1_relu3_1"] and "plane < 28" in rows["conv3_1_relu3_1"]
+    assert "direct" in rows["conv5_1_relu5_1"] and "too few tiles" in rows["conv5_1_relu5_1"]
+    # forced: a layer that cannot use Winograd falls back to direct and says so
+    assert main(["inspect", str(EXAMPLES / "resnet18.py"), "--size", "32", "--conv-algorithm", "winograd"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "3x3/" in line or "7x7/" in line}
+    stem = next(v for k, v in rows.items() if "7x7/2" in v)
+    assert "direct" in stem and "falls back: kernel 7x7" in stem
+    assert any("3x3/2" in v and "falls back: stride 2x2" in v for v in rows.values())
+    assert any("winograd F(4x4,3x3)" in v and "forced" in v for v in rows.values())
+    assert all("winograd" in v for v in rows.values() if "3x3/1" in v)
+    from cnncc import report        # symbolic spatial sizes do not lower: the table says so
+
+    symbolic = cnncc.optimize(cnncc.load_model(EXAMPLES / "lenet5.py", symbolic="H,W"))
+    assert "not shown, the graph does not lower" in report.conv_algorithm_table(symbolic)
+
+
+def test_f4_accuracy_bound_and_bad_names():
+    g = dsl.graph(dsl.conv2d(dsl.input("x", (N, 600, 8, 8)), 64, 3, padding=1, name="wide"))
+    spec = next(k for k in lower_program(cnncc.optimize(g)).kernels if k.family == "conv")
+    assert c_winograd.choose(spec, "winograd").m == 2            # C_in 600 > F4_MAX_CIN
+    assert c_winograd.choose(spec, "winograd4").m == 4           # forced anyway
+    assert c_winograd.choose(spec, "direct").m == 0
+    with pytest.raises(CnnccError, match="conv_algorithm must be one of"):
+        cnncc.compile(g, "c", conv_algorithm="fft")
+    with pytest.raises(CnnccError, match="is for the C target"):
+        cnncc.compile(g, "cuda-emu", conv_algorithm="winograd")
+
+
+#: examples compiled in CI with each algorithm forced (the default "auto" is test_codegen_c's);
+#: CNNCC_SLOW=1 runs every example
+QUICK = ("resnet18",)
+
+
+def _example_cases():
+    for path in sorted(p for p in EXAMPLES.glob("*.py") if "\ndef model(" in p.read_text()):
+        for algorithm in ("direct", "winograd"):
+            marks = () if path.stem in QUICK else (pytest.mark.slow,)
+            yield pytest.param(path, algorithm, id=f"{path.stem}-{algorithm}", marks=marks)
+
+
+@needs_cc
+@pytest.mark.parametrize("path,algorithm", list(_example_cases()))
+def test_example_with_each_conv_algorithm(path, algorithm):
+    g = example_graph(path)
+    mod = cnncc.compile(g, "c", 2, conv_algorithm=algorithm)
+    kinds = {c_conv.plan(k, host_target(), algorithm).kind for k in mod.program.kernels if k.family == "conv"}
+    assert ("winograd" in kinds) == (algorithm == "winograd" and any(
+        c_winograd.why_not(k) is None for k in mod.program.kernels if k.family == "conv"))
+    check(g, mod, batches=(2,))
