@@ -987,4 +987,12 @@ def template_env(*targets: str):
     env.filters["shape"] = shape
     env.filters["comment"] = names.comment     # a user's name inside a comment of generated code
     env.filters["reduce_mul"] = lambda xs: int(np.prod(list(xs), dtype=np.int64)) if len(xs) else 1
+    target = "cuda" if "cuda" in targets else "c"
+
+    def spell(e):
+        """An EpilogueOp's statement from its OpDef (c_expr/cuda_expr), None when it has none."""
+        opdef = ops.REGISTRY.get(e.op)
+        return opdef.spell(e.attrs, target) if opdef is not None else None
+
+    env.globals["spell"] = spell
     return env

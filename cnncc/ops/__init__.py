@@ -13,15 +13,15 @@ imported. This package imports them all and re-exports the names the rest of cnn
 from __future__ import annotations
 
 from .core import (
-    ACTIVATION, ANCHOR, Attr, ELEMENTWISE, IDENTITY, MONOTONE, OpDef, POOL, REDUCTION, REGISTRY, REQUIRED,
-    VIEW, _cost, _safe_check, elementwise_flops, get, ints_or_int, is_int, is_number, padding_ok, pos_int,
-    register, tup)
+    ACTIVATION, ANCHOR, Attr, COMMUTATIVE, ELEMENTWISE, EPILOGUE, GROUP_TAIL, IDENTITY, KERNEL_FAMILIES, MONOTONE,
+    OpDef, POOL, REDUCTION, REGISTRY, REQUIRED, VIEW, _cost, _safe_check, c_float, elementwise_flops, get,
+    ints_or_int, is_int, is_number, padding_ok, pos_int, register, tup)
 from . import boundary  # noqa: F401  (registers its operators)
 from .conv import CONV_ATTRS, conv_geometry, conv_ref, conv_transpose_ref
 from .pool import POOL_ATTRS, max_pool_indices_ref, pool_geometry, pool_ref
 from . import linear  # noqa: F401  (registers its operators)
 from . import norm  # noqa: F401  (registers its operators)
-from .elementwise import ACTIVATIONS, BINARY, SELU_ALPHA, SELU_SCALE, broadcast_shapes
+from .elementwise import ACTIVATIONS, BINARY, SELU_ALPHA, SELU_SCALE, SPELLINGS, broadcast_shapes
 from .movement import _perm, gather_indices, index_to_slice, pad_widths, slice_bounds
 from .resize import _resize_scales, resize_tables
 from .roi import roi_align_geometry, roi_align_ref, roi_pool_ref

@@ -115,7 +115,8 @@ CONV_ATTRS = {
 for _nd in (1, 2):
     register(OpDef(f"conv{_nd}d", (1, 1), _conv_shape(_nd), _conv_ref, attrs=dict(CONV_ATTRS),
                    params=("weight", "bias"), required_params=("weight",), flops=_conv_flops,
-                   traits=frozenset({ANCHOR}), doc=f"{_nd}-D convolution, NC{'HW' if _nd == 2 else 'L'} layout"))
+                   traits=frozenset({ANCHOR}), doc=f"{_nd}-D convolution, NC{'HW' if _nd == 2 else 'L'} layout",
+                   kernel="conv"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,4 +204,5 @@ register(OpDef("conv_transpose2d", (1, 1), _conv_transpose_shape, _conv_transpos
                       "groups": Attr(1, pos_int, "a positive int dividing in and out channels")},
                params=("weight", "bias"), required_params=("weight",), flops=_conv_transpose_flops,
                traits=frozenset({ANCHOR}),
-               doc="2-D transposed convolution (PyTorch ConvTranspose2d); weight is (in, out/groups, kH, kW)"))
+               doc="2-D transposed convolution (PyTorch ConvTranspose2d); weight is (in, out/groups, kH, kW)",
+               kernel="conv_transpose"))

@@ -23,6 +23,20 @@ POOL = "pool"                 # windowed pooling that may fuse after an anchor
 ACTIVATION = "activation"     # unary elementwise activation
 VIEW = "view"                 # changes only how memory is indexed (flatten, reshape)
 IDENTITY = "identity"         # returns its input unchanged at inference
+EPILOGUE = "epilogue"         # may ride in an anchor's epilogue or an elementwise group (passes/fuse.py)
+COMMUTATIVE = "commutative"   # binary op whose operands may swap (a chain may enter through either)
+GROUP_TAIL = "group_tail"     # may end a dense group as its last member (softmax, log_softmax)
+
+# kernel families (OpDef.kernel): which lowering builds an operator's kernel (codegen/lowering.py)
+KERNEL_FAMILIES = ("conv", "conv_transpose", "dense", "matmul", "pool", "global_pool", "softmax",
+                   "elementwise", "copy", "concat", "gather", "resize", "lrn", "instance_norm", "unpool", "roi")
+
+
+def c_float(x) -> str:
+    """A float literal for C/CUDA source: 9 significant digits and the ``f`` suffix (0.5 -> 0.5f,
+    2 -> 2.0f); the same spelling as epilogue.j2's ``flt`` macro."""
+    s = "%.9g" % float(x)
+    return s + (".0" if "." not in s and "e" not in s and "n" not in s else "") + "f"
 
 
 @dataclass
@@ -48,9 +62,31 @@ class OpDef:
     #: (node, input index, concrete input shapes, rng) -> a valid random value for that input, or
     #: None for a plain standard normal draw (roi boxes must name an image of the batch)
     sample_input: Callable[[Node, int, list[tuple], np.random.Generator], np.ndarray | None] | None = None
+    #: the kernel family that lowers this operator (KERNEL_FAMILIES); None: no kernel of its own
+    kernel: str | None = None
+    #: a unary elementwise op's epilogue spelling: C statements that update the running float
+    #: ``v`` (only C99 math CUDA also has; NaN keeps to the rules of epilogue.j2), with
+    #: ``{attr}`` filled by the attribute as a float literal, or a function of the attributes
+    #: returning the text. ``cuda_expr``: CUDA's spelling where it differs (None: the C one).
+    c_expr: str | Callable[[dict], str] | None = None
+    cuda_expr: str | Callable[[dict], str] | None = None
+    #: exporters' spelling of an op without attributes to map: the ONNX operator
+    #: (codegen/onnx_export.py) and the torch.nn.functional function (codegen/torch_export.py)
+    onnx: str | None = None
+    torch: str | None = None
 
     def has(self, trait: str) -> bool:
         return trait in self.traits
+
+    def spell(self, attrs: dict, target: str = "c") -> str:
+        """The epilogue statement(s) of a unary elementwise op for ``target`` ("c" or "cuda"),
+        "" when the op has none (the epilogue macro then spells it itself or fails)."""
+        expr = (self.cuda_expr or self.c_expr) if target == "cuda" else self.c_expr
+        if expr is None:
+            return ""
+        if callable(expr):
+            return expr(attrs)
+        return expr.format(**{k: c_float(v) for k, v in attrs.items() if is_number(v)})
 
     def check(self, node: Node) -> None:
         """Fill defaults, reject unknown or malformed attributes, check arity and weights."""

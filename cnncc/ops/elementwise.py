@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import sympy
 
 from ..errors import ModelError
 from ..node import Node
 from .core import (
-    ACTIVATION, Attr, ELEMENTWISE, IDENTITY, MONOTONE, OpDef, REQUIRED, _same_shape, elementwise_flops,
-    is_number, register)
+    ACTIVATION, COMMUTATIVE, EPILOGUE, Attr, ELEMENTWISE, IDENTITY, MONOTONE, OpDef, REQUIRED, _same_shape,
+    c_float, elementwise_flops, is_number, register)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,10 +66,47 @@ ACTIVATIONS = {
             {"exponent": Attr(REQUIRED, is_number, "a number (the constant exponent)")}),
 }
 
+
+
+def _clip_c(a):
+    lo = f"v = v < {c_float(a['min'])} ? {c_float(a['min'])} : v;" if a["min"] is not None else ""
+    hi = f"v = v > {c_float(a['max'])} ? {c_float(a['max'])} : v;" if a["max"] is not None else ""
+    return " ".join(s for s in (lo, hi) if s) or "/* clip without bounds */"
+
+
+def _gelu_c(a):
+    if a["approximate"] == "tanh":
+        return "v = 0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));"
+    return "v = 0.5f * v * (1.0f + erff(v * 0.70710678118f));"
+
+
+# name -> (epilogue spelling in C and CUDA (OpDef.c_expr), ONNX operator, torch.nn.functional name)
+# for the ops the exporters map without attributes. Clamps are comparisons and every select lets
+# NaN take the branch that keeps v (codegen/templates/common/epilogue.j2, tests/test_ieee.py).
+SPELLINGS = {
+    "relu": ("v = v < 0.0f ? 0.0f : v;", "Relu", "relu"),
+    "leaky_relu": ("v = v >= 0.0f ? v : v * {alpha};", None, None),
+    "relu6": ("v = v < 0.0f ? 0.0f : v; v = v > 6.0f ? 6.0f : v;", None, None),
+    "clip": (_clip_c, None, None),
+    "sigmoid": ("v = 1.0f / (1.0f + expf(-v));", "Sigmoid", "sigmoid"),
+    "tanh": ("v = tanhf(v);", "Tanh", "tanh"),
+    "elu": ("v = v > 0.0f ? v : {alpha} * expm1f(v);", None, None),
+    "selu": ("v = 1.05070098736f * (v > 0.0f ? v : 1.67326324235f * expm1f(v));", "Selu", "selu"),
+    "hardswish": ("{{ float t = v + 3.0f; t = t < 0.0f ? 0.0f : t; t = t > 6.0f ? 6.0f : t; v = v * t / 6.0f; }}",
+                  "HardSwish", "hardswish"),
+    "hardsigmoid": ("v = {alpha} * v + {beta}; v = v < 0.0f ? 0.0f : v; v = v > 1.0f ? 1.0f : v;", None, None),
+    "silu": ("v = v / (1.0f + expf(-v));", None, "silu"),
+    "gelu": (_gelu_c, None, None),
+    "softplus": ("v = v * {beta} > {threshold} ? v : log1pf(expf(v * {beta})) / {beta};", None, None),
+    "pow": ("v = powf(v, {exponent});", None, None),
+}
+
 for _name, (_fn, _mono, _attrs) in ACTIVATIONS.items():
-    _traits = {ELEMENTWISE, ACTIVATION} | ({MONOTONE} if _mono else set())
+    _traits = {ELEMENTWISE, ACTIVATION, EPILOGUE} | ({MONOTONE} if _mono else set())
+    _c, _onnx, _torch = SPELLINGS[_name]
     register(OpDef(_name, (1, 1), _same_shape, _f32(_fn), attrs=dict(_attrs), flops=elementwise_flops(1),
-                   traits=frozenset(_traits), doc=f"elementwise {_name}"))
+                   traits=frozenset(_traits), doc=f"elementwise {_name}", kernel="elementwise", c_expr=_c,
+                   onnx=_onnx, torch=_torch))
 
 
 def _prelu_ref(node, xs):
@@ -88,8 +126,8 @@ def _prelu_shape(node, ins):
 
 
 register(OpDef("prelu", (1, 1), _prelu_shape, _prelu_ref, params=("slope",), required_params=("slope",),
-               flops=elementwise_flops(1), traits=frozenset({ELEMENTWISE, ACTIVATION}),
-               doc="x if x >= 0 else slope[c] * x (one slope or one per channel)"))
+               flops=elementwise_flops(1), traits=frozenset({ELEMENTWISE, ACTIVATION, EPILOGUE}),
+               doc="x if x >= 0 else slope[c] * x (one slope or one per channel)", kernel="elementwise"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,15 +160,18 @@ BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divid
 for _name, _fn in BINARY.items():
     register(OpDef(_name, (2, 2), _binary_shape,
                    (lambda fn: lambda node, xs: fn(xs[0], xs[1]).astype(np.float32))(_fn),
-                   flops=elementwise_flops(1), traits=frozenset({ELEMENTWISE}),
-                   doc=f"elementwise {_name} with numpy broadcasting"))
+                   flops=elementwise_flops(1),
+                   traits=frozenset({ELEMENTWISE, EPILOGUE} | ({COMMUTATIVE} if _name in ("add", "mul") else set())),
+                   doc=f"elementwise {_name} with numpy broadcasting", kernel="elementwise"))
 
 
 register(OpDef("dropout", (1, 1), _same_shape, lambda node, xs: xs[0],
                attrs={"p": Attr(0.5, lambda v: is_number(v) and 0 <= v < 1, "a probability in [0, 1)")},
-               traits=frozenset({IDENTITY, ELEMENTWISE}), doc="identity at inference"))
+               traits=frozenset({IDENTITY, ELEMENTWISE}), doc="identity at inference", kernel="elementwise",
+               c_expr="", onnx="Identity"))
 register(OpDef("identity", (1, 1), _same_shape, lambda node, xs: xs[0],
-               traits=frozenset({IDENTITY, ELEMENTWISE}), doc="identity"))
+               traits=frozenset({IDENTITY, ELEMENTWISE}), doc="identity", kernel="elementwise", c_expr="",
+               onnx="Identity"))
 
 
 def _scale_shift_ref(node, xs):
@@ -149,5 +190,6 @@ def _scale_shift_shape(node, ins):
 
 
 register(OpDef("scale_shift", (1, 1), _scale_shift_shape, _scale_shift_ref, params=("scale", "shift"),
-               required_params=("scale", "shift"), flops=elementwise_flops(2), traits=frozenset({ELEMENTWISE}),
+               required_params=("scale", "shift"), flops=elementwise_flops(2),
+               traits=frozenset({ELEMENTWISE, EPILOGUE}), kernel="elementwise",
                doc="per-channel x * scale[c] + shift[c] (what a batch norm folds to without a producer)"))

@@ -30,7 +30,7 @@ register(OpDef("dense", (1, 1), _dense_shape,
                params=("weight", "bias"), required_params=("weight",),
                flops=lambda node, ins, out: 2 * out.numel() * node.params["weight"].shape[1]
                + (out.numel() if "bias" in node.params else 0),
-               traits=frozenset({ANCHOR}), doc="fully connected: y = x W^T + b, W is (out, in)"))
+               traits=frozenset({ANCHOR}), doc="fully connected: y = x W^T + b, W is (out, in)", kernel="dense"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,4 +55,4 @@ def _matmul_shape(node, ins):
 register(OpDef("matmul", (2, 2), _matmul_shape,
                lambda node, xs: np.matmul(xs[0].astype(np.float64), xs[1].astype(np.float64)).astype(np.float32),
                flops=lambda node, ins, out: 2 * out.numel() * ins[0].shape[-1], traits=frozenset({ANCHOR}),
-               doc="matrix product with numpy/ONNX semantics (batched, broadcasting)"))
+               doc="matrix product with numpy/ONNX semantics (batched, broadcasting)", kernel="matmul"))

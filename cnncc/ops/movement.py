@@ -20,7 +20,7 @@ def _flatten_shape(node, ins):
 register(OpDef("flatten", (1, 1), _flatten_shape,
                lambda node, xs: xs[0].reshape(int(np.prod(xs[0].shape[:node.attrs["axis"]])), -1),
                attrs={"axis": Attr(1, is_int, "an int axis")}, traits=frozenset({VIEW}),
-               doc="collapse dims [axis:] into one (and [:axis] into one)"))
+               doc="collapse dims [axis:] into one (and [:axis] into one)", kernel="copy"))
 
 
 def _reshape_shape(node, ins):
@@ -59,7 +59,7 @@ def _reshape_ref(node, xs):
 register(OpDef("reshape", (1, 1), _reshape_shape, _reshape_ref,
                attrs={"shape": Attr(REQUIRED, lambda v: isinstance(v, (tuple, list)),
                                     "a tuple; 0 copies the input dimension, -1 is inferred, N is the batch")},
-               traits=frozenset({VIEW}), doc="reshape (row-major)"))
+               traits=frozenset({VIEW}), doc="reshape (row-major)", kernel="copy"))
 
 
 def _concat_shape(node, ins):
@@ -76,7 +76,7 @@ def _concat_shape(node, ins):
 
 register(OpDef("concat", (1, None), _concat_shape,
                lambda node, xs: np.concatenate(xs, axis=node.attrs["axis"]),
-               attrs={"axis": Attr(1, is_int, "an int axis")}, doc="concatenate along an axis"))
+               attrs={"axis": Attr(1, is_int, "an int axis")}, doc="concatenate along an axis", kernel="concat"))
 
 def slice_bounds(node: Node, shape: tuple) -> list[tuple[int, int, int]]:
     """(start, stop, step) per sliced axis after Python/ONNX clamping, as ints; negative starts and
@@ -128,7 +128,8 @@ register(OpDef("slice", (1, 1), _slice_shape, _slice_ref,
                       "ends": Attr(REQUIRED, _int_seq, "a list of ints (clamped to the axis)"),
                       "axes": Attr(None, lambda v: v is None or _int_seq(v), "a list of axes (default 0, 1, ...)"),
                       "steps": Attr(None, lambda v: v is None or _int_seq(v), "a list of non-zero steps")},
-               doc="x[starts:ends:steps] along axes, Python/ONNX clamping (a channel slice is a view)"))
+               doc="x[starts:ends:steps] along axes, Python/ONNX clamping (a channel slice is a view)",
+               kernel="gather"))
 
 
 def index_to_slice(index, rank: int) -> tuple[dict, list[int]]:
@@ -199,7 +200,8 @@ register(OpDef("gather", (1, 1), _gather_shape, _gather_ref,
                       "indices": Attr(REQUIRED, lambda v: is_int(v) or (isinstance(v, (tuple, list))
                                                                         and np.asarray(v).dtype.kind == "i"),
                                       "an int or a (nested) list of ints (constant indices)")},
-               doc="np.take(x, indices, axis) with constant indices (ONNX Gather, torch index_select)"))
+               doc="np.take(x, indices, axis) with constant indices (ONNX Gather, torch index_select)",
+               kernel="gather"))
 
 # ---------------------------------------------------------------------------------------------
 # data movement: transpose, pad, upsampling, depth/space rearrangement
@@ -218,7 +220,7 @@ register(OpDef("transpose", (1, 1), lambda node, ins: tuple(ins[0].shape[p] for 
                lambda node, xs: np.ascontiguousarray(np.transpose(xs[0], _perm(node, xs[0].ndim))),
                attrs={"perm": Attr(None, lambda v: v is None or (isinstance(v, (tuple, list)) and all(map(is_int, v))),
                                    "a permutation of the axes (default: reversed)")},
-               doc="permute the axes (ONNX Transpose)"))
+               doc="permute the axes (ONNX Transpose)", kernel="gather"))
 
 
 def pad_widths(node: Node, rank: int) -> list[tuple[int, int]]:
@@ -278,7 +280,8 @@ register(OpDef("pad", (1, 1), _pad_shape, _pad_ref,
                       "mode": Attr("constant", lambda v: v in ("constant", "reflect", "edge"),
                                    "'constant', 'reflect' or 'edge'"),
                       "value": Attr(0.0, is_number, "a number (constant mode)")},
-               doc="pad with a constant, a mirror image without the edge (reflect), or the edge value"))
+               doc="pad with a constant, a mirror image without the edge (reflect), or the edge value",
+               kernel="gather"))
 
 
 def _block(node) -> int:
@@ -333,6 +336,8 @@ def _s2d_ref(node, xs):
 _MOVE_ATTRS = {"block": Attr(REQUIRED, pos_int, "a positive int"),
                "mode": Attr("DCR", lambda v: v in ("DCR", "CRD"), "'DCR' (ONNX default) or 'CRD' (pixel shuffle)")}
 register(OpDef("depth_to_space", (1, 1), _d2s_shape, _d2s_ref, attrs=dict(_MOVE_ATTRS),
-               doc="move channel blocks into b x b spatial blocks (ONNX DepthToSpace; CRD = pixel_shuffle)"))
+               doc="move channel blocks into b x b spatial blocks (ONNX DepthToSpace; CRD = pixel_shuffle)",
+               kernel="gather"))
 register(OpDef("space_to_depth", (1, 1), _s2d_shape, _s2d_ref, attrs=dict(_MOVE_ATTRS),
-               doc="move b x b spatial blocks into channels (ONNX SpaceToDepth; CRD = pixel_unshuffle)"))
+               doc="move b x b spatial blocks into channels (ONNX SpaceToDepth; CRD = pixel_unshuffle)",
+               kernel="gather"))

@@ -7,7 +7,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ModelError
 from .core import (
-    Attr, OpDef, REDUCTION, REQUIRED, _axis_check, _same_shape, elementwise_flops, is_int, is_number,
+    GROUP_TAIL, Attr, OpDef, REDUCTION, REQUIRED, _axis_check, _same_shape, elementwise_flops, is_int, is_number,
     pos_int, register)
 
 
@@ -25,7 +25,7 @@ def _bn_ref(node, xs):
 register(OpDef("batch_norm", (1, 1), _same_shape, _bn_ref,
                attrs={"eps": Attr(1e-5, lambda v: is_number(v) and v >= 0, "a non-negative float")},
                params=("weight", "bias", "mean", "var"), required_params=("weight", "bias", "mean", "var"),
-               flops=elementwise_flops(2), doc="inference batch norm over channel axis 1"))
+               flops=elementwise_flops(2), doc="inference batch norm over channel axis 1", kernel="elementwise"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,7 +49,7 @@ def _softmax_shape(node, ins):
 for _name, _log in (("softmax", False), ("log_softmax", True)):
     register(OpDef(_name, (1, 1), _softmax_shape, _softmax_ref(_log),
                    attrs={"axis": Attr(1, is_int, "an int axis")}, flops=elementwise_flops(4),
-                   traits=frozenset({REDUCTION}), doc=f"{_name} along one axis"))
+                   traits=frozenset({REDUCTION, GROUP_TAIL}), doc=f"{_name} along one axis", kernel="softmax"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +80,8 @@ register(OpDef("instance_norm", (1, 1), _instance_norm_shape, _instance_norm_ref
                attrs={"eps": Attr(1e-5, lambda v: is_number(v) and v >= 0, "a non-negative float")},
                params=("weight", "bias"), required_params=("weight", "bias"), flops=elementwise_flops(5),
                traits=frozenset({REDUCTION}),
-               doc="normalize each (n, c) plane by its own mean and (biased) variance, then weight[c], bias[c]"))
+               doc="normalize each (n, c) plane by its own mean and (biased) variance, then weight[c], bias[c]",
+               kernel="instance_norm"))
 
 
 def _lrn_ref(node, xs):
@@ -107,4 +108,5 @@ register(OpDef("lrn", (1, 1), _lrn_shape, _lrn_ref,
                       "k": Attr(1.0, is_number, "a number")},
                flops=lambda node, ins, out: out.numel() * (2 * node.attrs["size"] + 4),
                traits=frozenset({REDUCTION}),
-               doc="local response normalization across channels (AlexNet; PyTorch LocalResponseNorm)"))
+               doc="local response normalization across channels (AlexNet; PyTorch LocalResponseNorm)",
+               kernel="lrn"))

@@ -116,7 +116,8 @@ for _kind in ("max", "avg", "min", "sum"):
             _attrs["count_include_pad"] = Attr(True, lambda v: isinstance(v, (bool, np.bool_)), "True or False")
         _traits = {POOL, REDUCTION}
         register(OpDef(f"{_kind}_pool{_nd}d", (1, 1), _pool_shape(_nd), _pool_ref(_kind), attrs=_attrs,
-                       flops=_pool_flops, traits=frozenset(_traits), doc=f"{_kind} pooling, {_nd}-D"))
+                       flops=_pool_flops, traits=frozenset(_traits), doc=f"{_kind} pooling, {_nd}-D",
+                       kernel="pool"))
 
 
 def _global_shape(node, ins):
@@ -131,7 +132,7 @@ for _kind, _fn in (("avg", np.mean), ("max", np.max)):
                    (lambda fn: lambda node, xs: fn(xs[0], axis=tuple(range(2, xs[0].ndim)), keepdims=True)
                     .astype(np.float32))(_fn),
                    flops=lambda node, ins, out: ins[0].numel(), traits=frozenset({REDUCTION}),
-                   doc=f"global {_kind} pooling to (N, C, 1, 1)"))
+                   doc=f"global {_kind} pooling to (N, C, 1, 1)", kernel="global_pool"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ register(OpDef("lp_pool2d", (1, 1), _pool_shape(2), _lp_pool_ref,
                flops=lambda node, ins, out: 2 * out.numel() * int(np.prod(pool_geometry(node, ins[0])["kernel"])),
                traits=frozenset({REDUCTION}),
                doc="Lp pooling: (sum over the window of |x|^p)^(1/p) (ONNX LpPool; PyTorch LPPool2d for even p "
-                   "or non-negative x)"))
+                   "or non-negative x)", kernel="pool"))
 
 
 def max_pool_indices_ref(x, kernel, stride, pads, dilation, ceil_mode):
@@ -185,7 +186,8 @@ def _max_indices_ref(node, xs):
 
 register(OpDef("max_pool2d_indices", (1, 1), _pool_shape(2), _max_indices_ref, attrs=dict(POOL_ATTRS),
                flops=_pool_flops, traits=frozenset({REDUCTION}), dtype=lambda node, ins: "int64",
-               doc="argmax of each max_pool2d window as PyTorch's flat per-plane index h*W + w (int64)"))
+               doc="argmax of each max_pool2d window as PyTorch's flat per-plane index h*W + w (int64)",
+               kernel="pool"))
 
 
 def _unpool_geometry(node, x: TensorType):
@@ -242,7 +244,8 @@ register(OpDef("max_unpool2d", (2, 2), _max_unpool_shape, _max_unpool_ref,
                                                                          and len(v) in (2, 4)),
                                           "None, (H, W) or (N, C, H, W)")},
                dtype=lambda node, ins: ins[0].dtype,
-               doc="'bed of nails' unpooling: scatter x to the positions max_pool2d_indices recorded, zeros elsewhere"))
+               doc="'bed of nails' unpooling: scatter x to the positions max_pool2d_indices recorded, zeros elsewhere",
+               kernel="unpool"))
 
 
 def _nearest_unpool_shape(node, ins):
@@ -260,4 +263,4 @@ def _nearest_unpool_ref(node, xs):
 
 register(OpDef("unpool_nearest2d", (1, 1), _nearest_unpool_shape, _nearest_unpool_ref,
                attrs={"scale": Attr(2, ints_or_int(), "a positive int or a pair")},
-               doc="nearest-neighbour unpooling: every value becomes a scale x scale block"))
+               doc="nearest-neighbour unpooling: every value becomes a scale x scale block", kernel="gather"))

@@ -97,4 +97,4 @@ register(OpDef("resize2d", (1, 1), _resize_shape, _resize_ref,
                       "extrapolation_value": Attr(0.0, is_number, "a number")},
                flops=_resize_flops,
                doc="ONNX Resize / F.interpolate over H and W: nearest, linear, cubic (antialiased too) or area, "
-                   "as a separable filter (cnncc/resize.py)"))
+                   "as a separable filter (cnncc/resize.py)", kernel="resize"))

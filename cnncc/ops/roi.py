@@ -191,7 +191,7 @@ register(OpDef("roi_pool", (2, 3), _roi_shape, lambda node, xs: roi_pool_ref(nod
                sample_input=_sample_boxes,
                doc="max pooling of each box (torchvision roi_pool, ONNX MaxRoiPool): x (N, C, H, W), "
                    "boxes (K, 5) [batch_index, x1, y1, x2, y2] (or ONNX's rois (K, 4), batch_indices (K,)) "
-                   "-> (K, C, out_h, out_w)"))
+                   "-> (K, C, out_h, out_w)", kernel="roi"))
 register(OpDef("roi_align", (2, 3), _roi_shape, lambda node, xs: roi_align_ref(node, xs[0], _roi_boxes(xs)),
                attrs={**_ROI_ATTRS,
                       "sampling_ratio": Attr(-1, is_int, "an int: samples per bin and axis, <= 0 for adaptive"),
@@ -200,4 +200,4 @@ register(OpDef("roi_align", (2, 3), _roi_shape, lambda node, xs: roi_align_ref(n
                flops=_roi_flops(8), dtype=lambda node, ins: ins[0].dtype, sample_input=_sample_boxes,
                doc="bilinear average of each box's bins (torchvision roi_align, ONNX RoiAlign): x (N, C, H, W), "
                    "boxes (K, 5) [batch_index, x1, y1, x2, y2] (or ONNX's rois (K, 4), batch_indices (K,)) "
-                   "-> (K, C, out_h, out_w)"))
+                   "-> (K, C, out_h, out_w)", kernel="roi"))

@@ -12,9 +12,6 @@ from .. import ops
 from ..errors import ModelError
 from ..ir import Graph, Node, fused_types
 
-ANCHORS = ("conv1d", "conv2d", "conv_transpose2d", "dense", "matmul")
-KINDS = {"conv1d": "conv", "conv2d": "conv", "conv_transpose2d": "conv_transpose", "dense": "dense",
-         "matmul": "matmul"}
 
 
 def external_inputs(members: list[Node]) -> list[str]:
@@ -47,9 +44,9 @@ def _check_group(graph: Graph, node: Node) -> None:
     kind = node.attrs.get("kind")
     first = ms[0]
     if kind == "elementwise":
-        if not ops.get(first.op).has(ops.ELEMENTWISE) and first.op != "scale_shift":
+        if not ops.get(first.op).has(ops.ELEMENTWISE):
             _fail(node, f"kind elementwise but the first member {first.name} is {first.op}")
-    elif KINDS.get(first.op) != kind:
+    elif not (first.op in ops.REGISTRY and ops.get(first.op).has(ops.ANCHOR) and ops.get(first.op).kernel == kind):
         _fail(node, f"kind {kind!r} but the anchor {first.name} is {first.op}")
     for prev, m in zip(ms, ms[1:]):
         if not m.inputs or m.inputs[0] != prev.name:
