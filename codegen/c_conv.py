@@ -27,7 +27,7 @@ import numpy as np
 
 from cnncc.errors import CompileError
 from cnncc import names
-from cnncc.codegen.lower import KernelSpec, Program, TensorRef, append_blob_entry
+from cnncc.codegen.spec import KernelSpec, Program, TensorRef, append_blob_entry
 from cnncc.codegen.target import CTarget
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from cnncc import inputs
 from cnncc.runtime import memory
 from cnncc.errors import CnnccError, CompileError, IntegrityError
-from cnncc.codegen.lower import EpilogueOp, KernelSpec, Operand, PoolSpec, Program, TensorRef
+from cnncc.codegen.spec import EpilogueOp, KernelSpec, Operand, PoolSpec, Program, TensorRef
 from cnncc.version import __version__
 
 FORMAT = "cnncc-module"
