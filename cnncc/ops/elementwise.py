@@ -62,6 +62,7 @@ ACTIVATIONS = {
     "gelu": (_gelu, False, {"approximate": Attr("none", lambda v: v in ("none", "tanh"), "'none' or 'tanh'")}),
     "softplus": (_softplus, True, {"beta": Attr(1.0, lambda v: is_number(v) and v > 0, "a positive number"),
                                    "threshold": Attr(20.0, is_number, "a number")}),
+    "mish": (lambda x, a, p: x * np.tanh(_softplus(x, {"beta": 1.0, "threshold": 20.0}, p)), False, {}),
     "pow": (lambda x, a, p: np.power(x, np.float32(a["exponent"])), False,
             {"exponent": Attr(REQUIRED, is_number, "a number (the constant exponent)")}),
 }
@@ -98,6 +99,7 @@ SPELLINGS = {
     "silu": ("v = v / (1.0f + expf(-v));", None, "silu"),
     "gelu": (_gelu_c, None, None),
     "softplus": ("v = v * {beta} > {threshold} ? v : log1pf(expf(v * {beta})) / {beta};", None, None),
+    "mish": ("{{ float sp = v > 20.0f ? v : log1pf(expf(v)); v = v * tanhf(sp); }}", "Mish", "mish"),
     "pow": ("v = powf(v, {exponent});", None, None),
 }
 
