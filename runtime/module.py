@@ -1,7 +1,7 @@
 """CompiledModule and the backend protocol every target (C, CUDA, CUDA emulation) implements.
 
 The protocol keeps the targets interchangeable: codegen/lower.py turns a graph into a
-``Program`` (KernelSpecs + where each tensor lives, all ints); a ``Backend`` then
+``Program`` (codegen/spec.py: KernelSpecs + where each tensor lives, all ints); a ``Backend`` then
 
     rendered = backend.render(program)              # -> Rendered: one source text + per-kernel pieces
     backend.build(rendered.source, artifact_path)   # compile it (gcc .so, NVRTC cubin, g++ emulation .so)
