@@ -248,11 +248,6 @@ class Graph:
         return summary_table(self, batch=batch)
 
 
-#: a fused group's ``kind`` by its anchor's operator (an elementwise group's is "elementwise")
-GROUP_KINDS = {"conv1d": "conv", "conv2d": "conv", "conv_transpose2d": "conv_transpose", "dense": "dense",
-               "matmul": "matmul"}
-
-
 def external_inputs(members: list[Node]) -> list[str]:
     """Inputs of a chain that no member produces, in order of first use, without repeats."""
     inside = {m.name for m in members}
@@ -280,9 +275,9 @@ def check_group(graph: Graph, node: Node) -> None:
     kind = node.attrs.get("kind")
     first = ms[0]
     if kind == "elementwise":
-        if not ops.get(first.op).has(ops.ELEMENTWISE) and first.op != "scale_shift":
+        if not ops.get(first.op).has(ops.ELEMENTWISE):
             _group_fails(node, f"kind elementwise but the first member {first.name} is {first.op}")
-    elif GROUP_KINDS.get(first.op) != kind:
+    elif not (first.op in ops.REGISTRY and ops.get(first.op).has(ops.ANCHOR) and ops.get(first.op).kernel == kind):
         _group_fails(node, f"kind {kind!r} but the anchor {first.name} is {first.op}")
     names = {x.name for x in ms}
     for prev, m in zip(ms, ms[1:]):

@@ -12,7 +12,8 @@ from functools import lru_cache
 
 from cnncc import names
 from cnncc.codegen import c_conv
-from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
+from cnncc.codegen.spec import KernelSpec, Program, TensorRef
+from cnncc.codegen.templating import template_env
 from cnncc.codegen.target import CTarget
 
 TEMPLATES = {"conv": "c/conv.c.j2", "dense": "c/dense.c.j2", "pool": "c/pool.c.j2",

@@ -31,8 +31,7 @@ import numpy as np
 from cnncc.errors import CompileError
 from cnncc import names
 from cnncc.codegen import c_winograd
-from cnncc.codegen.lower import KernelSpec, Program, TensorRef
-from cnncc.codegen.placement import append_blob_entry
+from cnncc.codegen.spec import KernelSpec, Program, TensorRef, append_blob_entry
 from cnncc.codegen.target import CTarget
 
 

@@ -22,7 +22,8 @@ from functools import lru_cache
 
 from cnncc import names
 from cnncc.codegen.cuda_wmma import tiles as wmma_tiles, uses_tensor_cores
-from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
+from cnncc.codegen.spec import KernelSpec, Program, TensorRef
+from cnncc.codegen.templating import template_env
 from cnncc.errors import UnsupportedError
 
 TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:wmma": "cuda/conv_wmma.cu.j2", "conv:direct": "cuda/conv_direct.cu.j2",

@@ -264,15 +264,10 @@ def _simple(onnx_op: str, **fixed):
     return lambda em, node, ins, out: em.node(onnx_op, [node.inputs[0]], out, **fixed)
 
 
-EMITTERS.update({
-    "relu": _simple("Relu"),
-    "sigmoid": _simple("Sigmoid"),
-    "tanh": _simple("Tanh"),
-    "selu": _simple("Selu"),
-    "hardswish": _simple("HardSwish"),
-    "dropout": _simple("Identity"),
-    "identity": _simple("Identity"),
-})
+# every operator the registry maps onto one ONNX operator without attributes (OpDef.onnx)
+for _name, _opdef in ops.REGISTRY.items():
+    if _opdef.onnx:
+        EMITTERS.setdefault(_name, _simple(_opdef.onnx))
 
 
 @emits("leaky_relu")

@@ -20,7 +20,6 @@ or writes and ``weight(key, array)`` for every array it puts in the blob.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import sympy
@@ -30,44 +29,7 @@ from cnncc.contracts import MemoryPlan
 from cnncc.errors import UnsupportedError
 from cnncc.ir import N, Graph, Node
 
-ALIGN_FLOATS = 16          # weight blob entries start on 64-byte boundaries (vector loads)
-ALIGN_BYTES = 64           # arena entries too, when we plan the arena ourselves
-
-
-@dataclass
-class TensorRef:
-    """Where one tensor lives and how it is laid out (see codegen/lower.py's module docstring)."""
-
-    name: str                         # the graph's name, as the user wrote it
-    cname: str                        # its C/CUDA identifier (cnncc/names.py)
-    shape: tuple[int, ...]            # concrete; shape[0] == 1 stands for N when batched
-    batched: bool = True
-    dtype: str = "float32"
-    storage: str = "arena"            # input | output | arena | weights
-    slot: int = 0                     # index into inputs / outputs
-    arena_a: int = 0                  # arena byte offset = arena_a * N + arena_b
-    arena_b: int = 0
-    offset: int = 0                   # element offset into the weight blob
-    base: int = 0                     # element offset added to the storage address
-    item_stride: int = 0              # elements between batch items
-
-    @property
-    def item_numel(self) -> int:
-        return int(np.prod(self.shape[1:] if self.batched else self.shape, dtype=np.int64))
-
-    def nbytes(self, batch: int) -> int:
-        return self.item_numel * (batch if self.batched else 1) * np.dtype(self.dtype).itemsize
-
-
-def append_blob_entry(parts: list[np.ndarray], arr: np.ndarray) -> int:
-    """Append one weight-blob entry to ``parts``: the array flattened, then zeros so the next
-    entry starts on ALIGN_FLOATS. Returns the floats appended."""
-    flat = np.ravel(arr)
-    parts.append(flat)
-    pad = (-flat.size) % ALIGN_FLOATS
-    if pad:
-        parts.append(np.zeros(pad, np.float32))
-    return flat.size + pad
+from .spec import ALIGN_BYTES, ALIGN_FLOATS, TensorRef, append_blob_entry  # noqa: F401  (the vocabulary)
 
 
 def row_elements(t: TensorRef) -> int:

@@ -372,17 +372,11 @@ def _unary(fn):
 
 
 BUILDERS.update({
-    "relu": _unary(lambda x, a: F.relu(x)),
     "leaky_relu": _unary(lambda x, a: F.leaky_relu(x, float(a["alpha"]))),
     "relu6": _unary(lambda x, a: F.relu6(x)),
     "clip": _unary(lambda x, a: torch.clamp(x, a["min"], a["max"])),
-    "sigmoid": _unary(lambda x, a: torch.sigmoid(x)),
-    "tanh": _unary(lambda x, a: torch.tanh(x)),
     "elu": _unary(lambda x, a: F.elu(x, float(a["alpha"]))),
-    "selu": _unary(lambda x, a: F.selu(x)),
-    "hardswish": _unary(lambda x, a: F.hardswish(x)),
     "hardsigmoid": _unary(lambda x, a: torch.clamp(float(a["alpha"]) * x + float(a["beta"]), 0, 1)),
-    "silu": _unary(lambda x, a: F.silu(x)),
     "gelu": _unary(lambda x, a: F.gelu(x, approximate=a["approximate"])),
     "softplus": _unary(lambda x, a: F.softplus(x, float(a["beta"]), float(a["threshold"]))),
     "pow": _unary(lambda x, a: torch.pow(x, float(a["exponent"]))),
@@ -392,6 +386,10 @@ BUILDERS.update({
     "identity": _unary(lambda x, a: x),
     "flatten": _unary(lambda x, a: torch.flatten(x, int(a["axis"])) if int(a["axis"]) > 0 else x.reshape(1, -1)),
 })
+# every operator the registry maps onto one torch.nn.functional call of x alone (OpDef.torch)
+for _name, _opdef in ops.REGISTRY.items():
+    if _opdef.torch and F is not None:
+        BUILDERS.setdefault(_name, (lambda fn: _unary(lambda x, a: fn(x)))(getattr(F, _opdef.torch)))
 
 
 @builds("prelu")

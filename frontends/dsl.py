@@ -429,6 +429,7 @@ hardsigmoid = _unary("hardsigmoid")
 silu = _unary("silu")
 gelu = _unary("gelu")
 softplus = _unary("softplus")
+mish = _unary("mish")
 pow = _unary("pow")   # noqa: A001 - dsl.pow(x, exponent=2.0), elementwise by a constant exponent
 identity = _unary("identity")
 

@@ -1275,7 +1275,7 @@ def _lrn(imp, node, ins, a):
 
 # ---------------------------------------------------------------------------------------------
 # activations
-SIMPLE = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hardswish"}
+SIMPLE = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hardswish", "Mish": "mish"}
 
 
 @handles(*SIMPLE)

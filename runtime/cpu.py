@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cnncc.errors import CnnccError, CompileError
-from cnncc.codegen.lower import Program
+from cnncc.codegen.spec import Program
 from cnncc.codegen.target import GENERIC, CTarget
 from cnncc.runtime.module import KernelSource, Rendered
 from cnncc.runtime.toolchain import compiler, compiler_version, flags

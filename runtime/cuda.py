@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cnncc.codegen.lower import Program, TensorRef
+from cnncc.codegen.spec import Program, TensorRef
 from cnncc.errors import CnnccError, CompileError
 from cnncc.runtime.module import KernelSource, Rendered
 

@@ -1,7 +1,7 @@
 """CompiledModule and the backend protocol every target (C, CUDA, CUDA emulation) implements.
 
 The protocol keeps the targets interchangeable: codegen/lower.py turns a graph into a
-``Program`` (KernelSpecs + where each tensor lives, all ints); a ``Backend`` then
+``Program`` (codegen/spec.py: KernelSpecs + where each tensor lives, all ints); a ``Backend`` then
 
     rendered = backend.render(program)              # -> Rendered: one source text + per-kernel pieces
     program = rendered.program or program           # (the C target's carries packed weights)
@@ -42,7 +42,7 @@ import numpy as np
 from cnncc import inputs
 from cnncc.runtime import memory
 from cnncc.errors import CnnccError, CompileError, IntegrityError
-from cnncc.codegen.lower import EpilogueOp, KernelSpec, Operand, PoolSpec, Program, TensorRef
+from cnncc.codegen.spec import EpilogueOp, KernelSpec, Operand, PoolSpec, Program, TensorRef
 from cnncc.version import __version__
 
 FORMAT = "cnncc-module"

@@ -13,11 +13,17 @@ from dataclasses import replace
 
 import numpy as np
 
+from .. import ops
 from ..contracts import NodeOrigin
 from ..ir import Graph, Node
 from .base import bypass, note, register_pass
 
-FOLDS_INTO = ("conv1d", "conv2d", "conv_transpose2d", "dense")
+
+def folds_into(op: str) -> bool:
+    """A batch norm folds into an anchor with a weight per output channel (conv, conv_transpose,
+    dense; not matmul, whose second operand is a tensor)."""
+    opdef = ops.REGISTRY.get(op)
+    return opdef is not None and opdef.has(ops.ANCHOR) and "weight" in opdef.params
 
 
 def bn_affine(bn: Node) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +50,7 @@ def _can_fold(graph: Graph, bn: Node) -> Node | None:
     if not bn.inputs:
         return None
     producer = graph[bn.inputs[0]]
-    if producer.op not in FOLDS_INTO or producer.name in graph.outputs:
+    if not folds_into(producer.op) or producer.name in graph.outputs:
         return None
     if len(graph.consumers(producer.name)) != 1:
         return None
@@ -73,7 +79,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
                                     {"scale": scale.astype(np.float32),
                                      "shift": shift.astype(np.float32)}, bn.type,
                                     origin=replace(bn.origin or NodeOrigin(), was="batch_norm")))
-            why = "its input has other readers" if bn.inputs and graph[bn.inputs[0]].op in FOLDS_INTO \
+            why = "its input has other readers" if bn.inputs and folds_into(graph[bn.inputs[0]].op) \
                 else "no conv/dense before it"
             note(graph, f"{bn.name} -> scale_shift ({why})", count="batch norms to scale_shift")
     return graph

@@ -38,16 +38,23 @@ import sympy
 
 from .. import ops
 from ..contracts import FusionNotes, GroupNotes, WhyNot
-from ..ir import Graph, Node
+from ..ir import Graph, Node, external_inputs
 from .base import note, register_pass, rename_output
 from .traffic import annotate_group
-from ..ir import GROUP_KINDS as KINDS, external_inputs
 
-BINARY = ("add", "sub", "mul", "div")
-COMMUTATIVE = ("add", "mul")
-SOFTMAX = ("softmax", "log_softmax")
-POOLS = tuple(f"{k}_pool{d}d" for k in ("max", "avg", "min", "sum") for d in (1, 2))
-ANCHORS = tuple(KINDS)
+
+def _has(op: str, trait: str) -> bool:
+    """Whether registry operator ``op`` carries ``trait`` (False for "fused" and unknown names)."""
+    opdef = ops.REGISTRY.get(op)
+    return opdef is not None and opdef.has(trait)
+
+
+def _is_binary(op: str) -> bool:
+    """An epilogue op with a second operand (add/sub/mul/div): it fuses when that operand has the
+    group's shape, and through its second operand only when it is COMMUTATIVE."""
+    return _has(op, ops.EPILOGUE) and ops.get(op).arity == (2, 2)
+
+
 MAX_RECOMPUTE = 4.0
 FLOPS_PER_BYTE = 14.0
 
@@ -69,18 +76,15 @@ class Chain:
     @property
     def closed(self) -> str | None:
         op = self.last.op
-        if op in POOLS:
+        if _has(op, ops.POOL):
             return f"the group ends with pool {self.last.name}: nothing fuses after a pool"
-        if op in SOFTMAX:
+        if _has(op, ops.GROUP_TAIL):
             return f"the group ends with {op} {self.last.name}"
         return None
 
 
 def is_elementwise_member(op: str) -> bool:
-    opdef = ops.REGISTRY.get(op)
-    if opdef is None:
-        return False
-    return op in BINARY or op == "scale_shift" or opdef.has(ops.ACTIVATION)
+    return _has(op, ops.EPILOGUE)
 
 
 def _shape_eq(a, b) -> bool:
@@ -117,13 +121,13 @@ def pool_recompute(graph: Graph, anchor: Node, producer: Node, pool: Node) -> tu
 
 def member_reason(graph: Graph, chain: Chain, cur: Node, c: Node, anchors_on: bool = True) -> str | None:
     """Why ``c`` cannot join ``chain`` after ``cur`` (None: it can)."""
-    if c.op in ANCHORS:
+    if _has(c.op, ops.ANCHOR):
         return f"{c.name} is a {c.op}: every anchor starts its own group"
-    if not (is_elementwise_member(c.op) or c.op in POOLS or c.op in SOFTMAX):
+    if not (is_elementwise_member(c.op) or _has(c.op, ops.POOL) or _has(c.op, ops.GROUP_TAIL)):
         return f"operator {c.op} has no fused form"
     if chain.closed:
         return chain.closed
-    if c.op in POOLS:
+    if _has(c.op, ops.POOL):
         if chain.kind == "elementwise":
             return (f"anchor fusion is off at this opt level, so {c.name} cannot join a conv group"
                     if not anchors_on else f"{c.op} fuses only at the end of a conv group, not after {cur.op}")
@@ -131,7 +135,7 @@ def member_reason(graph: Graph, chain: Chain, cur: Node, c: Node, anchors_on: bo
             return f"{c.op} cannot follow a {chain.kind} layer"
         r, reason = pool_recompute(graph, chain.members[0], cur, c)
         return reason
-    if c.op in SOFTMAX:
+    if _has(c.op, ops.GROUP_TAIL):
         if chain.kind != "dense":
             return f"{c.op} fuses only as the last op after a dense layer"
         axis = int(c.attrs.get("axis", 1)) % max(cur.type.rank, 1)
@@ -140,11 +144,11 @@ def member_reason(graph: Graph, chain: Chain, cur: Node, c: Node, anchors_on: bo
         return None
     if not is_elementwise_member(c.op):
         return f"operator {c.op} has no fused form"
-    if c.op in BINARY:
+    if _is_binary(c.op):
         a, b = c.inputs
         if a == b:
             return f"{c.name} reads {cur.name} twice"
-        if b == cur.name and c.op not in COMMUTATIVE:
+        if b == cur.name and not _has(c.op, ops.COMMUTATIVE):
             return f"{c.name} ({c.op}) reads {cur.name} as its second operand"
         other = b if a == cur.name else a
         if not _shape_eq(graph[other].type.shape, c.type.shape):
@@ -175,7 +179,7 @@ def grow(graph: Graph, chain: Chain, claimed: dict[str, int], anchors_on: bool =
         if reason is not None:
             chain.stop[(cur.name, c.name)] = reason
             return chain
-        if c.op in COMMUTATIVE and c.inputs[0] != cur.name:
+        if _has(c.op, ops.COMMUTATIVE) and c.inputs[0] != cur.name:
             chain.swapped.add(c.name)
         chain.members.append(c)
 
@@ -208,17 +212,17 @@ def generic_reason(graph: Graph, p: Node, c: Node, anchors_on: bool) -> str:
     if len(readers) > 1:
         names = ", ".join(r.name for r in readers)
         return f"{p.name} feeds {len(readers)} consumers: {names}"
-    if c.op in ANCHORS:
+    if _has(c.op, ops.ANCHOR):
         return f"{c.name} is a {c.op}: every anchor starts its own group"
-    if not (is_elementwise_member(c.op) or c.op in POOLS or c.op in SOFTMAX):
+    if not (is_elementwise_member(c.op) or _has(c.op, ops.POOL) or _has(c.op, ops.GROUP_TAIL)):
         return f"operator {c.op} has no fused form"
-    if p.op in ANCHORS and not anchors_on:
+    if _has(p.op, ops.ANCHOR) and not anchors_on:
         return "anchor fusion (conv/dense epilogues) runs at opt level 2"
-    if p.op in POOLS:
+    if _has(p.op, ops.POOL):
         return f"{p.name} ({p.op}) is in no conv group; a pool can only end one"
-    if p.op in SOFTMAX:
+    if _has(p.op, ops.GROUP_TAIL):
         return f"{p.op} ends a group"
-    if not is_elementwise_member(p.op) and p.op not in ANCHORS:
+    if not is_elementwise_member(p.op) and not _has(p.op, ops.ANCHOR):
         return f"operator {p.op} has no fused form"
     return member_reason(graph, Chain("elementwise", [p]), p, c, anchors_on) or "not fused"
 
@@ -228,8 +232,8 @@ def _chains(graph: Graph, anchors_on: bool) -> list[Chain]:
     chains: list[Chain] = []
     if anchors_on:
         for node in graph:
-            if node.op in ANCHORS:
-                chains.append(grow(graph, Chain(KINDS[node.op], [node]), {}))
+            if _has(node.op, ops.ANCHOR):
+                chains.append(grow(graph, Chain(ops.get(node.op).kernel, [node]), {}))
         resolve_conflicts(graph, chains)
         for i, ch in enumerate(chains):
             for m in ch.members:
@@ -242,7 +246,7 @@ def _chains(graph: Graph, anchors_on: bool) -> list[Chain]:
         for m in ch.members:
             claimed[m.name] = len(chains) - 1
     for ch in chains:
-        if ch.last.op in POOLS:
+        if _has(ch.last.op, ops.POOL):
             ch.recompute = pool_recompute(graph, ch.members[0], ch.members[-2], ch.last)[0]
     return chains
 

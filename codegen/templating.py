@@ -1,0 +1,39 @@
+"""The jinja2 environment every renderer shares (templates/<target>/ and templates/common/)."""
+from __future__ import annotations
+
+import numpy as np
+
+from cnncc import names, ops
+
+
+def template_env(*targets: str):
+    """The jinja2 environment renderers share: templates/<target>/ and templates/common/ on the
+    path (import as "common/epilogue.j2", "c/conv.c.j2"), plus the filters the macros use:
+    ``shape`` (a concrete shape with N shown for the batch), ``reduce_mul`` (product of ints)."""
+    import jinja2
+    from pathlib import Path
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined)
+
+    def shape(s, batched=True):
+        if not isinstance(s, (tuple, list)):
+            return str(s)
+        dims = [str(d) for d in s]
+        if batched and dims and dims[0] == "1":
+            dims[0] = "N"
+        return "(" + ", ".join(dims) + ")"
+
+    env.filters["shape"] = shape
+    env.filters["comment"] = names.comment     # a user's name inside a comment of generated code
+    env.filters["reduce_mul"] = lambda xs: int(np.prod(list(xs), dtype=np.int64)) if len(xs) else 1
+    target = "cuda" if "cuda" in targets else "c"
+
+    def spell(e):
+        """An EpilogueOp's statement from its OpDef (c_expr/cuda_expr), None when it has none."""
+        opdef = ops.REGISTRY.get(e.op)
+        return opdef.spell(e.attrs, target) if opdef is not None else None
+
+    env.globals["spell"] = spell
+    return env
