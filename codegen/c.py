@@ -13,6 +13,7 @@ from functools import lru_cache
 from cnncc import names
 from cnncc.codegen import c_conv
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
+from cnncc.codegen.simplify import ix
 from cnncc.codegen.target import CTarget
 
 TEMPLATES = {"conv": "c/conv.c.j2", "dense": "c/dense.c.j2", "pool": "c/pool.c.j2",
@@ -44,7 +45,7 @@ def weight_decls(spec: KernelSpec) -> str:
     lines = []
     for t in spec.blob_tensors():
         shape = "(" + ", ".join(map(str, t.shape)) + ")"
-        lines.append(f"    const float* {t.cname} = W + {t.offset};   /* {names.comment(t.name)} {shape} */")
+        lines.append(f"    const float* {t.cname} = {ix('W + o', o=t.offset)};   /* {names.comment(t.name)} {shape} */")
     return "\n".join(lines)
 
 
@@ -78,9 +79,9 @@ def address(t: TensorRef) -> str:
     elif t.storage == "output":
         ptr = f"({ty}*)outputs[{t.slot}]"
     elif t.storage == "arena":
-        ptr = f"({ty}*)(arena + {t.arena_a}L * N + {t.arena_b}L)"
+        ptr = f"({ty}*)({ix('arena + A * N + B', A=f'{t.arena_a}L', B=f'{t.arena_b}L')})"
     else:
-        ptr = f"W + {t.offset}"
+        ptr = ix("W + o", o=t.offset)
     return f"{ptr} + {t.base}" if t.base else ptr
 
 

@@ -972,6 +972,8 @@ def template_env(*targets: str):
     import jinja2
     from pathlib import Path
 
+    from cnncc.codegen.simplify import ix
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined)
@@ -987,4 +989,5 @@ def template_env(*targets: str):
     env.filters["shape"] = shape
     env.filters["comment"] = names.comment     # a user's name inside a comment of generated code
     env.filters["reduce_mul"] = lambda xs: int(np.prod(list(xs), dtype=np.int64)) if len(xs) else 1
+    env.globals["ix"] = ix      # index arithmetic folded before printing (codegen/simplify.py)
     return env
