@@ -23,6 +23,7 @@ from functools import lru_cache
 from cnncc import names
 from cnncc.codegen.cuda_wmma import tiles as wmma_tiles, uses_tensor_cores
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
+from cnncc.codegen.simplify import ix
 from cnncc.errors import UnsupportedError
 
 TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:wmma": "cuda/conv_wmma.cu.j2", "conv:direct": "cuda/conv_direct.cu.j2",
@@ -253,7 +254,7 @@ def weight_decls(spec: KernelSpec) -> str:
     lines = []
     for t in spec.blob_tensors():
         shape = "(" + ", ".join(map(str, t.shape)) + ")"
-        lines.append(f"    const float* __restrict__ {t.cname} = W + {t.offset};   // {names.comment(t.name)} {shape}")
+        lines.append(f"    const float* __restrict__ {t.cname} = {ix('W + o', o=t.offset)};   // {names.comment(t.name)} {shape}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ substitutes them, folds what is known and prints C::
 
 A value is an int (a literal) or a string (another expression, an identifier). The formula is C
 arithmetic that is also Python syntax: identifiers, integer literals (``32L`` keeps its suffix),
-``+ - * / %``, unary minus, parentheses, ``a[i]`` and ``f(x)`` (``sizeof(float)``). ``/`` and ``%`` are C's integer division:
+``+ - * / %``, unary minus, parentheses, ``a[i]``, ``f(x)`` (``sizeof(float)``) and casts of a name (``(size_t)n``). ``/`` and ``%`` are C's integer division:
 they fold only when both sides are non-negative literals. What is folded: ``x * 1``, ``x * 0``,
 ``x + 0``, ``x - 0``, ``x / 1``, ``x % 1``, and the literals of a sum or of a product (summed,
 multiplied) into one, which stays where the first of them stood. Nothing else is reordered, so
@@ -24,6 +24,13 @@ import re
 from functools import lru_cache
 
 _LONG = re.compile(r"\b(\d+)L\b")
+_CAST = re.compile(r"\((size_t|long long|long|int)\)\s*(\w+)")   # (size_t)n: a cast of a name
+
+
+def _python(expr: str) -> str:
+    """The formula as Python syntax: ``32L`` -> ``_L(32)``, ``(size_t)n`` -> ``_cast_size_t(n)``."""
+    expr = _CAST.sub(lambda m: f"_cast_{m.group(1).replace(' ', '_')}({m.group(2)})", expr.strip())
+    return _LONG.sub(r"_L(\1)", expr)
 
 
 class _Lit:
@@ -47,7 +54,7 @@ def ix(expr: str, **values) -> str:
 @lru_cache(maxsize=None)
 def _ix(expr: str, values: tuple) -> str:
     env = dict(values)
-    tree = ast.parse(_LONG.sub(r"_L(\1)", expr.strip()), mode="eval").body
+    tree = ast.parse(_python(expr), mode="eval").body
     return _print(_simplify(_build(tree, env)))
 
 
@@ -61,7 +68,7 @@ def _build(node, env):
             v = env[node.id]
             if isinstance(v, int):
                 return _Lit(v)
-            return _build(ast.parse(_LONG.sub(r"_L(\1)", v.strip()), mode="eval").body, {})
+            return _build(ast.parse(_python(v), mode="eval").body, {})
         return ("name", node.id)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return ("neg", _build(node.operand, env))
@@ -162,6 +169,10 @@ def _simplify(e):
 _LEVEL = {"sum": 1, "prod": 2, "div": 2, "mod": 2}
 
 
+def _kind(e) -> str:
+    return "lit" if isinstance(e, _Lit) else e[0]
+
+
 def _level(e) -> int:
     if isinstance(e, _Lit):
         return 1 if e.v < 0 else 3
@@ -181,6 +192,8 @@ def _print(e) -> str:
         return e[1]
     if kind == "sub":
         return f"{_print(e[1])}[{_print(e[2])}]"
+    if kind == "call" and e[1].startswith("_cast_"):
+        return f"({e[1][6:].replace('_', ' ').replace('size t', 'size_t')}){_wrap(e[2][0], 3)}"
     if kind == "call":
         return f"{e[1]}({', '.join(_print(a) for a in e[2])})"
     if kind == "sum":
@@ -194,8 +207,9 @@ def _print(e) -> str:
             else:
                 parts.append(f"{'-' if s < 0 else '+'} {text}")
         return " ".join(parts)
-    if kind == "prod":
-        return " * ".join(_wrap(f, 2 if i == 0 else 3) for i, f in enumerate(e[1]))
+    if kind == "prod":     # (r / 5) * 2 keeps its parentheses: C would not need them, a reader does
+        return " * ".join(_print(f) if i == 0 and _kind(f) == "lit" else _wrap(f, 3) for i, f in enumerate(e[1]))
     if kind in ("div", "mod"):
-        return f"{_wrap(e[1], 2)} {'/' if kind == 'div' else '%'} {_wrap(e[2], 3)}"
+        left = _print(e[1]) if _kind(e[1]) == "lit" else _wrap(e[1], 2 if _kind(e[1]) in ("prod", kind) else 3)
+        return f"{left} {'/' if kind == 'div' else '%'} {_wrap(e[2], 3)}"
     raise AssertionError(e)
