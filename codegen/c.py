@@ -92,8 +92,10 @@ def render(program: Program, target: CTarget):
 
     env = _env()
     c_conv.prepare(program, target)   # blocked convolutions read weights packed for their tiles
-    prelude = env.get_template("c/prelude.c.j2").render(program=program, version=__version__,
-                                                        target=target).strip()
+    blocked = [c_conv.plan(spec, target) for spec in program.kernels]
+    prelude = env.get_template("c/prelude.c.j2").render(
+        program=program, version=__version__, target=target,
+        vector_floats=sorted({b.VEC for b in blocked if b is not None})).strip()   # typedefs once per file
     kernels = [(spec, render_kernel(spec, target)) for spec in program.kernels]
     decls, seen, calls = [], set(), []
     for spec, _ in kernels:
