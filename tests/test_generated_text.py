@@ -34,14 +34,16 @@ ARITH = {
     "* 0": re.compile(r"\*\s*0L?(?![\w.])"),
     "0 *": re.compile(r"(?<![\w.])0L?\s*\*(?![/=])"),
     "/ 1": re.compile(r"/\s*1L?(?![\w.])"),
+    "% 1": re.compile(r"%\s*1L?(?![\w.])"),
 }
 #: a counted loop with literal bounds: for (long i = 0; i < 1; ++i), for (int k0 = 0; k0 < 84; k0 += 96)
 FOR = re.compile(r"for\s*\(\s*(?:const\s+)?(?:long long|long|int|unsigned|size_t)?\s*(\w+)\s*=\s*(-?\d+)L?\s*;"
                  r"\s*\1\s*<\s*(-?\d+)L?\s*;\s*(?:\+\+\1|\1\+\+|\1\s*\+=\s*(\d+)L?)\s*[,)]")
-#: a declaration statement with initializers: the type, then the declarators up to ';'
-DECL = re.compile(r"(?:^|[;{}]|\)\s)\s*(?:const\s+)?(?:unsigned\s+)?(?:long long|long|int|float|double|size_t|bool"
-                  r"|cnncc_f\d+u?)\s*\**\s*(?:const\s+)?(?:__restrict__\s+|restrict\s+)?(\w+\s*(?:\[[^\]]*\])?\s*=[^;]*);",
-                  re.M)
+#: a declaration with initializers inside one line: the type, then the declarators up to ';'
+DECL = re.compile(r"(?:^|[;{}])\s*(?:const\s+)?(?:unsigned\s+)?(?:long long|long|int|float|double|size_t|bool"
+                  r"|cnncc_f\d+u?)\s*\**\s*(?:const\s+)?(?:__restrict__\s+|restrict\s+)?(\w+\s*(?:\[[^\]]*\])?\s*=[^;]*);")
+#: the first line of a function definition (column 0)
+FUNCTION = re.compile(r'^(?:static |extern "C" |__device__ |__global__ |int |void )[^;]*\(')
 
 
 def code_only(text: str) -> str:
@@ -69,23 +71,28 @@ def _declarators(body: str) -> list[str]:
     return names
 
 
-def _functions(code: str) -> list[str]:
-    """The translation unit cut at each top-level function (a line starting a definition)."""
-    starts = [m.start() for m in re.finditer(r'^(?:static|extern "C"|__device__|__global__|int|void)\b[^;]*\($',
-                                             code, re.M)]
-    starts = [m.start() for m in re.finditer(r'^(?:static |extern "C" |__device__ |int |void )[^;\n]*\([^;]*?\)\s*\{',
-                                             code, re.M)] or starts
-    return [code[a:b] for a, b in zip(starts, starts[1:] + [len(code)])]
+def _functions(code: str) -> list[list[str]]:
+    """The translation unit cut into top-level function definitions (lists of lines)."""
+    out: list[list[str]] = []
+    for line in code.splitlines():
+        if FUNCTION.match(line):
+            out.append([])
+        if out:
+            out[-1].append(line)
+    return out
 
 
 def unused_locals(text: str) -> list[str]:
     """Locals declared with an initializer and never named again in their function."""
     out = []
-    for fn in _functions(code_only(text)):
-        for m in DECL.finditer(fn):
-            for name in _declarators(m.group(1)):
-                if len(re.findall(rf"\b{re.escape(name)}\b", fn)) == 1:
-                    out.append(f"{name} in {fn.splitlines()[0][:90]}")
+    for lines in _functions(code_only(text)):
+        words = {}
+        for line in lines:
+            for w in re.findall(r"\b\w+\b", line):
+                words[w] = words.get(w, 0) + 1
+        for line in lines:
+            for m in DECL.finditer(line):
+                out += [f"{name} in {lines[0][:90]}" for name in _declarators(m.group(1)) if words.get(name, 0) == 1]
     return out
 
 
