@@ -262,3 +262,14 @@ def test_lenet5_c_has_no_unused_variables(rendered_texts, tmp_path):
 def test_vector_typedefs_once_per_file(rendered_texts):
     c_src, _ = rendered_texts("lenet5")
     assert c_src.count("typedef float cnncc_f16 ") == 1
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+def test_lenet5_cuda_has_no_unused_variables(rendered_texts, tmp_path):
+    """nvcc's front end reports every local declared and never read (warning #177)."""
+    _, cu_src = rendered_texts("lenet5")
+    src = tmp_path / "lenet5.cu"
+    src.write_text(cu_src)
+    r = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(tmp_path / "lenet5.cubin"), str(src)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "warning" not in r.stderr + r.stdout, r.stderr[-3000:] + r.stdout[-1000:]
