@@ -202,6 +202,10 @@ def _examples() -> list[str]:
     return sorted(p.stem for p in EXAMPLES.glob("*.py") if "\ndef model(" in p.read_text())
 
 
+#: the deepest literature networks spell nothing the others do not (same templates, more layers):
+#: rendered with CNNCC_SLOW=1, keeping this file inside its CI time
+SLOW = {"inception_v4", "resnext101_32x8d", "resnet152", "resnet101", "openpose"}
+
 #: examples whose text still has some of the above (the count of problems when last measured,
 #: C + CUDA); a strict xfail: once one is clean the test says so and it leaves this list
 NOT_YET_CLEAN: dict[str, int] = {}
@@ -240,7 +244,7 @@ def _render(name: str) -> tuple[str, str]:
     return c_src, cu_src
 
 
-@pytest.mark.parametrize("name", _examples())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in _examples()])
 def test_example_text_reads_like_a_person_wrote_it(name, rendered_texts, request):
     if name in NOT_YET_CLEAN:
         request.applymarker(pytest.mark.xfail(strict=True, reason=f"{NOT_YET_CLEAN[name]} problems left (issue 10)"))
