@@ -206,10 +206,6 @@ def _examples() -> list[str]:
 #: rendered with CNNCC_SLOW=1, keeping this file inside its CI time
 SLOW = {"inception_v4", "resnext101_32x8d", "resnet152", "resnet101", "openpose"}
 
-#: examples whose text still has some of the above (the count of problems when last measured,
-#: C + CUDA); a strict xfail: once one is clean the test says so and it leaves this list
-NOT_YET_CLEAN: dict[str, int] = {}
-
 
 @pytest.fixture(scope="module")
 def rendered_texts():
@@ -245,9 +241,7 @@ def _render(name: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in _examples()])
-def test_example_text_reads_like_a_person_wrote_it(name, rendered_texts, request):
-    if name in NOT_YET_CLEAN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{NOT_YET_CLEAN[name]} problems left (issue 10)"))
+def test_example_text_reads_like_a_person_wrote_it(name, rendered_texts):
     c_src, cu_src = rendered_texts(name)
     found = [f"C {p}" for p in problems(c_src)] + [f"CUDA {p}" for p in problems(cu_src)]
     assert not found, f"{name}: {len(found)} problems, e.g.\n" + "\n".join(found[:25])
