@@ -12,6 +12,7 @@ from functools import lru_cache
 
 from cnncc import names
 from cnncc.codegen import c_conv
+from cnncc.codegen.simplify import ix
 from cnncc.codegen.spec import KernelSpec, Program, TensorRef
 from cnncc.codegen.templating import template_env
 from cnncc.codegen.target import CTarget
@@ -45,7 +46,7 @@ def weight_decls(spec: KernelSpec) -> str:
     lines = []
     for t in spec.blob_tensors():
         shape = "(" + ", ".join(map(str, t.shape)) + ")"
-        lines.append(f"    const float* {t.cname} = W + {t.offset};   /* {names.comment(t.name)} {shape} */")
+        lines.append(f"    const float* {t.cname} = {ix('W + o', o=t.offset)};   /* {names.comment(t.name)} {shape} */")
     return "\n".join(lines)
 
 
@@ -112,9 +113,9 @@ def address(t: TensorRef) -> str:
     elif t.storage == "output":
         ptr = f"({ty}*)outputs[{t.slot}]"
     elif t.storage == "arena":
-        ptr = f"({ty}*)(arena + {t.arena_a}L * N + {t.arena_b}L)"
+        ptr = f"({ty}*)({ix('arena + A * N + B', A=f'{t.arena_a}L', B=f'{t.arena_b}L')})"
     else:
-        ptr = f"W + {t.offset}"
+        ptr = ix("W + o", o=t.offset)
     return f"{ptr} + {t.base}" if t.base else ptr
 
 
@@ -126,9 +127,11 @@ def render(program: Program, target: CTarget):
     from cnncc.version import __version__
 
     env = _env()
-    program = c_conv.prepare(program, target)
-    prelude = env.get_template("c/prelude.c.j2").render(program=program, version=__version__,
-                                                        target=target).strip()
+    program = c_conv.prepare(program, target)   # blocked convolutions read weights packed for their tiles
+    blocked = [c_conv.plan(spec, target, program.conv_algorithm) for spec in program.kernels]
+    prelude = env.get_template("c/prelude.c.j2").render(
+        program=program, version=__version__, target=target,
+        vector_floats=sorted({b.VEC for b in blocked if b is not None})).strip()   # typedefs once per file
     kernels = [(spec, render_kernel(spec, target, program.conv_algorithm)) for spec in program.kernels]
     decls, seen, calls = [], set(), []
     for spec, _ in kernels:

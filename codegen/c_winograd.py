@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnncc.errors import CnnccError
-from cnncc.codegen.lower import KernelSpec
+from cnncc.codegen.spec import KernelSpec
 from cnncc.codegen.target import CTarget
 
 #: what ``compile(..., conv_algorithm=)`` accepts: "winograd2"/"winograd4" force F(2x2,3x3) or

@@ -22,6 +22,7 @@ from functools import lru_cache
 
 from cnncc import names
 from cnncc.codegen.cuda_wmma import tiles as wmma_tiles, uses_tensor_cores
+from cnncc.codegen.simplify import ix
 from cnncc.codegen.spec import KernelSpec, Program, TensorRef
 from cnncc.codegen.templating import template_env
 from cnncc.errors import UnsupportedError
@@ -254,7 +255,7 @@ def weight_decls(spec: KernelSpec) -> str:
     lines = []
     for t in spec.blob_tensors():
         shape = "(" + ", ".join(map(str, t.shape)) + ")"
-        lines.append(f"    const float* __restrict__ {t.cname} = W + {t.offset};   // {names.comment(t.name)} {shape}")
+        lines.append(f"    const float* __restrict__ {t.cname} = {ix('W + o', o=t.offset)};   // {names.comment(t.name)} {shape}")
     return "\n".join(lines)
 
 

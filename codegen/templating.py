@@ -13,6 +13,8 @@ def template_env(*targets: str):
     import jinja2
     from pathlib import Path
 
+    from cnncc.codegen.simplify import ix
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined)
@@ -36,4 +38,5 @@ def template_env(*targets: str):
         return opdef.spell(e.attrs, target) if opdef is not None else None
 
     env.globals["spell"] = spell
+    env.globals["ix"] = ix      # index arithmetic folded before printing (codegen/simplify.py)
     return env
