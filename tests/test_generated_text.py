@@ -235,7 +235,7 @@ def _render(name: str) -> tuple[str, str]:
     finally:
         mp.undo()
     optimized = compiler._optimized(g, 2)
-    c_src, _ = c_render.render(lower_program(optimized), CTarget("avx512", 16, 32))
+    c_src, _, _ = c_render.render(lower_program(optimized), CTarget("avx512", 16, 32))
     cu_src, _ = cuda_render.render(lower_program(optimized))
     return c_src, cu_src
 
