@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cnncc import names
-from cnncc.codegen.cuda_wmma import tiles as wmma_tiles, uses_tensor_cores
+from cnncc.codegen.cuda_wmma import dense_tiles, dense_uses_tensor_cores, tiles as wmma_tiles, uses_tensor_cores
 from cnncc.codegen.lower import KernelSpec, Program, TensorRef, template_env
 from cnncc.errors import UnsupportedError
 
 TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:wmma": "cuda/conv_wmma.cu.j2", "conv:direct": "cuda/conv_direct.cu.j2",
-             "conv_transpose": "cuda/conv_transpose.cu.j2", "dense:tiled": "cuda/dense.cu.j2",
+             "conv_transpose": "cuda/conv_transpose.cu.j2", "dense:tiled": "cuda/dense.cu.j2", "dense:wmma": "cuda/dense_wmma.cu.j2",
              "dense:rowwise": "cuda/dense_softmax.cu.j2", "pool": "cuda/pool.cu.j2",
              "global_pool": "cuda/global_pool.cu.j2", "softmax": "cuda/softmax.cu.j2",
              "elementwise": "cuda/elementwise.cu.j2", "copy": "cuda/copy.cu.j2", "concat": "cuda/concat.cu.j2",
@@ -113,7 +113,7 @@ def plan(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
     if f == "conv_transpose":
         return _flat(spec, "conv_transpose", spec.out_C * spec.out_Q)
     if f == "dense":
-        return _plan_dense(spec)
+        return _plan_dense(spec, precision)
     if f == "pool":
         return _flat(spec, "pool", spec.out_C * spec.out_Q)
     if f == "global_pool":
@@ -193,8 +193,12 @@ def _plan_conv(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
                                              GridDim(0, g["groups"], 1)), tiles)
 
 
-def _plan_dense(spec: KernelSpec) -> LaunchPlan:
+def _plan_dense(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
     g = spec.geometry
+    if dense_uses_tensor_cores(spec, precision):
+        # tensor cores (codegen/cuda_wmma.py picks the tile): features x batch rows
+        threads, wt, (feature_blocks, rows) = dense_tiles(spec, precision)
+        return LaunchPlan("dense:wmma", threads, (GridDim(0, feature_blocks, 1), GridDim(1, 0, rows), GridDim()), wt)
     if spec.tail:
         if g["M"] > ROWWISE_MAX_M:
             raise UnsupportedError(f"kernel '{spec.name}': {spec.tail} after a dense layer of {g['M']} features "

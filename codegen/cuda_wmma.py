@@ -137,6 +137,13 @@ def uses_tensor_cores(geometry: dict, precision: str, direct: bool) -> bool:
     return precision != "fp32" and not direct and co_g >= MIN_CHANNELS
 
 
+def aligned16(ref) -> bool:
+    """True when element 4i of every batch item of ``ref`` starts a 16-byte boundary (arena slots are
+    256-byte aligned, inputs/outputs come from allocators that align at least that much)."""
+    return (ref.base % 4 == 0 and (ref.storage != "arena" or (ref.arena_a % 16 == 0 and ref.arena_b % 16 == 0))
+            and ref.item_stride % 4 == 0)
+
+
 def tiles(spec, precision: str, base: dict) -> tuple[int, dict, tuple]:
     """(threads, template parameters, grid as (positions per block, channel blocks, groups))."""
     g = spec.geometry
@@ -145,8 +152,7 @@ def tiles(spec, precision: str, base: dict) -> tuple[int, dict, tuple]:
     info = PRECISION[precision]
     x = spec.inputs[0]
     w = spec.weights["weight"]
-    aligned_x = (x.base % 4 == 0 and (x.storage != "arena" or (x.arena_a % 16 == 0 and x.arena_b % 16 == 0))
-                 and x.item_stride % 4 == 0)
+    aligned_x = aligned16(x)
     vec_b = (g["KH"] == g["KW"] == 1 and g["SH"] == g["SW"] == 1 and g["PH"] == g["PW"] == 0 and spec.pool is None
              and base["OUTPLANE"] % 4 == 0 and aligned_x and g.get("PH_hi", 0) == g.get("PW_hi", 0) == 0)
     params = dict(base)
@@ -159,3 +165,41 @@ def tiles(spec, precision: str, base: dict) -> tuple[int, dict, tuple]:
                   MIN_BLOCKS=max(1, min(t.blocks_per_sm(), REGS_PER_SM // (t.threads * 128))),
                   SMEM_BYTES=t.smem_bytes())
     return t.threads, params, (t.BPP, cdiv(co_g, t.BM), g["groups"])
+
+
+# ---------------------------------------------------------------------------------------------
+# dense layers (templates/cuda/dense_wmma.cu.j2)
+#: batch rows per block: one 16-wide fragment column (dense layers run at small batches)
+DENSE_BN = 16
+
+
+def dense_uses_tensor_cores(spec, precision: str) -> bool:
+    """Any non-fp32 precision, at least MIN_CHANNELS output features, no softmax tail (the rowwise
+    kernel keeps the row in shared memory for it)."""
+    return precision != "fp32" and not spec.tail and spec.geometry["M"] >= MIN_CHANNELS
+
+
+def dense_tiles(spec, precision: str) -> tuple[int, dict, tuple]:
+    """(threads, template parameters, (feature blocks, batch rows per block)).
+
+    A block is BM features (one warp per 16) x DENSE_BN batch rows; BM grows to 64 only while
+    the grid still fills the SMs at the nominal batch, since a dense layer at small batch is a
+    weight stream: more blocks in flight read it faster."""
+    g = spec.geometry
+    info = PRECISION[precision]
+    m, k = g["M"], g["K"]
+    bm = 16
+    while bm < 64 and bm < m and cdiv(m, bm * 2) * cdiv(NOMINAL_BATCH, DENSE_BN) >= SMS:
+        bm *= 2
+    bk = 32
+    stages = 2 if k <= bk else 3
+    lda = ldb = bk + 4
+    a_floats, b_floats = bm * lda, DENSE_BN * ldb
+    w = spec.weights["weight"]
+    vec_a = 4 if k % 4 == 0 and w.offset % 4 == 0 else 1
+    vec_b = 4 if k % 4 == 0 and aligned16(spec.inputs[0]) else 1
+    params = dict(PREC=precision, KSTEP=info["KSTEP"], IN_T=info["IN_T"], CONVERT=info["CONVERT"], HALF=info["HALF"],
+                  BM=bm, BN=DENSE_BN, BK=bk, STAGES=stages, WARPS=bm // 16, LDA=lda, LDB=ldb, LDC=DENSE_BN + 4,
+                  LDH=bk + 8, A_FLOATS=a_floats, B_FLOATS=b_floats, VEC_A=vec_a, VEC_B=vec_b,
+                  SMEM_FLOATS=max(stages * (a_floats + b_floats), bm * (DENSE_BN + 4)))
+    return 32 * (bm // 16), params, (cdiv(m, bm), DENSE_BN)

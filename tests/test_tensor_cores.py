@@ -256,6 +256,37 @@ def test_every_template_path_is_exercised(tc_modules):
     assert "__float2bfloat16_rn" in "\n".join(s for _, s, _ in mods["bf16"].kernels)
 
 
+def tc_dense_graph():
+    """Every path of dense_wmma.cu.j2: 16-byte and 4-byte copies (K = 64 / 70), a partial last
+    feature block, a fused ReLU, and a softmax tail that keeps the FP32 rowwise kernel."""
+    x = dsl.input("x", (N, 70))
+    x2 = dsl.input("x2", (N, 64), like=x)
+    outs = [dsl.relu(dsl.dense(x, 75, name="fc"), name="fc_relu"), dsl.dense(x2, 40, name="fc_aligned"),
+            dsl.softmax(dsl.dense(x, 10, name="cls"), name="cls_softmax")]
+    return dsl.graph(*outs, name="tc_dense").infer_shapes()
+
+
+@pytest.mark.parametrize("precision", LOW)
+def test_dense_layers_on_tensor_cores_match_reference(shared_kernel_cache, precision):
+    g = tc_dense_graph()
+    mod = cnncc.compile(g, target="cuda-emu", precision=precision)
+    tc = {n: s for n, s, _ in mod.kernels if "dense on tensor cores" in s}
+    assert sorted(tc) == ["fc_aligned", "fc_fc_relu"], [n for n, _, _ in mod.kernels]
+    assert "16-byte weight copies, 16-byte input" in tc["fc_aligned"] and "4-byte input" in tc["fc_fc_relu"]
+    worst = check(g, mod, precision, batches=(1, 17))      # 17: past one 16-row batch tile
+    assert worst > 1e-5   # the reduced precision is really used
+
+
+def test_dense_stays_fp32_at_fp32():
+    from cnncc.codegen import cuda as cg
+    from cnncc.codegen.lower import lower_program
+
+    program = lower_program(cnncc.optimize(tc_dense_graph(), 2))
+    variants = {k.name: (cg.plan(k, "fp32").variant, cg.plan(k, "fp16").variant) for k in program.kernels}
+    assert variants == {"fc_fc_relu": ("dense:tiled", "dense:wmma"), "fc_aligned": ("dense:tiled", "dense:wmma"),
+                        "cls_cls_softmax": ("dense:rowwise", "dense:rowwise")}
+
+
 def test_saved_module_keeps_its_precision(tc_modules, tmp_path):
     g, mods = tc_modules
     mods["bf16"].save(tmp_path / "m")
