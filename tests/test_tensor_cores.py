@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -332,26 +333,55 @@ def test_missing_tensor_core_headers_is_a_clear_error(monkeypatch):
         nvrtc.compile_cubin("#include <mma.h>\nextern \"C\" __global__ void k() {}\n")
 
 
-# the examples at reduced precision: a subset that the emulator runs in seconds and that holds
-# every block type of the zoo's tensor-core layers (basic/bottleneck residual blocks, fire
-# modules, inverted residuals, plain stacks with fused pools)
-#: (the ones marked slow take 1-2 minutes each on a shared 2-core machine; deselect with -m "not slow")
-EXAMPLE_PRECISIONS = [("lenet5", "tf32"), ("squeezenet1_1", "fp16"), ("lenet5", "bf16"),
-                      pytest.param("lenet5", "fp16", marks=pytest.mark.slow),
-                      pytest.param("resnet18", "tf32", marks=pytest.mark.slow),
-                      pytest.param("mobilenet_v2", "bf16", marks=pytest.mark.slow),
-                      pytest.param("vgg16", "bf16", marks=pytest.mark.slow)]
+# every example x every precision through cuda-emu (issue 14's acceptance). The full matrix
+# (every model file of examples/ at fp32, tf32, fp16, bf16, batch 1, the small sizes of
+# test_codegen_c.example_graph) is marked `slow`: on a shared 2-core machine it takes tens of
+# minutes (the emulator computes each 16x16 MMA once per lane). CI runs the subset below: every
+# precision, the small models in full and the conv-heavy block types (basic and bottleneck
+# residual blocks, fire modules, inverted residuals, plain stacks with fused pools, concat
+# branches) at fp16. docs/gpu.md records the last full run.
+PRECISIONS = ("fp32",) + LOW
+EXAMPLES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "examples").glob("*.py")
+                  if "\ndef model(" in p.read_text())
+#: (example, precision) pairs that run in CI
+CI_MATRIX = {("lenet5", p) for p in PRECISIONS} | {
+    ("squeezenet1_1", "fp16"), ("resnet18", "fp16"), ("mobilenet_v2", "bf16"), ("alexnet", "tf32"),
+    ("zfnet", "bf16"), ("googlenet", "fp16"), ("shufflenet_v2", "tf32")}
 
 
-@pytest.mark.parametrize("name, precision", EXAMPLE_PRECISIONS,
-                         ids=lambda v: v if isinstance(v, str) else None)
-def test_examples_at_reduced_precision(shared_kernel_cache, examples_dir, name, precision):
+def _matrix():
+    for name in EXAMPLES:
+        for p in PRECISIONS:
+            yield pytest.param(name, p, id=f"{name}-{p}", marks=() if (name, p) in CI_MATRIX else pytest.mark.slow)
+
+
+def assert_wide_convs_on_tensor_cores(mod, precision: str) -> int:
+    """Every GEMM convolution with >= 64 output channels per group runs the WMMA kernel unless
+    the precision is fp32 (then none does); returns how many such layers the model has."""
+    from cnncc.codegen.cuda import DIRECT_CONV_MAX_K
+
+    wide = 0
+    for spec, (name, text, _) in zip(mod.program.kernels, mod.kernels):
+        if spec.family != "conv":
+            continue
+        g = spec.geometry
+        if g["C_out"] // g["groups"] >= 64 and g["C_in"] // g["groups"] * g["KH"] * g["KW"] > DIRECT_CONV_MAX_K:
+            wide += 1
+            assert ("wmma::mma_sync" in text) == (precision != "fp32"), (name, precision)
+    return wide
+
+
+@pytest.mark.parametrize("name, precision", list(_matrix()))
+def test_every_example_at_every_precision(shared_kernel_cache, examples_dir, name, precision):
     from test_codegen_c import example_graph
 
     g = example_graph(examples_dir / f"{name}.py")
     mod = cnncc.compile(g, target="cuda-emu", precision=precision)
-    assert any("tensor cores" in s for _, s, _ in mod.kernels)
-    check(g, mod, precision, batches=(2,))
+    if precision != "fp32":
+        assert any("wmma::mma_sync" in s for _, s, _ in mod.kernels)
+    wide = assert_wide_convs_on_tensor_cores(mod, precision)
+    assert wide > 0 or name == "lenet5"     # the rule is exercised by every model but LeNet's 6/16 channels
+    check(g, mod, precision, batches=(1,))
 
 
 ASAN_SCRIPT = textwrap.dedent("""
