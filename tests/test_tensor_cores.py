@@ -411,3 +411,12 @@ def test_tensor_core_convolutions_on_gpu(precision):
     compute-sanitizer's memcheck): within the same tolerance as the emulation."""
     g = tc_graph()
     check(g, cnncc.compile(g, target="cuda", precision=precision), precision)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", LOW)
+def test_dense_layers_on_tensor_cores_on_gpu(precision):
+    """dense_wmma.cu.j2 on a real sm_90 GPU (and under memcheck in benchmarks/device_run.sh),
+    past one 16-row batch tile."""
+    g = tc_dense_graph()
+    check(g, cnncc.compile(g, target="cuda", precision=precision), precision, batches=(1, 17))
