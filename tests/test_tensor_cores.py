@@ -257,6 +257,47 @@ def test_every_template_path_is_exercised(tc_modules):
     assert "__float2bfloat16_rn" in "\n".join(s for _, s, _ in mods["bf16"].kernels)
 
 
+def nhwc_graph():
+    """Chains of tensor-core convolutions that pass channels-last tensors (codegen/cuda_wmma.py
+    channels_last): NCHW in / NHWC out, NHWC in with 16-byte copies along channels, a fused pool
+    writing NHWC, a 1x1 and a grouped conv reading NHWC, channels not a multiple of 4 (4-byte
+    copies); and the tensors that must stay NCHW: one read as a residual operand, one read by an
+    FP32 kernel, the graph outputs."""
+    x = dsl.input("x", (N, 24, 8, 8))
+    a = dsl.relu(dsl.conv2d(x, 32, 3, padding=1, name="a"), name="a_relu")
+    b = dsl.relu(dsl.conv2d(a, 32, 3, padding=1, name="b"), name="b_relu")
+    c = dsl.max_pool2d(dsl.relu(dsl.conv2d(b, 48, 3, padding=1, name="c"), name="c_relu"), 2, name="c_pool")
+    d = dsl.conv2d(c, 64, 1, name="d")
+    e = dsl.conv2d(c, 40, 3, stride=2, padding=1, groups=2, name="e")
+    f = dsl.relu(dsl.add(dsl.conv2d(a, 32, 3, padding=1, name="f"), b, name="f_add"), name="f_relu")
+    odd = dsl.conv2d(dsl.conv2d(x, 18, 3, padding=1, name="odd1"), 16, 3, padding=1, name="odd2")
+    narrow = dsl.conv2d(dsl.conv2d(x, 16, 3, padding=1, name="wide1"), 8, 3, padding=1, name="narrow")
+    return dsl.graph(d, e, f, odd, narrow, name="nhwc").infer_shapes()
+
+
+@pytest.mark.parametrize("precision", LOW)
+def test_channels_last_between_tensor_core_convolutions(shared_kernel_cache, precision):
+    g = nhwc_graph()
+    mod = cnncc.compile(g, target="cuda-emu", precision=precision)
+    layout = {}
+    for n, s, _ in mod.kernels:
+        line = next((ln for ln in s.splitlines() if ln.startswith("// Layout:")), "")
+        layout[n] = ("nhwc" if "input channels-last" in line else "nchw") + "/" + \
+            ("nhwc" if "output channels-last" in line else "nchw")
+    assert layout == {"a_a_relu": "nchw/nhwc", "b_b_relu": "nhwc/nchw", "c_c_relu_c_pool": "nchw/nhwc",
+                      "d": "nhwc/nchw", "e": "nhwc/nchw", "f_f_add_f_relu": "nhwc/nchw", "odd1": "nchw/nhwc",
+                      "odd2": "nhwc/nchw", "wide1": "nchw/nchw", "narrow": "nchw/nchw"}, layout
+    text = {n: s for n, s, _ in mod.kernels}
+    assert "16-byte im2col copies along channels" in text["b_b_relu"] and "16-byte im2col copies along" in text["e"]
+    assert "4-byte im2col copies along channels" in text["odd2"]
+    assert "16-byte weight copies" in text["d"] and "4-byte weight copies" in text["b_b_relu"]   # 1x1: same k order
+    worst = check(g, mod, precision, batches=(1, 3))
+    assert worst > 1e-5
+    # fp32 keeps every kernel NCHW
+    fp32 = cnncc.compile(g, target="cuda-emu")
+    assert not any("channels-last" in s for _, s, _ in fp32.kernels)
+
+
 def tc_dense_graph():
     """Every path of dense_wmma.cu.j2: 16-byte and 4-byte copies (K = 64 / 70), a partial last
     feature block, a fused ReLU, and a softmax tail that keeps the FP32 rowwise kernel."""
