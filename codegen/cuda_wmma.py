@@ -164,11 +164,15 @@ def channels_last(program, is_wmma) -> frozenset:
         if (spec.family != "conv" or not is_wmma(spec) or t.storage != "arena" or t.base != 0
                 or t.item_stride != t.item_numel or not t.batched):
             continue
+        def reads_slot(k):
+            reads = list(k.inputs) + [o.tensor for o in k.operands] + [e.operand.tensor for e in k.epilogue if e.operand]
+            return [r for r in reads if r.storage == "arena" and (r.arena_a, r.arena_b) == (t.arena_a, t.arena_b)]
+
+        if reads_slot(spec):
+            continue   # written in place of its own (NCHW) input, e.g. a residual operand: the layouts would race
         readers = 0
         for later in kernels[i + 1:]:
-            reads = list(later.inputs) + [o.tensor for o in later.operands] + \
-                [e.operand.tensor for e in later.epilogue if e.operand]
-            same = [r for r in reads if r.storage == "arena" and (r.arena_a, r.arena_b) == (t.arena_a, t.arena_b)]
+            same = reads_slot(later)
             if same:
                 if not (later.family == "conv" and is_wmma(later) and len(same) == 1 and same[0] is later.inputs[0]
                         and same[0].name == t.name and same[0].base == 0):

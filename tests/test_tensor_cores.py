@@ -272,7 +272,12 @@ def nhwc_graph():
     f = dsl.relu(dsl.add(dsl.conv2d(a, 32, 3, padding=1, name="f"), b, name="f_add"), name="f_relu")
     odd = dsl.conv2d(dsl.conv2d(x, 18, 3, padding=1, name="odd1"), 16, 3, padding=1, name="odd2")
     narrow = dsl.conv2d(dsl.conv2d(x, 16, 3, padding=1, name="wide1"), 8, 3, padding=1, name="narrow")
-    return dsl.graph(d, e, f, odd, narrow, name="nhwc").infer_shapes()
+    # a residual block whose add is written in place of its operand (MobileNet-v2's pattern): the
+    # output, though only a tensor-core conv reads it, must stay NCHW, or the write races the read
+    skip = dsl.conv2d(x, 24, 1, name="skip")
+    res = dsl.relu(dsl.add(dsl.conv2d(x, 24, 3, padding=1, name="res"), skip, name="res_add"), name="res_relu")
+    after = dsl.conv2d(res, 32, 3, padding=1, name="after")
+    return dsl.graph(d, e, f, odd, narrow, after, name="nhwc").infer_shapes()
 
 
 @pytest.mark.parametrize("precision", LOW)
@@ -286,7 +291,11 @@ def test_channels_last_between_tensor_core_convolutions(shared_kernel_cache, pre
             ("nhwc" if "output channels-last" in line else "nchw")
     assert layout == {"a_a_relu": "nchw/nhwc", "b_b_relu": "nhwc/nchw", "c_c_relu_c_pool": "nchw/nhwc",
                       "d": "nhwc/nchw", "e": "nhwc/nchw", "f_f_add_f_relu": "nhwc/nchw", "odd1": "nchw/nhwc",
-                      "odd2": "nhwc/nchw", "wide1": "nchw/nchw", "narrow": "nchw/nchw"}, layout
+                      "odd2": "nhwc/nchw", "wide1": "nchw/nchw", "narrow": "nchw/nchw", "skip": "nchw/nchw",
+                      "res_res_add_res_relu": "nchw/nchw", "after": "nchw/nchw"}, layout
+    res = next(k for k in mod.program.kernels if k.name == "res_res_add_res_relu")
+    skip = next(k for k in mod.program.kernels if k.name == "skip").output
+    assert (res.output.arena_a, res.output.arena_b) == (skip.arena_a, skip.arena_b)   # in place indeed
     text = {n: s for n, s, _ in mod.kernels}
     assert "16-byte im2col copies along channels" in text["b_b_relu"] and "16-byte im2col copies along" in text["e"]
     assert "4-byte im2col copies along channels" in text["odd2"]
