@@ -399,10 +399,20 @@ CI_MATRIX = {("lenet5", p) for p in PRECISIONS} | {
     ("shufflenet_v2", "tf32")}
 
 
+#: SegNet's max unpooling puts each value where the argmax of the encoder's pool was; at reduced
+#: precision near-ties flip that argmax, values land elsewhere and the decoder spreads it (tf32
+#: with every kernel NCHW: relative error 6.3e-2, 35% of the outputs off by more than 1e-2 of the
+#: max). A discrete choice cannot meet an elementwise tolerance; see docs/gpu.md.
+ARGMAX_FLIPS = {("segnet", p) for p in LOW}
+
+
 def _matrix():
     for name in EXAMPLES:
         for p in PRECISIONS:
-            yield pytest.param(name, p, id=f"{name}-{p}", marks=() if (name, p) in CI_MATRIX else pytest.mark.slow)
+            marks = [] if (name, p) in CI_MATRIX else [pytest.mark.slow]
+            if (name, p) in ARGMAX_FLIPS:
+                marks.append(pytest.mark.xfail(strict=True, reason="argmax unpooling flips at reduced precision"))
+            yield pytest.param(name, p, id=f"{name}-{p}", marks=marks)
 
 
 def assert_wide_convs_on_tensor_cores(mod, precision: str) -> int:
