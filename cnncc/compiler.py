@@ -112,8 +112,9 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     ``precision`` (CUDA targets only; the C target refuses anything but "fp32"):
 
     * ``"fp32"`` (default): every convolution on FP32 FMAs, matches the reference to ~1e-5;
-    * ``"tf32"``: convolutions with a GEMM of at least 16 output channels per group run on tensor
-      cores with TF32 inputs (10-bit mantissa) and FP32 accumulation; tolerance 1e-2;
+    * ``"tf32"``: convolutions with a GEMM of at least 16 output channels per group, and dense
+      layers of at least 16 features, run on tensor cores with TF32 inputs (10-bit mantissa) and
+      FP32 accumulation; tolerance 1e-2;
     * ``"fp16"``: the same with FP16 inputs (m16n16k16), FP32 accumulation; tolerance 1e-2;
     * ``"bf16"``: BF16 inputs (8-bit mantissa), FP32 accumulation; tolerance 5e-2.
 

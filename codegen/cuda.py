@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cnncc import names
-from cnncc.codegen.cuda_wmma import tiles as wmma_tiles, uses_tensor_cores
+from cnncc.codegen.cuda_wmma import (channels_last, dense_tiles, dense_uses_tensor_cores, tiles as wmma_tiles,
+                                     uses_tensor_cores)
 from cnncc.codegen.simplify import ix
 from cnncc.codegen.spec import KernelSpec, Program, TensorRef
 from cnncc.codegen.templating import template_env
 from cnncc.errors import UnsupportedError
 
 TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:wmma": "cuda/conv_wmma.cu.j2", "conv:direct": "cuda/conv_direct.cu.j2",
-             "conv_transpose": "cuda/conv_transpose.cu.j2", "dense:tiled": "cuda/dense.cu.j2",
+             "conv_transpose": "cuda/conv_transpose.cu.j2", "dense:tiled": "cuda/dense.cu.j2", "dense:wmma": "cuda/dense_wmma.cu.j2",
              "dense:rowwise": "cuda/dense_softmax.cu.j2", "pool": "cuda/pool.cu.j2",
              "global_pool": "cuda/global_pool.cu.j2", "softmax": "cuda/softmax.cu.j2",
              "elementwise": "cuda/elementwise.cu.j2", "copy": "cuda/copy.cu.j2", "concat": "cuda/concat.cu.j2",
@@ -108,14 +109,16 @@ def cdiv(a: int, b: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # what each kernel computes and how it is tiled
-def plan(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
+def plan(spec: KernelSpec, precision: str = "fp32", nhwc: frozenset = frozenset()) -> LaunchPlan:
+    """``nhwc``: the activations kept channels-last between tensor-core convolutions (see
+    :func:`nhwc_tensors`); every other kernel reads and writes NCHW."""
     f = spec.family
     if f == "conv":
-        return _plan_conv(spec, precision)
+        return _plan_conv(spec, precision, nhwc)
     if f == "conv_transpose":
         return _flat(spec, "conv_transpose", spec.out_C * spec.out_Q)
     if f == "dense":
-        return _plan_dense(spec)
+        return _plan_dense(spec, precision)
     if f == "pool":
         return _flat(spec, "pool", spec.out_C * spec.out_Q)
     if f == "global_pool":
@@ -164,7 +167,7 @@ def _warps(spec: KernelSpec, variant: str, rows_per_item: int) -> LaunchPlan:
                       {"WARPS": warps, "ROWS": rows_per_item})
 
 
-def _plan_conv(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
+def _plan_conv(spec: KernelSpec, precision: str = "fp32", nhwc: frozenset = frozenset()) -> LaunchPlan:
     g, p = spec.geometry, spec.pool
     ci_g, co_g = g["C_in"] // g["groups"], g["C_out"] // g["groups"]
     k = ci_g * g["KH"] * g["KW"]
@@ -177,7 +180,7 @@ def _plan_conv(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
         return lp
     if uses_tensor_cores(g, precision, direct=False):
         # the same implicit GEMM on tensor cores (codegen/cuda_wmma.py picks the tile)
-        threads, wt, (bpp, channel_blocks, groups) = wmma_tiles(spec, precision, tiles)
+        threads, wt, (bpp, channel_blocks, groups) = wmma_tiles(spec, precision, tiles, nhwc)
         return LaunchPlan("conv:wmma", threads, (GridDim(outplane, 0, bpp), GridDim(0, channel_blocks, 1),
                                                  GridDim(0, groups, 1)), wt)
     # implicit GEMM: (C_out/groups) x (N * positions) x K, tiles in shared memory. Always 16 x 16
@@ -195,8 +198,12 @@ def _plan_conv(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
                                              GridDim(0, g["groups"], 1)), tiles)
 
 
-def _plan_dense(spec: KernelSpec) -> LaunchPlan:
+def _plan_dense(spec: KernelSpec, precision: str = "fp32") -> LaunchPlan:
     g = spec.geometry
+    if dense_uses_tensor_cores(spec, precision):
+        # tensor cores (codegen/cuda_wmma.py picks the tile): features x batch rows
+        threads, wt, (feature_blocks, rows) = dense_tiles(spec, precision)
+        return LaunchPlan("dense:wmma", threads, (GridDim(0, feature_blocks, 1), GridDim(1, 0, rows), GridDim()), wt)
     if spec.tail:
         if g["M"] > ROWWISE_MAX_M:
             raise UnsupportedError(f"kernel '{spec.name}': {spec.tail} after a dense layer of {g['M']} features "
@@ -259,9 +266,17 @@ def weight_decls(spec: KernelSpec) -> str:
     return "\n".join(lines)
 
 
-def render_kernel(spec: KernelSpec, precision: str = "fp32") -> tuple[str, str]:
+def nhwc_tensors(program: Program) -> frozenset:
+    """The activations that tensor-core convolutions pass to each other channels-last (the CUDA
+    target's layout choice, codegen/cuda_wmma.py channels_last; empty at fp32)."""
+    if program.precision == "fp32":
+        return frozenset()
+    return channels_last(program, lambda s: s.family == "conv" and _plan_conv(s, program.precision).variant == "conv:wmma")
+
+
+def render_kernel(spec: KernelSpec, precision: str = "fp32", nhwc: frozenset = frozenset()) -> tuple[str, str]:
     """(kernel source, launch text) for one KernelSpec."""
-    lp = plan(spec, precision)
+    lp = plan(spec, precision, nhwc)
     rows = "N"
     if spec.batch is not None:
         # a static kernel (its output does not lead with N): the literal row count stands for N
@@ -279,7 +294,8 @@ def render(program: Program) -> tuple[str, list[tuple[str, str, str]]]:
     """The whole .cu source and [(kernel name, its source, its launch)] in execution order."""
     from cnncc.version import __version__
 
-    rendered = [(spec, *render_kernel(spec, program.precision)) for spec in program.kernels]
+    nhwc = nhwc_tensors(program)
+    rendered = [(spec, *render_kernel(spec, program.precision, nhwc)) for spec in program.kernels]
     tensor_cores = any("wmma::mma_sync" in text for _, text, _ in rendered)
     prelude = _env().get_template("cuda/prelude.cu.j2").render(program=program, version=__version__,
                                                                kernels=rendered, tensor_cores=tensor_cores)
@@ -291,4 +307,5 @@ def block_sizes(program_or_kernels) -> dict[str, int]:
     """Kernel function (``spec.cname``) -> threads per block, for the ptxas registers-per-block check."""
     kernels = program_or_kernels.kernels if isinstance(program_or_kernels, Program) else program_or_kernels
     precision = program_or_kernels.precision if isinstance(program_or_kernels, Program) else "fp32"
-    return {spec.cname: plan(spec, precision).threads for spec in kernels}
+    nhwc = nhwc_tensors(program_or_kernels) if isinstance(program_or_kernels, Program) else frozenset()
+    return {spec.cname: plan(spec, precision, nhwc).threads for spec in kernels}

@@ -53,6 +53,7 @@ class Tile:
     WARPS_M: int
     WARPS_N: int
     HALF: bool      # fp16/bf16: the float stage is converted into half tiles before the MMAs
+    BT: bool = False  # channels-last input: the B stage is Bs[col][k] (copies along k = channels)
 
     @property
     def COLS(self) -> int:
@@ -71,10 +72,12 @@ class Tile:
         return self.COLS // 16 // self.WARPS_N
 
     def smem_bytes(self) -> int:
-        lda, ldb, ldc = self.BK + 4, self.COLS + 4, self.COLS + 4
-        pipeline = self.STAGES * (self.BM * lda + self.BK * ldb)
+        lda, ldc = self.BK + 4, self.COLS + 4
+        b_floats = self.COLS * (self.BK + 4) if self.BT else self.BK * (self.COLS + 4)
+        pipeline = self.STAGES * (self.BM * lda + b_floats)
         floats = max(pipeline, self.BM * ldc)         # the accumulator tile reuses the stages
-        half = (self.BM * (self.BK + 8) + self.BK * (self.COLS + 8)) if self.HALF else 0
+        b_half = self.COLS * (self.BK + 8) if self.BT else self.BK * (self.COLS + 8)
+        half = (self.BM * (self.BK + 8) + b_half) if self.HALF else 0
         return 4 * floats + 2 * half
 
     def registers(self) -> int:
@@ -88,7 +91,7 @@ class Tile:
                           REGS_PER_SM // (self.registers() * self.threads)))
 
 
-def candidates(co_g: int, win: int, half: bool, kstep: int):
+def candidates(co_g: int, win: int, half: bool, kstep: int, bt: bool = False):
     for bm in (16, 32, 64, 128):
         if bm > max(16, cdiv(co_g, 16) * 16):
             continue
@@ -104,7 +107,7 @@ def candidates(co_g: int, win: int, half: bool, kstep: int):
                         if bk % kstep:
                             continue
                         for stages in (2, 3, 4):
-                            t = Tile(bm, bpp, win, bk, stages, wm, wn, half)
+                            t = Tile(bm, bpp, win, bk, stages, wm, wn, half, bt)
                             if t.FM * t.FN > 8 or t.smem_bytes() > STATIC_SMEM:
                                 continue
                             yield t
@@ -124,9 +127,9 @@ def cost(t: Tile, co_g: int, positions: int, k: int, groups: int) -> float:
     return waves * (mma + loads) * pipeline / max(1, min(per_sm * t.threads // 32, 16) / 4)
 
 
-def choose(co_g: int, positions: int, k: int, groups: int, win: int, precision: str) -> Tile:
+def choose(co_g: int, positions: int, k: int, groups: int, win: int, precision: str, bt: bool = False) -> Tile:
     info = PRECISION[precision]
-    best = min(candidates(co_g, win, info["HALF"], info["KSTEP"]),
+    best = min(candidates(co_g, win, info["HALF"], info["KSTEP"], bt),
                key=lambda t: (cost(t, co_g, positions * NOMINAL_BATCH, k, groups), -t.STAGES, t.BM * t.COLS))
     return best
 
@@ -137,25 +140,119 @@ def uses_tensor_cores(geometry: dict, precision: str, direct: bool) -> bool:
     return precision != "fp32" and not direct and co_g >= MIN_CHANNELS
 
 
-def tiles(spec, precision: str, base: dict) -> tuple[int, dict, tuple]:
-    """(threads, template parameters, grid as (positions per block, channel blocks, groups))."""
+def aligned16(ref) -> bool:
+    """True when element 4i of every batch item of ``ref`` starts a 16-byte boundary (arena slots are
+    256-byte aligned, inputs/outputs come from allocators that align at least that much)."""
+    return (ref.base % 4 == 0 and (ref.storage != "arena" or (ref.arena_a % 16 == 0 and ref.arena_b % 16 == 0))
+            and ref.item_stride % 4 == 0)
+
+
+def channels_last(program, is_wmma) -> frozenset:
+    """The activations the CUDA target keeps channels-last (NHWC): the arena tensors that a
+    tensor-core convolution writes whole (no concat slice, no view) and that only tensor-core
+    convolutions read, each as its main input. ``is_wmma(spec)`` says which kernels those are.
+
+    Every other kernel, the runtime's inputs and outputs and the epilogue operands stay NCHW, so
+    the layout is a contract between WMMA producers and WMMA consumers alone. A tensor's life is
+    followed from its producer until another tensor is written to its arena slot; any read of
+    that slot meanwhile (a view, a residual add, a pool, a concat) by anything but a WMMA
+    convolution's input keeps the tensor NCHW."""
+    kernels = program.kernels
+    out = set()
+    for i, spec in enumerate(kernels):
+        t = spec.output
+        if (spec.family != "conv" or not is_wmma(spec) or t.storage != "arena" or t.base != 0
+                or t.item_stride != t.item_numel or not t.batched):
+            continue
+        def reads_slot(k):
+            reads = list(k.inputs) + [o.tensor for o in k.operands] + [e.operand.tensor for e in k.epilogue if e.operand]
+            return [r for r in reads if r.storage == "arena" and (r.arena_a, r.arena_b) == (t.arena_a, t.arena_b)]
+
+        if reads_slot(spec):
+            continue   # written in place of its own (NCHW) input, e.g. a residual operand: the layouts would race
+        readers = 0
+        for later in kernels[i + 1:]:
+            same = reads_slot(later)
+            if same:
+                if not (later.family == "conv" and is_wmma(later) and len(same) == 1 and same[0] is later.inputs[0]
+                        and same[0].name == t.name and same[0].base == 0):
+                    readers = -1
+                    break
+                readers += 1
+            o = later.output
+            if o.storage == "arena" and (o.arena_a, o.arena_b) == (t.arena_a, t.arena_b):
+                break   # the slot is overwritten: the tensor's life is over
+        if readers > 0:
+            out.add(t.name)
+    return frozenset(out)
+
+
+def tiles(spec, precision: str, base: dict, nhwc: frozenset = frozenset()) -> tuple[int, dict, tuple]:
+    """(threads, template parameters, grid as (positions per block, channel blocks, groups)).
+
+    ``nhwc``: the tensors kept channels-last (:func:`channels_last`); a convolution reading one
+    orders its reduction (kh, kw, ci), so four consecutive k are four channels of one pixel: one
+    16-byte copy when the channels per group are a multiple of 4."""
     g = spec.geometry
     co_g = base["CO_G"]
-    t = choose(co_g, base["OUTPLANE"], base["K"], g["groups"], base["WIN"], precision)
-    info = PRECISION[precision]
     x = spec.inputs[0]
+    nhwc_in, nhwc_out = x.name in nhwc, spec.output.name in nhwc
+    t = choose(co_g, base["OUTPLANE"], base["K"], g["groups"], base["WIN"], precision, nhwc_in)
+    info = PRECISION[precision]
     w = spec.weights["weight"]
-    aligned_x = (x.base % 4 == 0 and (x.storage != "arena" or (x.arena_a % 16 == 0 and x.arena_b % 16 == 0))
-                 and x.item_stride % 4 == 0)
+    aligned_x = aligned16(x)
     vec_b = (g["KH"] == g["KW"] == 1 and g["SH"] == g["SW"] == 1 and g["PH"] == g["PW"] == 0 and spec.pool is None
              and base["OUTPLANE"] % 4 == 0 and aligned_x and g.get("PH_hi", 0) == g.get("PW_hi", 0) == 0)
+    b_floats = t.COLS * (t.BK + 4) if nhwc_in else t.BK * (t.COLS + 4)
     params = dict(base)
     params.update(PREC=precision, KSTEP=info["KSTEP"], IN_T=info["IN_T"], CONVERT=info["CONVERT"], HALF=t.HALF,
                   BM=t.BM, BPP=t.BPP, COLS=t.COLS, BK=t.BK, STAGES=t.STAGES, WARPS_M=t.WARPS_M,
                   WARPS_N=t.WARPS_N, FM=t.FM, FN=t.FN, LDA=t.BK + 4, LDB=t.COLS + 4, LDC=t.COLS + 4,
-                  LDAH=t.BK + 8, LDBH=t.COLS + 8, A_FLOATS=t.BM * (t.BK + 4), B_FLOATS=t.BK * (t.COLS + 4),
-                  SMEM_FLOATS=max(t.STAGES * (t.BM * (t.BK + 4) + t.BK * (t.COLS + 4)), t.BM * (t.COLS + 4)),
-                  VEC_A=base["K"] % 4 == 0 and w.offset % 4 == 0, VEC_B=vec_b,
+                  LDAH=t.BK + 8, LDBH=t.COLS + 8, LDBT=t.BK + 4, LDBTH=t.BK + 8,
+                  A_FLOATS=t.BM * (t.BK + 4), B_FLOATS=b_floats,
+                  SMEM_FLOATS=max(t.STAGES * (t.BM * (t.BK + 4) + b_floats), t.BM * (t.COLS + 4)),
+                  VEC_A=base["K"] % 4 == 0 and w.offset % 4 == 0 and (not nhwc_in or g["KH"] * g["KW"] == 1),
+                  VEC_B=vec_b and not nhwc_in, NHWC_IN=nhwc_in, NHWC_OUT=nhwc_out,
+                  VEC_C=nhwc_in and base["CI_G"] % 4 == 0 and aligned_x and g["C_in"] % 4 == 0,
+                  B_HALF=t.COLS * (t.BK + 8) if nhwc_in else t.BK * (t.COLS + 8),
                   MIN_BLOCKS=max(1, min(t.blocks_per_sm(), REGS_PER_SM // (t.threads * 128))),
                   SMEM_BYTES=t.smem_bytes())
     return t.threads, params, (t.BPP, cdiv(co_g, t.BM), g["groups"])
+
+
+# ---------------------------------------------------------------------------------------------
+# dense layers (templates/cuda/dense_wmma.cu.j2)
+#: batch rows per block: one 16-wide fragment column (dense layers run at small batches)
+DENSE_BN = 16
+
+
+def dense_uses_tensor_cores(spec, precision: str) -> bool:
+    """Any non-fp32 precision, at least MIN_CHANNELS output features, no softmax tail (the rowwise
+    kernel keeps the row in shared memory for it)."""
+    return precision != "fp32" and not spec.tail and spec.geometry["M"] >= MIN_CHANNELS
+
+
+def dense_tiles(spec, precision: str) -> tuple[int, dict, tuple]:
+    """(threads, template parameters, (feature blocks, batch rows per block)).
+
+    A block is BM features (one warp per 16) x DENSE_BN batch rows; BM grows to 64 only while
+    the grid still fills the SMs at the nominal batch, since a dense layer at small batch is a
+    weight stream: more blocks in flight read it faster."""
+    g = spec.geometry
+    info = PRECISION[precision]
+    m, k = g["M"], g["K"]
+    bm = 16
+    while bm < 64 and bm < m and cdiv(m, bm * 2) * cdiv(NOMINAL_BATCH, DENSE_BN) >= SMS:
+        bm *= 2
+    bk = 32
+    stages = 2 if k <= bk else 3
+    lda = ldb = bk + 4
+    a_floats, b_floats = bm * lda, DENSE_BN * ldb
+    w = spec.weights["weight"]
+    vec_a = 4 if k % 4 == 0 and w.offset % 4 == 0 else 1
+    vec_b = 4 if k % 4 == 0 and aligned16(spec.inputs[0]) else 1
+    params = dict(PREC=precision, KSTEP=info["KSTEP"], IN_T=info["IN_T"], CONVERT=info["CONVERT"], HALF=info["HALF"],
+                  BM=bm, BN=DENSE_BN, BK=bk, STAGES=stages, WARPS=bm // 16, LDA=lda, LDB=ldb, LDC=DENSE_BN + 4,
+                  LDH=bk + 8, A_FLOATS=a_floats, B_FLOATS=b_floats, VEC_A=vec_a, VEC_B=vec_b,
+                  SMEM_FLOATS=max(stages * (a_floats + b_floats), bm * (DENSE_BN + 4)))
+    return 32 * (bm // 16), params, (cdiv(m, bm), DENSE_BN)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,6 +241,87 @@ def test_every_template_path_is_exercised(tc_modules):
     assert "__float2bfloat16_rn" in "\n".join(s for _, s, _ in mods["bf16"].kernels)
 
 
+def nhwc_graph():
+    """Chains of tensor-core convolutions that pass channels-last tensors (codegen/cuda_wmma.py
+    channels_last): NCHW in / NHWC out, NHWC in with 16-byte copies along channels, a fused pool
+    writing NHWC, a 1x1 and a grouped conv reading NHWC, channels not a multiple of 4 (4-byte
+    copies); and the tensors that must stay NCHW: one read as a residual operand, one read by an
+    FP32 kernel, the graph outputs."""
+    x = dsl.input("x", (N, 24, 8, 8))
+    a = dsl.relu(dsl.conv2d(x, 32, 3, padding=1, name="a"), name="a_relu")
+    b = dsl.relu(dsl.conv2d(a, 32, 3, padding=1, name="b"), name="b_relu")
+    c = dsl.max_pool2d(dsl.relu(dsl.conv2d(b, 48, 3, padding=1, name="c"), name="c_relu"), 2, name="c_pool")
+    d = dsl.conv2d(c, 64, 1, name="d")
+    e = dsl.conv2d(c, 40, 3, stride=2, padding=1, groups=2, name="e")
+    f = dsl.relu(dsl.add(dsl.conv2d(a, 32, 3, padding=1, name="f"), b, name="f_add"), name="f_relu")
+    odd = dsl.conv2d(dsl.conv2d(x, 18, 3, padding=1, name="odd1"), 16, 3, padding=1, name="odd2")
+    narrow = dsl.conv2d(dsl.conv2d(x, 16, 3, padding=1, name="wide1"), 8, 3, padding=1, name="narrow")
+    # a residual block whose add is written in place of its operand (MobileNet-v2's pattern): the
+    # output, though only a tensor-core conv reads it, must stay NCHW, or the write races the read
+    skip = dsl.conv2d(x, 24, 1, name="skip")
+    res = dsl.relu(dsl.add(dsl.conv2d(x, 24, 3, padding=1, name="res"), skip, name="res_add"), name="res_relu")
+    after = dsl.conv2d(res, 32, 3, padding=1, name="after")
+    return dsl.graph(d, e, f, odd, narrow, after, name="nhwc").infer_shapes()
+
+
+@pytest.mark.parametrize("precision", LOW)
+def test_channels_last_between_tensor_core_convolutions(shared_kernel_cache, precision):
+    g = nhwc_graph()
+    mod = cnncc.compile(g, target="cuda-emu", precision=precision)
+    layout = {}
+    for n, s, _ in mod.kernels:
+        line = next((ln for ln in s.splitlines() if ln.startswith("// Layout:")), "")
+        layout[n] = ("nhwc" if "input channels-last" in line else "nchw") + "/" + \
+            ("nhwc" if "output channels-last" in line else "nchw")
+    assert layout == {"a_a_relu": "nchw/nhwc", "b_b_relu": "nhwc/nchw", "c_c_relu_c_pool": "nchw/nhwc",
+                      "d": "nhwc/nchw", "e": "nhwc/nchw", "f_f_add_f_relu": "nhwc/nchw", "odd1": "nchw/nhwc",
+                      "odd2": "nhwc/nchw", "wide1": "nchw/nchw", "narrow": "nchw/nchw", "skip": "nchw/nchw",
+                      "res_res_add_res_relu": "nchw/nchw", "after": "nchw/nchw"}, layout
+    res = next(k for k in mod.program.kernels if k.name == "res_res_add_res_relu")
+    skip = next(k for k in mod.program.kernels if k.name == "skip").output
+    assert (res.output.arena_a, res.output.arena_b) == (skip.arena_a, skip.arena_b)   # in place indeed
+    text = {n: s for n, s, _ in mod.kernels}
+    assert "16-byte im2col copies along channels" in text["b_b_relu"] and "16-byte im2col copies along" in text["e"]
+    assert "4-byte im2col copies along channels" in text["odd2"]
+    assert "16-byte weight copies" in text["d"] and "4-byte weight copies" in text["b_b_relu"]   # 1x1: same k order
+    worst = check(g, mod, precision, batches=(1, 3))
+    assert worst > 1e-5
+    # fp32 keeps every kernel NCHW
+    fp32 = cnncc.compile(g, target="cuda-emu")
+    assert not any("channels-last" in s for _, s, _ in fp32.kernels)
+
+
+def tc_dense_graph():
+    """Every path of dense_wmma.cu.j2: 16-byte and 4-byte copies (K = 64 / 70), a partial last
+    feature block, a fused ReLU, and a softmax tail that keeps the FP32 rowwise kernel."""
+    x = dsl.input("x", (N, 70))
+    x2 = dsl.input("x2", (N, 64), like=x)
+    outs = [dsl.relu(dsl.dense(x, 75, name="fc"), name="fc_relu"), dsl.dense(x2, 40, name="fc_aligned"),
+            dsl.softmax(dsl.dense(x, 10, name="cls"), name="cls_softmax")]
+    return dsl.graph(*outs, name="tc_dense").infer_shapes()
+
+
+@pytest.mark.parametrize("precision", LOW)
+def test_dense_layers_on_tensor_cores_match_reference(shared_kernel_cache, precision):
+    g = tc_dense_graph()
+    mod = cnncc.compile(g, target="cuda-emu", precision=precision)
+    tc = {n: s for n, s, _ in mod.kernels if "dense on tensor cores" in s}
+    assert sorted(tc) == ["fc_aligned", "fc_fc_relu"], [n for n, _, _ in mod.kernels]
+    assert "16-byte weight copies, 16-byte input" in tc["fc_aligned"] and "4-byte input" in tc["fc_fc_relu"]
+    worst = check(g, mod, precision, batches=(1, 17))      # 17: past one 16-row batch tile
+    assert worst > 1e-5   # the reduced precision is really used
+
+
+def test_dense_stays_fp32_at_fp32():
+    from cnncc.codegen import cuda as cg
+    from cnncc.codegen.lower import lower_program
+
+    program = lower_program(cnncc.optimize(tc_dense_graph(), 2))
+    variants = {k.name: (cg.plan(k, "fp32").variant, cg.plan(k, "fp16").variant) for k in program.kernels}
+    assert variants == {"fc_fc_relu": ("dense:tiled", "dense:wmma"), "fc_aligned": ("dense:tiled", "dense:wmma"),
+                        "cls_cls_softmax": ("dense:rowwise", "dense:rowwise")}
+
+
 def test_saved_module_keeps_its_precision(tc_modules, tmp_path):
     g, mods = tc_modules
     mods["bf16"].save(tmp_path / "m")
@@ -285,26 +367,65 @@ def test_missing_tensor_core_headers_is_a_clear_error(monkeypatch):
         nvrtc.compile_cubin("#include <mma.h>\nextern \"C\" __global__ void k() {}\n")
 
 
-# the examples at reduced precision: a subset that the emulator runs in seconds and that holds
-# every block type of the zoo's tensor-core layers (basic/bottleneck residual blocks, fire
-# modules, inverted residuals, plain stacks with fused pools)
-#: (the ones marked slow take 1-2 minutes each on a shared 2-core machine; deselect with -m "not slow")
-EXAMPLE_PRECISIONS = [("lenet5", "tf32"), ("squeezenet1_1", "fp16"), ("lenet5", "bf16"),
-                      pytest.param("lenet5", "fp16", marks=pytest.mark.slow),
-                      pytest.param("resnet18", "tf32", marks=pytest.mark.slow),
-                      pytest.param("mobilenet_v2", "bf16", marks=pytest.mark.slow),
-                      pytest.param("vgg16", "bf16", marks=pytest.mark.slow)]
+# every example x every precision through cuda-emu (issue 14's acceptance). The full matrix
+# (every model file of examples/ at fp32, tf32, fp16, bf16, batch 1, the small sizes of
+# test_codegen_c.example_graph) is marked `slow`: on a shared 2-core machine it takes tens of
+# minutes (the emulator computes each 16x16 MMA once per lane). CI runs the subset below: LeNet-5
+# at every precision and one reduced precision each for the conv-heavy block types (basic
+# residual blocks with in-place adds, fire modules, inverted residuals, channel shuffles, plain
+# stacks with fused pools and dense layers). docs/gpu.md records the last full run.
+PRECISIONS = ("fp32",) + LOW
+EXAMPLES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "examples").glob("*.py")
+                  if "\ndef model(" in p.read_text())
+#: (example, precision) pairs that run in CI
+CI_MATRIX = {("lenet5", p) for p in PRECISIONS} | {
+    ("squeezenet1_1", "fp16"), ("resnet18", "fp16"), ("mobilenet_v2", "bf16"), ("alexnet", "tf32"),
+    ("shufflenet_v2", "tf32")}
 
 
-@pytest.mark.parametrize("name, precision", EXAMPLE_PRECISIONS,
-                         ids=lambda v: v if isinstance(v, str) else None)
-def test_examples_at_reduced_precision(shared_kernel_cache, examples_dir, name, precision):
+#: SegNet's max unpooling puts each value where the argmax of the encoder's pool was; at reduced
+#: precision near-ties flip that argmax, values land elsewhere and the decoder spreads it (tf32
+#: with every kernel NCHW: relative error 6.3e-2, 35% of the outputs off by more than 1e-2 of the
+#: max). A discrete choice cannot meet an elementwise tolerance; see docs/gpu.md.
+ARGMAX_FLIPS = {("segnet", p) for p in LOW}
+
+
+def _matrix():
+    for name in EXAMPLES:
+        for p in PRECISIONS:
+            marks = [] if (name, p) in CI_MATRIX else [pytest.mark.slow]
+            if (name, p) in ARGMAX_FLIPS:
+                marks.append(pytest.mark.xfail(strict=True, reason="argmax unpooling flips at reduced precision"))
+            yield pytest.param(name, p, id=f"{name}-{p}", marks=marks)
+
+
+def assert_wide_convs_on_tensor_cores(mod, precision: str) -> int:
+    """Every GEMM convolution with >= 64 output channels per group runs the WMMA kernel unless
+    the precision is fp32 (then none does); returns how many such layers the model has."""
+    from cnncc.codegen.cuda import DIRECT_CONV_MAX_K
+
+    wide = 0
+    for spec, (name, text, _) in zip(mod.program.kernels, mod.kernels):
+        if spec.family != "conv":
+            continue
+        g = spec.geometry
+        if g["C_out"] // g["groups"] >= 64 and g["C_in"] // g["groups"] * g["KH"] * g["KW"] > DIRECT_CONV_MAX_K:
+            wide += 1
+            assert ("wmma::mma_sync" in text) == (precision != "fp32"), (name, precision)
+    return wide
+
+
+@pytest.mark.parametrize("name, precision", list(_matrix()))
+def test_every_example_at_every_precision(shared_kernel_cache, examples_dir, name, precision):
     from test_codegen_c import example_graph
 
     g = example_graph(examples_dir / f"{name}.py")
     mod = cnncc.compile(g, target="cuda-emu", precision=precision)
-    assert any("tensor cores" in s for _, s, _ in mod.kernels)
-    check(g, mod, precision, batches=(2,))
+    if precision != "fp32":
+        assert any("wmma::mma_sync" in s for _, s, _ in mod.kernels)
+    wide = assert_wide_convs_on_tensor_cores(mod, precision)
+    assert wide > 0 or name == "lenet5"     # the rule is exercised by every model but LeNet's 6/16 channels
+    check(g, mod, precision, batches=(1,))
 
 
 ASAN_SCRIPT = textwrap.dedent("""
@@ -334,3 +455,12 @@ def test_tensor_core_convolutions_on_gpu(precision):
     compute-sanitizer's memcheck): within the same tolerance as the emulation."""
     g = tc_graph()
     check(g, cnncc.compile(g, target="cuda", precision=precision), precision)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", LOW)
+def test_dense_layers_on_tensor_cores_on_gpu(precision):
+    """dense_wmma.cu.j2 on a real sm_90 GPU (and under memcheck in benchmarks/device_run.sh),
+    past one 16-row batch tile."""
+    g = tc_dense_graph()
+    check(g, cnncc.compile(g, target="cuda", precision=precision), precision, batches=(1, 17))
