@@ -64,6 +64,16 @@ def test_two_outputs_that_are_one_tensor_after_optimisation():
                       outputs=(3, 2))], configs=(("c", 2), ("cuda-emu", 2)))
 
 
+def test_one_by_one_max_pool_on_cuda_emu():
+    """Shrunk from the CI profile after the generated-text merge: a pool window of one row and one
+    column took a branch of the CUDA pool macro whose Jinja expression added a list to a string
+    (``a + b | join`` filters ``b`` alone), so rendering failed with a TypeError."""
+    check_specs([Spec(input_shape=(1, 1, 1), input_name="x",
+                      layers=(("max_pool2d", (0,), {"kernel_size": 1, "stride": None, "padding": 0, "dilation": 1,
+                                                    "ceil_mode": False}, None),),
+                      outputs=(1,))], configs=(("cuda-emu", 2),))
+
+
 def test_the_harness_catches_a_wrong_kernel(monkeypatch):
     """check_specs is not a test that cannot fail: with the reference of relu made wrong, the same
     spec that passes is reported, with its code."""

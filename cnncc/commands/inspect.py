@@ -61,8 +61,9 @@ def run(args) -> int:
     print(report.pass_table(opt))
     for line in report.memory_lines(opt, args.batch) + report.traffic_lines(opt, args.batch):
         print(line)
-    print()
-    print(report.conv_algorithm_table(opt, args.conv_algorithm))
+    if not args.cuda:      # the C target's convolution algorithms; --cuda shows the CUDA kernels instead
+        print()
+        print(report.conv_algorithm_table(opt, args.conv_algorithm))
     if args.groups:
         print()
         print(report.groups_table(opt, batch=args.batch or 1))
