@@ -8,7 +8,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import ModelError
 from ..node import Node, TensorType
 from ..shapes import conv_out, conv_transpose_out, resolve_padding
-from .core import ANCHOR, Attr, OpDef, _nd_check, ints_or_int, is_int, padding_ok, pos_int, register
+from .core import ANCHOR, Attr, OpDef, _nd_check, ints_or_int, is_int, padding_ok, pos_int, register, window_fits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,16 +54,11 @@ def _conv_shape(nd: int):
         if "bias" in node.params and node.params["bias"].shape != (w.shape[0],):
             raise ModelError(f"bias has shape {node.params['bias'].shape}, expected ({w.shape[0]},)",
                              node=node.name, op=node.op, attr="bias")
+        window_fits(node, x, g, "kernel", "use a smaller kernel, more padding, or remove a downsampling layer before it")
         spatial = []
         for i in range(nd):
             n = x.shape[2 + i]
             lo, hi = g["pads"][i]
-            eff = g["dilation"][i] * (g["kernel"][i] - 1) + 1
-            if sympy.sympify(n).is_number and int(n) + lo + hi < eff:
-                raise ModelError(f"kernel {g['kernel'][i]} (dilation {g['dilation'][i]}) spans {eff} but the padded "
-                                 f"input is only {int(n) + lo + hi} wide (size {n}, padding {lo}+{hi})",
-                                 node=node.name, op=node.op, attr="kernel_size",
-                                 fix="use a smaller kernel, more padding, or remove a downsampling layer before it")
             spatial.append(conv_out(n, g["kernel"][i], g["stride"][i], lo, hi, g["dilation"][i]))
         return (x.shape[0], w.shape[0], *spatial)
     return shape

@@ -202,6 +202,19 @@ def _nd_check(node: Node, key: str, nd: int, op: str) -> tuple[int, ...]:
                          attr=key) from None
 
 
+def window_fits(node: Node, x: TensorType, g: dict, what: str, fix: str) -> None:
+    """A conv kernel's or pool window's dilated extent must fit in the padded input, per spatial
+    axis (``g``: the geometry with ``kernel``, ``pads``, ``dilation``); a ModelError names the axis."""
+    for i, k in enumerate(g["kernel"]):
+        n = x.shape[2 + i]
+        lo, hi = g["pads"][i]
+        eff = g["dilation"][i] * (k - 1) + 1
+        if sympy.sympify(n).is_number and int(n) + lo + hi < eff:
+            raise ModelError(f"{what} {k} (dilation {g['dilation'][i]}) spans {eff} but the padded input is only "
+                             f"{int(n) + lo + hi} wide (size {n}, padding {lo}+{hi})",
+                             node=node.name, op=node.op, attr="kernel_size", fix=fix)
+
+
 # ---------------------------------------------------------------------------------------------
 # cost model (per operator; a node's cost in its graph is cnncc.cost.node_cost)
 def _cost(node: Node, in_types: list[TensorType], out: TensorType) -> dict[str, sympy.Expr]:

@@ -10,7 +10,7 @@ from ..node import Node, TensorType
 from ..shapes import pool_out, resolve_padding
 from .core import (
     Attr, OpDef, POOL, REDUCTION, REQUIRED, _dims_equal, _nd_check, ints_or_int, is_int, is_number,
-    padding_ok, register)
+    padding_ok, register, window_fits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,15 +37,11 @@ def _pool_shape(nd: int):
         if x.rank != nd + 2:
             raise ModelError(f"expects a rank-{nd + 2} input, got {x.shape}", node=node.name, op=node.op)
         g = pool_geometry(node, x)
+        window_fits(node, x, g, "window", "use a smaller window or a larger input")
         spatial = []
         for i in range(nd):
             n = x.shape[2 + i]
             lo, hi = g["pads"][i]
-            eff = g["dilation"][i] * (g["kernel"][i] - 1) + 1
-            if sympy.sympify(n).is_number and int(n) + lo + hi < eff:
-                raise ModelError(f"window {g['kernel'][i]} is larger than the padded input {int(n) + lo + hi}",
-                                 node=node.name, op=node.op, attr="kernel_size",
-                                 fix="use a smaller window or a larger input")
             spatial.append(pool_out(n, g["kernel"][i], g["stride"][i], lo, hi, g["dilation"][i], g["ceil_mode"]))
         return (x.shape[0], x.shape[1], *spatial)
     return shape
