@@ -88,8 +88,12 @@ F4_MAX_CIN = 512
 
 BUFFER_BYTES = 512 * 1024   # a task's transformed input tiles: L2-sized
 #: "auto" wants each packed weight block used for at least this many tiles per task (a task
-#: streams its channel groups' whole U once: fewer tiles and the GEMMs wait on memory)
-AUTO_MIN_REUSE = 16
+#: streams its channel groups' whole U once: fewer tiles and the GEMMs wait on memory). Set from
+#: benchmarks/winograd.py on VGG-19's layers (2-core AVX-512 Xeon, 2026-12-03, batch 1): F(4x4)
+#: at 14 tiles (C_in 256) ran 1.33-1.43x of direct and beat F(2x2); F(2x2) at 16 tiles (C_in
+#: 512) ran 0.73-1.04x, so C_in 512 stays direct
+AUTO_MIN_REUSE_F4 = 12
+AUTO_MIN_REUSE_F2 = 24
 MIN_TASKS = 16              # tasks per batch item to aim for (tile chunks x channel groups)
 
 
@@ -188,8 +192,8 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
     * "winograd2" / "winograd4": F(2x2) / F(4x4) on every eligible one (study, benchmarks);
     * "auto": direct unless both channel counts reach ``AUTO_MIN_CHANNELS`` and the plane
       ``AUTO_MIN_PLANE``; then F(4x4) on planes of at least ``F4_MIN_PLANE`` within its
-      accuracy bound where a task holds ``AUTO_MIN_REUSE`` tiles (C_in <= 227), else F(2x2)
-      where it does (C_in <= 512), else direct.
+      accuracy bound where a task holds ``AUTO_MIN_REUSE_F4`` tiles (C_in <= 303), else F(2x2)
+      where a task holds ``AUTO_MIN_REUSE_F2`` (C_in <= 341), else direct.
     """
     check_algorithm(algorithm)
     if spec.family != "conv":
@@ -218,13 +222,13 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
         return Choice("direct", 0, f"plane {g['OH']}x{g['OW']} < {AUTO_MIN_PLANE}: too few tiles")
     pays = f"{chans}+ channels, plane {g['OH']}x{g['OW']}"
     reuse4, reuse2 = tiles_per_task(g, 4), tiles_per_task(g, 2)
-    if small >= F4_MIN_PLANE and _f4_ok(g) and reuse4 >= AUTO_MIN_REUSE:
+    if small >= F4_MIN_PLANE and _f4_ok(g) and reuse4 >= AUTO_MIN_REUSE_F4:
         return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}")
-    if reuse2 < AUTO_MIN_REUSE:
+    if reuse2 < AUTO_MIN_REUSE_F2:
         return Choice("direct", 0, f"C_in {g['C_in']}: a task would reuse each weight block for {reuse2} tiles "
-                                   f"< {AUTO_MIN_REUSE}")
+                                   f"< {AUTO_MIN_REUSE_F2}")
     why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
-           if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE}")
+           if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE_F4}")
     return Choice("winograd F(2x2,3x3)", 2, f"{pays}; F(2x2) since {why}")
 
 
