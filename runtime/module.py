@@ -248,8 +248,8 @@ class CompiledModule:
                 outs = runner(arrays, batch, out=self._out_arrays(out, arrays, batch))
             else:
                 outs = self._fill(out, runner(arrays, batch), arrays, batch)
-            for i, twin in self._out_twins:
-                np.copyto(outs[i], outs[twin])
+        for i, twin in self._out_twins:    # every path, batch 0's static outputs included
+            np.copyto(outs[i], outs[twin])
         if len(outs) == 1:
             return outs[0]
         return dict(zip(self.output_names, outs))
