@@ -17,6 +17,15 @@ from helpers import rel_err
 THREADS, CALLS = 16, 20
 
 
+def run_threads(work) -> None:
+    """``work(i)`` on THREADS threads at once; returns when all have finished."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def model():
     """Kernels with every kind of scratch: a blocked convolution with a fused pool (per-thread
     plane buffer + shared padded copy), a 1x1 convolution, a grouped one (row buffers), a dense
@@ -48,11 +57,7 @@ def test_concurrent_calls_each_get_their_own_result(shared_kernel_cache, target)
             if not err <= 1e-4:
                 bad.append(f"thread {i} call {call} (input {j}, batch {feeds[j].shape[0]}): relative error {err:.2e}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work)
     assert not bad, f"{len(bad)} of {THREADS * CALLS} calls wrong:\n" + "\n".join(bad[:10])
 
 
@@ -74,15 +79,11 @@ def test_concurrent_calls_into_their_own_out_buffers(shared_kernel_cache):
             j = (i + call) % THREADS
             out = mine[feeds[j].shape[0]]
             y = mod(feeds[j], out=out)
-            err = float(np.abs(out - want[j]).max() / np.abs(want[j]).max())
+            err = rel_err(out, want[j])
             if y is not out or not err <= 1e-4:
                 bad.append(f"thread {i} call {call} (input {j}): relative error {err:.2e}, same array: {y is out}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work)
     assert not bad, f"{len(bad)} of {THREADS * CALLS // 2} calls wrong:\n" + "\n".join(bad[:10])
 
 
