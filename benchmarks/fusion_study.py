@@ -206,9 +206,19 @@ def summary_rows(study: dict, target: str, batch: int) -> list[list[str]]:
         bad = [n for n, e in run["engines"].items() if e.get("status") == "ok" and not e.get("matches_reference", True)]
         rows.append([r["example"], _size(r), _fmt_ms(e0), _fmt_ms(e1), _fmt_ms(e2), _fmt_ms(ort), _ratio(e0, e2),
                      _ratio(ort, e2), _pct(model.get("predicted_saving")), _pct(model.get("measured_saving")),
-                     ("MISMATCH: " + ", ".join(bad)) if bad else "ok"])
+                     _check(bad, run)])
     return rows
 
+
+
+def _check(bad: list[str], run: dict) -> str:
+    if not bad:
+        return "ok"
+    sens = run.get("reference_sensitivity") or {}
+    if sens.get("unstable"):   # cnncc.bench.harness.reference_sensitivity
+        return (f"unstable reference: {', '.join(bad)} differ, and the reference itself moves "
+                f"{sens['max_rel_err']:.0e} under {sens['input_noise']:.0e} input noise")
+    return "MISMATCH: " + ", ".join(bad)
 
 def md_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

@@ -180,3 +180,27 @@ def test_roofline_position_never_above_one_roof():
     cached = roof.position(40.0, 40.0)  # 1 FLOP/B at twice the DRAM bandwidth: from cache
     assert cached["bound"] == "cache" and cached["fraction"] == 1.0
     assert roof.position(10.0, 10.0) == {"intensity": 1.0, "bound": "memory", "fraction": 0.5}
+
+
+def test_reference_sensitivity_tells_an_argmax_flip_from_a_wrong_kernel():
+    """SegNet at 224x224 misses the reference on every engine: its unpooling puts values where
+    an argmax was, and 1e-6 of input noise moves the reference itself that far. The probe must
+    say so for such a graph and not for a continuous one (a kernel mismatch there stays a MISMATCH)."""
+    import numpy as np
+
+    from cnncc.bench.harness import reference_sensitivity
+    from cnncc.bench.report import _mismatch
+    from cnncc.frontends import dsl
+    import cnncc
+
+    x = dsl.input("x", (dsl.N, 1, 8, 8))
+    p, i = dsl.max_pool2d_with_indices(x, 2, stride=2)
+    argmaxy = dsl.graph(dsl.max_unpool2d(p, i, 2, stride=2), name="argmaxy")
+    smooth = dsl.graph(dsl.relu(dsl.input("x", (dsl.N, 1, 8, 8))), name="smooth")
+    feeds = {"x": np.ones((1, 1, 8, 8), np.float32)}     # every window a tie: index 0 in the reference
+    for g, unstable in ((argmaxy, True), (smooth, False)):
+        want = np.asarray(cnncc.reference(g, feeds))
+        sens = reference_sensitivity(g, feeds, want)
+        assert sens["unstable"] is unstable, (g.name, sens)
+        label = _mismatch(0.5, {"reference_sensitivity": sens})
+        assert ("MISMATCH" in label) is (not unstable), label
