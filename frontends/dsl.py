@@ -138,6 +138,10 @@ def _builder_of(*xs) -> _Builder:
 def layer(op: str, inputs: Sequence[Tensor], attrs: dict | None = None, params: dict | None = None,
           name: str | None = None, base: str | None = None) -> Tensor:
     """Add one node of registry operator ``op``; shapes are inferred (and checked) at once."""
+    if name is not None and not isinstance(name, str):
+        attrs_hint = ", ".join(f"{a}=..." for a in ops.get(op).attrs) or "no attributes"
+        raise ModelError(f"dsl.{op}: the name must be a string, got {name!r}", op=op,
+                         fix=f"attributes are keywords: dsl.{op}(x, {attrs_hint})")
     b = _builder_of(*inputs)
     for x in inputs:
         if x._b is not b:

@@ -142,8 +142,9 @@ def _unpool_with_float_indices():
     (lambda: dsl.transpose(image(), (0, 1, 1, 2), name="t0"), ["layer 't0'", "attribute 'perm'"]),
     (lambda: _matmul_of_mismatched(), ["layer 'mm0'", "inner dimensions", "(8 vs 4)"]),
     (lambda: _unpool_with_float_indices(), ["layer 'unpool0'", "(max_unpool2d)", "indices must be integers"]),
+    (lambda: dsl.leaky_relu(image(), 0.1), ["dsl.leaky_relu", "name must be a string", "alpha="]),
 ], ids=["stride0", "pool_window", "pool_padding", "dense_features", "two_models", "reflect", "align_corners",
-        "depth_to_space", "output_padding", "perm", "matmul", "unpool_indices"])
+        "depth_to_space", "output_padding", "perm", "matmul", "unpool_indices", "attribute_as_name"])
 def test_malformed_layers(make, words):
     if words is None:        # tensors from two different models cannot be combined
         with pytest.raises(cnncc.CnnccError, match="another model"):
