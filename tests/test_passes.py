@@ -122,6 +122,24 @@ def test_batchnorm_without_foldable_producer_becomes_scale_shift():
     assert_same_results(g, opt)
 
 
+def test_average_pool_moves_before_a_pointwise_conv_only_where_it_is_exact():
+    x = dsl.input("x", (N, 8, 8, 8))
+    t = dsl.conv2d(dsl.relu(x, name="act"), 4, 1, name="trans")     # DenseNet's transition layer
+    moved = dsl.avg_pool2d(t, 2, name="tpool")
+    kept = [dsl.avg_pool2d(dsl.conv2d(x, 4, 3, padding=1, name="c3"), 2, name="p3"),          # 3x3: no
+            dsl.avg_pool2d(dsl.conv2d(x, 4, 1, name="c1p"), 3, stride=2, padding=1, name="pp"),  # padded
+            dsl.max_pool2d(dsl.conv2d(x, 4, 1, name="c1m"), 2, name="pm")]                     # max: no
+    shared = dsl.conv2d(x, 4, 1, name="c1s")                                                   # read twice
+    g = dsl.graph([moved, *kept, dsl.avg_pool2d(shared, 2, name="ps"), shared], name="commute")
+    opt = optimize(g, passes=["infer_shapes", "commute_pool"])
+    assert opt["tpool"].inputs == ["act"] and opt["trans"].inputs == ["tpool"]
+    assert opt["trans"].type.shape[2:] == (4, 4)
+    assert opt.pass_report.records[-1].counts == {"pools moved before a 1x1 conv": 1}
+    for pool, conv in (("p3", "c3"), ("pp", "c1p"), ("pm", "c1m"), ("ps", "c1s")):
+        assert opt[pool].inputs == [conv], pool
+    assert_same_results(g, opt)      # the moved pool's output is now read under the conv's name
+
+
 def test_constants_fold_and_dead_code_goes():
     x = dsl.input("x", (N, 3))
     k = dsl.add(dsl.constant(x, [1.0, 2.0, 3.0]), dsl.constant(x, [0.5, 0.5, 0.5]), name="k")

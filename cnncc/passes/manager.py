@@ -19,14 +19,14 @@ from ..ir import Graph, Node
 from .base import PASSES
 
 # importing the pass modules registers them
-from . import infer_shapes, fold_constants, eliminate_dead, fold_batchnorm, fuse, eliminate_concat  # noqa: F401,E402
+from . import infer_shapes, fold_constants, eliminate_dead, fold_batchnorm, commute_pool, fuse, eliminate_concat  # noqa: F401,E402
 from . import plan_memory, traffic  # noqa: F401,E402
 
 #: the pipeline of each optimization level (0: one kernel per operator, no rewriting at all)
 PIPELINES: dict[int, list[str]] = {
     0: ["infer_shapes"],
     1: ["infer_shapes", "fold_constants", "eliminate_dead", "fold_batchnorm", "fuse_elementwise", "traffic"],
-    2: ["infer_shapes", "fold_constants", "eliminate_dead", "fold_batchnorm", "fuse", "eliminate_concat",
+    2: ["infer_shapes", "fold_constants", "eliminate_dead", "fold_batchnorm", "commute_pool", "fuse", "eliminate_concat",
         "plan_memory", "traffic"],
 }
 
