@@ -333,7 +333,7 @@ def plot_roofline(study: dict, target: str, path: Path) -> bool:
         for name, kt in run["kernels"].items():
             for k in kt["rows"]:
                 if k["intensity"] > 0 and k["gflops"] > 0:
-                    pts.append((name, k["intensity"], k["gflops"]))
+                    pts.append((name, k["intensity"], k.get("executed_gflops") or k["gflops"]))   # Winograd: the FLOPs it does
     if not roof or not pts:
         return False
     import numpy as np

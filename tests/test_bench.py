@@ -204,3 +204,28 @@ def test_reference_sensitivity_tells_an_argmax_flip_from_a_wrong_kernel():
         assert sens["unstable"] is unstable, (g.name, sens)
         label = _mismatch(0.5, {"reference_sensitivity": sens})
         assert ("MISMATCH" in label) is (not unstable), label
+
+
+def test_a_winograd_kernel_sits_on_the_roof_by_the_flops_it_does():
+    """Credited a direct convolution's FLOPs, a Winograd F(4x4) kernel can run 'above the FMA
+    peak'; its roofline place comes from its GEMMs' multiply-adds (36 per 16 outputs per input
+    channel, against 144), and the table says which algorithm ran."""
+    import cnncc
+    from cnncc import roofline
+    from cnncc.bench.kernels import _roof_text, kernel_table
+    from cnncc.cost import node_work
+    from cnncc.frontends import dsl
+
+    x = dsl.input("x", (dsl.N, 64, 32, 32))
+    c = dsl.conv2d(x, 64, 3, padding=1, name="w")
+    g = dsl.graph(dsl.conv2d(dsl.relu(c, name="r"), 64, 3, stride=2, padding=1, name="d"), name="wino")
+    opt = cnncc.optimize(g)
+    kernels = {n.name: n for n in opt if n.op in ("fused", "conv2d")}
+    roof = roofline.Roofline(100.0, 20.0, 2, "test cpu", "2000-01-01 00:00:00")
+    rows = [(node, node_work(opt, node, 1)[0] / 200e9) for node in kernels.values()]   # credited 200 GFLOP/s
+    table = {r.name: r for r in kernel_table(rows, opt, 1, roof)}
+    wino, direct = table["w_r"], table["d"]
+    assert wino.algorithm == "winograd F(4x4,3x3)" and direct.algorithm == ""
+    assert abs(wino.executed_gflops - 200 * 36 / 144) < 1e-6 and abs(wino.roof_fraction - 0.5) < 1e-6
+    assert direct.bound == "above probe" and direct.roof_fraction == 1.0
+    assert "winograd F(4x4,3x3): its GEMMs' FLOPs" in _roof_text(vars(wino))

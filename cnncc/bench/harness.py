@@ -121,7 +121,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
             except Exception as e:  # noqa: BLE001
                 ktables[name] = {"method": None, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200], "rows": []}
                 continue
-            ktables[name] = {"method": method, "rows": [asdict(r) for r in kernel_table(rows, opt_graphs[name], batch, roof)]}
+            ktables[name] = {"method": method, "rows": [asdict(r) for r in kernel_table(rows, opt_graphs[name], batch, roof, target)]}
         if "opt2" not in opt_graphs and "opt2" in compare:
             opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2)
         fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables) if "opt2" in opt_graphs else {}

@@ -31,6 +31,8 @@ class KernelRow:
     bound: str = ""
     roof_fraction: float = 0.0
     members: list[str] = field(default_factory=list)
+    algorithm: str = ""          # C target convolutions: "direct" or "winograd F(mxm,3x3)"
+    executed_gflops: float = 0.0  # Winograd: the rate of the multiply-adds it really does (its GEMMs)
 
 
 def kernel_nodes(opt_graph: Graph) -> list[Node]:
@@ -144,11 +146,37 @@ def _roof_text(r: dict) -> str:
         return "above DRAM roof (cache-resident)"
     if r["bound"] == "above probe":
         return "above the FMA probe: --refresh-roofline"
+    if r.get("executed_gflops"):
+        return f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof ({r['algorithm']}: its GEMMs' FLOPs)"
     return f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof"
 
 
-def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, roof) -> list[KernelRow]:
+def winograd_kernels(opt_graph: Graph, conv_algorithm: str = "auto") -> dict[str, int]:
+    """C target: kernel name -> Winograd output tile m, for the convolutions the rule makes Winograd."""
+    from ..codegen.c_winograd import choose
+    from ..codegen.lower import lower_program
+    from ..errors import CnnccError
+
+    try:
+        specs = lower_program(opt_graph).kernels
+    except CnnccError:
+        return {}
+    return {s.name: c.m for s in specs if s.family == "conv" and (c := choose(s, conv_algorithm)).m}
+
+
+def winograd_fraction(m: int) -> float:
+    """Multiply-adds of F(mxm,3x3) per direct one: (m+2)^2 per m x m tile against 9 m^2."""
+    return (m + 2) ** 2 / (9 * m * m)
+
+
+def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, roof,
+                 target: str = "c", conv_algorithm: str = "auto") -> list[KernelRow]:
+    """One row per kernel: its time, FLOPs (of the operators: a Winograd convolution is credited
+    a direct one's) and where it sits on the roofline. A Winograd kernel does fewer
+    multiply-adds than it is credited, so its place on the roof is taken from those it really
+    does (``executed_gflops``), never from the credited rate."""
     total = sum(t for _, t in rows) or 1.0
+    wino = winograd_kernels(opt_graph, conv_algorithm) if target == "c" else {}
     out = []
     for node, t in rows:
         flops, nbytes = node_work(opt_graph, node, batch)
@@ -156,8 +184,12 @@ def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, r
         op_text = "+".join(m.op for m in node.members) if node.members else node.op
         r = KernelRow(node.name, op_text, t, flops, nbytes, flops / t / 1e9, nbytes / t / 1e9, t / total,
                       members=members)
+        rate = r.gflops
+        if node.name in wino:
+            r.algorithm = f"winograd F({wino[node.name]}x{wino[node.name]},3x3)"
+            r.executed_gflops = rate = r.gflops * winograd_fraction(wino[node.name])
         if roof is not None and r.gbs > 0:
-            pos = roof.position(r.gflops, r.gbs)
+            pos = roof.position(rate, r.gbs)
             r.intensity, r.bound, r.roof_fraction = pos["intensity"], pos["bound"], pos["fraction"]
         out.append(r)
     return out
