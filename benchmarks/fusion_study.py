@@ -429,7 +429,10 @@ def write_report(study: dict, out: Path, img_dir: Path, json_path: Path) -> None
                                    "speedup"],
                                   [[p["model"], str(p["batch"]), p["name"][:40], p["ops"], _pct(p["predicted_saving"]),
                                     f"{p['seconds_unfused'] * 1e3:.3f}", f"{p['seconds_fused'] * 1e3:.3f}",
-                                    f"{p['speedup']:.2f}x"] for p in sel]))
+                                    f"{p['speedup']:.2f}x" + (" SLOWER" if p["speedup"] < 1 else "")] for p in sel]))
+            slower = [p for p in pts if p["speedup"] < 1]
+            lines += ["", f"{len(slower)} of {len(pts)} fused groups ran slower than their members apart "
+                          "(per-kernel times from the profiled forward; groups of a few microseconds are within noise)."]
     lines += [""] + gpu_section(study.get("gpu")) + [""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

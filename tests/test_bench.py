@@ -229,3 +229,19 @@ def test_a_winograd_kernel_sits_on_the_roof_by_the_flops_it_does():
     assert abs(wino.executed_gflops - 200 * 36 / 144) < 1e-6 and abs(wino.roof_fraction - 0.5) < 1e-6
     assert direct.bound == "above probe" and direct.roof_fraction == 1.0
     assert "winograd F(4x4,3x3): its GEMMs' FLOPs" in _roof_text(vars(wino))
+
+
+def test_report_marks_fused_groups_slower_than_their_members():
+    from cnncc.bench.report import format_report
+
+    groups = [{"name": "fast_group", "ops": "conv2d+relu", "predicted_saving": 0.5, "seconds_unfused": 2e-3,
+               "seconds_fused": 1e-3, "speedup": 2.0},
+              {"name": "slow_group", "ops": "conv2d+avg_pool2d", "predicted_saving": 0.4, "seconds_unfused": 1e-3,
+               "seconds_fused": 2e-3, "speedup": 0.5}]
+    result = {"model": "m", "target": "c", "date": "2026-12-03", "machine": "test", "notes": [], "warmup": 1,
+              "repeat": 1, "runs": [{"batch": 1, "engines": {}, "kernels": {},
+                                     "fusion": {"model": {"bytes_unfused": 2e6, "bytes_fused": 1e6,
+                                                          "predicted_saving": 0.5}, "groups": groups}}]}
+    text = format_report(result)
+    assert "0.50x SLOWER" in text and "2.00x SLOWER" not in text
+    assert "1 of 2 fused groups ran slower than their members apart (marked SLOWER): slow_group" in text

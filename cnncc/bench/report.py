@@ -14,6 +14,13 @@ def _mismatch(err: float, run: dict) -> str:
     return f"MISMATCH ({err:.1e})"
 
 
+def _speedup(group: dict) -> str:
+    """A fused group's speedup over its members run apart; under 1x it is marked."""
+    if "speedup" not in group:
+        return ""
+    return f"{group['speedup']:.2f}x" + (" SLOWER" if group["speedup"] < 1.0 else "")
+
+
 def _ms(s: float) -> str:
     return f"{s * 1e3:.3f}"
 
@@ -77,7 +84,12 @@ def format_report(result: dict, max_kernels: int = 25) -> str:
                                   [[g["name"][:40], g["ops"][:32], f"{g['predicted_saving'] * 100:.0f}%",
                                     _ms(g["seconds_unfused"]) if "seconds_unfused" in g else "",
                                     _ms(g["seconds_fused"]) if "seconds_fused" in g else "",
-                                    f"{g['speedup']:.2f}x" if "speedup" in g else ""] for g in groups[:max_kernels]]))
+                                    _speedup(g)] for g in groups[:max_kernels]]))
+                slower = [g for g in groups if g.get("speedup", 1.0) < 1.0]
+                if slower:
+                    out.append(f"{len(slower)} of {len(groups)} fused groups ran slower than their members apart "
+                               f"(marked SLOWER): {', '.join(g['name'] for g in slower[:8])}"
+                               f"{' ...' if len(slower) > 8 else ''}")
     return "\n".join(out)
 
 
