@@ -159,9 +159,7 @@ def epilogue_op(lw, m: Node, prev: str | None, out_shape: tuple[int, ...]) -> Ep
     elif op in ops.BINARY:
         others = [i for i in m.inputs if i != prev] if prev is not None else list(m.inputs[1:])
         if prev is not None and len(others) != 1:
-            # x + x: both sides are the running value
-            e.attrs["lw"] = True
-            return e
+            return e      # x + x: both sides are the running value (no operand)
         e.operand = lw.operand(others[0], out_shape)
         e.swap = prev is not None and m.inputs[0] != prev
     elif ops.get(op, node=m.name).has(ops.IDENTITY):
