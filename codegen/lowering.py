@@ -17,6 +17,7 @@ import sympy
 
 from cnncc import ops
 from cnncc.errors import UnsupportedError
+from cnncc.registry import registrar
 from cnncc.ir import N, Node
 
 from .movement import gather_tables
@@ -26,15 +27,7 @@ from .spec import EpilogueOp, KernelSpec, PoolSpec, TensorRef
 LOWERINGS: dict[str, Callable] = {}
 
 
-def lowers(*families: str):
-    """Register the decorated function as the lowering of these kernel families."""
-    def deco(fn):
-        for fam in families:
-            if fam in LOWERINGS:
-                raise ValueError(f"kernel family {fam} has two lowerings")
-            LOWERINGS[fam] = fn
-        return fn
-    return deco
+lowers = registrar(LOWERINGS, "the lowering of kernel family")   # @lowers("conv", ...)
 
 
 @lowers("conv", "conv_transpose", "dense", "matmul")

@@ -19,6 +19,7 @@ import sympy
 
 from cnncc import ops
 from cnncc.errors import UnsupportedError
+from cnncc.registry import registrar
 from cnncc.interpreter import Interpreter
 from cnncc.ir import Graph, Node, TensorType
 
@@ -98,12 +99,7 @@ def _value_info(onnx, name: str, ttype: TensorType):
 EMITTERS: dict[str, Callable] = {}
 
 
-def emits(*names):
-    def deco(fn):
-        for n in names:
-            EMITTERS[n] = fn
-        return fn
-    return deco
+emits = registrar(EMITTERS)
 
 
 def _onnx_pads(pads) -> list[int]:

@@ -22,6 +22,7 @@ import sympy
 from cnncc import names, ops
 from cnncc.contracts import GraphOrigin, NodeOrigin
 from cnncc.errors import ModelError, UnsupportedError
+from cnncc.registry import registrar
 from cnncc.resize import COORDINATE_MODES, NEAREST_MODES
 from cnncc.ir import N, Graph, Node, TensorType, sym
 from cnncc.shapes import batch_reshape_spec
@@ -50,12 +51,7 @@ class _Poison:
 HANDLERS: dict[str, Callable] = {}
 
 
-def handles(*op_types: str):
-    def register(fn):
-        for t in op_types:
-            HANDLERS[t] = fn
-        return fn
-    return register
+handles = registrar(HANDLERS)    # @handles("Conv", ...): the importer of these ONNX operators
 
 
 def supported_operators() -> list[str]:
