@@ -1,13 +1,11 @@
-"""`cnncc` command line. Each subcommand lives in cnncc/commands/<name>.py (add + run)."""
+"""`cnncc` command line. Each subcommand lives in cnncc/commands/<name>.py (add + run), found
+there by ``commands.discover`` (a new command is a new file)."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from .errors import CnnccError
-
-COMMANDS = ["summary", "inspect", "compile", "run", "infer", "bench", "verify", "cache"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,14 +14,10 @@ def build_parser() -> argparse.ArgumentParser:
         "MODEL is a DSL .py file, an .onnx file, or a saved module folder.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("--version", action="version", version=f"cnncc {__import__('cnncc').__version__}")
+    from .commands import discover
+
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"cnncc.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"cnncc.commands.{name}":
-                continue  # command not built yet
-            raise
+    for module in discover().values():
         p = module.add(sub)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
         p.set_defaults(func=module.run)

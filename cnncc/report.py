@@ -89,6 +89,30 @@ def memory_lines(graph: Graph, batch: int | None = None) -> list[str]:
     return lines
 
 
+def workspace_lines(graph: Graph, conv_algorithm: str = "auto", batch: int | None = None) -> list[str]:
+    """The C target's kernel scratch, which each call's arena holds after the memory plan's tensors
+    (codegen/c_scratch.py): its bytes at ``batch`` (default 1) on this machine's threads and the
+    kernel that needs the most."""
+    from cnncc.codegen.lower import lower_program
+    from cnncc.errors import CnnccError
+    from cnncc.runtime.cpu import CBackend, host_target
+
+    try:
+        program = lower_program(graph)
+    except CnnccError:   # conv_algorithm_table says why
+        return []
+    program.conv_algorithm = conv_algorithm
+    target = host_target()
+    program = CBackend().render(program, target).program
+    if not program.workspace:
+        return ["C kernel scratch: none (no kernel needs any)"]
+    n, t = batch or 1, target.threads
+    big = max(program.workspace, key=lambda w: w.floats(n, t))
+    return [f"C kernel scratch: {program.workspace_bytes(n, t):,} bytes at N={n} on {t} threads, after the arena "
+            f"(one workspace all kernels share; largest: {big.kernel}, {4 * big.floats(n, 0):,} shared + "
+            f"{t} x {4 * big.floats(n, 1) - 4 * big.floats(n, 0):,} per thread)"]
+
+
 def traffic_lines(graph: Graph, batch: int | None = None) -> list[str]:
     t = graph.traffic
     if not t:

@@ -4,16 +4,19 @@ Each kernel is a static function ``kernel_<k_name>(long N, const float* W, <tens
 parameters are the graph's tensors spelled by the one identifier rule (cnncc/names.py:
 ``t_<name>``, weights ``w_<layer>__<param>``); ``cnncc_forward`` computes every tensor's
 address (caller's inputs/outputs, the arena, the weight blob) and calls the kernels in order,
-so one ctypes call runs the whole model.
+so one ctypes call runs the whole model. Kernels that need scratch take it from the call's
+workspace, which the runtime plans with the arena (codegen/c_scratch.py): a call allocates nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 
 from cnncc import names
 from cnncc.codegen import c_conv
+from cnncc.codegen.c_scratch import ScratchRequest
 from cnncc.codegen.simplify import ix
-from cnncc.codegen.spec import KernelSpec, Program, TensorRef
+from cnncc.codegen.spec import WORKSPACE_HEADER, KernelSpec, Program, TensorRef, Workspace
 from cnncc.codegen.templating import template_env
 from cnncc.codegen.target import CTarget
 
@@ -97,42 +100,68 @@ def parallel_if(work: int, target: CTarget) -> str:
     return f"N * {work}L >= {target.parallel_work}L"
 
 
-def render_kernel(spec: KernelSpec, target: CTarget, conv_algorithm: str = "auto") -> str:
+def render_kernel(spec: KernelSpec, target: CTarget, blk) -> tuple[str, Workspace | None]:
+    """One kernel's source for ``target`` with its blocking ``blk`` (c_conv.plan, None for kernels
+    without one), and the scratch it asked for (codegen/c_scratch.py; None: none)."""
     tmpl = _env().get_template(TEMPLATES[spec.family])
     tail = spec.geometry.get("M", 0) * ELEMENT_WORK if spec.tail else 0
-    return tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec),
-                       blk=c_conv.plan(spec, target, conv_algorithm), parallel_if=parallel_if(parallel_work(spec), target),
-                       parallel_if_tail=parallel_if(tail, target)).strip() + "\n"
+    request = ScratchRequest(spec.name)
+    text = tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec), blk=blk,
+                       parallel_if=parallel_if(parallel_work(spec), target), parallel_if_tail=parallel_if(tail, target),
+                       workspace=request)
+    return text.strip() + "\n", request.record(spec.batch)
+
+
+def _in_arena(a: int, b: int) -> str:
+    """The C expression of the arena's byte ``a * N + b``."""
+    return ix("arena + A * N + B", A=f"{a}L", B=f"{b}L")
 
 
 def address(t: TensorRef) -> str:
-    """The C expression of a tensor's pointer inside cnncc_forward."""
+    """The C expression of a tensor's pointer inside cnncc_forward (TensorRef.start's rule)."""
     ty = _ctype(t)
-    if t.storage == "input":
-        ptr = f"(const {ty}*)inputs[{t.slot}]"
-    elif t.storage == "output":
-        ptr = f"({ty}*)outputs[{t.slot}]"
-    elif t.storage == "arena":
-        ptr = f"({ty}*)({ix('arena + A * N + B', A=f'{t.arena_a}L', B=f'{t.arena_b}L')})"
-    else:
-        ptr = ix("W + o", o=t.offset)
-    return f"{ptr} + {t.base}" if t.base else ptr
+    a, b = t.start()
+    if t.storage == "arena":
+        return f"({ty}*)({_in_arena(a, b)})"
+    if t.storage == "weights":
+        return ix("W + o", o=b // 4)
+    ptr = f"(const {ty}*)inputs[{t.slot}]" if t.storage == "input" else f"({ty}*)outputs[{t.slot}]"
+    return f"{ptr} + {b // t.itemsize}" if b else ptr
+
+
+def workspace_setup(program: Program) -> list[str]:
+    """cnncc_forward's lines that point the kernels' ``cnncc_ws`` at this call's workspace (after
+    the intermediates in its arena) once its thread slots are checked; none without scratch."""
+    if not program.workspace:
+        return []
+    a, b = program.workspace_at()
+    return [f"char* workspace = {_in_arena(a, b)};   "
+            f"/* a 64-byte line holding its threads' slots, then the kernels' scratch */",
+            "if (cnncc_threads() > *(const long*)workspace) return CNNCC_ESLOTS;   "
+            "/* the runtime grows the arena for this many threads and calls again */",
+            f"cnncc_ws = (float*)(workspace + {WORKSPACE_HEADER});"]
 
 
 def render(program: Program, target: CTarget):
     """Render the whole translation unit for ``target``; returns (source, [(name, kernel source,
     launch)], the Program the source reads). A pure function of its arguments: blocked
-    convolutions read weights packed for their tiles, so the Program returned is ``program`` with
-    those packed (c_conv.prepare makes a new one; ``program`` is not changed)."""
+    convolutions read weights packed for their tiles and kernels ask for scratch, so the Program
+    returned is ``program`` with those packed (c_conv.prepare makes a new one) and the scratch in
+    its ``workspace`` (the runtime plans it with the arena); ``program`` is not changed."""
     from cnncc.version import __version__
 
     env = _env()
     program = c_conv.prepare(program, target)   # blocked convolutions read weights packed for their tiles
     blocked = [c_conv.plan(spec, target, program.conv_algorithm) for spec in program.kernels]
+    kernels, workspace = [], []
+    for spec, blk in zip(program.kernels, blocked):
+        text, scratch = render_kernel(spec, target, blk)
+        kernels.append((spec, text))
+        workspace += [scratch] if scratch else []
+    program = dataclasses.replace(program, workspace=workspace)   # the scratch the runtime plans with the arena
     prelude = env.get_template("c/prelude.c.j2").render(
         program=program, version=__version__, target=target,
         vector_floats=sorted({b.VEC for b in blocked if b is not None})).strip()   # typedefs once per file
-    kernels = [(spec, render_kernel(spec, target, program.conv_algorithm)) for spec in program.kernels]
     decls, seen, calls = [], set(), []
     for spec, _ in kernels:
         tensors = spec.tensors()
@@ -145,5 +174,6 @@ def render(program: Program, target: CTarget):
         n = "N" if spec.batch is None else f"{spec.batch}L /* static rows */"
         calls.append(f"kernel_{spec.cname}({n}, W, {', '.join(t.cname for t in tensors)});")
     source = env.get_template("c/module.c.j2").render(prelude=prelude, kernels=[k for _, k in kernels],
-                                                      tensor_decls=decls, calls=calls)
+                                                      tensor_decls=decls, workspace_setup=workspace_setup(program),
+                                                      calls=calls)
     return source, [(spec.name, text, launch(spec)) for spec, text in kernels], program

@@ -224,16 +224,13 @@ _CTYPE = {"float32": "float", "int64": "long long", "int32": "int"}
 
 
 def _extent(t: TensorRef, batch: int) -> tuple[str, int, int] | None:
-    """(storage, first byte, one past the last byte) of a tensor for ``batch``; None off-arena."""
-    size = 4 if t.dtype == "float32" else 8
-    if t.storage == "arena":
-        start = t.arena_a * batch + t.arena_b + t.base * size
-    elif t.storage in ("input", "output"):
-        start = t.base * size
-    else:
+    """(storage, first byte, one past the last byte) of a tensor for ``batch`` (TensorRef.start's
+    rule); None for weights (read-only)."""
+    if t.storage == "weights":
         return None
-    span = ((batch - 1) * t.item_stride + t.item_numel) * size if t.batched else t.item_numel * size
-    return f"{t.storage}{t.slot if t.storage != 'arena' else ''}", start, start + span
+    a, b = t.start()
+    start = a * batch + b
+    return f"{t.storage}{t.slot if t.storage != 'arena' else ''}", start, start + t.span(batch)
 
 
 def may_alias(spec: KernelSpec) -> bool:

@@ -17,6 +17,7 @@ import sympy
 
 from cnncc import ops
 from cnncc.errors import UnsupportedError
+from cnncc.registry import registrar
 from cnncc.ir import N, Node
 
 from .movement import gather_tables
@@ -26,15 +27,7 @@ from .spec import EpilogueOp, KernelSpec, PoolSpec, TensorRef
 LOWERINGS: dict[str, Callable] = {}
 
 
-def lowers(*families: str):
-    """Register the decorated function as the lowering of these kernel families."""
-    def deco(fn):
-        for fam in families:
-            if fam in LOWERINGS:
-                raise ValueError(f"kernel family {fam} has two lowerings")
-            LOWERINGS[fam] = fn
-        return fn
-    return deco
+lowers = registrar(LOWERINGS, "the lowering of kernel family")   # @lowers("conv", ...)
 
 
 @lowers("conv", "conv_transpose", "dense", "matmul")
@@ -159,9 +152,7 @@ def epilogue_op(lw, m: Node, prev: str | None, out_shape: tuple[int, ...]) -> Ep
     elif op in ops.BINARY:
         others = [i for i in m.inputs if i != prev] if prev is not None else list(m.inputs[1:])
         if prev is not None and len(others) != 1:
-            # x + x: both sides are the running value
-            e.attrs["lw"] = True
-            return e
+            return e      # x + x: both sides are the running value (no operand)
         e.operand = lw.operand(others[0], out_shape)
         e.swap = prev is not None and m.inputs[0] != prev
     elif ops.get(op, node=m.name).has(ops.IDENTITY):

@@ -19,6 +19,7 @@ import sympy
 
 from cnncc import ops
 from cnncc.errors import UnsupportedError
+from cnncc.registry import registrar
 from cnncc.interpreter import Interpreter
 from cnncc.ir import Graph, Node, TensorType
 
@@ -98,12 +99,7 @@ def _value_info(onnx, name: str, ttype: TensorType):
 EMITTERS: dict[str, Callable] = {}
 
 
-def emits(*names):
-    def deco(fn):
-        for n in names:
-            EMITTERS[n] = fn
-        return fn
-    return deco
+emits = registrar(EMITTERS)
 
 
 def _onnx_pads(pads) -> list[int]:
@@ -121,35 +117,29 @@ def _constant(em, node, ins, out):
     em.node("Constant", [], out, value=value)
 
 
-@emits("conv1d", "conv2d")
+def _with_weights(em, node) -> list[str]:
+    """A layer's inputs as ONNX Conv / ConvTranspose / Gemm take them: x, weight, bias if any."""
+    args = [node.inputs[0], em.const(node.name + "_weight", node.params["weight"])]
+    if "bias" in node.params:
+        args.append(em.const(node.name + "_bias", node.params["bias"]))
+    return args
+
+
+@emits("conv1d", "conv2d", "conv_transpose2d")
 def _conv(em, node, ins, out):
     g = ops.conv_geometry(node, ins[0])
-    args = [node.inputs[0], em.const(node.name + "_weight", node.params["weight"])]
-    if "bias" in node.params:
-        args.append(em.const(node.name + "_bias", node.params["bias"]))
-    em.node("Conv", args, out, kernel_shape=list(g["kernel"]), strides=list(g["stride"]),
-            dilations=list(g["dilation"]), pads=_onnx_pads(g["pads"]), group=g["groups"])
-
-
-@emits("conv_transpose2d")
-def _conv_transpose(em, node, ins, out):
-    g = ops.conv_geometry(node, ins[0])
-    args = [node.inputs[0], em.const(node.name + "_weight", node.params["weight"])]
-    if "bias" in node.params:
-        args.append(em.const(node.name + "_bias", node.params["bias"]))
-    em.node("ConvTranspose", args, out, kernel_shape=list(g["kernel"]), strides=list(g["stride"]),
-            dilations=list(g["dilation"]), pads=_onnx_pads(g["pads"]), output_padding=list(g["output_padding"]),
-            group=g["groups"])
+    transposed = node.op == "conv_transpose2d"
+    extra = {"output_padding": list(g["output_padding"])} if transposed else {}
+    em.node("ConvTranspose" if transposed else "Conv", _with_weights(em, node), out, kernel_shape=list(g["kernel"]),
+            strides=list(g["stride"]), dilations=list(g["dilation"]), pads=_onnx_pads(g["pads"]),
+            group=g["groups"], **extra)
 
 
 @emits("dense")
 def _dense(em, node, ins, out):
     w = node.params["weight"]
     if ins[0].rank == 2:
-        args = [node.inputs[0], em.const(node.name + "_weight", w)]
-        if "bias" in node.params:
-            args.append(em.const(node.name + "_bias", node.params["bias"]))
-        em.node("Gemm", args, out, transB=1)
+        em.node("Gemm", _with_weights(em, node), out, transB=1)
         return
     y = em.node("MatMul", [node.inputs[0], em.const(node.name + "_weightT", np.ascontiguousarray(w.T))],
                 None if "bias" in node.params else out)

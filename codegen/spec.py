@@ -56,7 +56,7 @@ Families (``KernelSpec.family``) and their ``geometry`` keys:
                   aligned, mode; inputs [x, boxes (K, 5)] or [x, rois (K, 4), batch_indices (K,)];
                   runs over K with the runtime N (``roi``)
   lrn, instance_norm, unpool: see their lowerings in codegen/lowering.py
-A channel slice marked ``view_of`` by eliminate_concat (``meta["view_channel"]`` = its first
+A channel slice marked ``view_of`` by eliminate_concat (``placement.view_channel`` = its first
 channel) launches nothing: its TensorRef is its input's, ``base`` moved by that many channels,
 ``item_stride`` kept, so every kernel that reads it walks the input's items.
 """
@@ -95,8 +95,27 @@ class TensorRef:
     def item_numel(self) -> int:
         return int(np.prod(self.shape[1:] if self.batched else self.shape, dtype=np.int64))
 
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
     def nbytes(self, batch: int) -> int:
-        return self.item_numel * (batch if self.batched else 1) * np.dtype(self.dtype).itemsize
+        return self.item_numel * (batch if self.batched else 1) * self.itemsize
+
+    def start(self) -> tuple[int, int]:
+        """The one address rule: the tensor's first element lies ``a * N + b`` bytes past the start
+        of its storage (the caller's input/output array ``slot``, the arena, the weight blob) --
+        ``(a, b)`` returned. The C renderer spells it, the CUDA renderer checks overlaps with it,
+        the CUDA runner and the emulator add it to their buffers' addresses."""
+        a = self.arena_a if self.storage == "arena" else 0
+        b = self.arena_b if self.storage == "arena" else 4 * self.offset if self.storage == "weights" else 0
+        return a, b + self.base * self.itemsize
+
+    def span(self, batch: int) -> int:
+        """Bytes from the first element to one past the last at ``batch`` (items ``item_stride`` apart)."""
+        if not self.batched:
+            return self.item_numel * self.itemsize
+        return ((batch - 1) * self.item_stride + self.item_numel) * self.itemsize
 
 
 @dataclass
@@ -203,6 +222,34 @@ class KernelSpec:
         return list(refs.values())
 
 
+def round16(floats: int) -> int:
+    """Floats rounded up to whole 64-byte lines (the generated C's ``cnncc_round16``)."""
+    return -(-floats // 16) * 16
+
+
+@dataclass
+class Workspace:
+    """The scratch memory one C kernel asked for while it was rendered (templates/c/scratch.c.j2):
+    ``shared`` pieces for the whole call (one input item copied channels-last, ...), then one slot
+    of the ``per_thread`` pieces for every OpenMP thread. A piece is ``(a, b)``: ``a * N + b``
+    floats, rounded up to 16 floats like the kernel's own carving. Kernels run one after the
+    other, so they all start at the same place: the arena's workspace (``Program.workspace_at``)."""
+
+    kernel: str
+    shared: tuple[tuple[int, int], ...] = ()
+    per_thread: tuple[tuple[int, int], ...] = ()
+
+    def floats(self, batch: int, threads: int) -> int:
+        def total(pieces):
+            return sum(round16(a * batch + b) for a, b in pieces)
+        return total(self.shared) + threads * total(self.per_thread)
+
+
+#: the workspace's first 64 bytes hold how many threads' slots follow (a C long, written by the
+#: runtime); the generated cnncc_forward returns CNNCC_ESLOTS when the call would use more threads
+WORKSPACE_HEADER = 64
+
+
 @dataclass
 class Program:
     """A whole lowered model: kernels in execution order plus where every tensor lives."""
@@ -220,9 +267,26 @@ class Program:
     fixed_batch: int | None = None             # `cnncc compile --batch B`: the only batch the module accepts
     precision: str = "fp32"                    # CUDA convolution inputs: fp32 | tf32 | fp16 | bf16 (see compile())
     conv_algorithm: str = "auto"               # C convolutions: auto | direct | winograd[2|4] (codegen/c_winograd.py)
+    workspace: list[Workspace] = field(default_factory=list)   # the C kernels' scratch (set when rendering)
 
-    def arena_bytes(self, batch: int) -> int:
-        return self.arena_a * batch + self.arena_b
+    def workspace_at(self) -> tuple[int, int]:
+        """Where the workspace starts in the arena, ``(a, b)``: ``a * N + b`` bytes, past every
+        tensor the memory plan placed there and on a 64-byte line."""
+        return -(-self.arena_a // ALIGN_BYTES) * ALIGN_BYTES, -(-self.arena_b // ALIGN_BYTES) * ALIGN_BYTES
+
+    def workspace_bytes(self, batch: int, threads: int) -> int:
+        """The workspace a call at ``batch`` on ``threads`` OpenMP threads needs: its header and the
+        largest kernel's request (0 when no kernel asked for scratch)."""
+        if not self.workspace:
+            return 0
+        return WORKSPACE_HEADER + 4 * max(w.floats(batch, threads) for w in self.workspace)
+
+    def arena_bytes(self, batch: int, threads: int = 1) -> int:
+        """The arena of one call: the memory plan's tensors, then the kernels' workspace."""
+        if not self.workspace:
+            return self.arena_a * batch + self.arena_b
+        a, b = self.workspace_at()
+        return a * batch + b + self.workspace_bytes(batch, threads)
 
 
 def append_blob_entry(parts: list[np.ndarray], arr: np.ndarray) -> int:

@@ -6,6 +6,11 @@ import numpy as np
 from cnncc import names, ops
 
 
+#: the spelling of an anchor's (conv, dense, ...) own bias, the one epilogue op that is not an
+#: operator of the registry (the lowering adds it from the anchor's "bias" weights)
+ANCHOR_BIAS = ops.OpDef("bias", (1, 1), None, None, params=("bias",), c_expr="v += {param[bias]};")
+
+
 def template_env(*targets: str):
     """The jinja2 environment renderers share: templates/<target>/ and templates/common/ on the
     path (import as "common/epilogue.j2", "c/conv.c.j2"), plus the filters the macros use:
@@ -32,10 +37,17 @@ def template_env(*targets: str):
     env.filters["reduce_mul"] = lambda xs: int(np.prod(list(xs), dtype=np.int64)) if len(xs) else 1
     target = "cuda" if "cuda" in targets else "c"
 
-    def spell(e):
-        """An EpilogueOp's statement from its OpDef (c_expr/cuda_expr), None when it has none."""
-        opdef = ops.REGISTRY.get(e.op)
-        return opdef.spell(e.attrs, target) if opdef is not None else None
+    def spell(e, operand: str, c: str):
+        """An EpilogueOp's statement from its OpDef (``c_expr``/``cuda_expr``; the anchor's own
+        ``bias`` from ANCHOR_BIAS), None when it has none. ``operand``: the C load of the op's
+        operand tensor at the element ("v" when both sides are the running value); ``c``: the
+        element's channel, which indexes the op's weight vectors."""
+        opdef = ANCHOR_BIAS if e.op == "bias" else ops.REGISTRY.get(e.op)
+        if opdef is None:
+            return None
+        param = {k: f"{t.cname}[{c if e.per_channel else 0}]" for k, t in e.params.items()}
+        lhs, rhs = (operand, "v") if e.swap else ("v", operand)
+        return opdef.spell(e.attrs, target, param=param, lhs=lhs, rhs=rhs)
 
     env.globals["spell"] = spell
     env.globals["ix"] = ix      # index arithmetic folded before printing (codegen/simplify.py)

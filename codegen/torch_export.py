@@ -20,6 +20,7 @@ import sympy
 
 from cnncc import ops, resize
 from cnncc.errors import UnsupportedError
+from cnncc.registry import registrar
 from cnncc.interpreter import Interpreter
 from cnncc.ir import Graph, Node, TensorType
 
@@ -115,12 +116,7 @@ def _flat(graph: Graph):
 BUILDERS: dict[str, Callable] = {}
 
 
-def builds(*names):
-    def deco(fn):
-        for n in names:
-            BUILDERS[n] = fn
-        return fn
-    return deco
+builds = registrar(BUILDERS)
 
 
 def _build(node: Node, in_types: list[TensorType], device) -> Step:

@@ -22,6 +22,7 @@ import sympy
 from cnncc import names, ops
 from cnncc.contracts import GraphOrigin, NodeOrigin
 from cnncc.errors import ModelError, UnsupportedError
+from cnncc.registry import registrar
 from cnncc.resize import COORDINATE_MODES, NEAREST_MODES
 from cnncc.ir import N, Graph, Node, TensorType, sym
 from cnncc.shapes import batch_reshape_spec
@@ -50,12 +51,7 @@ class _Poison:
 HANDLERS: dict[str, Callable] = {}
 
 
-def handles(*op_types: str):
-    def register(fn):
-        for t in op_types:
-            HANDLERS[t] = fn
-        return fn
-    return register
+handles = registrar(HANDLERS)    # @handles("Conv", ...): the importer of these ONNX operators
 
 
 def supported_operators() -> list[str]:
@@ -927,23 +923,22 @@ def _padding_attr(pads: list[int]):
     return tuple(pads)
 
 
-def _weight_and_bias(imp, ins, op: str) -> dict:
-    """The constant weight (input 1) and optional bias (input 2) of a Conv/ConvTranspose node."""
+def _conv_inputs(imp, ins, op: str, kinds: str):
+    """A Conv/ConvTranspose node's data input, its params (the constant weight, input 1, and the
+    optional bias, input 2), its spatial rank (1 or 2: ``kinds`` says which cnncc has) and
+    kernel size."""
     params = {"weight": np.asarray(imp.const(ins[1], f"the {op} weight"), np.float32)}
     if len(ins) > 2 and ins[2] is not None:
         params["bias"] = np.asarray(imp.const(ins[2], f"the {op} bias"), np.float32)
-    return params
+    nd = params["weight"].ndim - 2
+    if nd not in (1, 2):
+        raise _Skip(f"{nd}-D {op} (cnncc has {kinds})")
+    return imp.tensor(ins[0]), params, nd, [int(k) for k in params["weight"].shape[2:]]
 
 
 @handles("Conv")
 def _conv(imp, node, ins, a):
-    x = imp.tensor(ins[0])
-    params = _weight_and_bias(imp, ins, "Conv")
-    w = params["weight"]
-    nd = w.ndim - 2
-    if nd not in (1, 2):
-        raise _Skip(f"{nd}-D convolution (cnncc has conv1d and conv2d)")
-    kernel = [int(k) for k in w.shape[2:]]
+    x, params, nd, kernel = _conv_inputs(imp, ins, "Conv", "conv1d and conv2d")
     if "kernel_shape" in a and [int(k) for k in a["kernel_shape"]] != kernel:
         raise imp.error(f"kernel_shape {a['kernel_shape']} differs from the weight's {kernel}", attr="kernel_shape")
     strides, dilations, pads = _geometry(imp, a, imp.shape_of(x), kernel)
@@ -954,13 +949,7 @@ def _conv(imp, node, ins, a):
 
 @handles("ConvTranspose")
 def _conv_transpose(imp, node, ins, a):
-    x = imp.tensor(ins[0])
-    params = _weight_and_bias(imp, ins, "ConvTranspose")
-    w = params["weight"]
-    nd = w.ndim - 2
-    if nd not in (1, 2):
-        raise _Skip(f"{nd}-D transposed convolution (cnncc has conv_transpose2d)")
-    kernel = [int(k) for k in w.shape[2:]]
+    x, params, nd, kernel = _conv_inputs(imp, ins, "ConvTranspose", "conv_transpose2d")
     strides = [int(s) for s in a.get("strides", [1] * nd)]
     dilations = [int(d) for d in a.get("dilations", [1] * nd)]
     out_pad = [int(p) for p in a.get("output_padding", [0] * nd)]
@@ -997,7 +986,7 @@ def _conv_transpose(imp, node, ins, a):
     attrs = {"stride": tuple(strides), "dilation": tuple(dilations), "padding": _padding_attr(pads),
              "output_padding": tuple(out_pad), "groups": int(a.get("group", 1))}
     if nd == 1:
-        params["weight"] = w[:, :, None, :]
+        params["weight"] = params["weight"][:, :, None, :]
         attrs = {"stride": (1, strides[0]), "dilation": (1, dilations[0]), "padding": (0, pads[0], 0, pads[1]),
                  "output_padding": (0, out_pad[0]), "groups": attrs["groups"]}
         return _back_to_1d(imp, imp.emit("conv_transpose2d", [_as_2d(imp, x)], attrs, params))

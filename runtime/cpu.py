@@ -10,8 +10,12 @@ Thread safety: a module may be called from many Python threads at once (ctypes r
 GIL). Each call checks a context (arena, pointer tables, staging copies) out of a small pool per
 batch size and returns it afterwards, so concurrent calls never share scratch memory or tables;
 a single-threaded caller reuses one context (no lock taken once the batch size is known).
-Kernels that need per-thread scratch allocate it once per call and check it; a failed
-allocation makes cnncc_forward return CNNCC_ENOMEM, raised here as a CnnccError.
+Kernels that need scratch take it from the workspace at the end of the context's arena
+(``Program.workspace``, codegen/c_scratch.py), sized for the OpenMP threads the call runs on: a
+call allocates nothing. A call that would run on more threads than its context's workspace holds
+gets CNNCC_ESLOTS back before any kernel ran; the context then grows and the call runs again.
+(Modules saved before the workspace allocate their scratch per call and report a failed
+allocation as CNNCC_ENOMEM, raised here as a CnnccError naming the kernel.)
 
 OpenMP threads spin after a parallel region before sleeping (GOMP_SPINCOUNT, default 300000
 iterations when threads <= cores). With tiny kernels on 2 cores that spinning competes with the
@@ -147,6 +151,7 @@ class CBackend:
 
 
 LINE, PAGE = 64, 4096
+ESLOTS = 3   # cnncc_forward's CNNCC_ESLOTS (templates/c/prelude.c.j2)
 
 
 def aligned_empty(shape, dtype, align: int = LINE) -> np.ndarray:
@@ -181,19 +186,21 @@ def address(x: np.ndarray) -> int:
 
 
 class CallContext:
-    """What one call of a given batch size works in, checked out by that call alone: the arena,
-    the input/output pointer tables (ctypes arrays passed to the C entry as they are), aligned
-    staging copies for misaligned inputs (made on first need) and the call's ctypes arguments,
-    built once."""
+    """What one call of a given batch size works in, checked out by that call alone: the arena
+    (the memory plan's tensors, then the kernels' workspace with a slot per thread), the
+    input/output pointer tables (ctypes arrays passed to the C entry as they are), aligned staging
+    copies for misaligned inputs (made on first need) and the call's ctypes arguments, built once."""
 
-    __slots__ = ("batch", "arena", "ins", "outs", "n", "arena_p", "stage", "stage_at", "out_spec", "out_bytes")
+    __slots__ = ("program", "batch", "slots", "arena", "ins", "outs", "n", "arena_p", "stage", "stage_at",
+                 "out_spec", "out_bytes")
 
-    def __init__(self, runner: "CRunner", batch: int):
-        p = runner.program
+    def __init__(self, runner: "CRunner", batch: int, slots: int):
+        p = self.program = runner.program
         self.batch = batch
-        self.arena = aligned_empty(max(64, p.arena_bytes(batch)), np.uint8, PAGE)
+        self.slots = 0
+        self.grow(slots)
         self.ins, self.outs = runner.in_type(), runner.out_type()
-        self.n, self.arena_p = ctypes.c_long(batch), ctypes.c_void_p(self.arena.ctypes.data)
+        self.n = ctypes.c_long(batch)
         self.stage: list[np.ndarray | None] = [None] * len(p.inputs)
         self.stage_at = [0] * len(p.inputs)
         self.out_spec, pos = [], 0       # (shape, dtype, byte offset) of each output in one block
@@ -203,6 +210,18 @@ class CallContext:
             self.out_spec.append((shape, dt, pos))
             pos += -(-int(np.prod(shape, dtype=np.int64)) * dt.itemsize // LINE) * LINE
         self.out_bytes = pos
+
+    def grow(self, slots: int) -> None:
+        """(Re)allocate the arena with workspace slots for ``slots`` threads (kept when it has them)."""
+        if slots <= self.slots:
+            return
+        p = self.program
+        self.arena = aligned_empty(max(64, p.arena_bytes(self.batch, slots)), np.uint8, PAGE)
+        if p.workspace:   # the workspace's header: how many threads' slots follow (spec.WORKSPACE_HEADER)
+            a, b = p.workspace_at()
+            self.arena[a * self.batch + b:][:8].view(np.int64)[0] = slots
+        self.slots = slots
+        self.arena_p = ctypes.c_void_p(self.arena.ctypes.data)
 
     def input_address(self, i: int, x: np.ndarray) -> int:
         """Where input ``i`` is read from: the caller's array when it starts on a cache line,
@@ -256,7 +275,7 @@ class CRunner:
         self.out_type = ctypes.c_void_p * max(1, len(program.outputs))
         self.contexts: dict[int, list[CallContext]] = {}   # batch -> idle contexts (checked out per call)
         self.lock = threading.Lock()
-        failed = getattr(lib, "cnncc_failed_kernel", None)   # absent in modules saved before it existed
+        failed = getattr(lib, "cnncc_failed_kernel", None)   # only in modules that allocate scratch per call
         if failed is not None:
             failed.restype = ctypes.c_char_p
         self.failed_kernel = failed
@@ -284,16 +303,24 @@ class CRunner:
             self(inputs, batch, seconds)
         return [(k.name, float(s) / repeat) for k, s in zip(self.program.kernels, seconds)]
 
+    def call_threads(self) -> int:
+        """The OpenMP threads a call from this Python thread runs on: ``threads``, else OpenMP's
+        choice for the calling thread (1 without OpenMP)."""
+        return self._threads or (self._omp_get() if self._omp_get is not None else 1)
+
     def checkout(self, batch: int) -> CallContext:
         """A context no other call is using: an idle one of this batch size, else a new one.
         (list.pop and list.append are atomic: the lock is taken only to add a batch size.)"""
         idle = self.contexts.get(batch)
         if idle:
             try:
-                return idle.pop()
+                ctx = idle.pop()
+                if self.program.workspace and (self._threads or 0) > ctx.slots:   # threads raised since: more slots
+                    ctx.grow(self._threads)
+                return ctx
             except IndexError:   # another thread took the last one
                 pass
-        return CallContext(self, batch)
+        return CallContext(self, batch, self.call_threads() if self.program.workspace else 1)
 
     def checkin(self, ctx: CallContext) -> None:
         idle = self.contexts.get(ctx.batch)
@@ -322,15 +349,20 @@ class CRunner:
                 outs = list(out)
                 for i, o in enumerate(outs):
                     ctx.outs[i] = address(o)
-            if seconds is None and self.run is not None:
-                rc = self.run(ctx.n, self._threads_c, ctx.ins, ctx.outs, self.blob_p, ctx.arena_p)
-            else:
-                rc = self._legacy(ctx, seconds)
+            rc = self._call(ctx, seconds)
+            if rc == ESLOTS:   # more OpenMP threads than the workspace has slots: nothing ran yet
+                ctx.grow(self.call_threads())
+                rc = self._call(ctx, seconds)
         finally:
             self.checkin(ctx)
         if rc:
             self._raise(int(rc), batch)
         return outs
+
+    def _call(self, ctx: CallContext, seconds: np.ndarray | None) -> int:
+        if seconds is None and self.run is not None:
+            return self.run(ctx.n, self._threads_c, ctx.ins, ctx.outs, self.blob_p, ctx.arena_p)
+        return self._legacy(ctx, seconds)
 
     def _legacy(self, ctx: CallContext, seconds: np.ndarray | None) -> int:
         """cnncc_forward (or its timed twin), the thread count set from Python around it."""
@@ -349,7 +381,11 @@ class CRunner:
                 self._omp_set(before)
 
     def _raise(self, rc: int, batch: int) -> None:
-        if rc == 2 and self.failed_kernel is not None:   # CNNCC_ENOMEM, see templates/c/prelude.c.j2
+        if rc == ESLOTS:
+            raise CnnccError(f"cnncc_forward wants more thread slots than its workspace was given after growing "
+                             f"(batch {batch}, {self.call_threads()} threads): OpenMP's thread count changed during "
+                             f"the call; fix: set the module's threads")
+        if rc == 2 and self.failed_kernel is not None:   # CNNCC_ENOMEM of modules saved before the workspace
             kernel = self.failed_kernel().decode(errors="replace")
             raise CnnccError(f"kernel '{kernel}' could not allocate its scratch memory (batch {batch}): out of "
                              f"memory; fix: call with a smaller batch or free memory")

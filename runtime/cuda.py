@@ -70,21 +70,24 @@ def kernel_calls(program: Program, rendered: Rendered) -> list[KernelCall]:
 
 def tensor_address(t: TensorRef, batch: int, inputs: Sequence[int], outputs: Sequence[int],
                    arena: int | Callable[[TensorRef], int], weights: int) -> int:
-    """Byte address of a tensor's first element given the base addresses of each storage (the one
-    address rule of the CUDA runner and the emulator). ``arena``: the arena's address, or a
-    function giving an arena tensor's slot address (the emulator's separately allocated slots)."""
-    size = np.dtype(t.dtype).itemsize
+    """Byte address of a tensor's first element given the base addresses of each storage
+    (TensorRef.start's rule, for the CUDA runner and the emulator). ``arena``: the arena's
+    address, or a function giving an arena tensor's slot address (the emulator's separately
+    allocated slots, each standing where ``arena_a * N + arena_b`` points)."""
+    a, b = t.start()
     if t.storage == "input":
         base = inputs[t.slot]
     elif t.storage == "output":
         base = outputs[t.slot]
     elif t.storage == "arena":
-        base = arena(t) if callable(arena) else arena + t.arena_a * batch + t.arena_b
+        base = arena
+        if callable(arena):
+            base, a, b = arena(t), 0, b - t.arena_b
     elif t.storage == "weights":
-        return weights + 4 * t.offset + size * t.base
+        base = weights
     else:
         raise CompileError(f"tensor '{t.name}': unknown storage '{t.storage}'")
-    return base + size * t.base
+    return base + a * batch + b
 
 
 def output_shape(t: TensorRef, batch: int) -> tuple[int, ...]:

@@ -73,9 +73,7 @@ class EmuRunner:
         for spec in self.program.kernels:
             for t in spec.tensors():
                 if t.storage == "arena":
-                    size = np.dtype(t.dtype).itemsize
-                    span = t.base * size + (((batch - 1) * t.item_stride + t.item_numel) * size if t.batched
-                                            else t.item_numel * size)
+                    span = t.start()[1] - t.arena_b + t.span(batch)   # from the slot's start to the tensor's end
                     key = (t.arena_a, t.arena_b)
                     slots[key] = max(slots.get(key, 0), span)
         buffers = {k: np.full(v // 4 + 2, np.nan, np.float32) for k, v in slots.items()}

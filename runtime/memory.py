@@ -3,8 +3,9 @@
 A model whose tensors exceed memory should fail with the tensor and the bytes named, not with
 numpy's MemoryError (or the OOM killer) in the middle of a call. What a call of a C or cuda-emu
 module allocates on the host: the arena (the memory plan's scratch, ``arena_a * N + arena_b``
-bytes), the outputs and the weight blob (once, when the module is first loaded). The CUDA
-target's buffers live on the GPU and are left to CuPy's own out-of-memory error.
+bytes, then the C kernels' workspace for the threads a call runs on), the outputs and the weight
+blob (once, when the module is first loaded). The CUDA target's buffers live on the GPU and are
+left to CuPy's own out-of-memory error.
 """
 from __future__ import annotations
 
@@ -52,25 +53,33 @@ def tensors(program) -> dict:
     return out
 
 
-def needed_bytes(program, batch: int, *, weights: bool = True) -> int:
-    need = program.arena_bytes(batch) + sum(t.nbytes(batch) for t in program.outputs)
+def cores() -> int:
+    """The cores this process may run on: OpenMP's default thread count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def needed_bytes(program, batch: int, *, weights: bool = True, threads: int | None = None) -> int:
+    """Arena (workspace for ``threads`` threads, default: every core) + outputs (+ weights)."""
+    need = program.arena_bytes(batch, threads or cores()) + sum(t.nbytes(batch) for t in program.outputs)
     return need + (int(program.blob.nbytes) if weights else 0)
 
 
-def check(program, batch: int, *, weights: bool = True, available: int | None = None) -> None:
-    """Raise OutOfMemoryError when the arena + outputs (+ weights) at ``batch`` exceed the
-    available host memory, naming the largest tensors and their bytes."""
+def check(program, batch: int, *, weights: bool = True, available: int | None = None,
+          threads: int | None = None) -> None:
+    """Raise OutOfMemoryError when the arena + outputs (+ weights) at ``batch`` on ``threads``
+    threads exceed the available host memory, naming the largest tensors and their bytes."""
     avail = available_bytes() if available is None else available
     if avail is None:
         return
-    need = needed_bytes(program, batch, weights=weights)
+    threads = threads or cores()
+    need = needed_bytes(program, batch, weights=weights, threads=threads)
     if need <= avail:
         return
     made = [t for t in tensors(program).values() if t.storage != "input"]     # inputs exist already
     biggest = sorted(made, key=lambda t: -t.nbytes(batch))[:3]
     listing = ", ".join(f"'{t.name}' {tuple([batch, *t.shape[1:]] if t.batched else t.shape)} = "
                         f"{human(t.nbytes(batch))}" for t in biggest)
-    parts = f"arena {human(program.arena_bytes(batch))} + outputs " \
+    parts = f"arena {human(program.arena_bytes(batch, threads))} + outputs " \
             f"{human(sum(t.nbytes(batch) for t in program.outputs))}"
     if weights:
         parts += f" + weights {human(int(program.blob.nbytes))}"

@@ -42,7 +42,7 @@ import numpy as np
 from cnncc import inputs
 from cnncc.runtime import memory
 from cnncc.errors import CnnccError, CompileError, IntegrityError
-from cnncc.codegen.spec import EpilogueOp, KernelSpec, Operand, PoolSpec, Program, TensorRef
+from cnncc.codegen.spec import EpilogueOp, KernelSpec, Operand, PoolSpec, Program, TensorRef, Workspace
 from cnncc.version import __version__
 
 FORMAT = "cnncc-module"
@@ -235,7 +235,7 @@ class CompiledModule:
                 outs = self._fill(out, outs, arrays, 0)
         else:
             if batch not in self._fits and self.target != "cuda":   # host buffers, checked before allocating
-                memory.check(self.program, batch, weights=self._runner is None)
+                memory.check(self.program, batch, weights=self._runner is None, threads=self.threads)
                 self._fits.add(batch)
             if key is not None and key not in self._checked:
                 if len(self._checked) >= 64:   # a caller cycling through many shapes: start over
@@ -492,7 +492,7 @@ def program_to_dict(p: Program) -> dict:
             "blob_size": int(p.blob.size), "blob_layout": {k: [o, list(s)] for k, (o, s) in p.blob_layout.items()},
             "arena_a": p.arena_a, "arena_b": p.arena_b, "arena_source": p.arena_source,
             "output_names": p.output_names, "fixed_batch": p.fixed_batch, "precision": p.precision,
-            "conv_algorithm": p.conv_algorithm}
+            "conv_algorithm": p.conv_algorithm, "workspace": [dataclasses.asdict(w) for w in p.workspace]}
 
 
 def _tensor(d: dict) -> TensorRef:
@@ -548,7 +548,9 @@ def program_from_dict(d: dict, weights: dict[str, np.ndarray]) -> Program:
     return Program(d["name"], [_kernel(k) for k in d["kernels"]], [_tensor(t) for t in d["inputs"]],
                    [_tensor(t) for t in d["outputs"]], blob, layout, int(d["arena_a"]), int(d["arena_b"]),
                    d.get("arena_source", "cnncc"), d.get("output_names"), d.get("fixed_batch"),
-                   d.get("precision", "fp32"), d.get("conv_algorithm", "auto"))
+                   d.get("precision", "fp32"), d.get("conv_algorithm", "auto"),
+                   [Workspace(w["kernel"], tuple(map(tuple, w["shared"])), tuple(map(tuple, w["per_thread"])))
+                    for w in d.get("workspace", [])])   # saved before the workspace: kernels allocate their own
 
 
 def check_artifact(path: Path) -> Path:

@@ -101,7 +101,7 @@ def problems(text: str) -> list[str]:
     for i, line in enumerate(code_only(text).splitlines(), 1):
         stripped = line.lstrip()
         if stripped.startswith("#") and not stripped.startswith("#pragma"):
-            continue       # preprocessor lines (#define CNNCC_ENOMEM 2 ...)
+            continue       # preprocessor lines (#define CNNCC_ESLOTS 3 ...)
         for what, rx in ARITH.items():
             if rx.search(line):
                 out.append(f"line {i}: `{what}`: {stripped}")

@@ -45,12 +45,15 @@ NOT_IDENTIFIERS = ["1x", "名", "", " ", "x y", "-", "0", "a/b/c", "*/", "/*", "
 
 
 def template_words(text: str) -> set[str]:
-    """Every identifier in a template's C/CUDA text (jinja tags, comments and strings removed)."""
+    """Every identifier in a template's C/CUDA text (jinja tags, comments and strings removed),
+    plus the locals the scratch macros declare from jinja tuples: ``("xpad", floats, what)``."""
+    pieces = {m for tag in re.findall(r"\{\{.*?\}\}|\{%.*?%\}", text, flags=re.S)
+              for m in re.findall(r'\(\s*"([A-Za-z_]\w*)"\s*,', tag)}
     text = re.sub(r"\{#.*?#\}|\{\{.*?\}\}|\{%.*?%\}", " ", text, flags=re.S)
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
     text = re.sub(r"//[^\n]*", " ", text)
     text = re.sub(r'"(\\.|[^"\\])*"', " ", text)
-    return set(re.findall(r"\b[A-Za-z_]\w*\b", text))
+    return set(re.findall(r"\b[A-Za-z_]\w*\b", text)) | pieces
 
 
 def all_template_words() -> set[str]:

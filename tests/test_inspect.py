@@ -27,6 +27,8 @@ def test_one_line_per_pass(capsys):
     for name in PIPELINES[2]:
         assert re.search(rf"^{name}\s+\d+ -> \d+\s+nodes\s+[\d.]+ ms  \S", out, re.M), name
     assert re.search(r"^fuse\s+13 -> 7 .*2 conv groups, 2 dense groups", out, re.M)
+    # the C kernels' scratch, planned with the arena (codegen/c_scratch.py), beside the memory plan
+    assert re.search(r"^C kernel scratch: [\d,]+ bytes at N=1 on \d+ threads, after the arena .*largest: ", out, re.M)
 
 
 def test_after_prints_the_graph_as_it_stood(capsys):

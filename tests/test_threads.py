@@ -1,6 +1,6 @@
 """Thread safety: one compiled module called from 16 Python threads x 20 calls at once, each
 call with its own input (and batch sizes 1-3 mixed, so calls of different sizes overlap), and
-every call gets its own correct result, on target c (arena pool, per-call scratch) and
+every call gets its own correct result, on target c (arena pool, kernel scratch in each arena) and
 cuda-emu (fresh buffers per call). Before the arena pool, 5 of 16 threads got wrong outputs."""
 from __future__ import annotations
 
@@ -87,28 +87,45 @@ def test_concurrent_calls_into_their_own_out_buffers(shared_kernel_cache):
     assert not bad, f"{len(bad)} of {THREADS * CALLS // 2} calls wrong:\n" + "\n".join(bad[:10])
 
 
-def test_a_failed_scratch_allocation_is_an_error_not_a_crash(shared_kernel_cache):
-    """Every scratch allocation of the generated C is checked: a dense layer first in the graph,
-    called with N = 2^40 (its per-thread partial sums then need more than any address space),
-    stops cnncc_forward with CNNCC_ENOMEM before anything is read, naming the kernel; the
-    runtime turns that code into a CnnccError."""
+def test_kernel_scratch_is_planned_with_the_arena(shared_kernel_cache):
+    """No kernel allocates during a call: each asks for its scratch while it renders
+    (Program.workspace) and every call's arena holds it after the tensors, a slot per OpenMP
+    thread. A context made for fewer threads than a call runs on is refused by the generated code
+    before any kernel runs (CNNCC_ESLOTS); the runtime grows it and calls again."""
     import ctypes
 
-    x = dsl.input("x", (N, 64))
-    g = dsl.graph(dsl.relu(dsl.dense(x, 8, name="fc"), name="act"), name="alloc")
+    from cnncc.runtime.cpu import ESLOTS, CallContext
+
+    g = model()
     mod = cnncc.compile(g, target="c", opt_level=2)
-    assert "if (!scratch) { cnncc_failed = " in mod.source
+    assert "malloc" not in mod.source and "free(" not in mod.source
+    ws = {w.kernel: w for w in mod.program.workspace}
+    assert len(ws) >= 3, ws                           # the blocked, grouped and dense kernels at least
+    assert any(a > 0 for w in ws.values() for a, _ in w.per_thread), "the dense partial sums grow with N"
+    x = np.random.default_rng(2).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    want = cnncc.reference(g, {"x": x})
     runner = mod.runner()
-    arena = np.zeros(64, np.uint8)
-    nowhere = (ctypes.c_void_p * 1)()   # input and output pointers never dereferenced: the kernel stops first
-    rc = runner.lib.cnncc_forward(ctypes.c_long(1 << 40), nowhere, nowhere, ctypes.c_void_p(runner.blob.ctypes.data),
-                                  ctypes.c_void_p(arena.ctypes.data))
-    assert rc == 2
-    failed = runner.failed_kernel().decode()
-    assert failed == mod.program.kernels[0].name
-    runner.run = lambda *args: 2    # the same code from a real call: a CnnccError naming the kernel
-    with pytest.raises(cnncc.CnnccError, match=f"kernel '{failed}' could not allocate its scratch memory"):
-        mod(np.zeros((1, 64), np.float32))
-    mod.runner().run = runner.lib.cnncc_run
-    np.testing.assert_allclose(mod(np.ones((2, 64), np.float32)), cnncc.reference(g, np.ones((2, 64), np.float32)),
-                               rtol=1e-5, atol=1e-5)
+
+    mod.threads = 1
+    assert rel_err(mod(x), want) <= 1e-4
+    assert [c.slots for c in runner.contexts[2]] == [1]
+    mod.threads = 3                                   # more threads: the idle context grows before the call
+    assert rel_err(mod(x), want) <= 1e-4
+    assert [c.slots for c in runner.contexts[2]] == [3]
+    assert runner.contexts[2][0].arena.nbytes >= mod.program.arena_bytes(2, 3) > mod.program.arena_bytes(2, 1)
+
+    small = CallContext(runner, 2, 1)                 # the generated guard, called directly: 3 threads, 1 slot
+    nowhere = (ctypes.c_void_p * 1)()                 # never dereferenced: cnncc_forward stops first
+    assert runner.run(small.n, ctypes.c_int(3), nowhere, nowhere, runner.blob_p, small.arena_p) == ESLOTS
+
+    if runner._omp_get is None:
+        pytest.skip("built without OpenMP")
+    mod.threads = None                                # OpenMP's choice for this thread: 3, a pooled context has 1
+    before = runner._omp_get()
+    runner._omp_set(3)
+    try:
+        runner.contexts[2] = [small]
+        assert rel_err(mod(x), want) <= 1e-4          # refused, grown, called again
+        assert small.slots == 3 and runner.contexts[2] == [small]
+    finally:
+        runner._omp_set(before)

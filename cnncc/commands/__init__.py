@@ -1,4 +1,24 @@
-"""One module per CLI subcommand: ``add(subparsers) -> parser`` and ``run(args) -> exit code``."""
+"""One module per CLI subcommand: ``add(subparsers) -> parser`` and ``run(args) -> exit code``.
+
+The package is the registry: :func:`discover` finds every module here (not starting with ``_``),
+so a new command is one new file -- as a new backend in runtime/module.py's ``BACKENDS`` is a new
+``--target`` choice of every command (:func:`add_target`). The shared argument helpers follow."""
+
+
+def discover() -> dict:
+    """Every subcommand module of this package by name, in alphabetical order (the help's order)."""
+    import importlib
+    import pkgutil
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if not (callable(getattr(module, "add", None)) and callable(getattr(module, "run", None))):
+            raise TypeError(f"{module.__name__} is in the commands package but lacks add(subparsers) and run(args)")
+        found[info.name] = module
+    return found
 
 
 def add_dynamic_batch(p) -> None:

@@ -61,7 +61,9 @@ def run(args) -> int:
     print(report.pass_table(opt))
     for line in report.memory_lines(opt, args.batch) + report.traffic_lines(opt, args.batch):
         print(line)
-    if not args.cuda:      # the C target's convolution algorithms; --cuda shows the CUDA kernels instead
+    if not args.cuda:      # the C target's convolution algorithms and scratch; --cuda shows the CUDA kernels instead
+        for line in report.workspace_lines(opt, args.conv_algorithm, args.batch):
+            print(line)
         print()
         print(report.conv_algorithm_table(opt, args.conv_algorithm))
     if args.groups:

@@ -64,10 +64,13 @@ class OpDef:
     sample_input: Callable[[Node, int, list[tuple], np.random.Generator], np.ndarray | None] | None = None
     #: the kernel family that lowers this operator (KERNEL_FAMILIES); None: no kernel of its own
     kernel: str | None = None
-    #: a unary elementwise op's epilogue spelling: C statements that update the running float
-    #: ``v`` (only C99 math CUDA also has; NaN keeps to the rules of epilogue.j2), with
-    #: ``{attr}`` filled by the attribute as a float literal, or a function of the attributes
-    #: returning the text. ``cuda_expr``: CUDA's spelling where it differs (None: the C one).
+    #: an EPILOGUE op's spelling: C statements that update the running float ``v`` (only C99
+    #: math CUDA also has; NaN keeps to the rules of epilogue.j2), a format string whose fields are
+    #: ``{attr}`` (a numeric attribute as a float literal), ``{param[name]}`` (the lowering's
+    #: weight vector ``name`` at the element's channel) and ``{lhs}``/``{rhs}`` (a binary op's
+    #: operands: ``v`` and the other tensor's element, in the graph's order), or a function of the
+    #: attributes returning the text; "" for an op with nothing to do at inference.
+    #: ``cuda_expr``: CUDA's spelling where it differs (None: the C one).
     c_expr: str | Callable[[dict], str] | None = None
     cuda_expr: str | Callable[[dict], str] | None = None
     #: exporters' spelling of an op without attributes to map: the ONNX operator
@@ -78,15 +81,19 @@ class OpDef:
     def has(self, trait: str) -> bool:
         return trait in self.traits
 
-    def spell(self, attrs: dict, target: str = "c") -> str:
-        """The epilogue statement(s) of a unary elementwise op for ``target`` ("c" or "cuda"),
-        "" when the op has none (the epilogue macro then spells it itself or fails)."""
+    def spell(self, attrs: dict, target: str = "c", *, param: dict[str, str] | None = None,
+              lhs: str = "v", rhs: str = "v") -> str | None:
+        """The epilogue statement(s) for ``target`` ("c" or "cuda"): ``param`` maps weight vectors
+        to their C loads, ``lhs``/``rhs`` are a binary op's operands. None when the op has no
+        spelling (the epilogue macro then fails the build rather than skip it)."""
         expr = (self.cuda_expr or self.c_expr) if target == "cuda" else self.c_expr
         if expr is None:
-            return ""
+            return None
         if callable(expr):
             return expr(attrs)
-        return expr.format(**{k: c_float(v) for k, v in attrs.items() if is_number(v)})
+        fields = {k: c_float(v) for k, v in attrs.items() if is_number(v)}
+        fields.update(param={} if param is None else param, lhs=lhs, rhs=rhs)
+        return expr.format(**fields)
 
     def check(self, node: Node) -> None:
         """Fill defaults, reject unknown or malformed attributes, check arity and weights."""

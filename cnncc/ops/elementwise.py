@@ -129,7 +129,8 @@ def _prelu_shape(node, ins):
 
 register(OpDef("prelu", (1, 1), _prelu_shape, _prelu_ref, params=("slope",), required_params=("slope",),
                flops=elementwise_flops(1), traits=frozenset({ELEMENTWISE, ACTIVATION, EPILOGUE}),
-               doc="x if x >= 0 else slope[c] * x (one slope or one per channel)", kernel="elementwise"))
+               doc="x if x >= 0 else slope[c] * x (one slope or one per channel)", kernel="elementwise",
+               c_expr="v = v >= 0.0f ? v : v * {param[slope]};"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,12 +160,14 @@ def _binary_shape(node, ins):
 
 
 BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 for _name, _fn in BINARY.items():
     register(OpDef(_name, (2, 2), _binary_shape,
                    (lambda fn: lambda node, xs: fn(xs[0], xs[1]).astype(np.float32))(_fn),
                    flops=elementwise_flops(1),
                    traits=frozenset({ELEMENTWISE, EPILOGUE} | ({COMMUTATIVE} if _name in ("add", "mul") else set())),
-                   doc=f"elementwise {_name} with numpy broadcasting", kernel="elementwise"))
+                   doc=f"elementwise {_name} with numpy broadcasting", kernel="elementwise",
+                   c_expr=f"v = {{lhs}} {_SYMBOL[_name]} {{rhs}};"))
 
 
 register(OpDef("dropout", (1, 1), _same_shape, lambda node, xs: xs[0],
@@ -194,4 +197,5 @@ def _scale_shift_shape(node, ins):
 register(OpDef("scale_shift", (1, 1), _scale_shift_shape, _scale_shift_ref, params=("scale", "shift"),
                required_params=("scale", "shift"), flops=elementwise_flops(2),
                traits=frozenset({ELEMENTWISE, EPILOGUE}), kernel="elementwise",
-               doc="per-channel x * scale[c] + shift[c] (what a batch norm folds to without a producer)"))
+               doc="per-channel x * scale[c] + shift[c] (what a batch norm folds to without a producer)",
+               c_expr="v = v * {param[scale]} + {param[shift]};"))

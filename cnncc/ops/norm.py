@@ -25,7 +25,9 @@ def _bn_ref(node, xs):
 register(OpDef("batch_norm", (1, 1), _same_shape, _bn_ref,
                attrs={"eps": Attr(1e-5, lambda v: is_number(v) and v >= 0, "a non-negative float")},
                params=("weight", "bias", "mean", "var"), required_params=("weight", "bias", "mean", "var"),
-               flops=elementwise_flops(2), doc="inference batch norm over channel axis 1", kernel="elementwise"))
+               flops=elementwise_flops(2), doc="inference batch norm over channel axis 1", kernel="elementwise",
+               # the lowering hands the kernel mean, inv = weight / sqrt(var + eps) and bias
+               c_expr="v = (v - {param[mean]}) * {param[inv]} + {param[bias]};"))
 
 
 # ---------------------------------------------------------------------------------------------
