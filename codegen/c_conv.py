@@ -150,7 +150,7 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     pw = _pointwise(spec, VEC, regs)
     if pw is not None:
         return pw
-    small = c_small.plan_conv(spec, target, _choose)
+    small = c_small.plan_conv(spec, target, _choose) or c_small.plan_pool_band(spec, target)
     if small is not None:
         return small
     groups = g["groups"]

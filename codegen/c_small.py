@@ -44,7 +44,7 @@ import numpy as np
 from cnncc.codegen.spec import KernelSpec
 from cnncc.codegen.target import PARALLEL_WORK_PER_FLOAT, CTarget
 
-KINDS = ("rowblock", "gemv")
+KINDS = ("rowblock", "pixblock", "gemv")
 
 #: a rowblock kernel's per-item buffers (staged input and the band of conv rows) live on the
 #: stack: at most this many floats (64 KiB), so they stay in L1/L2 and never strain a thread stack
@@ -197,6 +197,32 @@ def plan_conv(spec: KernelSpec, target: CTarget, register_tile) -> SmallPlan | N
                      reason=f"{fmas:,} vector FMAs vs {other:,} with channels in the lanes" if other else "")
 
 
+def plan_pool_band(spec: KernelSpec, target: CTarget) -> SmallPlan | None:
+    """A ``pixblock`` plan for a small convolution with a fused pool whose windows do not overlap
+    rows (KH == SH, no padding above), output channels in whole vectors and one pooled row's conv
+    rows (KH x OW pixels) fitting one register tile, or None. The tile's pixels sit at literal
+    offsets from one input pointer (the ``channels`` kind keeps a pointer per pixel: past ~12 of
+    them they no longer fit the general registers)."""
+    g, p = spec.geometry, spec.pool
+    VEC, regs = target.vector_floats, target.vector_registers
+    if p is None or p.kind == "argmax" or g["groups"] != 1 or g["DW"] != 1 or not small(spec, target):
+        return None
+    if p.KH != p.SH or p.PH or p.DH != 1 or g["C_out"] % VEC:
+        return None
+    RT, P = p.KH, p.KH * g["OW"]
+    V = next((v for v in (4, 3, 2, 1) if g["C_out"] % (v * VEC) == 0 and P * v + v + 2 <= regs), None)
+    if V is None:
+        return None
+    Hs = max(g["PH"] + g["H"], (g["OH"] + RT - 2) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
+    Ws = max(g["PW"] + g["W"], (g["OW"] - 1) * g["SW"] + g["KW"])
+    COB = V * VEC
+    if Hs * Ws * g["C_in"] + COB * (RT * g["OW"] + VEC) + P * COB > STACK_FLOATS:
+        return None
+    return SmallPlan("pixblock", VEC, COB, g["C_out"] // COB, V, RT=RT, OWr=g["OW"], Hs=Hs, Wq=Ws, BR=1,
+                     NBAND=p.OH, BROWS=RT, reason=f"one pooled row = {RT}x{g['OW']} pixels x {V} vector(s) "
+                                                  f"of channels in registers")
+
+
 def plan_dense(spec: KernelSpec, target: CTarget) -> SmallPlan | None:
     """A ``gemv`` plan for a dense layer small enough to run on the calling thread, or None."""
     g = spec.geometry
@@ -212,10 +238,11 @@ def plan_dense(spec: KernelSpec, target: CTarget) -> SmallPlan | None:
 
 
 def pack(weight: np.ndarray, b: SmallPlan) -> np.ndarray:
-    """rowblock: (C_out, C_in, KH, KW) -> (NCB, C_in, KH, KW, COB); gemv: (M, K) -> (NCB, K, MB);
+    """rowblock: (C_out, C_in, KH, KW) -> (NCB, C_in, KH, KW, COB); pixblock: -> (NCB, KH, KW, C_in,
+    COB); gemv: (M, K) -> (NCB, K, MB);
     zeros past the last channel / output."""
-    out = np.zeros((b.NCB,) + weight.shape[1:] + (b.COB,), np.float32)
-    axes = tuple(range(1, weight.ndim)) + (0,)
+    axes = (2, 3, 1, 0) if b.kind == "pixblock" else tuple(range(1, weight.ndim)) + (0,)
+    out = np.zeros((b.NCB,) + tuple(weight.shape[a] for a in axes[:-1]) + (b.COB,), np.float32)
     for blk in range(b.NCB):
         lo, hi = blk * b.COB, min((blk + 1) * b.COB, weight.shape[0])
         out[blk, ..., : hi - lo] = np.transpose(weight[lo:hi], axes)
