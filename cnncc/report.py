@@ -95,6 +95,8 @@ def kind_text(b) -> str:
         return f"{b.kind} {b.P}px x {b.COB}ch"
     if b.kind == "rowblock":
         return f"rowblock {b.RT}x{b.NV * b.VEC} x {b.COB}ch"
+    if b.kind == "pixblock":
+        return f"pixblock {b.RT}x{b.OWr}px x {b.COB}ch"
     if b.kind == "gemv":
         return f"gemv {b.COB} out x {b.NR} items"
     if b.kind == "dense":

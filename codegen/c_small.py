@@ -54,6 +54,9 @@ BAND_FLOATS = 6 * 1024
 #: rowblock replaces the ``channels`` kind only where it issues at most this share of its vector
 #: FMAs: the channels kind is the tuned general one, a small gain is not worth a second code path
 MARGIN = 0.75
+#: registers a rowblock tile leaves free (gcc needs them for the unrolled taps' broadcasts and
+#: loads: with none left it spilled half of LeNet-5's 24 accumulators on every tap)
+SLACK = 6
 #: independent accumulators that keep the FMA units busy (2 units x 4 cycles latency, plus slack)
 MIN_ACC = 12
 
@@ -129,7 +132,7 @@ def _row_tile(g: dict, VEC: int, regs: int, rows: int) -> tuple[int, int, int] |
         for RT in range(1, 5):
             for NV in range(1, nvr + 1):
                 acc = RT * NV * COB
-                if acc + COB + 1 > regs:
+                if acc + COB + 1 > regs - SLACK:
                     continue
                 ncol = -(-nvr // NV)
                 useful = (C_out / (-(-C_out // COB) * COB)) * (OW / (ncol * NV * VEC)) * \
@@ -219,8 +222,7 @@ def plan_pool_band(spec: KernelSpec, target: CTarget) -> SmallPlan | None:
     if Hs * Ws * g["C_in"] + COB * (RT * g["OW"] + VEC) + P * COB > STACK_FLOATS:
         return None
     return SmallPlan("pixblock", VEC, COB, g["C_out"] // COB, V, RT=RT, OWr=g["OW"], Hs=Hs, Wq=Ws, BR=1,
-                     NBAND=p.OH, BROWS=RT, reason=f"one pooled row = {RT}x{g['OW']} pixels x {V} vector(s) "
-                                                  f"of channels in registers")
+                     NBAND=p.OH, BROWS=RT, reason=f"one pooled row's {RT}x{g['OW']} pixels in one register tile")
 
 
 def plan_dense(spec: KernelSpec, target: CTarget) -> SmallPlan | None:
