@@ -18,8 +18,9 @@ several FMAs. :func:`plan` picks one of four kinds per kernel:
 
 Small layers (below the work that wakes the OpenMP team) may instead get one of
 :mod:`cnncc.codegen.c_small`'s kinds, asked first: ``rowblock`` (vectors along output rows, a
-tile of rows x channels, for convolutions with few output channels) and ``gemv`` (dense,
-vectors along the outputs).
+tile of rows x channels, for convolutions with few output channels), ``pixblock`` (a fused
+pool's band of one pooled row as one register tile) and ``gemv`` (dense, vectors along the
+outputs).
 
 Packed arrays go into the weight blob of the Program :func:`prepare` returns (the C renderer calls
 it and hands that Program back with the source; the CUDA target keeps the PyTorch layout and never

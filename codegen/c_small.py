@@ -13,7 +13,7 @@ The general kinds (:mod:`cnncc.codegen.c_conv`) fit these layers badly:
 * both allocate scratch and enter an ``omp parallel`` region on every call, even when its ``if``
   keeps the team asleep (~0.75 us per region measured on the 2-core Xeon: as much as a layer).
 
-The two kinds planned here run without any of that. They are chosen for layers whose work per
+The kinds planned here run without any of that. They are chosen for layers whose work per
 batch item is below the default threshold (:func:`small`); such a kernel runs its items on the
 calling thread (a plain loop, no OpenMP region), and at batches whose work reaches the target's
 threshold it splits the items over the team (one region).
@@ -26,14 +26,19 @@ threshold it splits the items over the team (one region).
   channel block's conv rows that stays in L1; the epilogue, the fused pool and the store read
   it from there (only pooled rows are stored). Chosen for a small convolution when it issues
   fewer vector FMAs than the ``channels`` kind would (few output channels, wide rows).
+* ``pixblock`` (convolution with a fused pool whose windows do not overlap rows): vectors along
+  the output channels; the band of one pooled row (KH x OW pixels) is one register tile, every
+  pixel at a literal offset from one pointer into the channels-last staged input (the
+  ``channels`` kind keeps one pointer per pixel: past ~12 they spill the general registers).
 * ``gemv`` (dense): vectors along the output features; weights packed ``[block][K][MB]`` so each
   input is one broadcast into ``MB / VEC`` FMAs and no lane sum is left at the end; ``KS``
   independent accumulator sets over interleaved inputs hide the FMA latency when a block's
   vectors are few; ``NR`` batch items share each weight load. The softmax tail, if any, runs on
   each item's row right after it.
 
-:func:`plan_conv` and :func:`plan_dense` return None where a layer is not small (or another kind
-does better); c_conv.plan asks them before its own kinds.
+:func:`plan_conv`, :func:`plan_pool_band` and :func:`plan_dense` return None where a layer is not
+small (or another kind does better); c_conv.plan asks them before its own kinds. docs/cpu.md has
+the rules and the measured LeNet-5 kernels.
 """
 from __future__ import annotations
 
