@@ -94,8 +94,8 @@ def test_a_failed_scratch_allocation_is_an_error_not_a_crash(shared_kernel_cache
     runtime turns that code into a CnnccError."""
     import ctypes
 
-    x = dsl.input("x", (N, 64))
-    g = dsl.graph(dsl.relu(dsl.dense(x, 8, name="fc"), name="act"), name="alloc")
+    x = dsl.input("x", (N, 64))   # 64 x 16384 multiply-adds: not a small layer (those have no scratch, c_small.py)
+    g = dsl.graph(dsl.relu(dsl.dense(x, 16384, name="fc"), name="act"), name="alloc")
     mod = cnncc.compile(g, target="c", opt_level=2)
     assert "if (!scratch) { cnncc_failed = " in mod.source
     runner = mod.runner()
