@@ -47,31 +47,61 @@ def groups_table(graph: Graph, batch: int = 1) -> str:
 
 
 def conv_algorithm_table(graph: Graph, conv_algorithm: str = "auto") -> str:
-    """The C target's convolutions: each one's algorithm (direct or Winograd, codegen/c_winograd.py's
-    rule for ``conv_algorithm``) and the reason."""
+    """The C target's convolutions and dense layers: each convolution's algorithm (direct or
+    Winograd, codegen/c_winograd.py's rule for ``conv_algorithm``) and the reason, and every
+    kernel's kind -- how codegen/c_conv.py (or c_small.py, for small layers) tiles it for this
+    machine's vectors."""
+    from cnncc.codegen import c_conv
     from cnncc.codegen.c_winograd import choose
     from cnncc.codegen.lower import lower_program
     from cnncc.errors import CnnccError
+    from cnncc.runtime.cpu import host_target
 
     try:
         specs = lower_program(graph).kernels
     except CnnccError as e:   # e.g. symbolic spatial sizes: kernels need concrete ones
         return f"C convolutions: not shown, the graph does not lower ({str(e).splitlines()[0]})"
-    rows = [("Kernel", "Convolution", "Algorithm", "Reason")]
+    target = host_target()
+    rows = [("Kernel", "Convolution", "Algorithm", "Kind", "Reason")]
     for spec in specs:
+        g = spec.geometry
+        if spec.family == "dense":
+            b = c_conv.plan(spec, target, conv_algorithm)
+            tail = f" + {spec.tail}" if spec.tail else ""
+            rows.append((spec.name, f"dense {g['K']}->{g['M']}{tail}", "-", kind_text(b), ""))
+            continue
         if spec.family != "conv":
             continue
-        g = spec.geometry
         pool = " + pool" if spec.pool is not None else ""
         conv = (f"{g['C_in']}->{g['C_out']} {g['KH']}x{g['KW']}/{g['SH']} on {g['OH']}x{g['OW']}"
                 f"{'' if g['groups'] == 1 else ' g' + str(g['groups'])}{pool}")
         c = choose(spec, conv_algorithm)
-        rows.append((spec.name, conv, c.algorithm, c.reason))
+        b = c_conv.plan(spec, target, conv_algorithm)
+        reason = c.reason + (f"; {b.kind}: {b.reason}" if getattr(b, "reason", "") and b.kind != "winograd" else "")
+        rows.append((spec.name, conv, c.algorithm, kind_text(b), reason))
     if len(rows) == 1:
         return "(no convolutions)"
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    head = f"C convolutions (conv_algorithm={conv_algorithm!r}):"
-    return "\n".join([head] + ["  ".join(c.ljust(widths[j]) for j, c in enumerate(r[:3])) + "  " + r[3] for r in rows])
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    head = f"C convolutions (conv_algorithm={conv_algorithm!r}), kernel kinds for {target.describe()}:"
+    return "\n".join([head] + ["  ".join(c.ljust(widths[j]) for j, c in enumerate(r[:4])) + "  " + r[4]
+                               for r in rows]).rstrip()
+
+
+def kind_text(b) -> str:
+    """A kernel plan's kind and register tile, as the conv table shows it."""
+    if b is None:
+        return "-"
+    if b.kind in ("channels", "pixels"):
+        return f"{b.kind} {b.P}px x {b.COB}ch"
+    if b.kind == "rowblock":
+        return f"rowblock {b.RT}x{b.NV * b.VEC} x {b.COB}ch"
+    if b.kind == "pixblock":
+        return f"pixblock {b.RT}x{b.OWr}px x {b.COB}ch"
+    if b.kind == "gemv":
+        return f"gemv {b.COB} out x {b.NR} items"
+    if b.kind == "dense":
+        return f"dense {b.NR} items x {b.COB} rows"
+    return b.kind
 
 
 def memory_lines(graph: Graph, batch: int | None = None) -> list[str]:

@@ -16,6 +16,12 @@ several FMAs. :func:`plan` picks one of four kinds per kernel:
 * ``dense``: a tile of ``NR`` batch rows x ``MR`` weight rows (PyTorch layout) with vector
   accumulators along the inputs, over chunks of ``KC`` inputs that stay in L1.
 
+Small layers (below the work that wakes the OpenMP team) may instead get one of
+:mod:`cnncc.codegen.c_small`'s kinds, asked first: ``rowblock`` (vectors along output rows, a
+tile of rows x channels, for convolutions with few output channels), ``pixblock`` (a fused
+pool's band of one pooled row as one register tile) and ``gemv`` (dense, vectors along the
+outputs).
+
 Packed arrays go into the weight blob of the Program :func:`prepare` returns (the C renderer calls
 it and hands that Program back with the source; the CUDA target keeps the PyTorch layout and never
 sees them); packing is free at run time.
@@ -30,7 +36,7 @@ import numpy as np
 
 from cnncc.errors import CompileError
 from cnncc import names
-from cnncc.codegen import c_winograd
+from cnncc.codegen import c_small, c_winograd
 from cnncc.codegen.spec import KernelSpec, Program, TensorRef, append_blob_entry
 from cnncc.codegen.target import CTarget
 
@@ -114,17 +120,10 @@ def _rows(spec: KernelSpec, VEC: int) -> ConvBlocking:
     SW column phases (phase s holds padded columns s, s + SW, ...), so every tap of a strided
     convolution reads whole vectors at consecutive addresses."""
     g = spec.geometry
-    SW = g["SW"]
     OWr = -(-g["OW"] // VEC) * VEC
-    Wq = OWr + (g["KW"] - 1) * g["DW"] // SW + 1
-    Hp = max(g["PH"] + g["H"], (g["OH"] - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1)
-    phases = []
-    for s in range(SW):   # phase column j reads input column j * SW + s - PW when that is inside
-        lo = min(Wq, max(0, -(-(g["PW"] - s) // SW)))
-        hi = min(Wq, max(lo, (g["W"] - 1 + g["PW"] - s) // SW + 1))
-        phases.append((lo, hi))
+    Hp, Wq, phases = c_small.stage_phases(g, OWr, g["OH"])
     return ConvBlocking("rows", VEC, 1, g["C_out"] // g["groups"], 0, g["groups"], g["OH"], Hp=Hp,
-                        OWr=OWr, Wq=Wq, phases=tuple(phases))
+                        OWr=OWr, Wq=Wq, phases=phases)
 
 
 def _dense(spec: KernelSpec, VEC: int, regs: int) -> ConvBlocking:
@@ -142,7 +141,7 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     c_winograd.WinogradPlan."""
     VEC, regs = target.vector_floats, target.vector_registers
     if spec.family == "dense":
-        return _dense(spec, VEC, regs)
+        return c_small.plan_dense(spec, target) or _dense(spec, VEC, regs)
     if spec.family != "conv":
         return None
     wino = c_winograd.plan(spec, target, algorithm, _choose)
@@ -152,6 +151,9 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     pw = _pointwise(spec, VEC, regs)
     if pw is not None:
         return pw
+    small = c_small.plan_conv(spec, target, _choose) or c_small.plan_pool_band(spec, target)
+    if small is not None:
+        return small
     groups = g["groups"]
     co_g = g["C_out"] // groups
     OH, OW = g["OH"], g["OW"]
@@ -198,6 +200,8 @@ def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
     group (blocks never straddle groups), zeros where a block runs past the group's channels."""
     if b.kind == "winograd":    # (NCB, alpha^2, C_in, COB) of the transformed weights
         return c_winograd.pack(weight, b)
+    if b.kind in c_small.KINDS:
+        return c_small.pack(weight, b)
     c_out, ci_g, kh, kw = weight.shape
     if b.kind == "pixels":      # (NCB, C_in, COB): the block's channels side by side per input channel
         out = np.zeros((b.NCB, ci_g, b.COB), np.float32)
@@ -231,6 +235,13 @@ def prepare(program: Program, target: CTarget) -> Program:
     for i, spec in enumerate(program.kernels):
         b = plan(spec, target, program.conv_algorithm)
         if b is None or b.kind in ("rows", "dense"):   # these read the PyTorch layout
+            if b is not None and "packed" in spec.weights:   # packed for another target's plan
+                if spec.weights["weight"].offset < 0:
+                    raise CompileError(f"{spec.name}: its weights were packed for another vector width and the "
+                                       "original layout was dropped; compile the model again")
+                if kernels is None:
+                    kernels = copy.deepcopy(program.kernels)
+                del kernels[i].weights["packed"]
             continue
         w = spec.weights["weight"]
         key = f"{w.name}.c_{b.tag}"
@@ -243,7 +254,7 @@ def prepare(program: Program, target: CTarget) -> Program:
                 raise CompileError(f"{spec.name}: its weights were packed for another vector width and the "
                                    "original layout was dropped; compile the model again")
             numel = int(np.prod(w.shape, dtype=np.int64))
-            arr = pack(program.blob[w.offset: w.offset + numel].reshape(w.shape), spec.geometry["groups"], b)
+            arr = pack(program.blob[w.offset: w.offset + numel].reshape(w.shape), spec.geometry.get("groups", 1), b)
             off, shape = size, arr.shape
             size += append_blob_entry(extra, arr)
             layout[key] = (off, tuple(shape))

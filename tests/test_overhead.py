@@ -121,7 +121,8 @@ def test_small_kernels_run_on_the_calling_thread(compiled):
     for threshold in (1, 12345678):
         target = dataclasses.replace(host, parallel_work=threshold)
         source, _, _ = render(mod.program, target)
-        regions = [line for line in source.splitlines() if "#pragma omp parallel" in line]
+        lines = source.splitlines()   # the condition: the region's `if`, or the C `if` right before it (small kernels)
+        regions = [line + before for line, before in zip(lines[1:], lines) if "#pragma omp parallel" in line]
         assert regions and all(f">= {threshold}L)" in line for line in regions), regions
         assert parallel_if(parallel_work(conv), target) in source
 
