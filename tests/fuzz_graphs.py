@@ -28,6 +28,7 @@ disagrees it falls back to one module per spec, so the failure names the offendi
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -344,7 +345,10 @@ def _unused(name, tensors):
 
 
 # -- checking specs against the reference -----------------------------------------------------------
-CONFIGS = (("c", 0), ("c", 2), ("cuda-emu", 2))
+CONFIGS = (("c", 0), ("c", 2), ("cuda-emu", 2), ("c", 2, "blocked"))
+#: the channel block of the ("c", 2, "blocked") configuration: 2, so the fuzzer's few channels
+#: (1-12) block often (NCHW2c; passes/layout.py, compiler.layout_vector's CNNCC_LAYOUT_BLOCK)
+FUZZ_BLOCK = "2"
 
 
 class Mismatch(AssertionError):
@@ -374,7 +378,19 @@ def check_graph(g, configs=CONFIGS, batch: int = 2, seed: int = 0) -> list[str]:
     feeds = random_inputs(g, batch, np.random.default_rng(seed))
     expected = reference(g, feeds)
     problems = []
-    for target, opt in configs:
+    for target, opt, *layout in configs:
+        if layout:
+            old = os.environ.get("CNNCC_LAYOUT_BLOCK")
+            os.environ["CNNCC_LAYOUT_BLOCK"] = FUZZ_BLOCK
+            try:
+                mod = cnncc.compile(g, target=target, opt_level=opt, layout=layout[0])
+            finally:
+                if old is None:
+                    del os.environ["CNNCC_LAYOUT_BLOCK"]
+                else:
+                    os.environ["CNNCC_LAYOUT_BLOCK"] = old
+            problems += _compare(g, mod, feeds, expected, f"{target} opt {opt} layout {layout[0]}")
+            continue
         mod = cnncc.compile(g, target=target, opt_level=opt)
         problems += _compare(g, mod, feeds, expected, f"{target} opt {opt}")
     return problems
