@@ -65,7 +65,7 @@ def add_layout(p) -> None:
     """``--layout``: compile()'s ``layout`` (C target: NCHW[V]c activations, passes/layout.py)."""
     p.add_argument("--layout", default="auto", choices=("auto", "nchw", "blocked"),
                    help="C target at opt 2: blocked stores activations between convolutions as NCHW[V]c "
-                        "(V = the vector width), nchw keeps NCHW; auto (default) = the C target's default "
+                        "(V = the vector width), nchw keeps NCHW; auto (default) = blocked on the C target "
                         "(docs/cpu.md, 'Blocked layout')")
 
 
