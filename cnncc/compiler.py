@@ -50,11 +50,12 @@ def make_symbolic(g: Graph, names: list[str]) -> Graph:
 
 
 # -- the public entry points of the other floors (imported lazily: extras stay optional) ----------
-def optimize(graph: Graph, opt_level: int = 2, passes=None, disable=()) -> Graph:
-    """Run the pass pipeline; returns the optimized Graph with ``.pass_report``."""
+def optimize(graph: Graph, opt_level: int = 2, passes=None, disable=(), layout_vector: int = 0) -> Graph:
+    """Run the pass pipeline; returns the optimized Graph with ``.pass_report``. ``layout_vector``:
+    the channel block of the layout pass (0: every tensor NCHW; compile() gives the C target's)."""
     from .passes.manager import optimize as _optimize
 
-    return _optimize(graph, opt_level=opt_level, passes=passes, disable=disable)
+    return _optimize(graph, opt_level=opt_level, passes=passes, disable=disable, layout_vector=layout_vector)
 
 
 def from_onnx(model, **kwargs) -> Graph:
@@ -72,7 +73,7 @@ def from_torch(module, example_input, **kwargs) -> Graph:
 
 
 # -- compile and load (codegen + runtime) -----------------------------------------------------------
-def _optimized(graph: Graph, opt_level: int) -> Graph:
+def _optimized(graph: Graph, opt_level: int, layout_vector: int = 0) -> Graph:
     """cnncc.optimize when the pass manager is there; otherwise opt 0 (one kernel per operator)."""
     try:
         from .passes.manager import optimize as _optimize
@@ -80,7 +81,39 @@ def _optimized(graph: Graph, opt_level: int) -> Graph:
         g = graph.copy().infer_shapes()
         g.pass_report = [{"pass": "infer_shapes", "note": "pass manager unavailable: compiled at opt 0"}]
         return g
-    return _optimize(graph, opt_level=opt_level)
+    return _optimize(graph, opt_level=opt_level, layout_vector=layout_vector)
+
+
+#: compile()'s ``layout`` values; "auto" is LAYOUT_DEFAULT on the C target, "nchw" elsewhere
+LAYOUTS = ("auto", "nchw", "blocked")
+LAYOUT_DEFAULT = "blocked"   # measured faster on ResNet-50 and GoogLeNet b1 (docs/cpu.md, "Blocked layout")
+
+
+def layout_vector(layout: str, target: str) -> int:
+    """The channel block the layout pass may use for ``layout`` on ``target``: the C target's
+    vector width for "blocked" (and "auto" when LAYOUT_DEFAULT is blocked), 0 (NCHW) otherwise.
+    ``CNNCC_LAYOUT_BLOCK=B`` (a divisor of the vector width) blocks by B instead: the kernels are
+    correct for any such B, and small test graphs block with B = 2 or 4."""
+    if layout not in LAYOUTS:
+        raise CnnccError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if target != "c":
+        if layout == "blocked":
+            raise CnnccError(f"layout 'blocked' (NCHW[V]c) is for the C target; target '{target}' keeps its own "
+                             f"layouts: use layout='auto' or 'nchw'")
+        return 0
+    if (LAYOUT_DEFAULT if layout == "auto" else layout) == "nchw":
+        return 0
+    import os
+
+    from cnncc.runtime.cpu import host_target
+
+    vec = host_target().vector_floats
+    block = os.environ.get("CNNCC_LAYOUT_BLOCK", "").strip()   # tests and studies: a smaller block
+    if block:
+        if not block.isdigit() or int(block) < 1 or vec % int(block):
+            raise CnnccError(f"CNNCC_LAYOUT_BLOCK={block!r}: expected a positive divisor of the vector width {vec}")
+        return int(block)
+    return vec
 
 
 #: arithmetic the CUDA convolutions may use; each has a tolerance against the FP32 reference
@@ -100,7 +133,7 @@ def check_precision(precision: str, target: str) -> str:
 
 
 def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: str = "fp32",  # noqa: A001
-            threads: int | None = None, progress=None, conv_algorithm: str = "auto"):
+            threads: int | None = None, progress=None, conv_algorithm: str = "auto", layout: str = "auto"):
     """Optimize, lower, render and build ``graph`` for ``target`` ("c", "cuda", "cuda-emu").
 
     Returns a CompiledModule: ``mod(x)`` runs any batch size; ``mod.kernels`` lists every kernel's
@@ -126,7 +159,12 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     Winograd where a per-layer rule expects it to pay, direct elsewhere), "direct", "winograd"
     (every eligible layer; F(4x4,3x3) where its accuracy bound holds, else F(2x2,3x3); others fall
     back to direct), or "winograd2" / "winograd4" to force one variant. ``cnncc inspect`` shows
-    each layer's algorithm and the reason (codegen/c_winograd.py, docs/cpu.md)."""
+    each layer's algorithm and the reason (codegen/c_winograd.py, docs/cpu.md).
+
+    ``layout`` (C target, opt 2): "blocked" stores the activations between convolutions as
+    NCHW[V]c (V = the machine's vector width; passes/layout.py, docs/cpu.md "Blocked layout"),
+    "nchw" keeps every tensor NCHW, "auto" (default) is ``LAYOUT_DEFAULT``. Inputs and outputs are
+    NCHW either way."""
     import time
 
     from cnncc.codegen.lower import lower_program
@@ -146,7 +184,7 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     backend = get_backend(target)
     t0 = time.perf_counter()
     say(f"optimizing {graph.name} at opt {opt_level}")
-    g = _optimized(graph, opt_level)
+    g = _optimized(graph, opt_level, layout_vector(layout, target))
     say(f"lowering {sum(1 for _ in g)} nodes")
     program = lower_program(g)
     if target != "cuda":               # the model must fit in host memory at batch 1
@@ -165,6 +203,7 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     say(f"done in {time.perf_counter() - t0:.1f} s")
     groups = [(n.name, [m.name for m in n.members]) for n in g if n.op == "fused"]
     report = {"opt_level": opt_level, "target": target, "precision": precision, "conv_algorithm": conv_algorithm,
+              "layout": layout, "layout_vector": g.layout.vector,
               "passes": g.pass_report, "fusion_groups": groups,
               "why_not": list(g.fusion.why_not) if g.fusion else [], "kernels": [k.name for k in rendered.kernels], "graph": g}
     mod = CompiledModule(program, rendered, backend, artifact, report=report)

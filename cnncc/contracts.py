@@ -19,6 +19,9 @@ On a Graph:
   ``fusion``      FusionNotes   fuse writes; the reports and compile()'s report read
   ``memory_plan`` MemoryPlan    plan_memory writes; codegen/placement.py and the reports read
   ``traffic``     Traffic       the traffic pass writes; the reports and the bench read
+  ``layout``      LayoutPlan    the manager asks (vector width), passes/layout.py decides: which
+                                tensors are NCHW[V]c and every reorder it inserted and why;
+                                codegen/placement.py, plan_memory and the reports read
 
 Every record is frozen: a pass replaces a record (``dataclasses.replace``), never edits one, so
 the manager's cheap snapshots (which share records) never change under a later pass.
@@ -135,6 +138,35 @@ class MemoryPlan:
     sizes: dict[str, sympy.Expr]                   # buffer -> bytes
     aliases: dict[str, str]                        # tensor -> the buffer it lives in (views, slices, in place)
     inplace: dict[str, str]                        # tensor -> the operand it overwrites
+
+
+class Reorder(NamedTuple):
+    """One reorder node the layout pass inserted: ``node`` converts ``tensor`` to layout ``to``
+    ("nchw" or "blocked") for ``consumers``, because of ``reason``."""
+
+    node: str
+    tensor: str
+    to: str
+    consumers: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class LayoutPlan:
+    """The activation layout of the C target (passes/layout.py). ``vector`` = V floats per channel
+    block (0: every tensor NCHW, the pass did nothing). A tensor named in ``blocked`` is stored
+    NCHW[V]c: item = [C/V][H][W][V], channel c of position q at (c / V) * H*W*V + q * V + c % V.
+    Its item size and a channel slice's offset (c0 * H*W for c0 % V == 0) are those of NCHW, so
+    the memory plan and concat elimination place it like any other tensor."""
+
+    vector: int = 0
+    blocked: frozenset = frozenset()
+    reorders: tuple[Reorder, ...] = ()
+    why_nchw: dict[str, str] = field(default_factory=dict)   # kernel -> why its output stays NCHW (notable cases)
+
+    def block(self, tensor: str) -> int:
+        """V if ``tensor`` is stored blocked, else 0."""
+        return self.vector if tensor in self.blocked else 0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import networkx as nx
 import sympy
 
 from . import ops
-from .contracts import FusionNotes, GraphOrigin, MemoryPlan, PassNotes, Traffic
+from .contracts import FusionNotes, GraphOrigin, LayoutPlan, MemoryPlan, PassNotes, Traffic
 from .errors import ModelError
 from .node import N, RUNNING_STATISTICS, Node, TensorType, format_shape, sym  # noqa: F401  (re-exported)
 
@@ -38,9 +38,10 @@ class Graph:
         self.fusion: FusionNotes | None = None
         self.memory_plan: MemoryPlan | None = None
         self.traffic: Traffic | None = None
+        self.layout: LayoutPlan = LayoutPlan()
 
     #: the graph-level records a copy of the graph's structure carries along (snapshots, fuse)
-    RECORDS = ("origin", "renamed", "opt_level", "fusion", "memory_plan", "traffic")
+    RECORDS = ("origin", "renamed", "opt_level", "fusion", "memory_plan", "traffic", "layout")
 
     def carry_records(self, other: "Graph") -> "Graph":
         """Take ``other``'s graph-level records (shared: records are replaced, never edited)."""

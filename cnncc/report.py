@@ -104,6 +104,18 @@ def kind_text(b) -> str:
     return b.kind
 
 
+def layout_lines(graph: Graph) -> str:
+    """The layout pass's decisions (passes/layout.py): how many tensors are NCHW[V]c and every
+    reorder it inserted, with the reason."""
+    lay = graph.layout
+    if not lay.vector:
+        return "layout: every tensor NCHW (layout 'nchw', or not the C target at opt 2)"
+    lines = [f"layout: {len(lay.blocked)} tensors NCHW{lay.vector}c, {len(lay.reorders)} reorder(s) to NCHW"]
+    for r in lay.reorders:
+        lines.append(f"  {r.node}: {r.tensor} -> {r.to.upper()} for {', '.join(r.consumers)}: {r.reason}")
+    return "\n".join(lines)
+
+
 def memory_lines(graph: Graph, batch: int | None = None) -> list[str]:
     """The memory plan's arena (peak) beside the naive sum of all intermediates."""
     mp = graph.memory_plan

@@ -25,7 +25,8 @@ TEMPLATES = {"conv": "c/conv.c.j2", "dense": "c/dense.c.j2", "pool": "c/pool.c.j
              "copy": "c/copy.c.j2", "concat": "c/concat.c.j2", "conv_transpose": "c/conv_transpose.c.j2",
              "lrn": "c/lrn.c.j2", "resize": "c/resize.c.j2",
              "gather": "c/gather.c.j2", "instance_norm": "c/instance_norm.c.j2",
-             "unpool": "c/unpool.c.j2", "matmul": "c/matmul.c.j2", "roi": "c/roi.c.j2"}
+             "unpool": "c/unpool.c.j2", "matmul": "c/matmul.c.j2", "roi": "c/roi.c.j2",
+             "reorder": "c/reorder.c.j2"}
 
 
 @lru_cache(maxsize=1)
@@ -60,7 +61,7 @@ def launch(spec: KernelSpec) -> str:
         return f"omp parallel for over N x {g['C_out']} output planes ({g['OH']}x{g['OW']})"
     if f == "dense":
         return f"omp parallel for over {g['M']} output features, N rows each"
-    if f in ("pool", "global_pool", "elementwise"):
+    if f in ("pool", "global_pool", "elementwise", "reorder"):
         return f"omp parallel for over N x {spec.out_C} channels"
     if f == "softmax":
         return f"omp parallel for over N x {g['outer'] * g['inner']} rows"

@@ -8,7 +8,10 @@ several FMAs. :func:`plan` picks one of four kinds per kernel:
 
 * ``channels`` (any convolution with whole vectors of output channels per group): vectors along
   ``COB`` output channels x ``P`` consecutive output pixels; the input item is copied
-  channels-last with a zero border, weights packed as ``[block][kh][kw][ci][COB]``.
+  channels-last with a zero border, weights packed as ``[block][kh][kw][ci][COB]``. With the
+  blocked layout (NCHW[V]c, passes/layout.py) it is the kind of every such convolution, 1x1
+  included: an input that needs no zero border is read in place, and the tile is stored with one
+  vector store per pixel and channel block.
 * ``pixels`` (1x1, stride 1, unpadded): the GEMM W @ X straight on the NCHW planes, vectors along
   the pixels, ``COB`` channels broadcast from weights packed as ``[block][ci][COB]``.
 * ``rows`` (depthwise and other groups smaller than a vector): vectors along each output row of a
@@ -148,10 +151,15 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     if wino is not None:
         return wino
     g = spec.geometry
-    pw = _pointwise(spec, VEC, regs)
+    blocked = bool(spec.inputs[0].block or spec.output.block)   # NCHW[V]c (passes/layout.py): the channels kind
+    pw = None if blocked else _pointwise(spec, VEC, regs)
     if pw is not None:
         return pw
-    small = c_small.plan_conv(spec, target, _choose) or c_small.plan_pool_band(spec, target)
+    # the small kinds read and write NCHW only: a blocked input, output or residual operand
+    # (passes/layout.py) takes the channels kind
+    operand_blocked = any(e.operand is not None and e.operand.block for e in spec.epilogue)
+    small = None if blocked or operand_blocked else (c_small.plan_conv(spec, target, _choose)
+                                                     or c_small.plan_pool_band(spec, target))
     if small is not None:
         return small
     groups = g["groups"]
@@ -159,6 +167,9 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     OH, OW = g["OH"], g["OW"]
     choice = _choose(co_g, OH * OW, groups, VEC, regs)
     if choice is None:
+        if blocked:
+            raise CompileError(f"{spec.name}: the 'rows' kernel of a grouped convolution has no blocked form, yet its "
+                               f"tensors are NCHW[V]c (the layout pass should have put reorders around it)")
         return _rows(spec, VEC)
     V, P = choice
     COB = V * VEC

@@ -10,6 +10,8 @@ concat slices) is codegen/placement.py's Storage, from the passes' Placement and
 from __future__ import annotations
 
 
+import numpy as np
+
 from cnncc import ops
 from cnncc.contracts import is_kernel
 from cnncc.errors import UnsupportedError
@@ -38,6 +40,12 @@ class _Lowering(Storage):
         """How to read tensor ``name`` at the output's (n, c, q) coordinates, numpy broadcasting."""
         t = self.ref(name)
         rank = len(out_shape)
+        if t.block:       # NCHW[V]c: read at the same (n, c, q) as the output (the layout pass's rule)
+            if tuple(t.shape[1:]) != tuple(out_shape[1:]):
+                raise UnsupportedError(f"tensor '{name}' {tuple(t.shape)} is blocked (NCHW{t.block}c) and cannot be "
+                                       f"broadcast to {tuple(out_shape)}")
+            plane = int(np.prod(t.shape[2:], dtype=np.int64))
+            return Operand(t, t.item_stride, 0, 0, block=t.block, plane=plane)
         tshape = list(t.shape)
         if len(tshape) > rank:
             raise UnsupportedError(f"tensor '{name}' {tuple(t.shape)} has a higher rank than the output "

@@ -193,6 +193,10 @@ def pool_spec(lw, node: Node) -> PoolSpec:
                     bool(node.attrs.get("count_include_pad", True)), pads[0][1], pads[1][1])
 
 
+def _layout_name(t: TensorRef) -> str:
+    return f"NCHW{t.block}c" if t.block else "NCHW"
+
+
 def _type_of(lw, name: str):
     if getattr(lw, "_member_types", None) and name in lw._member_types:
         return lw._member_types[name]
@@ -208,6 +212,9 @@ def lower_concat(lw, spec: KernelSpec, node: Node) -> KernelSpec:
         raise UnsupportedError(f"layer '{node.name}' (concat): concatenation along the batch axis")
     spec.family = "concat"
     spec.inputs = [lw.ref(i) for i in node.inputs]
+    if any(t.block != out.block for t in spec.inputs):   # blocked parts copy like NCHW ones: whole channel blocks
+        raise UnsupportedError(f"layer '{node.name}' (concat): its parts and output differ in layout "
+                               f"({', '.join(_layout_name(t) for t in spec.inputs)} -> {_layout_name(out)})")
     inner = int(np.prod(out.shape[ax + 1:], dtype=np.int64))
     outer = int(np.prod(out.shape[0 if whole else 1:ax], dtype=np.int64))
     parts, off = [], 0
@@ -305,6 +312,21 @@ def lower_copy(lw, spec: KernelSpec, node: Node) -> KernelSpec:
     return spec
 
 
+@lowers("reorder")
+def lower_reorder(lw, spec: KernelSpec, node: Node) -> KernelSpec:
+    """NCHW <-> NCHW[V]c (the layout pass's reorder): the same values, another order in memory."""
+    x = lw.ref(node.inputs[0])
+    spec.family = "reorder"
+    spec.inputs = [x]
+    to, V = node.attrs["to"], int(node.attrs["vector"])
+    blocked = spec.output if to == "blocked" else x
+    if blocked.block != V or (x if to == "blocked" else spec.output).block:
+        raise UnsupportedError(f"layer '{node.name}' (reorder to {to}): its tensors are not laid out as the layout "
+                               f"pass planned (NCHW{V}c on the blocked side)")
+    spec.geometry = {"to": to, "V": V, "C": x.shape[1], "Q": int(np.prod(x.shape[2:], dtype=np.int64))}
+    return spec
+
+
 @lowers("elementwise")
 def lower_elementwise(lw, spec: KernelSpec, node: Node) -> KernelSpec:
     elementwise_chain(lw, spec, [node])
@@ -315,6 +337,9 @@ def lower_elementwise(lw, spec: KernelSpec, node: Node) -> KernelSpec:
 def lower_pool(lw, spec: KernelSpec, node: Node) -> KernelSpec:
     spec.family = "pool"
     spec.inputs = [lw.ref(node.inputs[0])]
+    if spec.inputs[0].block != spec.output.block:
+        raise UnsupportedError(f"layer '{node.name}' ({node.op}): pooling keeps its input's layout, yet the input is "
+                               f"{_layout_name(spec.inputs[0])} and the output {_layout_name(spec.output)}")
     spec.pool = pool_spec(lw, node)
     if node.op == "lp_pool2d":
         spec.pool.kind, spec.pool.p = "lp", float(node.attrs["p"])

@@ -114,7 +114,9 @@ class Storage:
 
     def ref(self, name: str) -> TensorRef:
         if name not in self.refs:
-            self.refs[name] = self._make_ref(name)
+            ref = self._make_ref(name)
+            ref.block = self.g.layout.block(name)    # NCHW[V]c when the layout pass chose it
+            self.refs[name] = ref
         return self.refs[name]
 
     def _make_ref(self, name: str) -> TensorRef:

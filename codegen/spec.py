@@ -28,6 +28,10 @@ Vocabulary (shared by every target, see also ``runtime/module.py`` for the backe
   with strides ``stride_n * n + stride_c * c + stride_q * q`` (a 0 stride broadcasts); when
   the inner dims broadcast partially, ``general`` gives a stride per inner output dim and
   ``inner_dims`` the sizes to decompose ``q`` with.
+* Blocked layout (``TensorRef.block`` = V > 0, passes/layout.py): a 4-D tensor stored NCHW[V]c,
+  item = [C/V][H][W][V]; an Operand of one has ``block`` and ``plane`` (H*W) set and is read at
+  ``n * stride_n + (c / V) * plane * V + q * V + c % V`` (its shape is the output's). Item size
+  and channel-slice offsets (``base``) are NCHW's, since slices start on whole blocks.
 * ``EpilogueOp``: one elementwise op applied to the running value ``v`` at ``(n, c, q)``:
   ``bias``, ``scale_shift``, ``batch_norm`` (params mean, inv, bias), ``prelu``, any activation,
   or ``add/sub/mul/div`` with an ``operand`` (``swap``: the operand is the left side).
@@ -90,6 +94,7 @@ class TensorRef:
     offset: int = 0                   # element offset into the weight blob
     base: int = 0                     # element offset added to the storage address
     item_stride: int = 0              # elements between batch items
+    block: int = 0                    # 0: NCHW; V: NCHW[V]c, item = [C/V][H][W][V] (passes/layout.py)
 
     @property
     def item_numel(self) -> int:
@@ -128,6 +133,8 @@ class Operand:
     stride_q: int
     general: tuple[int, ...] | None = None      # one stride per inner output dim
     inner_dims: tuple[int, ...] | None = None   # the inner output dims (to split q)
+    block: int = 0                              # the tensor is NCHW[block]c: (n, c, q) at
+    plane: int = 0                              # n * stride_n + (c / block) * plane * block + q * block + c % block
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Random CNN graphs against the numpy reference (issue 12 point 6): target c at opt 0 and 2, and
-the CUDA source through cuda-emu.
+"""Random CNN graphs against the numpy reference (issue 12 point 6): target c at opt 0 and at opt 2
+with the blocked layout (channel block 2, fuzz_graphs.CONFIGS), and the CUDA source through cuda-emu.
 
 Each hypothesis example is a batch of ``GRAPHS_PER_MODULE`` random graphs compiled as ONE module
 per configuration (a gcc call per graph would not fit CI). The default profile runs

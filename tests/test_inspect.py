@@ -27,7 +27,10 @@ def test_one_line_per_pass(capsys):
     for name in PIPELINES[2]:
         assert re.search(rf"^{name}\s+\d+ -> \d+\s+nodes\s+[\d.]+ ms  \S", out, re.M), name
     assert re.search(r"^fuse\s+13 -> 7 .*2 conv groups, 2 dense groups", out, re.M)
-    # the C kernels' scratch, planned with the arena (codegen/c_scratch.py), beside the memory plan
+    # the C kernels' scratch, planned with the arena (codegen/c_scratch.py), beside the memory plan:
+    # LeNet-5's small kinds need none (codegen/c_small.py); AlexNet's blocked convs do
+    assert re.search(r"^C kernel scratch: none \(no kernel needs any\)$", out, re.M)
+    out = run_cli(capsys, EXAMPLES / "alexnet.py", "--size", "67")
     assert re.search(r"^C kernel scratch: [\d,]+ bytes at N=1 on \d+ threads, after the arena .*largest: ", out, re.M)
 
 

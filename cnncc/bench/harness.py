@@ -35,7 +35,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
                 compare: Sequence[str] = ("opt0", "opt2", "onnxruntime"), repeat: int = 10, warmup: int = 3,
                 threads: int | None = None, kernels: Sequence[str] | None = None, min_sample_s: float = 0.002,
                 check: bool = True, progress: Callable[[str], None] | None = None, precision: str = "fp32",
-                predict: bool | None = None) -> dict:
+                predict: bool | None = None, layout: str = "auto") -> dict:
     """Measure ``graph`` on every engine in ``compare`` at each batch; returns a JSON-able dict.
 
     ``kernels`` names the cnncc engines whose per-kernel table is built (default: all of
@@ -56,11 +56,12 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
     if target != "c" and any(e in ("onnxruntime", "torch") for e in compare):
         notes.append("peers run on the CPU while cnncc runs on the GPU target: compare with care")
     opt_graphs: dict[str, Graph] = {}
-    from ..compiler import TOLERANCE, check_precision
+    from ..compiler import TOLERANCE, check_precision, layout_vector
 
     check_precision(precision, target)
+    vector = layout_vector(layout, target)      # the graphs of the per-kernel tables are the modules' own
     predict = (target == "cuda") if predict is None else predict
-    result = {"model": graph.name, "target": target, "precision": precision,
+    result = {"model": graph.name, "target": target, "precision": precision, "layout": layout,
               "date": time.strftime("%Y-%m-%d %H:%M:%S"),
               "machine": describe_machine(), "threads": threads,
               "roofline": asdict(roof) if roof else None, "repeat": repeat, "warmup": warmup,
@@ -77,7 +78,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
         for name in compare:
             say(f"batch {batch}: preparing {name}")
             try:
-                eng = prepare_engine(name, graph, feeds, target, threads, precision)
+                eng = prepare_engine(name, graph, feeds, target, threads, precision, layout)
                 err = rel_error(eng.output(), want) if want is not None else None
             except ImportError as e:
                 engines[name] = {"status": "skipped", "reason": f"not installed: {e.name or e}"}
@@ -113,7 +114,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
                 continue
             level = int(name[3:])
             if name not in opt_graphs:
-                opt_graphs[name] = cnncc.optimize(graph, opt_level=level)
+                opt_graphs[name] = cnncc.optimize(graph, opt_level=level, layout_vector=vector)
             say(f"batch {batch}: per-kernel times for {name}")
             try:
                 rows, method = profile_kernels(ready[name].module, opt_graphs[name], feeds, batch, target, level,
@@ -123,7 +124,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
                 continue
             ktables[name] = {"method": method, "rows": [asdict(r) for r in kernel_table(rows, opt_graphs[name], batch, roof, target)]}
         if "opt2" not in opt_graphs and "opt2" in compare:
-            opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2)
+            opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2, layout_vector=vector)
         fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables) if "opt2" in opt_graphs else {}
         run = {"batch": batch, "engines": engines, "kernels": ktables, "fusion": fusion}
         if sensitivity is not None:

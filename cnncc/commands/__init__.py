@@ -81,6 +81,14 @@ def add_conv_algorithm(p) -> None:
                         "F(4x4,3x3)); `cnncc inspect` shows each layer's choice and why")
 
 
+def add_layout(p) -> None:
+    """``--layout``: compile()'s ``layout`` (C target: NCHW[V]c activations, passes/layout.py)."""
+    p.add_argument("--layout", default="auto", choices=("auto", "nchw", "blocked"),
+                   help="C target at opt 2: blocked stores activations between convolutions as NCHW[V]c "
+                        "(V = the vector width), nchw keeps NCHW; auto (default) = blocked on the C target "
+                        "(docs/cpu.md, 'Blocked layout')")
+
+
 def batch_of(args):
     """The ``batch=`` argument for cnncc.load_model / from_onnx from the parsed flags."""
     return "N" if getattr(args, "dynamic_batch", False) else None

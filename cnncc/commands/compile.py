@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from cnncc.commands import add_conv_algorithm, add_dynamic_batch, add_precision, add_target
+from cnncc.commands import add_conv_algorithm, add_layout, add_dynamic_batch, add_precision, add_target
 
 
 def add(sub):
@@ -20,6 +20,7 @@ def add(sub):
     add_precision(p,
                    help="CUDA targets: convolution arithmetic on tensor cores (default fp32; see docs/gpu.md)")
     add_conv_algorithm(p)
+    add_layout(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -51,7 +52,7 @@ def run(args) -> int:
 
     g = cnncc.load_model(args.model, batch=batch_of(args))
     mod = cnncc.compile(g, target=args.target, opt_level=args.opt, precision=args.precision, progress=say,
-                        conv_algorithm=args.conv_algorithm)
+                        conv_algorithm=args.conv_algorithm, layout=args.layout)
     # kernels keep N as a runtime argument (one code path for every batch); --batch pins what
     # the saved module accepts
     mod.program.fixed_batch = args.batch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnncc.commands import add_conv_algorithm, add_dynamic_batch, add_model_args, add_precision
+from cnncc.commands import add_conv_algorithm, add_layout, add_dynamic_batch, add_model_args, add_precision
 
 
 def add(sub):
@@ -30,6 +30,7 @@ def add(sub):
     add_precision(p,
                    help="with --cuda: the convolution arithmetic (default fp32)")
     add_conv_algorithm(p)
+    add_layout(p)
     return p
 
 
@@ -52,7 +53,11 @@ def run(args) -> int:
     from cnncc import report
 
     graph = _load(args)
-    opt = cnncc.optimize(graph, opt_level=args.opt, passes=_names(args.passes), disable=_names(args.disable) or ())
+    from cnncc.compiler import layout_vector
+
+    vector = 0 if args.cuda else layout_vector(args.layout, "c")   # what compile() would give the C target
+    opt = cnncc.optimize(graph, opt_level=args.opt, passes=_names(args.passes), disable=_names(args.disable) or (),
+                         layout_vector=vector)
     if args.after:
         print(opt.pass_report.snapshot(args.after))
         return 0
@@ -66,6 +71,8 @@ def run(args) -> int:
             print(line)
         print()
         print(report.conv_algorithm_table(opt, args.conv_algorithm))
+        print()
+        print(report.layout_lines(opt))
     if args.groups:
         print()
         print(report.groups_table(opt, batch=args.batch or 1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cnncc.commands import add_conv_algorithm, add_dynamic_batch, add_precision, add_target
+from cnncc.commands import add_conv_algorithm, add_layout, add_dynamic_batch, add_precision, add_target
 
 
 def add(sub):
@@ -22,6 +22,7 @@ def add(sub):
     add_precision(p,
                    help="for a model file, CUDA targets: convolution arithmetic (default fp32)")
     add_conv_algorithm(p)
+    add_layout(p)
     p.add_argument("--check", action="store_true", help="also run the numpy reference and print the max error")
     p.add_argument("--save", metavar="OUT.npy", help="write the (first) output to a .npy file")
     return p
@@ -46,7 +47,7 @@ def run(args) -> int:
 
         graph = cnncc.load_model(path, batch=batch_of(args))
         mod = cnncc.compile(graph, target=args.target, opt_level=args.opt, precision=args.precision, progress=say,
-                            conv_algorithm=args.conv_algorithm)
+                            conv_algorithm=args.conv_algorithm, layout=args.layout)
     mod.threads = args.threads
     program = mod.program
     if args.input:

@@ -29,7 +29,8 @@ GROUP_TAIL = "group_tail"     # may end a dense group as its last member (softma
 
 # kernel families (OpDef.kernel): which lowering builds an operator's kernel (codegen/lowering.py)
 KERNEL_FAMILIES = ("conv", "conv_transpose", "dense", "matmul", "pool", "global_pool", "softmax",
-                   "elementwise", "copy", "concat", "gather", "resize", "lrn", "instance_norm", "unpool", "roi")
+                   "elementwise", "copy", "concat", "gather", "resize", "lrn", "instance_norm", "unpool", "roi",
+                   "reorder")
 
 
 def c_float(x) -> str:

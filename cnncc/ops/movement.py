@@ -78,6 +78,14 @@ register(OpDef("concat", (1, None), _concat_shape,
                lambda node, xs: np.concatenate(xs, axis=node.attrs["axis"]),
                attrs={"axis": Attr(1, is_int, "an int axis")}, doc="concatenate along an axis", kernel="concat"))
 
+# the layout pass's conversion (passes/layout.py): the values are the input's, only the order in
+# memory changes (NCHW <-> NCHW[V]c), so the reference is the identity
+register(OpDef("reorder", (1, 1), lambda node, ins: tuple(ins[0].shape), lambda node, xs: xs[0],
+               attrs={"to": Attr(REQUIRED, lambda v: v in ("nchw", "blocked"), "'nchw' or 'blocked'"),
+                      "vector": Attr(REQUIRED, pos_int, "floats per channel block, a positive int")},
+               doc="the same tensor in another memory layout (NCHW <-> NCHW[V]c), inserted by the layout pass",
+               kernel="reorder"))
+
 def slice_bounds(node: Node, shape: tuple) -> list[tuple[int, int, int]]:
     """(start, stop, step) per sliced axis after Python/ONNX clamping, as ints; negative starts and
     ends count from the end, out-of-range values clamp, a negative step walks backwards."""

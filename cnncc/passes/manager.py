@@ -13,20 +13,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from ..contracts import PassNotes
+from ..contracts import LayoutPlan, PassNotes
 from ..errors import CnnccError
 from ..ir import Graph, Node
 from .base import PASSES
 
 # importing the pass modules registers them
 from . import infer_shapes, fold_constants, eliminate_dead, fold_batchnorm, commute_pool, fuse, eliminate_concat  # noqa: F401,E402
-from . import plan_memory, traffic  # noqa: F401,E402
+from . import layout, plan_memory, traffic  # noqa: F401,E402
 
 #: the pipeline of each optimization level (0: one kernel per operator, no rewriting at all)
 PIPELINES: dict[int, list[str]] = {
     0: ["infer_shapes"],
     1: ["infer_shapes", "fold_constants", "eliminate_dead", "fold_batchnorm", "fuse_elementwise", "traffic"],
-    2: ["infer_shapes", "fold_constants", "eliminate_dead", "fold_batchnorm", "commute_pool", "fuse", "eliminate_concat",
+    2: ["infer_shapes", "fold_constants", "eliminate_dead", "fold_batchnorm", "commute_pool", "fuse", "layout",
+        "eliminate_concat",
         "plan_memory", "traffic"],
 }
 
@@ -146,13 +147,16 @@ def run_pass(graph: Graph, name: str) -> tuple[Graph, PassRecord]:
 
 
 def optimize(graph: Graph, opt_level: int = 2, passes: Iterable[str] | None = None,
-             disable: Iterable[str] = ()) -> Graph:
+             disable: Iterable[str] = (), layout_vector: int = 0) -> Graph:
     """Run the pipeline of ``opt_level`` (or exactly ``passes``) on a copy of ``graph``.
 
+    ``layout_vector``: the floats per channel block the layout pass may store activations in
+    (NCHW[V]c, passes/layout.py); compile() gives the C target's vector width, 0 keeps NCHW.
     Returns the optimized copy; ``result.pass_report`` holds one PassRecord per pass, each with
     a snapshot of the graph right after it."""
     names = pipeline_for(opt_level, passes, disable)
     work = snapshot(graph)   # weights shared: passes replace arrays, never write into them
+    work.layout = LayoutPlan(vector=int(layout_vector))
     work.pass_report = None
     work.opt_level = opt_level if passes is None else None
     report = PassReport(opt_level if passes is None else None, snapshot(work))

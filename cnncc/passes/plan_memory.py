@@ -33,7 +33,8 @@ def inplace_candidates(graph: Graph, node: Node) -> list[str]:
     if not is_kernel(node, graph) or node.placement.write_into or node.op == "concat":
         return []
     same = [i for i in node.inputs if graph[i].type is not None and graph[i].type.shape == node.type.shape
-            and graph[i].type.dtype == node.type.dtype]
+            and graph[i].type.dtype == node.type.dtype
+            and graph.layout.block(i) == graph.layout.block(node.name)]   # same index only in the same layout
     if node.op == "fused":
         if node.attrs.get("kind") == "elementwise":
             return same

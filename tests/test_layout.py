@@ -1,0 +1,201 @@
+"""The blocked activation layout NCHW[V]c (passes/layout.py, docs/cpu.md "Blocked layout"): which
+tensors the pass blocks and where it puts reorders (and why) on a tiny graph, no compile; then the
+blocked kernels against the numpy reference, on a graph that meets every kernel with a blocked
+form (and one without), and on examples at small sizes."""
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+import cnncc
+from cnncc import N
+from cnncc.codegen import c_conv
+from cnncc.frontends import dsl
+from cnncc.passes import optimize
+from cnncc.runtime.cpu import host_target
+
+from helpers import assert_matches_reference
+from test_codegen_c import check, example_graph
+from test_winograd import EXAMPLES
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+pytestmark = pytest.mark.usefixtures("shared_kernel_cache")
+
+
+def tiny(c: int = 8):
+    """conv (3-channel image in) -> conv + residual add + relu + 2x2 max pool -> a concat of two
+    branches (conv, max pool) -> depthwise conv (no blocked kernel) and 1x1 conv -> 1x1 conv ->
+    elementwise -> global pool, and a second head that flattens a blocked tensor into a dense layer."""
+    x = dsl.input("x", (N, 3, 12, 12))
+    a = dsl.relu(dsl.conv2d(x, c, 3, padding=1, name="c1"), name="a")
+    b = dsl.conv2d(a, c, 3, padding=1, name="c2")
+    s = dsl.max_pool2d(dsl.relu(dsl.add(b, a, name="res"), name="s"), 2, stride=2, name="pool")
+    left = dsl.conv2d(s, c, 1, name="left")
+    right = dsl.max_pool2d(s, 3, stride=1, padding=1, name="right")
+    cat = dsl.concat([left, right], name="cat")
+    dw = dsl.conv2d(cat, 2 * c, 3, padding=1, groups=2 * c, name="dw")
+    pw = dsl.conv2d(dw, c, 1, name="pw")
+    mix = dsl.conv2d(cat, c, 1, name="mix")
+    e = dsl.sigmoid(dsl.mul(pw, mix, name="sq"), name="e")
+    g1 = dsl.global_avg_pool(e, name="gap")
+    head = dsl.dense(dsl.flatten(pw, name="flat"), 12, name="fc")
+    return dsl.graph(g1, head, name="tiny")
+
+
+def test_the_pass_blocks_conv_chains_and_reorders_only_at_kernels_without_a_blocked_form():
+    g = optimize(tiny(), 2, layout_vector=4)
+    lay = g.layout
+    assert lay.vector == 4
+    producer = {m.name: n.name for n in g if n.op == "fused" for m in n.members}
+    name = lambda t: producer.get(t, t)    # noqa: E731  (the fused group that now produces t)
+    blocked = set(lay.blocked)
+    # conv chains, the fused residual + pool, concat of blocked parts, pool, elementwise: blocked
+    for t in ("a", "pool", "left", "right", "cat", "pw", "mix", "e"):
+        assert name(t) in blocked, (t, sorted(blocked))
+    # the 3-channel image, the depthwise conv's output (its rows kernel is NCHW) and outputs: NCHW
+    assert "x" not in blocked and name("dw") not in blocked
+    assert not blocked & set(g.outputs)
+    # one reorder before the depthwise conv, one before flatten (-> dense); each says why
+    assert len(lay.reorders) == 2, lay.reorders
+    dw = [r for r in lay.reorders if name("dw") in r.consumers]
+    assert dw and dw[0].tensor == name("cat") and "grouped convolution" in dw[0].reason
+    flat = [r for r in lay.reorders if "flat" in r.consumers]
+    assert flat and flat[0].tensor == name("pw") and "view" in flat[0].reason
+    for r in lay.reorders:
+        node = g[r.node]
+        assert node.op == "reorder" and node.attrs == {"to": "nchw", "vector": 4} and node.inputs == [r.tensor]
+    # the pass table says what it did
+    rec = g.pass_report["layout"]
+    assert rec.counts["reorders to NCHW"] == 2 and rec.counts["tensors NCHW4c"] == len(blocked)
+
+
+def test_the_pass_keeps_nchw_without_a_vector_width_and_where_nobody_reads_blocked():
+    g = optimize(tiny(), 2)
+    assert g.layout.vector == 0 and not g.layout.blocked and not any(n.op == "reorder" for n in g)
+    # C % V != 0 everywhere: nothing blocked, no reorder
+    g = optimize(tiny(c=6), 2, layout_vector=4)
+    assert not g.layout.blocked and not g.layout.reorders
+    # a conv whose only reader has no blocked form writes NCHW (no reorder for nothing)
+    x = dsl.input("x", (N, 8, 6, 6))
+    y = dsl.conv2d(dsl.conv2d(x, 8, 3, padding=1, name="k"), 8, 3, padding=1, groups=8, name="dw")
+    g = optimize(dsl.graph(y), 2, layout_vector=4)
+    assert not g.layout.blocked and not g.layout.reorders
+
+
+@needs_cc
+def test_blocked_kernels_match_the_reference(monkeypatch):
+    """Every blocked kernel once, with V = 4 (so small channel counts block) on this machine's tiles."""
+    monkeypatch.setenv("CNNCC_LAYOUT_BLOCK", "4")
+    g = tiny()
+    mod = cnncc.compile(g, "c", 2, layout="blocked")
+    assert mod.report["graph"].layout.vector == 4 and len(mod.report["graph"].layout.reorders) == 2
+    check(g, mod, batches=(2,))
+    monkeypatch.delenv("CNNCC_LAYOUT_BLOCK")
+    g16 = tiny(c=16)      # the machine's own vector width: 16 on AVX-512, 8 on AVX2 (both block)
+    mod = cnncc.compile(g16, "c", 2, layout="blocked")
+    opt = mod.report["graph"]
+    assert opt.layout.blocked and opt.layout.reorders
+    kinds = {c_conv.plan(k, host_target()).kind for k in mod.program.kernels if k.family == "conv"}
+    assert "channels" in kinds and "rows" in kinds and "pixels" not in kinds   # 1x1 convs: channels kind, blocked
+    text = "\n".join(src for _, src, _ in mod.kernels)
+    assert "read in place" in text and "reorder" in text
+    check(g16, mod, batches=(1, 3))
+
+
+def wino(c: int = 64):
+    """Winograd convolutions in blocked layout: plain (blocked out), and with a blocked residual
+    operand and the 2x2 max pool fused into the output transform."""
+    x = dsl.input("x", (N, c, 10, 10))
+    a = dsl.relu(dsl.conv2d(x, c, 3, padding=1, name="w1"), name="wa")
+    s = dsl.relu(dsl.add(dsl.conv2d(a, c, 3, padding=1, name="w2"), a, name="wres"), name="ws")
+    p = dsl.max_pool2d(s, 2, stride=2, name="wpool")
+    return dsl.graph(dsl.global_max_pool(dsl.conv2d(p, c, 3, padding=1, name="w3"), name="wgap"), name="wino")
+
+
+@needs_cc
+def test_winograd_reads_and_writes_blocked():
+    g = wino()
+    mod = cnncc.compile(g, "c", 2, layout="blocked", conv_algorithm="winograd")
+    opt = mod.report["graph"]
+    assert len(opt.layout.blocked) == 3 and not opt.layout.reorders
+    kinds = {c_conv.plan(k, host_target(), "winograd").kind for k in mod.program.kernels if k.family == "conv"}
+    assert kinds == {"winograd"}
+    check(g, mod, batches=(2,))
+
+
+def test_blocked_text_reads_like_a_person_wrote_it(tmp_path):
+    """Rendered for AVX-512 (no build): no `* 1`, no loop of one trip, no unused local (gcc -Wall)."""
+    import subprocess
+
+    from cnncc.codegen import c as c_render
+    from cnncc.codegen.lower import lower_program
+    from cnncc.codegen.target import CTarget
+    from test_generated_text import problems
+
+    for g, algorithm in ((tiny(16), "auto"), (wino(), "winograd")):
+        program = lower_program(optimize(g, 2, layout_vector=16))
+        program.conv_algorithm = algorithm
+        src, _, _ = c_render.render(program, CTarget("avx512", 16, 32))
+        assert not problems(src), problems(src)[:10]
+        if shutil.which("gcc"):
+            path = tmp_path / f"{g.name}.c"
+            path.write_text(src)
+            r = subprocess.run(["gcc", "-std=gnu99", "-fopenmp", "-fsyntax-only", "-Wall", "-Wunused-variable",
+                                "-Wunused-but-set-variable", "-Werror", str(path)], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr[-3000:]
+
+
+#: examples compiled blocked in CI (concat, concat elimination, depthwise reorders, Winograd + fused
+#: pool); CNNCC_SLOW=1 runs every example
+QUICK = ("resnet18", "googlenet", "densenet121", "mobilenet_v2", "vgg16")
+
+
+def _example_cases():
+    for path in sorted(p for p in EXAMPLES.glob("*.py") if "\ndef model(" in p.read_text()):
+        marks = () if path.stem in QUICK else (pytest.mark.slow,)
+        yield pytest.param(path, id=path.stem, marks=marks)
+
+
+@needs_cc
+@pytest.mark.parametrize("path", list(_example_cases()))
+def test_example_blocked(path):
+    g = example_graph(path)
+    mod = cnncc.compile(g, "c", 2, layout="blocked")
+    opt = mod.report["graph"]
+    if path.stem in QUICK:
+        assert opt.layout.blocked, "nothing blocked"
+    if path.stem == "mobilenet_v2":      # depthwise convolutions read NCHW: what feeds them is written NCHW
+        dw = [n for n in opt if n.op == "fused" and n.members[0].attrs.get("groups", 1) > 1]
+        assert dw and not any(i in opt.layout.blocked for n in dw for i in n.inputs)
+    if path.stem == "densenet121":
+        assert any(n.placement.eliminated for n in opt if n.op == "concat" and n.name in opt.layout.blocked)
+    assert_matches_reference(g, mod, (2,), against=(opt, g), rtol=1e-4)
+
+
+MODEL = """
+from cnncc import N
+from cnncc.frontends import dsl
+
+
+def model():
+    x = dsl.input("x", (N, 16, 8, 8))
+    a = dsl.relu(dsl.conv2d(x, 16, 3, padding=1, name="c1"), name="a")
+    d = dsl.conv2d(a, 16, 3, padding=1, groups=16, name="dw")
+    return dsl.graph(dsl.add(dsl.conv2d(a, 16, 3, padding=1, name="c2"), d, name="out"))
+"""
+
+
+def test_inspect_lists_every_reorder_and_why(capsys, tmp_path):
+    from cnncc.cli import main
+
+    path = tmp_path / "branch.py"
+    path.write_text(MODEL)
+    assert main(["inspect", str(path), "--layout", "blocked"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^layout\s+\d+ -> \d+\s+nodes .*1 reorders to NCHW", out, re.M)       # the pass table
+    assert re.search(r"^layout: 1 tensors NCHW\d+c, 1 reorder\(s\) to NCHW$", out, re.M)
+    assert re.search(r"^  c1_a__nchw: c1_a -> NCHW for dw: dw is a grouped convolution", out, re.M), out[-600:]
+    assert main(["inspect", str(path), "--layout", "nchw"]) == 0
+    assert "layout: every tensor NCHW" in capsys.readouterr().out
