@@ -17,7 +17,7 @@ from cnncc.codegen import c_conv
 from cnncc.codegen.c_scratch import ScratchRequest
 from cnncc.codegen.simplify import ix
 from cnncc.codegen.spec import WORKSPACE_HEADER, KernelSpec, Program, TensorRef, Workspace
-from cnncc.codegen.templating import template_env
+from cnncc.codegen.templating import template_env, weight_decls
 from cnncc.codegen.target import CTarget
 
 TEMPLATES = {"conv": "c/conv.c.j2", "dense": "c/dense.c.j2", "pool": "c/pool.c.j2",
@@ -44,14 +44,6 @@ def signature(spec: KernelSpec) -> str:
         const = "" if t.cname == spec.output.cname else "const "
         parts.append(f"{const}{_ctype(t)}* {t.cname}")
     return ", ".join(parts)
-
-
-def weight_decls(spec: KernelSpec) -> str:
-    lines = []
-    for t in spec.blob_tensors():
-        shape = "(" + ", ".join(map(str, t.shape)) + ")"
-        lines.append(f"    const float* {t.cname} = {ix('W + o', o=t.offset)};   /* {names.comment(t.name)} {shape} */")
-    return "\n".join(lines)
 
 
 def launch(spec: KernelSpec) -> str:

@@ -20,12 +20,10 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from cnncc import names
 from cnncc.codegen.cuda_wmma import (channels_last, dense_tiles, dense_uses_tensor_cores, tiles as wmma_tiles,
                                      uses_tensor_cores)
-from cnncc.codegen.simplify import ix
 from cnncc.codegen.spec import KernelSpec, Program, TensorRef
-from cnncc.codegen.templating import template_env
+from cnncc.codegen.templating import template_env, weight_decls
 from cnncc.errors import UnsupportedError
 
 TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:wmma": "cuda/conv_wmma.cu.j2", "conv:direct": "cuda/conv_direct.cu.j2",
@@ -251,16 +249,8 @@ def signature(spec: KernelSpec) -> str:
     for t in spec.tensors():
         const = "" if t.cname == spec.output.cname else "const "
         parts.append(f"{const}{_CTYPE.get(t.dtype, 'float')}*{r} {t.cname}")
-    parts.append(f"const float* __restrict__ W")
+    parts.append("const float* __restrict__ W")
     return ", ".join(parts)
-
-
-def weight_decls(spec: KernelSpec) -> str:
-    lines = []
-    for t in spec.blob_tensors():
-        shape = "(" + ", ".join(map(str, t.shape)) + ")"
-        lines.append(f"    const float* __restrict__ {t.cname} = {ix('W + o', o=t.offset)};   // {names.comment(t.name)} {shape}")
-    return "\n".join(lines)
 
 
 def nhwc_tensors(program: Program) -> frozenset:
@@ -282,7 +272,7 @@ def render_kernel(spec: KernelSpec, precision: str = "fp32", nhwc: frozenset = f
     launch = lp.text([rows] + [t.cname for t in spec.tensors()] + ["W"])
     key = lp.variant if lp.variant in TEMPLATES else spec.family
     text = _env().get_template(TEMPLATES[key]).render(
-        spec=spec, t=lp.tiles, threads=lp.threads, signature=signature(spec), weight_decls=weight_decls(spec),
+        spec=spec, t=lp.tiles, threads=lp.threads, signature=signature(spec), weight_decls=weight_decls(spec, "const float* __restrict__", ("//", "")),
         launch=launch)
     return text.strip() + "\n", launch
 

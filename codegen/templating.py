@@ -4,11 +4,23 @@ from __future__ import annotations
 import numpy as np
 
 from cnncc import names, ops
+from cnncc.codegen.simplify import ix
 
 
 #: the spelling of an anchor's (conv, dense, ...) own bias, the one epilogue op that is not an
 #: operator of the registry (the lowering adds it from the anchor's "bias" weights)
 ANCHOR_BIAS = ops.OpDef("bias", (1, 1), None, None, params=("bias",), c_expr="v += {param[bias]};")
+
+
+def weight_decls(spec, pointer: str = "const float*", comment: tuple[str, str] = ("/*", " */")) -> str:
+    """One pointer per weight tensor of ``spec`` into the blob ``W`` (C: ``const float*`` and a
+    /* */ comment; CUDA: ``const float* __restrict__`` and //), its name and shape in the comment."""
+    lines = []
+    for t in spec.blob_tensors():
+        shape = "(" + ", ".join(map(str, t.shape)) + ")"
+        lines.append(f"    {pointer} {t.cname} = {ix('W + o', o=t.offset)};   "
+                     f"{comment[0]} {names.comment(t.name)} {shape}{comment[1]}")
+    return "\n".join(lines)
 
 
 def template_env(*targets: str):
