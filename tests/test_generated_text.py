@@ -271,3 +271,21 @@ def test_lenet5_cuda_has_no_unused_variables(rendered_texts, tmp_path):
     r = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(tmp_path / "lenet5.cubin"), str(src)],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "warning" not in r.stderr + r.stdout, r.stderr[-3000:] + r.stdout[-1000:]
+
+
+def test_a_dense_layer_of_one_row_block_has_no_block_loop():
+    """A dense layer too big for the gemv kind whose outputs fit one row block (<= MR): no
+    `for (mb = 0; mb < 1; ...)`, its one block in an `omp single` (rendered only, no build)."""
+    from cnncc import compiler
+    from cnncc.codegen import c as c_render, c_conv
+    from cnncc.codegen.lower import lower_program
+    from cnncc.codegen.target import CTarget
+    from cnncc.frontends import dsl
+
+    x = dsl.input("x", (dsl.N, 400000))
+    program = lower_program(compiler._optimized(dsl.graph(dsl.relu(dsl.dense(x, 5, name="fc")), name="rows5"), 2))
+    target = CTarget("avx512", 16, 32)
+    assert c_conv.plan(program.kernels[0], target).kind == "dense"
+    src, _, _ = c_render.render(program, target)
+    assert "the one block: all 5 rows" in src
+    assert not problems(src), problems(src)[:5]
