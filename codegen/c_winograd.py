@@ -241,7 +241,6 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
         return None
     g = spec.geometry
     m, VEC, regs = choice.m, target.vector_floats, target.vector_registers
-    alpha = m + 2
     TH, TW = -(-g["OH"] // m), -(-g["OW"] // m)
     TB = tiles_per_task(g, m)
     NCH = -(-(TH * TW) // TB)
