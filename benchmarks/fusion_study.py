@@ -1,7 +1,8 @@
 """The fusion study: every example x opt 0/1/2 x batch 1 and 8, onnxruntime alongside.
 
-Writes docs/fusion.md (dated, the machine described, tables, plots) and a JSON with every
-figure, so the page can be regenerated and checked. Run it on a quiet machine: the numbers
+Writes docs/fusion.md (dated, the machine described, tables, plots) and a gzipped JSON with every
+figure (docs/fusion.json.gz: with every kernel of every engine it runs to megabytes), so the
+page can be regenerated and checked. Run it on a quiet machine: the numbers
 are only as good as the cores are idle.
 
     python benchmarks/fusion_study.py                       # everything (long: minutes per model)
@@ -17,6 +18,7 @@ heaviest literature networks, at a modest size); ``--size`` overrides either for
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -39,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="3 rounds, 1 warm-up: a smoke run, not a measurement")
     p.add_argument("--no-kernels", action="store_true", help="skip per-kernel timing (faster)")
     p.add_argument("--out", default=str(ROOT / "docs" / "fusion.md"), help="markdown page to write")
-    p.add_argument("--json", default=None, help="JSON with every figure (default: next to --out)")
+    p.add_argument("--json", default=None, help="JSON with every figure, gzipped when it ends in .gz (default: <out>.json.gz)")
     p.add_argument("--img-dir", default=None, help="PNG folder (default: <out dir>/img)")
     p.add_argument("--refresh-roofline", action="store_true", help="measure the roofline again (do it on a quiet machine)")
     p.add_argument("--gpu-json", default=None, help="a benchmarks/gpu_bench.py JSON to include")
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     targets = (["c", "cuda"] if has_gpu() else ["c"]) if args.targets == "auto" else args.targets.split(",")
     out = Path(args.out)
-    json_path = Path(args.json) if args.json else out.with_suffix(".json")
+    json_path = Path(args.json) if args.json else out.with_suffix(".json.gz")
     img_dir = Path(args.img_dir) if args.img_dir else out.parent / "img"
     img_dir.mkdir(parents=True, exist_ok=True)
 
@@ -156,7 +158,11 @@ def main(argv=None) -> int:
              "repeat": args.repeat, "warmup": args.warmup, "quick": args.quick, "results": results, "gpu": gpu,
              "seconds": time.time() - started}
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(study, separators=(",", ":"), default=str))
+    text = json.dumps(study, separators=(",", ":"), default=str)
+    if json_path.suffix == ".gz":
+        json_path.write_bytes(gzip.compress(text.encode(), mtime=0))   # mtime 0: the same study, the same bytes
+    else:
+        json_path.write_text(text)
     write_report(study, out, img_dir, json_path)
     print(f"wrote {out}, {json_path} and plots in {img_dir} ({time.time() - started:.0f} s)", file=sys.stderr)
     return 0

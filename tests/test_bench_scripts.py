@@ -3,6 +3,7 @@ and say what they skipped (structure only, never speed)."""
 from __future__ import annotations
 
 import importlib.util
+import gzip
 import json
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def test_fusion_study_writes_page_json_and_plots(tmp_path, monkeypatch):
     page = out.read_text()
     assert page.startswith("# Fusion study (")
     assert "| lenet5 |" in page and "## Target c, batch 1" in page and "GOMP_SPINCOUNT" in page
-    data = json.loads(out.with_suffix(".json").read_text())
+    data = json.loads(gzip.decompress(out.with_suffix(".json.gz").read_bytes()))   # the default: gzipped
+    assert "[fusion.json.gz](fusion.json.gz)" in page
     assert data["models"] == ["lenet5"] and data["results"][0]["runs"][0]["batch"] == 1
     for png in ("fusion_speedup_c.png", "fusion_groups_c.png", "fusion_predicted_c.png", "fusion_roofline_c.png"):
         assert (out.parent / "img" / png).stat().st_size > 1000, png
