@@ -38,13 +38,18 @@ def model():
     return dsl.graph(y, name="threads")
 
 
-@pytest.mark.parametrize("target", ["c", "cuda-emu"])
-def test_concurrent_calls_each_get_their_own_result(shared_kernel_cache, target):
+def compiled_with_inputs(target: str, seed: int):
+    """model() compiled at opt 2, one input per thread (batch 1, 2 or 3) and its reference output."""
     g = model()
     mod = cnncc.compile(g, target=target, opt_level=2)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     feeds = [rng.standard_normal((1 + i % 3, 3, 12, 12)).astype(np.float32) for i in range(THREADS)]
-    want = [cnncc.reference(g, {"x": x}) for x in feeds]
+    return mod, feeds, [cnncc.reference(g, {"x": x}) for x in feeds]
+
+
+@pytest.mark.parametrize("target", ["c", "cuda-emu"])
+def test_concurrent_calls_each_get_their_own_result(shared_kernel_cache, target):
+    mod, feeds, want = compiled_with_inputs(target, seed=0)
     bad: list[str] = []
     start = threading.Barrier(THREADS)
 
@@ -64,11 +69,7 @@ def test_concurrent_calls_each_get_their_own_result(shared_kernel_cache, target)
 def test_concurrent_calls_into_their_own_out_buffers(shared_kernel_cache):
     """out=: each thread keeps one buffer per batch size and has every call write into it; the
     module's contexts (arena, pointer tables) are still per call, so no call sees another's."""
-    g = model()
-    mod = cnncc.compile(g, target="c", opt_level=2)
-    rng = np.random.default_rng(1)
-    feeds = [rng.standard_normal((1 + i % 3, 3, 12, 12)).astype(np.float32) for i in range(THREADS)]
-    want = [cnncc.reference(g, {"x": x}) for x in feeds]
+    mod, feeds, want = compiled_with_inputs("c", seed=1)
     bad: list[str] = []
     start = threading.Barrier(THREADS)
 
