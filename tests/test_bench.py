@@ -245,3 +245,18 @@ def test_report_marks_fused_groups_slower_than_their_members():
     text = format_report(result)
     assert "0.50x SLOWER" in text and "2.00x SLOWER" not in text
     assert "1 of 2 fused groups ran slower than their members apart (marked SLOWER): slow_group" in text
+
+
+def test_bench_forces_the_conv_algorithm(tiny_model, isolated_env, capsys):
+    """--conv-algorithm reaches compile() (the note and the JSON say which); a bad one is refused."""
+    out_json = isolated_env / "d.json"
+    assert main(["bench", str(tiny_model), "--compare", "opt2", "--repeat", "1", "--warmup", "0",
+                 "--no-kernels", "--conv-algorithm", "direct", "--json", str(out_json)]) == 0
+    data = json.loads(out_json.read_text())
+    assert data["conv_algorithm"] == "direct"
+    assert "conv algorithm direct" in data["runs"][0]["engines"]["opt2"]["note"]
+    capsys.readouterr()
+    main(["bench", str(tiny_model), "--compare", "opt2", "--repeat", "1", "--no-kernels",
+          "--conv-algorithm", "fastest"])
+    e = capsys.readouterr()
+    assert "fastest" in e.out + e.err

@@ -54,7 +54,7 @@ def _first(out, names):
 
 
 def prepare_cnncc(graph: Graph, feeds: dict, opt_level: int, target: str, threads: int,
-                  precision: str = "fp32", layout: str = "auto") -> Engine:
+                  precision: str = "fp32", layout: str = "auto", conv_algorithm: str = "auto") -> Engine:
     import cnncc
 
     try:
@@ -62,11 +62,13 @@ def prepare_cnncc(graph: Graph, feeds: dict, opt_level: int, target: str, thread
     except AttributeError:
         raise CnnccError("cnncc.compile is not available yet (codegen/runtime not built)") from None
     mod = compile_fn(graph, target=target, opt_level=opt_level, precision=precision,
-                     threads=threads if target == "c" else None, layout=layout)
+                     threads=threads if target == "c" else None, layout=layout,
+                     conv_algorithm=conv_algorithm)
     args = [feeds[i] for i in graph.inputs]
     run = (lambda: mod(*args))
     return Engine(f"opt{opt_level}", run, lambda: np.asarray(_first(run(), graph.outputs)),
-                  note=f"cnncc {target} opt {opt_level}, {precision}, layout {layout}, {len(mod.kernels)} kernels",
+                  note=f"cnncc {target} opt {opt_level}, {precision}, layout {layout}, conv algorithm {conv_algorithm}, "
+                       f"{len(mod.kernels)} kernels",
                   module=mod)
 
 
@@ -136,9 +138,9 @@ def prepare_torch(graph: Graph, feeds: dict, threads: int, target: str = "c", pr
 
 
 def prepare_engine(name: str, graph: Graph, feeds: dict, target: str, threads: int,
-                   precision: str = "fp32", layout: str = "auto") -> Engine:
+                   precision: str = "fp32", layout: str = "auto", conv_algorithm: str = "auto") -> Engine:
     if name.startswith("opt") and name[3:].isdigit():
-        return prepare_cnncc(graph, feeds, int(name[3:]), target, threads, precision, layout)
+        return prepare_cnncc(graph, feeds, int(name[3:]), target, threads, precision, layout, conv_algorithm)
     if name == "onnxruntime":
         return prepare_onnxruntime(graph, feeds, threads)
     if name == "torch":

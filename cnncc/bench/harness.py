@@ -35,13 +35,14 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
                 compare: Sequence[str] = ("opt0", "opt2", "onnxruntime"), repeat: int = 10, warmup: int = 3,
                 threads: int | None = None, kernels: Sequence[str] | None = None, min_sample_s: float = 0.002,
                 check: bool = True, progress: Callable[[str], None] | None = None, precision: str = "fp32",
-                predict: bool | None = None, layout: str = "auto") -> dict:
+                predict: bool | None = None, layout: str = "auto", conv_algorithm: str = "auto") -> dict:
     """Measure ``graph`` on every engine in ``compare`` at each batch; returns a JSON-able dict.
 
     ``kernels`` names the cnncc engines whose per-kernel table is built (default: all of
     them in ``compare``; ``()`` for none). For target "cuda", ``precision`` is the cnncc
     arithmetic (PyTorch on the GPU is set up alike) and ``predict`` (default: on) adds the
-    H200 prediction of opt 2 per batch (cnncc.gpu_predict), which is all there is without a GPU."""
+    H200 prediction of opt 2 per batch (cnncc.gpu_predict), which is all there is without a GPU.
+    ``conv_algorithm`` is compile()'s (C target: "direct" measures the direct kernels alone)."""
     import cnncc
     from ..roofline import default_threads, describe_machine, machine_roofline
 
@@ -62,6 +63,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
     vector = layout_vector(layout, target)      # the graphs of the per-kernel tables are the modules' own
     predict = (target == "cuda") if predict is None else predict
     result = {"model": graph.name, "target": target, "precision": precision, "layout": layout,
+              "conv_algorithm": conv_algorithm,
               "date": time.strftime("%Y-%m-%d %H:%M:%S"),
               "machine": describe_machine(), "threads": threads,
               "roofline": asdict(roof) if roof else None, "repeat": repeat, "warmup": warmup,
@@ -78,7 +80,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
         for name in compare:
             say(f"batch {batch}: preparing {name}")
             try:
-                eng = prepare_engine(name, graph, feeds, target, threads, precision, layout)
+                eng = prepare_engine(name, graph, feeds, target, threads, precision, layout, conv_algorithm)
                 err = rel_error(eng.output(), want) if want is not None else None
             except ImportError as e:
                 engines[name] = {"status": "skipped", "reason": f"not installed: {e.name or e}"}
@@ -122,7 +124,8 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
             except Exception as e:  # noqa: BLE001
                 ktables[name] = {"method": None, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200], "rows": []}
                 continue
-            ktables[name] = {"method": method, "rows": [asdict(r) for r in kernel_table(rows, opt_graphs[name], batch, roof, target)]}
+            ktables[name] = {"method": method, "rows": [asdict(r) for r in kernel_table(rows, opt_graphs[name], batch, roof, target,
+                                                                                  conv_algorithm)]}
         if "opt2" not in opt_graphs and "opt2" in compare:
             opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2, layout_vector=vector)
         fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables) if "opt2" in opt_graphs else {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cnncc.commands import add_dynamic_batch, add_layout, add_precision, add_target
+from cnncc.commands import add_conv_algorithm, add_dynamic_batch, add_layout, add_precision, add_target
 
 
 def add(sub):
@@ -27,6 +27,7 @@ def add(sub):
     p.add_argument("--json", default=None, metavar="OUT.json", help="write every figure to this file")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="bar chart of the latencies")
     add_layout(p)
+    add_conv_algorithm(p)
     return p
 
 
@@ -59,7 +60,8 @@ def run(args) -> int:
     progress = (lambda msg: print(f"  [{msg}]", file=sys.stderr, flush=True))
     result = bench_model(graph, target=args.target, batches=batches, compare=compare, repeat=args.repeat,
                          warmup=args.warmup, threads=args.threads, kernels=() if args.no_kernels else None,
-                         progress=progress, precision=args.precision, layout=args.layout)
+                         progress=progress, precision=args.precision, layout=args.layout,
+                         conv_algorithm=args.conv_algorithm)
     print(format_report(result))
     if args.json:
         with open(args.json, "w") as f:
