@@ -6,12 +6,17 @@ every element, so it runs at a tenth of the FMA peak. The blocked kernels keep a
 in as many vector registers as the target has (a :class:`CTarget`) and feed every loaded vector to
 several FMAs. :func:`plan` picks one of four kinds per kernel:
 
-* ``channels`` (any convolution with whole vectors of output channels per group): vectors along
-  ``COB`` output channels x ``P`` consecutive output pixels; the input item is copied
-  channels-last with a zero border, weights packed as ``[block][kh][kw][ci][COB]``. With the
-  blocked layout (NCHW[V]c, passes/layout.py) it is the kind of every such convolution, 1x1
-  included: an input that needs no zero border is read in place, and the tile is stored with one
-  vector store per pixel and channel block.
+* ``rowtiles`` (an ungrouped convolution whose input is NCHW[V]c, passes/layout.py): vectors
+  along ``COB`` output channels x up to ``P`` output pixels of one output row, the input read
+  in place (no copy): each tile's base pointer is its first input column, every tap a constant
+  offset from it (no pointer per pixel, no bounds check). The tiles at a row's ends are their own
+  functions (:class:`TileFn`) that leave out the taps on the zero border; rows at the top and
+  bottom run fewer kernel rows. Weights packed as ``[block][kh][kw][ci][COB]``; one vector store
+  per pixel and channel block into an NCHW[V]c output. A fused pool's band of conv rows is kept
+  channels-last and pooled with vectors along the channels.
+* ``channels`` (any other convolution with whole vectors of output channels per group): vectors
+  along ``COB`` output channels x ``P`` consecutive output pixels; the input item is copied
+  channels-last with a zero border, weights packed as ``[block][kh][kw][ci][COB]``.
 * ``pixels`` (1x1, stride 1, unpadded): the GEMM W @ X straight on the NCHW planes, vectors along
   the pixels, ``COB`` channels broadcast from weights packed as ``[block][ci][COB]``.
 * ``rows`` (depthwise and other groups smaller than a vector): vectors along each output row of a
@@ -69,11 +74,37 @@ class ConvBlocking:
     BR: int = 0       # "channels" with a fused pool: pooled rows per band (a task = channel block x band)
     NBAND: int = 0    # bands per pooled plane
     BROWS: int = 0    # conv rows a band needs at most (its window rows, overlap included)
+    XB: int = 0       # "rowtiles": the input's channel block (NCHW[XB]c)
+    tiles: tuple = ()       # "rowtiles": the tile functions (TileFn)
+    runs: tuple = ()        # "rowtiles": an output row's tiles, left to right (ColumnRun)
 
     @property
     def tag(self) -> str:
         """Names the packed weights (c_winograd.WinogradPlan has its own)."""
-        return f"{self.kind}{self.COB}"
+        return f"{self.kind}{self.COB}" + (f"x{self.XB}" if self.XB else "")
+
+
+@dataclass(frozen=True)
+class TileFn:
+    """One tile function of the ``rowtiles`` kind: ``pixels`` consecutive output pixels of a row.
+    ``taps`` holds, per kernel column kw, the (pixel, input offset in floats from the tile's base
+    pointer) pairs whose input column lies inside the input: a tile at a row's end leaves out the
+    taps that fall on the zero border, a middle tile has every pair."""
+
+    pixels: int
+    taps: tuple      # ((kw, ((i, offset), ...)), ...)
+
+
+@dataclass(frozen=True)
+class ColumnRun:
+    """``count`` consecutive tiles of an output row that share tile function ``fn``: the first
+    covers output columns ``first`` .., and reads from input column ``base`` on; each next one
+    starts ``P`` output columns (``P * SW`` input columns) further."""
+
+    fn: int
+    first: int
+    count: int
+    base: int
 
 
 def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[int, int] | None:
@@ -96,6 +127,63 @@ def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[in
         if best_key is None or key > best_key:
             best, best_key = (V, P), key
     return best
+
+
+def _choose_row(c_out: int, OW: int, vec: int, regs: int) -> tuple[int, int]:
+    """The (V, P) tile of the ``rowtiles`` kind: V vectors of output channels x at most P pixels of
+    one output row (a row is cut into equal tiles). Scored like :func:`_choose` -- useful channels
+    x enough accumulators (V * pixels per tile, up to ``regs - 4``) to hide the FMA latency; a
+    tile also needs its V weight vectors and a broadcast in registers."""
+    max_acc = regs - 4
+    best, best_key = None, None
+    for V in range(1, 5):
+        cob = V * vec
+        pmax = min(max_acc, regs - V - 1) // V
+        if pmax < 1:
+            continue
+        per_row = -(-OW // pmax)
+        P = -(-OW // per_row)
+        useful = c_out / (-(-c_out // cob) * cob)
+        score = useful * min(1.0, V * OW / per_row / max_acc) ** 1.5
+        key = (round(score, 3), -abs(V - 2))
+        if best_key is None or key > best_key:
+            best, best_key = (V, P), key
+    return best
+
+
+def _row_tiles(g: dict, P: int, XB: int) -> tuple[tuple, tuple]:
+    """The tile functions and column runs of one output row (the same for every row): tiles of P
+    output columns from the left, the last one shorter when P does not divide OW."""
+    tiles, runs = [], []
+    for w0 in range(0, g["OW"], P):
+        n = min(P, g["OW"] - w0)
+        col = {(i, kw): (w0 + i) * g["SW"] - g["PW"] + kw * g["DW"] for i in range(n) for kw in range(g["KW"])}
+        inside = {k: c for k, c in col.items() if 0 <= c < g["W"]}
+        base = min(inside.values(), default=0)
+        fn = TileFn(n, tuple((kw, tuple((i, (inside[i, kw] - base) * XB) for i in range(n) if (i, kw) in inside))
+                             for kw in range(g["KW"])))
+        if fn not in tiles:
+            tiles.append(fn)
+        k = tiles.index(fn)
+        last = runs[-1] if runs else None
+        if last and last.fn == k and last.base + last.count * P * g["SW"] == base:
+            runs[-1] = dataclasses.replace(last, count=last.count + 1)
+        else:
+            runs.append(ColumnRun(k, w0, 1, base))
+    return tuple(tiles), tuple(runs)
+
+
+def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocking:
+    """An ungrouped convolution reading an NCHW[V]c input in place (see the module docstring)."""
+    g = spec.geometry
+    V, P = _choose_row(g["C_out"], g["OW"], VEC, regs)
+    COB = V * VEC
+    NCB = -(-g["C_out"] // COB)
+    XB = spec.inputs[0].block
+    tiles, runs = _row_tiles(g, P, XB)
+    band = _pool_bands(spec, COB, NCB, threads) if spec.pool is not None else {}
+    return ConvBlocking("rowtiles", VEC, V, COB, P, NCB, g["OH"] * sum(r.count for r in runs),
+                        XB=XB, tiles=tiles, runs=runs, **band)
 
 
 def _pointwise(spec: KernelSpec, VEC: int, regs: int) -> ConvBlocking | None:
@@ -151,6 +239,8 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     if wino is not None:
         return wino
     g = spec.geometry
+    if spec.inputs[0].block and g["groups"] == 1:
+        return _rowtiles(spec, VEC, regs, target.threads)
     blocked = bool(spec.inputs[0].block or spec.output.block)   # NCHW[V]c (passes/layout.py): the channels kind
     pw = None if blocked else _pointwise(spec, VEC, regs)
     if pw is not None:
@@ -219,6 +309,14 @@ def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
         for blk in range(b.NCB):
             lo, hi = blk * b.COB, min((blk + 1) * b.COB, c_out)
             out[blk, :, : hi - lo] = weight[lo:hi, :, 0, 0].T
+        return out
+    if b.kind == "rowtiles":    # (NCB, KH, C_in / XB, KW, XB, COB): a tile reads them in order
+        XB = b.XB
+        out = np.zeros((b.NCB, kh, ci_g // XB, kw, XB, b.COB), np.float32)
+        for blk in range(b.NCB):
+            lo, hi = blk * b.COB, min((blk + 1) * b.COB, c_out)
+            w = np.transpose(weight[lo:hi], (2, 3, 1, 0)).reshape(kh, kw, ci_g // XB, XB, hi - lo)
+            out[blk, ..., : hi - lo] = np.transpose(w, (0, 2, 1, 3, 4))
         return out
     co_g = c_out // groups
     per_group = b.NCB // groups

@@ -104,6 +104,49 @@ def test_blocked_kernels_match_the_reference(monkeypatch):
     check(g16, mod, batches=(1, 3))
 
 
+def rowtile_zoo(c: int = 8):
+    """Convolutions that read an NCHW[V]c input in place (c_conv's rowtiles kind), one awkward
+    geometry each: rows longer than a tile with edge tiles at both ends and a shorter last tile,
+    stride 2, dilation 2, a window taller and wider than the input plus padding (every tile an edge
+    tile, rows with kernel rows in the border at both ends), a partial channel block, a residual
+    operand, an NCHW output (read by a depthwise conv), and fused max / avg pools computed in
+    bands (the avg pool's epilogue after it)."""
+    x = dsl.input("x", (N, 3, 9, 37))
+    a = dsl.relu(dsl.conv2d(x, c, 3, padding=1, name="c1"), name="a")        # NCHW in, blocked out
+    outs = [dsl.conv2d(a, c + 4, 3, padding=1, name="edges"),                 # 37 = tiles of P + a shorter one
+            dsl.conv2d(a, 2 * c, 3, stride=2, padding=1, name="stride2"),
+            dsl.conv2d(a, c, 3, padding=2, dilation=2, name="dilated"),
+            dsl.conv2d(a, c, (11, 5), padding=(5, 2), name="tall"),
+            dsl.relu(dsl.add(dsl.conv2d(a, c, 3, padding=1, name="res"), a, name="resadd"), name="resrelu"),
+            dsl.max_pool2d(dsl.relu(dsl.conv2d(a, 5 * c, 3, padding=1, name="mp")), 2, stride=2, name="mpool"),
+            dsl.avg_pool2d(dsl.conv2d(a, 4 * c, 3, stride=(1, 2), name="ap"), 3, stride=2, ceil_mode=True,
+                           name="apool")]
+    dw = dsl.conv2d(dsl.conv2d(a, c, 1, name="to_nchw"), c, 3, padding=1, groups=c, name="dw")
+    return dsl.graph(*outs, dw, name="rowtiles")
+
+
+@needs_cc
+@pytest.mark.parametrize("vec_regs", [None, (8, 16)], ids=["native", "avx2-plan"])
+def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
+    monkeypatch.setenv("CNNCC_LAYOUT_BLOCK", "4")
+    if vec_regs:
+        monkeypatch.setenv("CNNCC_C_VECTOR", f"{vec_regs[0]},{vec_regs[1]}")
+    host_target.cache_clear()
+    try:
+        g = rowtile_zoo()
+        mod = cnncc.compile(g, "c", 2, layout="blocked", conv_algorithm="direct")
+        target = host_target()
+        plans = {k.name: c_conv.plan(k, target) for k in mod.program.kernels if k.family == "conv"}
+        rows = {n: b for n, b in plans.items() if b.kind == "rowtiles"}
+        assert len(rows) >= 8, sorted((n, b.kind) for n, b in plans.items())
+        assert any(len(b.tiles) >= 3 for b in rows.values())        # left edge, middle, right edge
+        assert any(b.NBAND > 1 for b in rows.values())              # pool bands and their seams
+        assert any(b.tiles[r.fn].pixels < b.P for b in rows.values() for r in b.runs)   # a shorter last tile
+        check(g, mod, batches=(1, 2))
+    finally:
+        host_target.cache_clear()
+
+
 def wino(c: int = 64):
     """Winograd convolutions in blocked layout: plain (blocked out), and with a blocked residual
     operand and the 2x2 max pool fused into the output transform."""
