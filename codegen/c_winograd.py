@@ -246,6 +246,9 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
     NCH = -(-(TH * TW) // TB)
     TB = -(-(TH * TW) // NCH)                        # the same tiles in as many tasks, evenly
     V, P = register_tile(g["C_out"], TB, 1, VEC, regs)   # P tiles x V vectors of output channels
+    if TB > P and TB % P:   # whole register tiles per task: only the last task has a partial group
+        TB = -(-TB // P) * P
+        NCH = -(-(TH * TW) // TB)
     COB = V * VEC
     NCB = -(-g["C_out"] // COB)
     # more tasks from channel groups (each redoes the input transform: groups of >= 64 channels)
