@@ -80,7 +80,9 @@ def test_pool_kernels_match_the_reference(opt, layout, monkeypatch):
     # the 1x1 planes stay NCHW in either layout (one position per channel)
     assert len(blocked) == (len(GEOMETRIES) + len(TINY) + 1 if opt == 2 else 0)
     plans = {k.name: c_pool.plan(k) for k in pools}
-    assert plans["x_blocked0"] == c_pool.PoolPlan(1, 8, 1, 10) and not plans["u_nchw0"].interior
+    x0 = plans["x_blocked0"]
+    assert (x0.OH_LO, x0.OH_HI, x0.OW_LO, x0.OW_HI) == (1, 8, 1, 10) and not plans["u_nchw0"].interior
+    assert plans["x_nchw0"].along_row and plans["x_nchw6"].along_row     # border rows along the row too
     assert_matches_reference(g, mod, batches=(1, 2), rtol=1e-5)
 
     # a NaN anywhere in a window makes a max pool's output NaN (numpy), in the interior and on borders
