@@ -13,7 +13,7 @@ import dataclasses
 from functools import lru_cache
 
 from cnncc import names
-from cnncc.codegen import c_conv
+from cnncc.codegen import c_conv, c_pool
 from cnncc.codegen.c_scratch import ScratchRequest
 from cnncc.codegen.simplify import ix
 from cnncc.codegen.spec import WORKSPACE_HEADER, KernelSpec, Program, TensorRef, Workspace
@@ -53,7 +53,9 @@ def launch(spec: KernelSpec) -> str:
         return f"omp parallel for over N x {g['C_out']} output planes ({g['OH']}x{g['OW']})"
     if f == "dense":
         return f"omp parallel for over {g['M']} output features, N rows each"
-    if f in ("pool", "global_pool", "elementwise", "reorder"):
+    if f == "pool":
+        return f"omp parallel for over N x {spec.out_C // (spec.inputs[0].block or 1)} planes x {spec.pool.OH} output rows"
+    if f in ("global_pool", "elementwise", "reorder"):
         return f"omp parallel for over N x {spec.out_C} channels"
     if f == "softmax":
         return f"omp parallel for over N x {g['outer'] * g['inner']} rows"
@@ -101,7 +103,7 @@ def render_kernel(spec: KernelSpec, target: CTarget, blk) -> tuple[str, Workspac
     request = ScratchRequest(spec.name)
     text = tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec), blk=blk,
                        parallel_if=parallel_if(parallel_work(spec), target), parallel_if_tail=parallel_if(tail, target),
-                       workspace=request)
+                       workspace=request, plan=c_pool.plan(spec) if spec.family == "pool" else None)
     return text.strip() + "\n", request.record(spec.batch)
 
 
