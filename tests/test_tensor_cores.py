@@ -425,7 +425,8 @@ def test_every_example_at_every_precision(shared_kernel_cache, examples_dir, nam
         assert any("wmma::mma_sync" in s for _, s, _ in mod.kernels)
     wide = assert_wide_convs_on_tensor_cores(mod, precision)
     assert wide > 0 or name == "lenet5"     # the rule is exercised by every model but LeNet's 6/16 channels
-    check(g, mod, precision, batches=(1,))
+    worst = check(g, mod, precision, batches=(1,))
+    print(f"{name}-{precision}: worst relative error {worst:.2e}")     # `-rP` lists it (docs/gpu.md's table)
 
 
 ASAN_SCRIPT = textwrap.dedent("""
