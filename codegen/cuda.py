@@ -261,6 +261,22 @@ def nhwc_tensors(program: Program) -> frozenset:
     return channels_last(program, lambda s: s.family == "conv" and _plan_conv(s, program.precision).variant == "conv:wmma")
 
 
+def tensor_core_nodes(program: Program) -> dict[str, str]:
+    """{graph node name: precision} of the operators whose multiplies this target runs on tensor
+    cores at ``program.precision`` (each kernel's own plan decides: the anchor of every WMMA
+    kernel); empty at fp32. ``cnncc.precision_reference`` rounds exactly these nodes' operands."""
+    if program.precision == "fp32":
+        return {}
+    from cnncc import ops
+
+    out = {}
+    for spec in program.kernels:
+        if plan(spec, program.precision).variant.endswith(":wmma"):
+            out.update((name, program.precision) for name, op in spec.nodes
+                       if ops.get(op, node=name).kernel == spec.family)
+    return out
+
+
 def render_kernel(spec: KernelSpec, precision: str = "fp32", nhwc: frozenset = frozenset()) -> tuple[str, str]:
     """(kernel source, launch text) for one KernelSpec."""
     lp = plan(spec, precision, nhwc)

@@ -24,14 +24,33 @@ import cnncc
 from cnncc.compiler import TOLERANCE
 from cnncc.frontends import dsl
 from cnncc.ir import N
-from helpers import assert_matches_reference
+from helpers import assert_matches_reference, rel_err
+from cnncc.reference import random_inputs
 from cnncc.runtime import emu
 
 LOW = ("tf32", "fp16", "bf16")
 
 
 def check(g, mod, precision, batches=(1, 3), seed=0) -> float:
-    return assert_matches_reference(g, mod, batches, rtol=TOLERANCE[precision], seed=seed, what=f"{precision} ")
+    """``mod`` on seeded random inputs against the FP32 reference at the precision's tolerance, or,
+    where the model itself amplifies the rounding past it, against the precision-aware reference
+    at 1e-4 (cnncc.bench.harness.check_outputs). Returns the worst error against the oracle used."""
+    if precision == "fp32":
+        return assert_matches_reference(g, mod, batches, rtol=TOLERANCE[precision], seed=seed, what=f"{precision} ")
+    from cnncc.bench.harness import check_outputs, describe_check
+
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for b in batches:
+        feeds = random_inputs(g, b, rng)
+        y = mod(feeds)
+        for k, v in (y if isinstance(y, dict) else {g.outputs[0]: y}).items():
+            assert v.dtype != np.float32 or np.isfinite(v).all(), f"{precision} batch {b}, output {k}: values never written"
+        verdict = check_outputs(g, feeds, y, mod)
+        assert verdict["passed"], f"{precision} batch {b}: {describe_check(verdict)}"
+        pa = verdict.get("precision_aware")
+        worst = max(worst, pa["max_rel_err"] if pa else verdict["max_rel_err"])
+    return worst
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +244,15 @@ def test_tensor_core_convolutions_match_reference(tc_modules, precision):
     g, mods = tc_modules
     worst = check(g, mods[precision], precision)
     assert worst > 1e-5   # the reduced precision is really used (fp32 FMAs would match to ~1e-6)
+    assert_rounds_like_precision_reference(g, mods[precision])
+
+
+def assert_rounds_like_precision_reference(g, mod, batch=3):
+    """The kernels round exactly the operands cnncc.precision_reference rounds: the two agree
+    to FP32 summation order (measured ~1e-7), far inside the precision's tolerance."""
+    feeds = random_inputs(g, batch, np.random.default_rng(7))
+    err = rel_err(mod(feeds), cnncc.precision_reference(g, feeds, module=mod))
+    assert err <= TOLERANCE["fp32"], f"{mod.program.precision}: {err:.2e} from the precision-aware reference"
 
 
 def test_every_template_path_is_exercised(tc_modules):
@@ -310,6 +338,7 @@ def test_dense_layers_on_tensor_cores_match_reference(shared_kernel_cache, preci
     assert "16-byte weight copies, 16-byte input" in tc["fc_aligned"] and "4-byte input" in tc["fc_fc_relu"]
     worst = check(g, mod, precision, batches=(1, 17))      # 17: past one 16-row batch tile
     assert worst > 1e-5   # the reduced precision is really used
+    assert_rounds_like_precision_reference(g, mod, batch=17)
 
 
 def test_dense_stays_fp32_at_fp32():
@@ -328,6 +357,83 @@ def test_saved_module_keeps_its_precision(tc_modules, tmp_path):
     again = cnncc.load(tmp_path / "m")
     assert again.program.precision == "bf16" and again.source == mods["bf16"].source
     check(g, again, "bf16", batches=(2,))
+
+
+# ---------------------------------------------------------------------------------------------
+# the precision-aware reference (cnncc.precision_reference)
+def test_precision_reference_rounds_exactly_the_tensor_core_operands():
+    """No compile: the nodes the CUDA target runs on tensor cores see their input and weight
+    rounded as numpy's / ml_dtypes' float16 / bfloat16 (and TF32 nearest, ties away) round them;
+    the bias, the FP32 layers (8 output channels, an RGB-like direct conv) and everything else
+    are the plain reference."""
+    from cnncc.codegen.cuda import tensor_core_nodes
+    from cnncc.codegen.lower import lower_program
+    from cnncc.ops.conv import conv_ref
+    from cnncc.reference import round_operand
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = dsl.input("x", (N, 24, 6, 6))
+    a = dsl.relu(dsl.conv2d(x, 32, 3, padding=1, name="wide"), name="wide_relu")     # tensor cores
+    g = dsl.graph(dsl.conv2d(a, 8, 3, padding=1, name="narrow"), name="pr").infer_shapes()   # FP32: 8 channels
+    program = lower_program(cnncc.optimize(g, 2))
+    program.precision = "bf16"
+    assert tensor_core_nodes(program) == {"wide": "bf16"}
+    program.precision = "fp32"
+    assert tensor_core_nodes(program) == {}
+
+    feeds = random_inputs(g, 2, np.random.default_rng(3))
+    w, b = g["wide"].params["weight"], g["wide"].params["bias"]
+    w2, b2 = g["narrow"].params["weight"], g["narrow"].params["bias"]
+    for p, dtype in (("fp16", np.float16), ("bf16", ml_dtypes.bfloat16)):
+        r = lambda v: v.astype(dtype).astype(np.float32)      # noqa: E731
+        assert np.array_equal(round_operand(w, p), r(w))
+        hidden = np.maximum(conv_ref(r(feeds["x"]), r(w), b, (1, 1), ((1, 1), (1, 1)), (1, 1), 1), 0)
+        want = conv_ref(hidden, w2, b2, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        got = cnncc.precision_reference(g, feeds, p)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
+        assert rel_err(got, cnncc.reference(g, feeds)) > 1e-5          # the rounding is really there
+    np.testing.assert_array_equal(cnncc.precision_reference(g, feeds, "fp32"), cnncc.reference(g, feeds))
+    # TF32 is cvt.rna: 10 mantissa bits, ties away from zero; inf and nan pass through
+    one = np.float32(1)
+    ulp, half = np.float32(2.0 ** -10), np.float32(2.0 ** -11)
+    v = np.array([one + half, -(one + half), one + half - np.float32(2.0 ** -23), np.inf, 3.0], np.float32)
+    got = round_operand(v, "tf32")
+    assert got[:4].tolist() == [one + ulp, -(one + ulp), one, np.inf] and got[4] == 3.0
+    assert np.isnan(round_operand(np.array([np.nan], np.float32), "bf16"))[0]
+
+
+def unpool_graph():
+    """SegNet's pattern at its smallest: a tensor-core 1x1 conv, max pool with indices, max
+    unpooling, a conv."""
+    x = dsl.input("x", (N, 32, 4, 4))
+    y, idx = dsl.max_pool2d_with_indices(dsl.conv2d(x, 32, 1, name="enc"), 2, stride=2, name="pool")
+    up = dsl.max_unpool2d(y, idx, 2, stride=2, output_size=(4, 4), name="unpool")
+    return dsl.graph(dsl.conv2d(up, 16, 3, padding=1, name="dec"), name="unpool").infer_shapes()
+
+
+def test_argmax_unpooling_is_checked_against_the_precision_aware_reference(shared_kernel_cache):
+    """Inputs whose 2x2 windows are near-ties (1e-3 apart, far above FP32's resolution, below
+    FP16's): rounding the conv's operands reorders some windows, so the FP32 reference is off by
+    O(1) (values unpooled elsewhere) while the precision-aware reference is matched to FP32
+    accuracy; check_outputs takes the second only because the first computation with exactly the
+    kernels' rounding is itself outside the tolerance."""
+    from cnncc.bench.harness import check_outputs, describe_check
+
+    g = unpool_graph()
+    mod = cnncc.compile(g, target="cuda-emu", precision="fp16")
+    rng = np.random.default_rng(0)
+    base = np.repeat(np.repeat(rng.standard_normal((2, 32, 2, 2)), 2, axis=2), 2, axis=3)
+    feeds = {"x": (base * (1 + 1e-3 * rng.standard_normal(base.shape))).astype(np.float32)}
+    y = mod(feeds)
+    verdict = check_outputs(g, feeds, y, mod)
+    assert verdict["max_rel_err"] > 0.1, describe_check(verdict)         # the FP32 reference: O(1) off
+    pa = verdict["precision_aware"]
+    assert verdict["oracle"] == "precision-aware" and verdict["passed"], describe_check(verdict)
+    assert pa["max_rel_err"] < 1e-5 and pa["vs_fp32"] > 0.1 and not pa["sensitivity"]["unstable"], pa
+    # the precision-aware oracle is specific: bf16 rounding of the same graph is not what fp16 computed
+    assert rel_err(y, cnncc.precision_reference(g, feeds, "bf16")) > 1e-2
+    # plain random inputs have no near-ties: the FP32 reference within fp16's tolerance decides
+    assert check(g, mod, "fp16", batches=(2,)) < TOLERANCE["fp16"]
 
 
 def test_layers_with_64_channels_use_tensor_cores_unless_fp32(examples_dir):
