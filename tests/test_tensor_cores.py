@@ -321,34 +321,51 @@ def test_channels_last_between_tensor_core_convolutions(shared_kernel_cache, pre
 
 def tc_dense_graph():
     """Every path of dense_wmma.cu.j2: 16-byte and 4-byte copies (K = 64 / 70), a partial last
-    feature block, a fused ReLU, and a softmax tail that keeps the FP32 rowwise kernel."""
+    feature block, a fused ReLU, and a softmax tail that keeps the FP32 rowwise kernel; and of
+    matmul_wmma.cu.j2 (the same GEMM main loop, templates/cuda/wmma_gemm.cu.j2): 3 matrices per
+    item against a shared constant (16-byte copies, fused ReLU, a partial column tile), 2 x 3
+    broadcast batched matrices (K = 70, M = 33: 4-byte copies, partial tiles everywhere), and a
+    (N, K) @ (K, M) product (one row per item) that keeps the FP32 kernel."""
     x = dsl.input("x", (N, 70))
     x2 = dsl.input("x2", (N, 64), like=x)
+    a = dsl.input("a", (N, 3, 40, 36), like=x)
+    c = dsl.input("c", (N, 2, 1, 18, 70), like=x)
+    d = dsl.input("d", (N, 1, 3, 70, 33), like=x)
+    rng = np.random.default_rng(11)
+    shared = rng.standard_normal((36, 24)).astype(np.float32)
     outs = [dsl.relu(dsl.dense(x, 75, name="fc"), name="fc_relu"), dsl.dense(x2, 40, name="fc_aligned"),
-            dsl.softmax(dsl.dense(x, 10, name="cls"), name="cls_softmax")]
+            dsl.softmax(dsl.dense(x, 10, name="cls"), name="cls_softmax"),
+            dsl.relu(dsl.matmul(a, shared, name="mm"), name="mm_relu"), dsl.matmul(c, d, name="bmm"),
+            dsl.matmul(x2, rng.standard_normal((64, 20)).astype(np.float32), name="rowmm")]
     return dsl.graph(*outs, name="tc_dense").infer_shapes()
 
 
 @pytest.mark.parametrize("precision", LOW)
-def test_dense_layers_on_tensor_cores_match_reference(shared_kernel_cache, precision):
+def test_dense_and_matmul_on_tensor_cores_match_reference(shared_kernel_cache, precision):
     g = tc_dense_graph()
     mod = cnncc.compile(g, target="cuda-emu", precision=precision)
     tc = {n: s for n, s, _ in mod.kernels if "dense on tensor cores" in s}
     assert sorted(tc) == ["fc_aligned", "fc_fc_relu"], [n for n, _, _ in mod.kernels]
     assert "16-byte weight copies, 16-byte input" in tc["fc_aligned"] and "4-byte input" in tc["fc_fc_relu"]
+    mm = {n: s for n, s, _ in mod.kernels if "matmul on tensor cores" in s}
+    assert sorted(mm) == ["bmm", "mm_mm_relu"], [n for n, _, _ in mod.kernels]
+    assert "16-byte copies of a along k, 16-byte copies of b" in mm["mm_mm_relu"] and "shared" in mm["mm_mm_relu"]
+    assert "4-byte copies of a along k, 4-byte copies of b" in mm["bmm"] and "6 x (18 x 70) @ (70 x 33)" in mm["bmm"]
     worst = check(g, mod, precision, batches=(1, 17))      # 17: past one 16-row batch tile
     assert worst > 1e-5   # the reduced precision is really used
     assert_rounds_like_precision_reference(g, mod, batch=17)
 
 
-def test_dense_stays_fp32_at_fp32():
+def test_dense_and_matmul_stay_fp32_at_fp32():
     from cnncc.codegen import cuda as cg
     from cnncc.codegen.lower import lower_program
 
     program = lower_program(cnncc.optimize(tc_dense_graph(), 2))
     variants = {k.name: (cg.plan(k, "fp32").variant, cg.plan(k, "fp16").variant) for k in program.kernels}
     assert variants == {"fc_fc_relu": ("dense:tiled", "dense:wmma"), "fc_aligned": ("dense:tiled", "dense:wmma"),
-                        "cls_cls_softmax": ("dense:rowwise", "dense:rowwise")}
+                        "cls_cls_softmax": ("dense:rowwise", "dense:rowwise"),
+                        "mm_mm_relu": ("matmul", "matmul:wmma"), "bmm": ("matmul", "matmul:wmma"),
+                        "rowmm": ("matmul", "matmul")}
 
 
 def test_saved_module_keeps_its_precision(tc_modules, tmp_path):
@@ -572,7 +589,7 @@ def test_tensor_core_convolutions_on_gpu(precision):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", LOW)
 def test_dense_layers_on_tensor_cores_on_gpu(precision):
-    """dense_wmma.cu.j2 on a real sm_90 GPU (and under memcheck in benchmarks/device_run.sh),
-    past one 16-row batch tile."""
+    """dense_wmma.cu.j2 and matmul_wmma.cu.j2 on a real sm_90 GPU (and under memcheck in
+    benchmarks/device_run.sh), past one 16-row batch tile."""
     g = tc_dense_graph()
     check(g, cnncc.compile(g, target="cuda", precision=precision), precision, batches=(1, 17))
