@@ -185,15 +185,16 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     ``precision`` (CUDA targets only; the C target refuses anything but "fp32"):
 
     * ``"fp32"`` (default): every convolution on FP32 FMAs, matches the reference to ~1e-5;
-    * ``"tf32"``: convolutions with a GEMM of at least 16 output channels per group, and dense
-      layers of at least 16 features, run on tensor cores with TF32 inputs (10-bit mantissa) and
-      FP32 accumulation; tolerance 1e-2;
+    * ``"tf32"``: convolutions with a GEMM of at least 16 output channels per group, dense
+      layers of at least 16 features and matmuls of at least 16 x 16 matrices run on tensor cores
+      with TF32 inputs (10-bit mantissa) and FP32 accumulation; tolerance 1e-2;
     * ``"fp16"``: the same with FP16 inputs (m16n16k16), FP32 accumulation; tolerance 1e-2;
     * ``"bf16"``: BF16 inputs (8-bit mantissa), FP32 accumulation; tolerance 5e-2.
 
     Tolerances are relative to the output's largest magnitude (``TOLERANCE``). Activations and
     weights stay float32 in memory; inputs are rounded when staged in shared memory, so only the
-    tensor-core multiplies lose precision (the epilogue, pooling and every other kernel stay FP32).
+    tensor-core multiplies lose precision (the epilogue, pooling and every other kernel stay FP32);
+    ``precision_reference`` is the numpy reference with exactly those operands rounded.
 
     ``conv_algorithm`` (C target): how 3x3 stride-1 convolutions are computed -- "auto" (default:
     Winograd where a per-layer rule expects it to pay, direct elsewhere), "direct", "winograd"
