@@ -137,7 +137,7 @@ class RoundingInterpreter(NumpyInterpreter):
             if "weight" in params:
                 params["weight"] = round_operand(params["weight"], p)
             self._weights[node.name] = replace(node, params=params)
-        args = [round_operand(a, p) if a.dtype == np.float32 else a for a in args]
+        args = [round_operand(a, p) if getattr(a, "dtype", None) == np.float32 else a for a in args]
         return run_node(self._weights[node.name], args)
 
 
