@@ -428,7 +428,19 @@ def unpool_graph():
     return dsl.graph(dsl.conv2d(up, 16, 3, padding=1, name="dec"), name="unpool").infer_shapes()
 
 
-def test_argmax_unpooling_is_checked_against_the_precision_aware_reference(shared_kernel_cache):
+UNPOOL_MODEL = """
+from cnncc.frontends import dsl
+
+
+def model(batch=dsl.N):
+    x = dsl.input("x", (batch, 32, 4, 4))
+    y, idx = dsl.max_pool2d_with_indices(dsl.conv2d(x, 32, 1, name="enc"), 2, stride=2, name="pool")
+    up = dsl.max_unpool2d(y, idx, 2, stride=2, output_size=(4, 4), name="unpool")
+    return dsl.conv2d(up, 16, 3, padding=1, name="dec")
+"""
+
+
+def test_argmax_unpooling_is_checked_against_the_precision_aware_reference(shared_kernel_cache, tmp_path, capsys):
     """Inputs whose 2x2 windows are near-ties (1e-3 apart, far above FP32's resolution, below
     FP16's): rounding the conv's operands reorders some windows, so the FP32 reference is off by
     O(1) (values unpooled elsewhere) while the precision-aware reference is matched to FP32
@@ -451,6 +463,15 @@ def test_argmax_unpooling_is_checked_against_the_precision_aware_reference(share
     assert rel_err(y, cnncc.precision_reference(g, feeds, "bf16")) > 1e-2
     # plain random inputs have no near-ties: the FP32 reference within fp16's tolerance decides
     assert check(g, mod, "fp16", batches=(2,)) < TOLERANCE["fp16"]
+    # `cnncc run --check` takes the same verdict
+    from cnncc.cli import main
+
+    (tmp_path / "unpool.py").write_text(UNPOOL_MODEL)
+    np.save(tmp_path / "x.npy", feeds["x"])
+    assert main(["run", str(tmp_path / "unpool.py"), "--target", "cuda-emu", "--precision", "fp16",
+                 "--input", str(tmp_path / "x.npy"), "--check"]) == 0
+    text = capsys.readouterr().out
+    assert "relative 4.5" in text and "check passed (against the precision-aware reference" in text, text
 
 
 def test_layers_with_64_channels_use_tensor_cores_unless_fp32(examples_dir):
