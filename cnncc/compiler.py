@@ -132,6 +132,48 @@ def check_precision(precision: str, target: str) -> str:
     return precision
 
 
+def precision_reference(graph: Graph, inputs, precision: str | None = None, *, module=None, opt_level: int = 2):
+    """The numpy reference of ``graph`` as a CUDA module at ``precision`` computes it: the graph
+    the passes produce (folded batch norms included, so the rounded weights are the kernels'),
+    with the multiply operands of exactly the layers the CUDA target runs on tensor cores rounded
+    to TF32/FP16/BF16 (codegen/cuda.py ``tensor_core_nodes``, the kernels' own plan), everything
+    else in float32. A module's result differs from it only by FP32 summation order, so it is
+    the oracle, at the fp32 tolerance, where the model itself amplifies the rounding past the
+    precision's tolerance (max unpooling of near-tied argmaxes; cnncc.bench.harness.check_outputs,
+    docs/gpu.md) -- for shallow graphs: a few rounded layers deep, summation-order differences
+    that cross a rounding boundary of the next layer's operands grow to the rounding's own size
+    (ResNet-18 fp16: 5.6e-4 from it, 7.6e-4 from FP32; docs/gpu.md). ``module``: a compiled CUDA module, whose optimized graph,
+    kernels and precision are used (then ``precision`` may be omitted). Returns what
+    ``cnncc.reference`` returns, keyed by ``graph``'s output names."""
+    from cnncc.codegen.cuda import tensor_core_nodes
+    from cnncc.codegen.lower import lower_program
+
+    from .reference import bind_inputs, reference
+
+    if module is not None:
+        if module.target not in ("cuda", "cuda-emu"):
+            raise CnnccError(f"precision_reference: the module was compiled for target '{module.target}'; "
+                             f"it models the CUDA targets' tensor cores: compile with target 'cuda' or 'cuda-emu'")
+        precision = precision or module.program.precision
+        if precision != module.program.precision:
+            raise CnnccError(f"precision_reference: the module computes at {module.program.precision}, not "
+                             f"{precision}: omit precision or pass the module's")
+        if module.report.get("graph") is not None:
+            g, program = module.report["graph"], module.program
+        else:      # a loaded module keeps its kernels, not the optimized graph: optimized again alike
+            opt_level, module = module.report.get("opt_level", opt_level), None
+    if module is None:
+        check_precision(precision or "fp32", "cuda")
+        g = _optimized(graph, opt_level, 0)
+        program = lower_program(g)
+        program.precision = precision or "fp32"
+    out = reference(g, bind_inputs(graph, inputs), rounded=tensor_core_nodes(program))
+    if len(graph.outputs) == 1:
+        return out if len(g.outputs) == 1 else out[g.outputs[0]]
+    values = list(out.values()) if isinstance(out, dict) else [out]
+    return dict(zip(graph.outputs, values))
+
+
 def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: str = "fp32",  # noqa: A001
             threads: int | None = None, progress=None, conv_algorithm: str = "auto", layout: str = "auto"):
     """Optimize, lower, render and build ``graph`` for ``target`` ("c", "cuda", "cuda-emu").
@@ -145,15 +187,16 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     ``precision`` (CUDA targets only; the C target refuses anything but "fp32"):
 
     * ``"fp32"`` (default): every convolution on FP32 FMAs, matches the reference to ~1e-5;
-    * ``"tf32"``: convolutions with a GEMM of at least 16 output channels per group, and dense
-      layers of at least 16 features, run on tensor cores with TF32 inputs (10-bit mantissa) and
-      FP32 accumulation; tolerance 1e-2;
+    * ``"tf32"``: convolutions with a GEMM of at least 16 output channels per group, dense
+      layers of at least 16 features and matmuls of at least 16 x 16 matrices run on tensor cores
+      with TF32 inputs (10-bit mantissa) and FP32 accumulation; tolerance 1e-2;
     * ``"fp16"``: the same with FP16 inputs (m16n16k16), FP32 accumulation; tolerance 1e-2;
     * ``"bf16"``: BF16 inputs (8-bit mantissa), FP32 accumulation; tolerance 5e-2.
 
     Tolerances are relative to the output's largest magnitude (``TOLERANCE``). Activations and
     weights stay float32 in memory; inputs are rounded when staged in shared memory, so only the
-    tensor-core multiplies lose precision (the epilogue, pooling and every other kernel stay FP32).
+    tensor-core multiplies lose precision (the epilogue, pooling and every other kernel stay FP32);
+    ``precision_reference`` is the numpy reference with exactly those operands rounded.
 
     ``conv_algorithm`` (C target): how 3x3 stride-1 convolutions are computed -- "auto" (default:
     Winograd where a per-layer rule expects it to pay, direct elsewhere), "direct", "winograd"

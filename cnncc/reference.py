@@ -6,6 +6,7 @@ pipeline is executable.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping
 
 import numpy as np
@@ -93,10 +94,60 @@ class NumpyInterpreter(Interpreter):
         return run_node(node, args)
 
 
-def reference(graph: Graph, inputs, *, keep_all: bool = False):
+# -- reduced-precision operands (what a tensor core multiplies) -----------------------------------
+def round_operand(x: np.ndarray, precision: str) -> np.ndarray:
+    """float32 ``x`` rounded as the CUDA kernels round a tensor-core operand, returned as float32:
+    "tf32" as ``wmma::__float_to_tf32`` (cvt.rna.tf32.f32: 10 mantissa bits, nearest, ties away
+    from zero), "fp16" as ``__float2half_rn`` and "bf16" as ``__float2bfloat16_rn`` (nearest, ties
+    to even; fp16 overflows to inf past 65504). Inf and NaN pass through; "fp32" is the identity."""
+    x = np.asarray(x, dtype=np.float32)
+    if precision == "fp32":
+        return x
+    if precision == "fp16":
+        return x.astype(np.float16).astype(np.float32)
+    b = x.view(np.uint32)
+    finite = (b & np.uint32(0x7F800000)) != np.uint32(0x7F800000)
+    if precision == "tf32":
+        r = (b + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
+    elif precision == "bf16":
+        r = ((b.astype(np.uint64) + 0x7FFF + ((b >> 16) & 1)) >> 16 << 16).astype(np.uint32)
+    else:
+        raise ModelError(f"precision must be one of fp32, tf32, fp16, bf16, got {precision!r}")
+    return np.where(finite, r, b).view(np.float32)
+
+
+class RoundingInterpreter(NumpyInterpreter):
+    """The reference of a reduced-precision module: the nodes named in ``rounded`` (node name ->
+    precision: those whose multiplies run on tensor cores) see their float inputs and their
+    ``weight`` rounded by :func:`round_operand` first, then compute in float32 as everywhere else
+    (the kernels accumulate in FP32 and products of rounded operands are exact in FP32). Every
+    other node, and the bias of a rounded one, is the plain reference."""
+
+    def __init__(self, graph: Graph, rounded: Mapping[str, str]):
+        super().__init__(graph)
+        self.rounded = dict(rounded)
+        self._weights: dict[str, Node] = {}
+
+    def run_node(self, node: Node, args: list[np.ndarray]) -> np.ndarray:
+        p = self.rounded.get(node.name)
+        if p is None:
+            return run_node(node, args)
+        if node.name not in self._weights:      # round each weight once per walk, not per call
+            params = dict(node.params)
+            if "weight" in params:
+                params["weight"] = round_operand(params["weight"], p)
+            self._weights[node.name] = replace(node, params=params)
+        args = [round_operand(a, p) if getattr(a, "dtype", None) == np.float32 else a for a in args]
+        return run_node(self._weights[node.name], args)
+
+
+def reference(graph: Graph, inputs, *, keep_all: bool = False, rounded: Mapping[str, str] | None = None):
     """Run the graph in numpy. Returns the output array (a dict when there are several outputs,
-    or every tensor when ``keep_all``)."""
-    env = NumpyInterpreter(graph).run(bind_inputs(graph, inputs))
+    or every tensor when ``keep_all``). ``rounded`` ({node name: "tf32" | "fp16" | "bf16"}) rounds
+    those nodes' multiply operands as tensor cores do (:class:`RoundingInterpreter`); which nodes
+    those are is the CUDA target's choice: ``cnncc.precision_reference`` asks it."""
+    walker = RoundingInterpreter(graph, rounded) if rounded else NumpyInterpreter(graph)
+    env = walker.run(bind_inputs(graph, inputs))
     if keep_all:
         return env
     if len(graph.outputs) == 1:

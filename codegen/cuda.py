@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from cnncc.codegen.cuda_wmma import (channels_last, dense_tiles, dense_uses_tensor_cores, tiles as wmma_tiles,
+from cnncc.codegen.cuda_wmma import (channels_last, dense_tiles, dense_uses_tensor_cores, matmul_tiles,
+                                     matmul_uses_tensor_cores, tiles as wmma_tiles,
                                      uses_tensor_cores)
 from cnncc.codegen.spec import KernelSpec, Program, TensorRef
 from cnncc.codegen.templating import template_env, weight_decls
@@ -33,6 +34,7 @@ TEMPLATES = {"conv:gemm": "cuda/conv_gemm.cu.j2", "conv:wmma": "cuda/conv_wmma.c
              "elementwise": "cuda/elementwise.cu.j2", "copy": "cuda/copy.cu.j2", "concat": "cuda/concat.cu.j2",
              "gather": "cuda/gather.cu.j2", "resize": "cuda/resize.cu.j2", "lrn": "cuda/lrn.cu.j2",
              "instance_norm": "cuda/instance_norm.cu.j2", "unpool": "cuda/unpool.cu.j2", "matmul": "cuda/matmul.cu.j2",
+             "matmul:wmma": "cuda/matmul_wmma.cu.j2",
              "roi": "cuda/roi.cu.j2"}
 
 #: a convolution whose reduction (C_in/groups x KH x KW) is at most this long runs as a direct
@@ -137,6 +139,11 @@ def plan(spec: KernelSpec, precision: str = "fp32", nhwc: frozenset = frozenset(
         return _flat(spec, "lrn", spec.geometry["C"] * spec.geometry["Q"])
     if f == "matmul":
         g = spec.geometry
+        if matmul_uses_tensor_cores(spec, precision):
+            # tensor cores, block by block (codegen/cuda_wmma.py): N x MB matrices x column tiles, row tiles
+            threads, wt, (col_tiles, row_tiles) = matmul_tiles(spec, precision)
+            return LaunchPlan("matmul:wmma", threads, (GridDim(g["MB"] * col_tiles, 0, 1), GridDim(0, row_tiles, 1),
+                                                       GridDim()), wt)
         return _flat(spec, "matmul", g["MB"] * g["R"] * g["M"])
     if f == "roi":
         # the K boxes' outputs, whatever the batch N: a fixed grid
@@ -259,6 +266,22 @@ def nhwc_tensors(program: Program) -> frozenset:
     if program.precision == "fp32":
         return frozenset()
     return channels_last(program, lambda s: s.family == "conv" and _plan_conv(s, program.precision).variant == "conv:wmma")
+
+
+def tensor_core_nodes(program: Program) -> dict[str, str]:
+    """{graph node name: precision} of the operators whose multiplies this target runs on tensor
+    cores at ``program.precision`` (each kernel's own plan decides: the anchor of every WMMA
+    kernel); empty at fp32. ``cnncc.precision_reference`` rounds exactly these nodes' operands."""
+    if program.precision == "fp32":
+        return {}
+    from cnncc import ops
+
+    out = {}
+    for spec in program.kernels:
+        if plan(spec, program.precision).variant.endswith(":wmma"):
+            out.update((name, program.precision) for name, op in spec.nodes
+                       if ops.get(op, node=name).kernel == spec.family)
+    return out
 
 
 def render_kernel(spec: KernelSpec, precision: str = "fp32", nhwc: frozenset = frozenset()) -> tuple[str, str]:

@@ -252,7 +252,47 @@ def dense_tiles(spec, precision: str) -> tuple[int, dict, tuple]:
     vec_a = 4 if k % 4 == 0 and w.offset % 4 == 0 else 1
     vec_b = 4 if k % 4 == 0 and aligned16(spec.inputs[0]) else 1
     params = dict(PREC=precision, KSTEP=info["KSTEP"], IN_T=info["IN_T"], CONVERT=info["CONVERT"], HALF=info["HALF"],
-                  BM=bm, BN=DENSE_BN, BK=bk, STAGES=stages, WARPS=bm // 16, LDA=lda, LDB=ldb, LDC=DENSE_BN + 4,
-                  LDH=bk + 8, A_FLOATS=a_floats, B_FLOATS=b_floats, VEC_A=vec_a, VEC_B=vec_b,
+                  BM=bm, BN=DENSE_BN, BK=bk, STAGES=stages, WARPS=bm // 16, WM=bm // 16, WN=1, LDA=lda, LDB=ldb,
+                  LDC=DENSE_BN + 4, LDAH=bk + 8, LDBH=bk + 8, B_ROWS=DENSE_BN, B_COLS=bk,
+                  A_FLOATS=a_floats, B_FLOATS=b_floats, VEC_A=vec_a, VEC_B=vec_b,
                   SMEM_FLOATS=max(stages * (a_floats + b_floats), bm * (DENSE_BN + 4)))
     return 32 * (bm // 16), params, (cdiv(m, bm), DENSE_BN)
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul (templates/cuda/matmul_wmma.cu.j2): numpy's batched, broadcast matmul, block by block
+def matmul_uses_tensor_cores(spec, precision: str) -> bool:
+    """Any non-fp32 precision, matrices of at least MIN_CHANNELS rows and columns per block (a
+    16 x 16 tile would otherwise be mostly padding: a (N, K) @ (K, M) product has one row per
+    item), and an output led by the batch N (a static one keeps the FP32 kernel)."""
+    g = spec.geometry
+    return precision != "fp32" and not g["whole"] and g["R"] >= MIN_CHANNELS and g["M"] >= MIN_CHANNELS
+
+
+def matmul_tiles(spec, precision: str) -> tuple[int, dict, tuple]:
+    """(threads, template parameters, (column tiles, row tiles)).
+
+    A block is BM rows x BN columns of one output matrix, one warp per 16 x 16 fragment (WM x WN
+    warps); the stages hold A as As[row][k] and B as Bs[k][col] (both row-major, as in memory),
+    16-byte copies along k / along the columns when K / M and the operands' offsets allow."""
+    g = spec.geometry
+    info = PRECISION[precision]
+    r, k, m = g["R"], g["K"], g["M"]
+    wm = 4 if r >= 64 else 2 if r >= 32 else 1
+    wn = 2 if m >= 32 else 1
+    bm, bn, bk = 16 * wm, 16 * wn, 32
+    lda, ldb = bk + 4, bn + 4
+    a_floats, b_floats = bm * lda, bk * ldb
+    half = (bm * (bk + 8) + bk * (bn + 8)) * 2 if info["HALF"] else 0
+    stages = 2 if k <= bk else 3
+    while stages > 2 and 4 * stages * (a_floats + b_floats) + half > STATIC_SMEM:
+        stages -= 1
+    a, b = spec.inputs
+    vec_a = 4 if k % 4 == 0 and aligned16(a) and all(o % 4 == 0 for o in g["a_off"]) and g["a_item"] % 4 == 0 else 1
+    vec_b = 4 if m % 4 == 0 and aligned16(b) and all(o % 4 == 0 for o in g["b_off"]) and g["b_item"] % 4 == 0 else 1
+    params = dict(PREC=precision, KSTEP=info["KSTEP"], IN_T=info["IN_T"], CONVERT=info["CONVERT"], HALF=info["HALF"],
+                  BM=bm, BN=bn, BK=bk, STAGES=stages, WARPS=wm * wn, WM=wm, WN=wn, LDA=lda, LDB=ldb, LDC=bn + 4,
+                  LDAH=bk + 8, LDBH=bn + 8, B_ROWS=bk, B_COLS=bn, A_FLOATS=a_floats, B_FLOATS=b_floats,
+                  VEC_A=vec_a, VEC_B=vec_b, TM=cdiv(m, bn),
+                  SMEM_FLOATS=max(stages * (a_floats + b_floats), bm * (bn + 4)))
+    return 32 * wm * wn, params, (cdiv(m, bn), cdiv(r, bm))

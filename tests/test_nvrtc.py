@@ -158,6 +158,25 @@ def test_tensor_core_kernels_compile_without_spills(name, precision):
         assert occupancy(r.registers, r.smem_bytes, threads[k]).fraction >= 0.125, (k, r)
 
 
+@pytest.mark.parametrize("precision", REDUCED)
+def test_dense_and_matmul_wmma_compile_without_spills(precision):
+    """dense_wmma.cu.j2 and matmul_wmma.cu.j2 (their shared main loop, every copy width, batched
+    and broadcast matrices) for sm_90: no spills, no stack, static shared memory within 48 KB."""
+    from test_tensor_cores import tc_dense_graph
+
+    program = lower_program(cnncc.optimize(tc_dense_graph(), 2))
+    program.precision = precision
+    source, kernels = cuda_codegen.render(program)
+    threads = {k: v[1][0] for k, v in launch_table(source).items()}
+    report = nvrtc.compile_checked(source, threads=threads, expect=list(threads), allow_stack=True).kernels
+    tc = [spec.cname for spec, (_, text, _) in zip(program.kernels, kernels) if "wmma::mma_sync" in text]
+    assert len(tc) == 4, tc      # two dense layers, two matmuls
+    for k in tc:
+        r = report[k]
+        assert r.spills == 0 and r.stack_bytes == 0 and r.smem_bytes <= 48 * 1024, (k, r)
+        assert r.registers * threads[k] <= 65536, (k, r)
+
+
 def test_resnet18_conv_figures(built):
     """Register and shared-memory figures of ResNet-18's convolutions stay sane for sm_90."""
     source, _, _, kernels = built["resnet18"]

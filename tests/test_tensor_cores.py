@@ -24,14 +24,33 @@ import cnncc
 from cnncc.compiler import TOLERANCE
 from cnncc.frontends import dsl
 from cnncc.ir import N
-from helpers import assert_matches_reference
+from helpers import assert_matches_reference, rel_err
+from cnncc.reference import random_inputs
 from cnncc.runtime import emu
 
 LOW = ("tf32", "fp16", "bf16")
 
 
 def check(g, mod, precision, batches=(1, 3), seed=0) -> float:
-    return assert_matches_reference(g, mod, batches, rtol=TOLERANCE[precision], seed=seed, what=f"{precision} ")
+    """``mod`` on seeded random inputs against the FP32 reference at the precision's tolerance, or,
+    where the model itself amplifies the rounding past it, against the precision-aware reference
+    at 1e-4 (cnncc.bench.harness.check_outputs). Returns the worst error against the oracle used."""
+    if precision == "fp32":
+        return assert_matches_reference(g, mod, batches, rtol=TOLERANCE[precision], seed=seed, what=f"{precision} ")
+    from cnncc.bench.harness import check_outputs, describe_check
+
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for b in batches:
+        feeds = random_inputs(g, b, rng)
+        y = mod(feeds)
+        for k, v in (y if isinstance(y, dict) else {g.outputs[0]: y}).items():
+            assert v.dtype != np.float32 or np.isfinite(v).all(), f"{precision} batch {b}, output {k}: values never written"
+        verdict = check_outputs(g, feeds, y, mod)
+        assert verdict["passed"], f"{precision} batch {b}: {describe_check(verdict)}"
+        pa = verdict.get("precision_aware")
+        worst = max(worst, pa["max_rel_err"] if pa else verdict["max_rel_err"])
+    return worst
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +244,15 @@ def test_tensor_core_convolutions_match_reference(tc_modules, precision):
     g, mods = tc_modules
     worst = check(g, mods[precision], precision)
     assert worst > 1e-5   # the reduced precision is really used (fp32 FMAs would match to ~1e-6)
+    assert_rounds_like_precision_reference(g, mods[precision])
+
+
+def assert_rounds_like_precision_reference(g, mod, batch=3):
+    """The kernels round exactly the operands cnncc.precision_reference rounds: the two agree
+    to FP32 summation order (measured ~1e-7), far inside the precision's tolerance."""
+    feeds = random_inputs(g, batch, np.random.default_rng(7))
+    err = rel_err(mod(feeds), cnncc.precision_reference(g, feeds, module=mod))
+    assert err <= TOLERANCE["fp32"], f"{mod.program.precision}: {err:.2e} from the precision-aware reference"
 
 
 def test_every_template_path_is_exercised(tc_modules):
@@ -293,33 +321,51 @@ def test_channels_last_between_tensor_core_convolutions(shared_kernel_cache, pre
 
 def tc_dense_graph():
     """Every path of dense_wmma.cu.j2: 16-byte and 4-byte copies (K = 64 / 70), a partial last
-    feature block, a fused ReLU, and a softmax tail that keeps the FP32 rowwise kernel."""
+    feature block, a fused ReLU, and a softmax tail that keeps the FP32 rowwise kernel; and of
+    matmul_wmma.cu.j2 (the same GEMM main loop, templates/cuda/wmma_gemm.cu.j2): 3 matrices per
+    item against a shared constant (16-byte copies, fused ReLU, a partial column tile), 2 x 3
+    broadcast batched matrices (K = 70, M = 33: 4-byte copies, partial tiles everywhere), and a
+    (N, K) @ (K, M) product (one row per item) that keeps the FP32 kernel."""
     x = dsl.input("x", (N, 70))
     x2 = dsl.input("x2", (N, 64), like=x)
+    a = dsl.input("a", (N, 3, 40, 36), like=x)
+    c = dsl.input("c", (N, 2, 1, 18, 70), like=x)
+    d = dsl.input("d", (N, 1, 3, 70, 33), like=x)
+    rng = np.random.default_rng(11)
+    shared = rng.standard_normal((36, 24)).astype(np.float32)
     outs = [dsl.relu(dsl.dense(x, 75, name="fc"), name="fc_relu"), dsl.dense(x2, 40, name="fc_aligned"),
-            dsl.softmax(dsl.dense(x, 10, name="cls"), name="cls_softmax")]
+            dsl.softmax(dsl.dense(x, 10, name="cls"), name="cls_softmax"),
+            dsl.relu(dsl.matmul(a, shared, name="mm"), name="mm_relu"), dsl.matmul(c, d, name="bmm"),
+            dsl.matmul(x2, rng.standard_normal((64, 20)).astype(np.float32), name="rowmm")]
     return dsl.graph(*outs, name="tc_dense").infer_shapes()
 
 
 @pytest.mark.parametrize("precision", LOW)
-def test_dense_layers_on_tensor_cores_match_reference(shared_kernel_cache, precision):
+def test_dense_and_matmul_on_tensor_cores_match_reference(shared_kernel_cache, precision):
     g = tc_dense_graph()
     mod = cnncc.compile(g, target="cuda-emu", precision=precision)
     tc = {n: s for n, s, _ in mod.kernels if "dense on tensor cores" in s}
     assert sorted(tc) == ["fc_aligned", "fc_fc_relu"], [n for n, _, _ in mod.kernels]
     assert "16-byte weight copies, 16-byte input" in tc["fc_aligned"] and "4-byte input" in tc["fc_fc_relu"]
+    mm = {n: s for n, s, _ in mod.kernels if "matmul on tensor cores" in s}
+    assert sorted(mm) == ["bmm", "mm_mm_relu"], [n for n, _, _ in mod.kernels]
+    assert "16-byte copies of a along k, 16-byte copies of b" in mm["mm_mm_relu"] and "shared" in mm["mm_mm_relu"]
+    assert "4-byte copies of a along k, 4-byte copies of b" in mm["bmm"] and "6 x (18 x 70) @ (70 x 33)" in mm["bmm"]
     worst = check(g, mod, precision, batches=(1, 17))      # 17: past one 16-row batch tile
     assert worst > 1e-5   # the reduced precision is really used
+    assert_rounds_like_precision_reference(g, mod, batch=17)
 
 
-def test_dense_stays_fp32_at_fp32():
+def test_dense_and_matmul_stay_fp32_at_fp32():
     from cnncc.codegen import cuda as cg
     from cnncc.codegen.lower import lower_program
 
     program = lower_program(cnncc.optimize(tc_dense_graph(), 2))
     variants = {k.name: (cg.plan(k, "fp32").variant, cg.plan(k, "fp16").variant) for k in program.kernels}
     assert variants == {"fc_fc_relu": ("dense:tiled", "dense:wmma"), "fc_aligned": ("dense:tiled", "dense:wmma"),
-                        "cls_cls_softmax": ("dense:rowwise", "dense:rowwise")}
+                        "cls_cls_softmax": ("dense:rowwise", "dense:rowwise"),
+                        "mm_mm_relu": ("matmul", "matmul:wmma"), "bmm": ("matmul", "matmul:wmma"),
+                        "rowmm": ("matmul", "matmul")}
 
 
 def test_saved_module_keeps_its_precision(tc_modules, tmp_path):
@@ -328,6 +374,107 @@ def test_saved_module_keeps_its_precision(tc_modules, tmp_path):
     again = cnncc.load(tmp_path / "m")
     assert again.program.precision == "bf16" and again.source == mods["bf16"].source
     check(g, again, "bf16", batches=(2,))
+
+
+# ---------------------------------------------------------------------------------------------
+# the precision-aware reference (cnncc.precision_reference)
+def test_precision_reference_rounds_exactly_the_tensor_core_operands():
+    """No compile: the nodes the CUDA target runs on tensor cores see their input and weight
+    rounded as numpy's / ml_dtypes' float16 / bfloat16 (and TF32 nearest, ties away) round them;
+    the bias, the FP32 layers (8 output channels, an RGB-like direct conv) and everything else
+    are the plain reference."""
+    from cnncc.codegen.cuda import tensor_core_nodes
+    from cnncc.codegen.lower import lower_program
+    from cnncc.ops.conv import conv_ref
+    from cnncc.reference import round_operand
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = dsl.input("x", (N, 24, 6, 6))
+    a = dsl.relu(dsl.conv2d(x, 32, 3, padding=1, name="wide"), name="wide_relu")     # tensor cores
+    g = dsl.graph(dsl.conv2d(a, 8, 3, padding=1, name="narrow"), name="pr").infer_shapes()   # FP32: 8 channels
+    program = lower_program(cnncc.optimize(g, 2))
+    program.precision = "bf16"
+    assert tensor_core_nodes(program) == {"wide": "bf16"}
+    program.precision = "fp32"
+    assert tensor_core_nodes(program) == {}
+
+    feeds = random_inputs(g, 2, np.random.default_rng(3))
+    w, b = g["wide"].params["weight"], g["wide"].params["bias"]
+    w2, b2 = g["narrow"].params["weight"], g["narrow"].params["bias"]
+    for p, dtype in (("fp16", np.float16), ("bf16", ml_dtypes.bfloat16)):
+        r = lambda v: v.astype(dtype).astype(np.float32)      # noqa: E731
+        assert np.array_equal(round_operand(w, p), r(w))
+        hidden = np.maximum(conv_ref(r(feeds["x"]), r(w), b, (1, 1), ((1, 1), (1, 1)), (1, 1), 1), 0)
+        want = conv_ref(hidden, w2, b2, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        got = cnncc.precision_reference(g, feeds, p)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
+        assert rel_err(got, cnncc.reference(g, feeds)) > 1e-5          # the rounding is really there
+    np.testing.assert_array_equal(cnncc.precision_reference(g, feeds, "fp32"), cnncc.reference(g, feeds))
+    # TF32 is cvt.rna: 10 mantissa bits, ties away from zero; inf and nan pass through
+    one = np.float32(1)
+    ulp, half = np.float32(2.0 ** -10), np.float32(2.0 ** -11)
+    v = np.array([one + half, -(one + half), one + half - np.float32(2.0 ** -23), np.inf, 3.0], np.float32)
+    got = round_operand(v, "tf32")
+    assert got[:4].tolist() == [one + ulp, -(one + ulp), one, np.inf] and got[4] == 3.0
+    assert np.isnan(round_operand(np.array([np.nan], np.float32), "bf16"))[0]
+
+
+def unpool_graph():
+    """SegNet's pattern at its smallest: a tensor-core 1x1 conv, max pool with indices, max
+    unpooling, a conv."""
+    x = dsl.input("x", (N, 32, 4, 4))
+    y, idx = dsl.max_pool2d_with_indices(dsl.conv2d(x, 32, 1, name="enc"), 2, stride=2, name="pool")
+    up = dsl.max_unpool2d(y, idx, 2, stride=2, output_size=(4, 4), name="unpool")
+    return dsl.graph(dsl.conv2d(up, 16, 3, padding=1, name="dec"), name="unpool").infer_shapes()
+
+
+UNPOOL_MODEL = """
+from cnncc.frontends import dsl
+
+
+def model(batch=dsl.N):
+    x = dsl.input("x", (batch, 32, 4, 4))
+    y, idx = dsl.max_pool2d_with_indices(dsl.conv2d(x, 32, 1, name="enc"), 2, stride=2, name="pool")
+    up = dsl.max_unpool2d(y, idx, 2, stride=2, output_size=(4, 4), name="unpool")
+    return dsl.conv2d(up, 16, 3, padding=1, name="dec")
+"""
+
+
+def test_argmax_unpooling_is_checked_against_the_precision_aware_reference(shared_kernel_cache, tmp_path, capsys):
+    """Inputs whose 2x2 windows are near-ties (1e-3 apart, far above FP32's resolution, below
+    FP16's): rounding the conv's operands reorders some windows, so the FP32 reference is off by
+    O(1) (values unpooled elsewhere) while the precision-aware reference is matched to FP32
+    accuracy; check_outputs takes the second only because the first computation with exactly the
+    kernels' rounding is itself outside the tolerance."""
+    from cnncc.bench.harness import check_outputs, describe_check
+
+    g = unpool_graph()
+    mod = cnncc.compile(g, target="cuda-emu", precision="fp16")
+    rng = np.random.default_rng(0)
+    base = np.repeat(np.repeat(rng.standard_normal((2, 32, 2, 2)), 2, axis=2), 2, axis=3)
+    feeds = {"x": (base * (1 + 1e-3 * rng.standard_normal(base.shape))).astype(np.float32)}
+    y = mod(feeds)
+    verdict = check_outputs(g, feeds, y, mod)
+    assert verdict["max_rel_err"] > 0.1, describe_check(verdict)         # the FP32 reference: O(1) off
+    pa = verdict["precision_aware"]
+    assert verdict["oracle"] == "precision-aware" and verdict["passed"], describe_check(verdict)
+    assert pa["max_rel_err"] < 1e-5 and pa["vs_fp32"] > 0.1 and not pa["sensitivity"]["unstable"], pa
+    # the precision-aware oracle is specific: bf16 rounding of the same graph is not what fp16 computed
+    assert rel_err(y, cnncc.precision_reference(g, feeds, "bf16")) > 1e-2
+    # plain random inputs have no near-ties: the FP32 reference within fp16's tolerance decides
+    assert check(g, mod, "fp16", batches=(2,)) < TOLERANCE["fp16"]
+    # and layer by layer (what the slow SegNet tests check): every operator on its own inputs
+    worst, where, compared = layer_by_layer(g, "fp16")
+    assert compared == 5 and worst <= TOLERANCE["fp32"], (worst, where)
+    # `cnncc run --check` takes the same verdict
+    from cnncc.cli import main
+
+    (tmp_path / "unpool.py").write_text(UNPOOL_MODEL)
+    np.save(tmp_path / "x.npy", feeds["x"])
+    assert main(["run", str(tmp_path / "unpool.py"), "--target", "cuda-emu", "--precision", "fp16",
+                 "--input", str(tmp_path / "x.npy"), "--check"]) == 0
+    text = capsys.readouterr().out
+    assert "relative 4.5" in text and "check passed (against the precision-aware reference" in text, text
 
 
 def test_layers_with_64_channels_use_tensor_cores_unless_fp32(examples_dir):
@@ -384,9 +531,16 @@ CI_MATRIX = {("lenet5", p) for p in PRECISIONS} | {
 
 
 #: SegNet's max unpooling puts each value where the argmax of the encoder's pool was; at reduced
-#: precision near-ties flip that argmax, values land elsewhere and the decoder spreads it (tf32
-#: with every kernel NCHW: relative error 6.3e-2, 35% of the outputs off by more than 1e-2 of the
-#: max). A discrete choice cannot meet an elementwise tolerance; see docs/gpu.md.
+#: precision near-ties flip that argmax, values land elsewhere and the decoder spreads it. The
+#: precision-aware reference does not rescue it: computed with exactly the kernels' rounding,
+#: SegNet (32x32) is itself chaotic -- 1e-6 input noise moves it by 5.0e-2 (tf32) / 1.6e-1 (bf16),
+#: with argmaxes flipping at every pool, because rounding turns FP32 summation-order differences
+#: into whole TF32/FP16/BF16 steps -- so the module (FP32 reference: 6.0e-2 tf32, 4.4e-2 fp16,
+#: 1.4e-1 bf16) misses it too (6.1e-2, 5.1e-2, 9.0e-2). No elementwise verdict is possible; see
+#: docs/gpu.md. (The mechanism itself is tested on a small graph above; deep nets amplify any
+#: summation-order difference across the rounding steps, so end to end the precision-aware
+#: reference is an exact oracle for shallow graphs only: ResNet-18 fp16 is 5.6e-4 from it.
+#: SegNet is verified layer by layer instead: test_segnet_layer_by_layer_at_reduced_precision.)
 ARGMAX_FLIPS = {("segnet", p) for p in LOW}
 
 
@@ -395,7 +549,8 @@ def _matrix():
         for p in PRECISIONS:
             marks = [] if (name, p) in CI_MATRIX else [pytest.mark.slow]
             if (name, p) in ARGMAX_FLIPS:
-                marks.append(pytest.mark.xfail(strict=True, reason="argmax unpooling flips at reduced precision"))
+                marks.append(pytest.mark.xfail(strict=True, reason="argmax unpooling is chaotic at reduced precision, "
+                                                                   "against the precision-aware reference too"))
             yield pytest.param(name, p, id=f"{name}-{p}", marks=marks)
 
 
@@ -425,7 +580,53 @@ def test_every_example_at_every_precision(shared_kernel_cache, examples_dir, nam
         assert any("wmma::mma_sync" in s for _, s, _ in mod.kernels)
     wide = assert_wide_convs_on_tensor_cores(mod, precision)
     assert wide > 0 or name == "lenet5"     # the rule is exercised by every model but LeNet's 6/16 channels
-    check(g, mod, precision, batches=(1,))
+    worst = check(g, mod, precision, batches=(1,))
+    print(f"{name}-{precision}: worst relative error {worst:.2e}")     # `-rP` lists it (docs/gpu.md's table)
+
+
+def layer_by_layer(g, precision: str, seed: int = 0) -> tuple[float, str, int]:
+    """Every operator of ``g`` on cuda-emu at ``precision`` against the precision-aware reference
+    of that operator alone, fed the module's own values of its inputs: a build with every tensor
+    a graph output (so nothing fuses and every value comes back), then one
+    reference.RoundingInterpreter step per node. Returns (worst relative error, its node, nodes
+    compared); index outputs count 1.0 when any differs."""
+    from cnncc.codegen.cuda import tensor_core_nodes
+    from cnncc.reference import RoundingInterpreter
+
+    every = g.copy()
+    every.outputs = [n.name for n in every if n.op != "input"]
+    every = every.infer_shapes()
+    mod = cnncc.compile(every, target="cuda-emu", precision=precision)
+    feeds = random_inputs(every, 1, np.random.default_rng(seed))
+    got = mod(feeds)
+    go = mod.report["graph"]
+    step = RoundingInterpreter(go, tensor_core_nodes(mod.program))
+    env = {**feeds, **dict(zip(go.outputs, (got[k] for k in every.outputs)))}
+    worst, where, compared = 0.0, "", 0
+    for node in go:
+        for m in (node.members or [node]) if node.op != "input" else ():
+            want = step.run_node(m, [env[i] for i in m.inputs])
+            if m.name not in env:         # a member the build kept inside a kernel: carry the reference on
+                env[m.name] = want
+                continue
+            compared += 1
+            err = rel_err(env[m.name], want)
+            if err > worst:
+                worst, where = err, m.name
+    return worst, where, compared
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", LOW)
+def test_segnet_layer_by_layer_at_reduced_precision(shared_kernel_cache, examples_dir, precision):
+    """What can be verified of SegNet at tf32/fp16/bf16 (its end-to-end output is chaotic there,
+    see ARGMAX_FLIPS): every layer, argmaxes and unpooling included, computes the precision-aware
+    reference of that layer from the module's own inputs, to FP32 summation order (measured
+    1.1e-6 - 2.0e-6)."""
+    from test_codegen_c import example_graph
+
+    worst, where, compared = layer_by_layer(example_graph(examples_dir / "segnet.py"), precision)
+    assert compared > 80 and worst <= TOLERANCE["fp32"], (precision, worst, where)
 
 
 ASAN_SCRIPT = textwrap.dedent("""
@@ -460,7 +661,7 @@ def test_tensor_core_convolutions_on_gpu(precision):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", LOW)
 def test_dense_layers_on_tensor_cores_on_gpu(precision):
-    """dense_wmma.cu.j2 on a real sm_90 GPU (and under memcheck in benchmarks/device_run.sh),
-    past one 16-row batch tile."""
+    """dense_wmma.cu.j2 and matmul_wmma.cu.j2 on a real sm_90 GPU (and under memcheck in
+    benchmarks/device_run.sh), past one 16-row batch tile."""
     g = tc_dense_graph()
     check(g, cnncc.compile(g, target="cuda", precision=precision), precision, batches=(1, 17))

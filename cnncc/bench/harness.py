@@ -17,18 +17,78 @@ CHECK_RTOL = 1e-3
 SENSITIVITY_NOISE = 1e-6    # relative input noise for the reference's own stability probe
 
 
-def reference_sensitivity(graph: Graph, feeds: dict, want: np.ndarray) -> dict:
+def reference_sensitivity(graph: Graph, feeds: dict, want: np.ndarray, reference=None) -> dict:
     """How far the reference itself moves when its float inputs move by SENSITIVITY_NOISE
     (relative, seeded): a model whose output is not a continuous function of its input (max
     unpooling puts values where an argmax was) can flip a choice under a float32 summation-order
-    difference, so an engine that misses the reference there is not shown to be wrong."""
+    difference, so an engine that misses the reference there is not shown to be wrong.
+    ``reference(graph, feeds)``: another oracle to probe (default ``cnncc.reference``)."""
     import cnncc
 
     rng = np.random.default_rng(1)
     moved = {k: (v * (1 + SENSITIVITY_NOISE * rng.standard_normal(v.shape))).astype(v.dtype)
              if np.issubdtype(v.dtype, np.floating) else v for k, v in feeds.items()}
-    err = rel_error(_first(cnncc.reference(graph, moved), graph.outputs), want)
+    err = rel_error(_first((reference or cnncc.reference)(graph, moved), graph.outputs), want)
     return {"input_noise": SENSITIVITY_NOISE, "max_rel_err": err, "unstable": err > CHECK_RTOL}
+
+
+def _outputs(out, names) -> dict:
+    return dict(out) if isinstance(out, dict) else {names[0]: out}
+
+
+def check_outputs(graph: Graph, feeds: dict, got, module) -> dict:
+    """The verdict on ``got`` (a compiled ``module``'s outputs on ``feeds``: an array, or a dict by
+    ``graph``'s output names). First against the FP32 reference at the module's precision's
+    documented tolerance (``cnncc.compiler.TOLERANCE``). Where that misses at tf32/fp16/bf16 and
+    the precision-aware reference (``cnncc.precision_reference``: the same graph with exactly the
+    tensor-core operands rounded as the kernels round them) is itself outside that tolerance of
+    the FP32 one -- the model, not the kernels, amplifies the rounding (max unpooling of near-tied
+    argmaxes) -- the outputs are held to the precision-aware reference at the fp32 tolerance
+    instead, and its own stability (:func:`reference_sensitivity`) is reported. That settles
+    shallow graphs: deeper ones amplify summation-order differences across the rounding steps
+    until module and precision-aware reference differ by the rounding's size (docs/gpu.md), so
+    there the fallback fails, as it does for SegNet -- never a wrong pass.
+
+    Returns {"precision", "tolerance", "max_rel_err" (vs FP32), "oracle" ("fp32" or
+    "precision-aware"), "passed"}, plus "precision_aware": {"max_rel_err", "tolerance", "vs_fp32",
+    "sensitivity"} when that reference was consulted."""
+    import cnncc
+    from ..compiler import TOLERANCE
+
+    precision = module.program.precision
+    names = list(graph.outputs)
+    got = _outputs(got, names)
+    want = _outputs(cnncc.reference(graph, feeds), names)
+    err = max(rel_error(got[k], want[k]) for k in names)
+    tol = TOLERANCE[precision]
+    out = {"precision": precision, "tolerance": tol, "max_rel_err": err, "oracle": "fp32", "passed": err <= tol}
+    if out["passed"] or precision == "fp32":
+        return out
+    oracle = lambda g, f: cnncc.precision_reference(g, f, module=module)   # noqa: E731
+    rounded = _outputs(oracle(graph, feeds), names)
+    drift = max(rel_error(rounded[k], want[k]) for k in names)
+    if drift <= tol:
+        return out        # computed with exactly the kernels' rounding the model stays in tolerance: a kernel error
+    aware = max(rel_error(got[k], rounded[k]) for k in names)
+    first = names[0]
+    out["precision_aware"] = {"max_rel_err": aware, "tolerance": TOLERANCE["fp32"], "vs_fp32": drift,
+                              "sensitivity": reference_sensitivity(graph, feeds, rounded[first], oracle)}
+    out.update(oracle="precision-aware", passed=aware <= TOLERANCE["fp32"])
+    return out
+
+
+def describe_check(verdict: dict) -> str:
+    """One line for a check_outputs verdict (the CLI's `run --check` and the tests print it)."""
+    text = (f"relative error {verdict['max_rel_err']:.2e} vs the FP32 reference "
+            f"(tolerance {verdict['tolerance']:g} at {verdict['precision']})")
+    pa = verdict.get("precision_aware")
+    if pa:
+        s = pa["sensitivity"]
+        text += (f"; the {verdict['precision']} computation itself is {pa['vs_fp32']:.2e} from FP32, so against the "
+                 f"precision-aware reference at {pa['tolerance']:g}: {pa['max_rel_err']:.2e}"
+                 f" (that reference moves {s['max_rel_err']:.1e} under {s['input_noise']:g} input noise"
+                 f"{': unstable, no elementwise verdict is possible' if s['unstable'] else ''})")
+    return text + (" -- passed" if verdict["passed"] else " -- FAILED")
 
 
 def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,),

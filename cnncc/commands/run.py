@@ -96,6 +96,15 @@ def run(args) -> int:
         from cnncc.compiler import TOLERANCE
 
         tol = TOLERANCE[program.precision]   # fp32: 1e-4; the reduced precisions' documented tolerances
+        if worst > tol and program.precision != "fp32":
+            # the model may amplify the rounding itself (max unpooling): the precision-aware reference decides
+            from cnncc.bench.harness import check_outputs, describe_check
+
+            verdict = check_outputs(graph, feeds, outs, mod)
+            print(f"  check: {describe_check(verdict)}")
+            if verdict["passed"]:
+                print("  check passed (against the precision-aware reference, docs/gpu.md)")
+                return 0
         if worst > tol:
             print(f"  CHECK FAILED: relative error above {tol:g} (precision {program.precision})")
             return 1
