@@ -192,7 +192,9 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
     * "winograd2" / "winograd4": F(2x2) / F(4x4) on every eligible one (study, benchmarks);
     * "auto": direct unless both channel counts reach ``AUTO_MIN_CHANNELS`` and the plane
       ``AUTO_MIN_PLANE``; then F(4x4) on planes of at least ``F4_MIN_PLANE`` within its
-      accuracy bound where a task holds ``AUTO_MIN_REUSE_F4`` tiles (C_in <= 303), else F(2x2)
+      accuracy bound where a task holds ``AUTO_MIN_REUSE_F4`` tiles (C_in <= 303); else direct
+      when the input is NCHW[V]c (the row-tile direct kernel, c_conv's ``rowtiles``, ran 1.1-1.6x
+      faster than F(2x2) on every such ResNet-50 and GoogLeNet layer, docs/cpu.md); else F(2x2)
       where a task holds ``AUTO_MIN_REUSE_F2`` (C_in <= 341), else direct.
     """
     check_algorithm(algorithm)
@@ -224,11 +226,14 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
     reuse4, reuse2 = tiles_per_task(g, 4), tiles_per_task(g, 2)
     if small >= F4_MIN_PLANE and _f4_ok(g) and reuse4 >= AUTO_MIN_REUSE_F4:
         return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}")
+    why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
+           if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE_F4}")
+    if spec.inputs[0].block and g["groups"] == 1:
+        return Choice("direct", 0, f"no F(4x4) ({why}), and on an NCHW[V]c input the row-tile direct kernel "
+                                   "outruns F(2x2)")
     if reuse2 < AUTO_MIN_REUSE_F2:
         return Choice("direct", 0, f"C_in {g['C_in']}: a task would reuse each weight block for {reuse2} tiles "
                                    f"< {AUTO_MIN_REUSE_F2}")
-    why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
-           if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE_F4}")
     return Choice("winograd F(2x2,3x3)", 2, f"{pays}; F(2x2) since {why}")
 
 

@@ -151,8 +151,13 @@ def test_the_rule_and_its_fallbacks_in_inspect(capsys):
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("conv")}
     assert "direct" in rows["conv1_1_relu1_1"] and "3 channels" in rows["conv1_1_relu1_1"]
     assert "winograd F(4x4,3x3)" in rows["conv1_2_relu1_2_pool1"]      # 64x64 plane, fused pool
-    assert "winograd F(2x2,3x3)" in rows["conv3_1_relu3_1"] and "plane < 28" in rows["conv3_1_relu3_1"]
+    # blocked layout (opt 2's default): where F(4x4) cannot go, the row-tile direct kernel beats F(2x2)
+    assert "direct" in rows["conv3_1_relu3_1"] and "plane < 28" in rows["conv3_1_relu3_1"] \
+        and "outruns F(2x2)" in rows["conv3_1_relu3_1"]
     assert "direct" in rows["conv5_1_relu5_1"] and "too few tiles" in rows["conv5_1_relu5_1"]
+    assert main(["inspect", str(EXAMPLES / "vgg16.py"), "--size", "64", "--layout", "nchw"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("conv")}
+    assert "winograd F(2x2,3x3)" in rows["conv3_1_relu3_1"] and "plane < 28" in rows["conv3_1_relu3_1"]
     # forced: a layer that cannot use Winograd falls back to direct and says so
     assert main(["inspect", str(EXAMPLES / "resnet18.py"), "--size", "32", "--conv-algorithm", "winograd"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "3x3/" in line or "7x7/" in line}
