@@ -107,7 +107,7 @@ def test_blocked_kernels_match_the_reference(monkeypatch):
 def rowtile_zoo(c: int = 8):
     """Convolutions that read an NCHW[V]c input in place (c_conv's rowtiles kind), one awkward
     geometry each: rows longer than a tile with edge tiles at both ends and a shorter last tile,
-    stride 2, dilation 2, a window taller and wider than the input plus padding (every tile an edge
+    stride 2, dilation 2, several channel blocks (grouped by weight size, or block by block), a window taller and wider than the input plus padding (every tile an edge
     tile, rows with kernel rows in the border at both ends), a partial channel block, a residual
     operand, an NCHW output (read by a depthwise conv), and fused max / avg pools computed in
     bands (the avg pool's epilogue after it)."""
@@ -117,6 +117,7 @@ def rowtile_zoo(c: int = 8):
             dsl.conv2d(a, 2 * c, 3, stride=2, padding=1, name="stride2"),
             dsl.conv2d(a, c, 3, padding=2, dilation=2, name="dilated"),
             dsl.conv2d(a, c, (11, 5), padding=(5, 2), name="tall"),
+            dsl.conv2d(a, 12 * c, 1, name="wide"),                                # several channel blocks
             dsl.relu(dsl.add(dsl.conv2d(a, c, 3, padding=1, name="res"), a, name="resadd"), name="resrelu"),
             dsl.max_pool2d(dsl.relu(dsl.conv2d(a, 5 * c, 3, padding=1, name="mp")), 2, stride=2, name="mpool"),
             dsl.avg_pool2d(dsl.conv2d(a, 4 * c, 3, stride=(1, 2), name="ap"), 3, stride=2, ceil_mode=True,
@@ -129,8 +130,9 @@ def rowtile_zoo(c: int = 8):
 @pytest.mark.parametrize("vec_regs", [None, (8, 16)], ids=["native", "avx2-plan"])
 def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
     monkeypatch.setenv("CNNCC_LAYOUT_BLOCK", "4")
-    if vec_regs:
+    if vec_regs:     # and every channel block a group of its own: tasks run block by block
         monkeypatch.setenv("CNNCC_C_VECTOR", f"{vec_regs[0]},{vec_regs[1]}")
+        monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 1)
     host_target.cache_clear()
     try:
         g = rowtile_zoo()
@@ -142,6 +144,7 @@ def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
         assert any(len(b.tiles) >= 3 for b in rows.values())        # left edge, middle, right edge
         assert any(b.NBAND > 1 for b in rows.values())              # pool bands and their seams
         assert any(b.tiles[r.fn].pixels < b.P for b in rows.values() for r in b.runs)   # a shorter last tile
+        assert any((b.CBG > 1) if not vec_regs else (b.NCB > 1 and b.CBG == 1) for b in rows.values())
         check(g, mod, batches=(1, 2))
     finally:
         host_target.cache_clear()
