@@ -4,14 +4,15 @@ that matches it.
 A plain direct convolution keeps one output value live at a time and reloads its weight for
 every element, so it runs at a tenth of the FMA peak. The blocked kernels keep a tile of outputs
 in as many vector registers as the target has (a :class:`CTarget`) and feed every loaded vector to
-several FMAs. :func:`plan` picks one of four kinds per kernel:
+several FMAs. :func:`plan` picks one of these kinds per kernel:
 
 * ``rowtiles`` (an ungrouped convolution whose input is NCHW[V]c, passes/layout.py): vectors
   along ``COB`` output channels x up to ``P`` output pixels of one output row, the input read
   in place (no copy): each tile's base pointer is its first input column, every tap a constant
   offset from it (no pointer per pixel, no bounds check). The tiles at a row's ends are their own
   functions (:class:`TileFn`) that leave out the taps on the zero border; rows at the top and
-  bottom run fewer kernel rows. Weights packed as ``[block][kh][kw][ci][COB]``; one vector store
+  bottom run fewer kernel rows. Weights packed as ``[block][kh][ci / XB][kw][ci % XB][COB]``,
+  the order a tile reads them (XB: the input's channel block); one vector store
   per pixel and channel block into an NCHW[V]c output. A fused pool's band of conv rows is kept
   channels-last and pooled with vectors along the channels.
 * ``channels`` (any other convolution with whole vectors of output channels per group): vectors
@@ -252,7 +253,7 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     if wino is not None:
         return wino
     g = spec.geometry
-    if spec.inputs[0].block and g["groups"] == 1:
+    if c_winograd.direct_reads_in_place(spec):
         return _rowtiles(spec, VEC, regs, target.threads)
     blocked = bool(spec.inputs[0].block or spec.output.block)   # NCHW[V]c (passes/layout.py): the channels kind
     pw = None if blocked else _pointwise(spec, VEC, regs)

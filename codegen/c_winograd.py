@@ -178,6 +178,13 @@ def why_not(spec: KernelSpec) -> str | None:
     return None
 
 
+def direct_reads_in_place(spec: KernelSpec) -> bool:
+    """The direct kernel of this convolution reads its input in place: ungrouped, input NCHW[V]c
+    (c_conv's ``rowtiles`` kind, planned there; decided here, where the rule below needs it too --
+    c_conv imports this module)."""
+    return bool(spec.inputs[0].block) and spec.geometry["groups"] == 1
+
+
 def _f4_ok(g: dict) -> bool:
     return g["C_in"] <= F4_MAX_CIN
 
@@ -228,7 +235,7 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
         return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}")
     why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
            if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE_F4}")
-    if spec.inputs[0].block and g["groups"] == 1:
+    if direct_reads_in_place(spec):
         return Choice("direct", 0, f"no F(4x4) ({why}), and on an NCHW[V]c input the row-tile direct kernel "
                                    "outruns F(2x2)")
     if reuse2 < AUTO_MIN_REUSE_F2:

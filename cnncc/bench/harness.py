@@ -36,7 +36,7 @@ def _outputs(out, names) -> dict:
     return dict(out) if isinstance(out, dict) else {names[0]: out}
 
 
-def check_outputs(graph: Graph, feeds: dict, got, module) -> dict:
+def check_outputs(graph: Graph, feeds: dict, got, module, want=None) -> dict:
     """The verdict on ``got`` (a compiled ``module``'s outputs on ``feeds``: an array, or a dict by
     ``graph``'s output names). First against the FP32 reference at the module's precision's
     documented tolerance (``cnncc.compiler.TOLERANCE``). Where that misses at tf32/fp16/bf16 and
@@ -49,6 +49,8 @@ def check_outputs(graph: Graph, feeds: dict, got, module) -> dict:
     until module and precision-aware reference differ by the rounding's size (docs/gpu.md), so
     there the fallback fails, as it does for SegNet -- never a wrong pass.
 
+    ``want``: ``cnncc.reference(graph, feeds)`` when the caller has it already (not run again).
+
     Returns {"precision", "tolerance", "max_rel_err" (vs FP32), "oracle" ("fp32" or
     "precision-aware"), "passed"}, plus "precision_aware": {"max_rel_err", "tolerance", "vs_fp32",
     "sensitivity"} when that reference was consulted."""
@@ -58,7 +60,7 @@ def check_outputs(graph: Graph, feeds: dict, got, module) -> dict:
     precision = module.program.precision
     names = list(graph.outputs)
     got = _outputs(got, names)
-    want = _outputs(cnncc.reference(graph, feeds), names)
+    want = _outputs(cnncc.reference(graph, feeds) if want is None else want, names)
     err = max(rel_error(got[k], want[k]) for k in names)
     tol = TOLERANCE[precision]
     out = {"precision": precision, "tolerance": tol, "max_rel_err": err, "oracle": "fp32", "passed": err <= tol}
@@ -184,8 +186,8 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
             except Exception as e:  # noqa: BLE001
                 ktables[name] = {"method": None, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200], "rows": []}
                 continue
-            ktables[name] = {"method": method, "rows": [asdict(r) for r in kernel_table(rows, opt_graphs[name], batch, roof, target,
-                                                                                  conv_algorithm)]}
+            table = kernel_table(rows, opt_graphs[name], batch, roof, target, conv_algorithm)
+            ktables[name] = {"method": method, "rows": [asdict(r) for r in table]}
         if "opt2" not in opt_graphs and "opt2" in compare:
             opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2, layout_vector=vector)
         fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables) if "opt2" in opt_graphs else {}

@@ -100,7 +100,7 @@ def run(args) -> int:
             # the model may amplify the rounding itself (max unpooling): the precision-aware reference decides
             from cnncc.bench.harness import check_outputs, describe_check
 
-            verdict = check_outputs(graph, feeds, outs, mod)
+            verdict = check_outputs(graph, feeds, outs, mod, want=ref)
             print(f"  check: {describe_check(verdict)}")
             if verdict["passed"]:
                 print("  check passed (against the precision-aware reference, docs/gpu.md)")
