@@ -1,11 +1,12 @@
-"""The machine's roofline: peak float32 FLOP/s and DRAM bandwidth, measured once and cached.
+"""The machine's roofline: peak float32 FLOP/s and DRAM bandwidth, measured and cached briefly.
 
 A kernel's GFLOP/s means little alone; against the machine's ceilings it says whether the
 kernel is compute-bound (near the FLOP roof), memory-bound (near the bandwidth slope) or
 neither (overhead-bound: the interesting case for fusion). The probe is a small generated C
 file compiled like our kernels (the C target's flags, runtime/toolchain.py): an FMA loop with enough
 independent accumulators to fill the vector units, and a STREAM-style triad on arrays far
-larger than the caches. Results live in ``<cnncc cache dir>/roofline-<machine key>.json``.
+larger than the caches. Results live in ``<cnncc cache dir>/roofline-<machine key>.json`` for
+MAX_AGE_S seconds (a machine's clocks drift: a figure from hours ago misleads).
 """
 from __future__ import annotations
 
@@ -195,13 +196,30 @@ def measure(threads: int | None = None, *, quick: bool = False) -> Roofline:
     return Roofline(peak, bw, threads, cpu_name(), time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
+#: a cached roofline older than this (seconds) is measured again: the probe takes a fraction of
+#: a second, while the clocks of a cloud machine drift over hours -- the 2-core VM of our
+#: measurements probed 362 GFLOP/s at 17:50 and 471-495 at 19:47 the same day, and with the old
+#: figure `cnncc bench` read kernels against a roof 25% too low.
+MAX_AGE_S = 600
+
+
+def _age_s(roof: Roofline) -> float:
+    try:
+        return time.time() - time.mktime(time.strptime(roof.measured_at, "%Y-%m-%d %H:%M:%S"))
+    except ValueError:
+        return float("inf")
+
+
 def machine_roofline(threads: int | None = None, *, refresh: bool = False) -> Roofline:
-    """The cached roofline for this machine and thread count, measured on first use."""
+    """The roofline for this machine and thread count: the cached one while it is younger than
+    MAX_AGE_S, else (or with ``refresh``) measured now and cached."""
     threads = threads or default_threads()
     path = _cache_file(threads)
     if path.is_file() and not refresh:
         try:
-            return Roofline(**json.loads(path.read_text()))
+            roof = Roofline(**json.loads(path.read_text()))
+            if 0 <= _age_s(roof) <= MAX_AGE_S:
+                return roof
         except (ValueError, TypeError):
             pass  # a damaged cache entry is simply measured again
     roof = measure(threads)

@@ -79,11 +79,24 @@ class ConvBlocking:
     CBG: int = 0      # "rowtiles": channel blocks per group; tasks run group, item, row, block of the group
     tiles: tuple = ()       # "rowtiles": the tile functions (TileFn)
     runs: tuple = ()        # "rowtiles": an output row's tiles, left to right (ColumnRun)
+    KS: int = 0       # "rowtiles" on a small plane: input channel blocks per chunk (the block's whole
+                      # output plane is summed in cache chunk by chunk); 0: every row runs all inputs
+    flat: bool = False      # "rowtiles", 1x1 stride 1 unpadded with KS: the plane is tiled as one row
+    PF: int = 0       # "rowtiles" with KS: chunks ahead whose weights are prefetched into L2
+
+    def row_geometry(self, spec: KernelSpec) -> dict:
+        """The geometry the ``rowtiles`` template tiles: the spec's, or with ``flat`` its plane
+        as a single row (a 1x1 unpadded stride-1 convolution's pixels are the same whichever
+        rows they lie in)."""
+        g = spec.geometry
+        if not self.flat:
+            return g
+        return dict(g, OH=1, OW=g["OH"] * g["OW"], H=1, W=g["H"] * g["W"])
 
     @property
     def tag(self) -> str:
         """Names the packed weights (c_winograd.WinogradPlan has its own)."""
-        return f"{self.kind}{self.COB}" + (f"x{self.XB}" if self.XB else "")
+        return f"{self.kind}{self.COB}" + (f"x{self.XB}" if self.XB else "") + ("k" if self.KS else "")
 
 
 @dataclass(frozen=True)
@@ -131,11 +144,13 @@ def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[in
     return best
 
 
-def _choose_row(c_out: int, OW: int, vec: int, regs: int) -> tuple[int, int]:
+def _choose_row(c_out: int, OW: int, vec: int, regs: int, threads: int = 1) -> tuple[int, int]:
     """The (V, P) tile of the ``rowtiles`` kind: V vectors of output channels x at most P pixels of
     one output row (a row is cut into equal tiles). Scored like :func:`_choose` -- useful channels
     x enough accumulators (V * pixels per tile, up to ``regs - 4``) to hide the FMA latency; a
-    tile also needs its V weight vectors and a broadcast in registers."""
+    tile also needs its V weight vectors and a broadcast in registers, and loads no more vectors
+    than it runs FMAs. With ``threads`` (a chunked plane, whose tasks are whole channel blocks)
+    the blocks should split evenly over the threads."""
     max_acc = regs - 4
     best, best_key = None, None
     for V in range(1, 5):
@@ -146,7 +161,11 @@ def _choose_row(c_out: int, OW: int, vec: int, regs: int) -> tuple[int, int]:
         per_row = -(-OW // pmax)
         P = -(-OW // per_row)
         useful = c_out / (-(-c_out // cob) * cob)
-        score = useful * min(1.0, V * OW / per_row / max_acc) ** 1.5
+        # V weight loads and P broadcasts per V * P FMAs: two of each per cycle at most
+        score = useful * min(1.0, V * OW / per_row / max_acc) ** 1.5 * min(1.0, V * P / (V + P))
+        if threads > 1:    # tasks are whole channel blocks (a batch-1 call): every thread as busy
+            ncb = -(-c_out // cob)
+            score *= ncb / (-(-ncb // threads) * threads)
         key = (round(score, 3), -abs(V - 2))
         if best_key is None or key > best_key:
             best, best_key = (V, P), key
@@ -178,10 +197,17 @@ def _row_tiles(g: dict, P: int, XB: int) -> tuple[tuple, tuple]:
 def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocking:
     """An ungrouped convolution reading an NCHW[V]c input in place (see the module docstring)."""
     g = spec.geometry
+    XB = spec.inputs[0].block
     V, P = _choose_row(g["C_out"], g["OW"], VEC, regs)
+    KS = _chunk(spec, V * VEC, XB)
+    if KS:    # tasks are whole planes; a 1x1 unpadded stride-1 plane is tiled as one row
+        if (g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"]) == (1, 1, 1, 1, 0, 0) and g["OH"] > 1:
+            g = dict(g, OH=1, OW=g["OH"] * g["OW"], H=1, W=g["H"] * g["W"])
+        V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, threads)
+        KS = _chunk(spec, V * VEC, XB)
+    flat = g is not spec.geometry
     COB = V * VEC
     NCB = -(-g["C_out"] // COB)
-    XB = spec.inputs[0].block
     tiles, runs = _row_tiles(g, P, XB)
     band = _pool_bands(spec, COB, NCB, threads) if spec.pool is not None else {}
     block_bytes = 4 * g["KH"] * g["KW"] * g["C_in"] * COB
@@ -189,7 +215,25 @@ def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocki
     while NCB % groups:
         groups += 1
     return ConvBlocking("rowtiles", VEC, V, COB, P, NCB, g["OH"] * sum(r.count for r in runs),
-                        XB=XB, CBG=NCB // groups, tiles=tiles, runs=runs, **band)
+                        XB=XB, CBG=NCB // groups, tiles=tiles, runs=runs, KS=KS, flat=flat,
+                        PF=PREFETCH_CHUNKS if KS else 0, **band)
+
+
+#: a small output plane (a channel block's sums up to this many bytes) is computed chunk by chunk
+#: of input channels, each chunk's packed weights (up to CHUNK_BYTES) read from L1 by every row and
+#: prefetched PREFETCH_CHUNKS chunks ahead. Row by row over all inputs, ResNet-50's 14x14 and 7x7
+#: layers re-read their block's weights (0.6-0.9 MiB, from L2 or, at batch 1, L3/DRAM) once per row.
+PLANE_BYTES = 64 * 1024
+CHUNK_BYTES = 24 * 1024
+PREFETCH_CHUNKS = 2
+
+
+def _chunk(spec: KernelSpec, COB: int, XB: int) -> int:
+    """Input channel blocks per chunk (``KS``) of a small plane's ``rowtiles`` kernel; 0: none."""
+    g = spec.geometry
+    if spec.pool is not None or 4 * g["OH"] * g["OW"] * COB > PLANE_BYTES:
+        return 0
+    return max(1, min(g["C_in"] // XB, CHUNK_BYTES // (4 * g["KH"] * g["KW"] * XB * COB)))
 
 
 #: the packed weights of a group of channel blocks that fit this (half an L2 of the machines we
@@ -331,6 +375,8 @@ def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
             lo, hi = blk * b.COB, min((blk + 1) * b.COB, c_out)
             w = np.transpose(weight[lo:hi], (2, 3, 1, 0)).reshape(kh, kw, ci_g // XB, XB, hi - lo)
             out[blk, ..., : hi - lo] = np.transpose(w, (0, 2, 1, 3, 4))
+        if b.KS:                # (NCB, C_in / XB, KH, KW, XB, COB): a chunk of input channels in one run
+            out = np.ascontiguousarray(np.transpose(out, (0, 2, 1, 3, 4, 5)))
         return out
     co_g = c_out // groups
     per_group = b.NCB // groups

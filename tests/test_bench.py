@@ -145,6 +145,9 @@ def test_roofline_probe_measures_and_caches(monkeypatch, tmp_path):
     assert first == second
     assert first.peak_gflops > 0.5 and first.bandwidth_gbs > 0.1
     assert list(tmp_path.glob("roofline-*.json"))
+    monkeypatch.setattr(roofline, "MAX_AGE_S", -1)     # an entry past its age is measured again
+    roofline.machine_roofline(1)
+    assert len(calls) == 2
     pos = first.position(first.peak_gflops / 2, first.bandwidth_gbs / 1000)
     assert pos["bound"] == "compute" and 0.4 < pos["fraction"] < 0.6
 

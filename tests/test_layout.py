@@ -150,6 +150,34 @@ def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
         host_target.cache_clear()
 
 
+@needs_cc
+def test_small_planes_run_chunk_by_chunk(monkeypatch):
+    """Small planes (c_conv's KS): a block's whole plane summed chunk by chunk of input channels,
+    the weights prefetched ahead, a last chunk shorter than the rest, a 1x1 plane tiled as one
+    row (flat), a residual operand and a stride-2 1x1."""
+    monkeypatch.setenv("CNNCC_LAYOUT_BLOCK", "4")
+    real = c_conv._chunk
+    monkeypatch.setattr(c_conv, "_chunk", lambda spec, COB, XB: min(5, real(spec, COB, XB)))   # 12 blocks: 5 + 5 + 2
+    monkeypatch.setattr(c_conv, "PREFETCH_CHUNKS", 1)
+    host_target.cache_clear()
+    try:
+        x = dsl.input("x", (N, 48, 6, 7))
+        a = dsl.relu(dsl.conv2d(x, 48, 3, padding=1, name="k0"), name="ka")                 # NCHW in, blocked out
+        b = dsl.relu(dsl.conv2d(a, 48, 3, padding=1, name="k3"), name="kb")                 # 3x3, chunked
+        c = dsl.relu(dsl.add(dsl.conv2d(b, 48, 1, name="k1"), a, name="kres"), name="kc")  # 1x1 flat + residual
+        d = dsl.conv2d(c, 20, 1, stride=2, name="ks2")
+        g = dsl.graph(d, name="chunked")
+        mod = cnncc.compile(g, "c", 2, layout="blocked", conv_algorithm="direct")
+        plans = {k.name: c_conv.plan(k, host_target()) for k in mod.program.kernels if k.family == "conv"}
+        chunked = {n: b for n, b in plans.items() if b.kind == "rowtiles" and b.KS}
+        assert len(chunked) == 3 and all(1 < b.KS < 12 and b.PF == 1 for b in chunked.values()), plans
+        assert any(12 % b.KS for b in chunked.values())
+        assert sum(b.flat for b in chunked.values()) == 1
+        check(g, mod, batches=(1, 2))
+    finally:
+        host_target.cache_clear()
+
+
 def wino(c: int = 64):
     """Winograd convolutions in blocked layout: plain (blocked out), and with a blocked residual
     operand and the 2x2 max pool fused into the output transform."""

@@ -113,7 +113,7 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
     say = progress or (lambda msg: None)
     roof = None
     if target == "c":
-        say("roofline probe (cached after the first run)")
+        say("roofline probe (cached for a few minutes)")
         roof = machine_roofline(threads)
     kernels = [e for e in compare if e.startswith("opt")] if kernels is None else list(kernels)
     if target != "c" and any(e in ("onnxruntime", "torch") for e in compare):
