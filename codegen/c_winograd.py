@@ -11,12 +11,16 @@ What the kernel does (templates/c/conv_winograd.c.j2 spells it):
 * the weights ``U = G g G^T`` are transformed here at compile time (float64, rounded once) and
   packed as ``[channel block][alpha^2][C_in][COB]``, appended to the weight blob like the
   direct kernels' packed weights (c_conv.prepare);
-* a task takes batch item ``n``, a chunk of ``TB`` tiles of one tile row and a group of channel
+* a task takes batch item ``n``, a chunk of ``TB`` tiles (consecutive, row-major) and a group of channel
   blocks: it copies the ``alpha`` input rows it reads channels-last (zeros outside the image),
   transforms each tile's patch (``B^T d B``, vectorised over input channels), runs the alpha^2
   GEMMs in a register tile of ``P`` tiles x ``COB`` output channels (the target's vectors, as the
   direct kernel's tile), and transforms the result back (``A^T M A``, vectorised over output
   channels) with the epilogue -- bias, folded BN, activation, residual add -- before the store;
+* or, where that would stream U once per chunk of tiles for more bytes than the tiles' V and M
+  (:func:`planes_pay`), an item runs in three steps split over the threads: every tile row staged
+  and transformed into one V, then the GEMMs per (transform position, channel block) -- each
+  block of U read once per item -- into one M, then the output transforms per (block, tile);
 * with F(2x2) an output tile is exactly one 2x2 pool window (with F(4x4), four): a fused 2x2/2 max
   pool is reduced inside the output transform, and only the pooled tile is stored.
 
@@ -95,6 +99,9 @@ BUFFER_BYTES = 512 * 1024   # a task's transformed input tiles: L2-sized
 AUTO_MIN_REUSE_F4 = 12
 AUTO_MIN_REUSE_F2 = 24
 MIN_TASKS = 16              # tasks per batch item to aim for (tile chunks x channel groups)
+#: transformed weights U smaller than this (a core's L2 and then some, on the machines we measure)
+#: are re-read from cache by fused tasks: whole planes in three steps only pay above it
+PLANES_MIN_U_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,8 @@ class WinogradPlan:
     NCG: int              # channel-block groups
     pooled: bool          # a fused 2x2/2 max pool is reduced in the output transform
     reason: str = ""
+    planes: bool = False  # whole planes in three steps (every tile transformed, then the GEMMs, then the
+                          # output transforms), each block of U read once per item; else fused tasks
     kind: str = "winograd"
 
     @property
@@ -199,10 +208,11 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
     * "winograd2" / "winograd4": F(2x2) / F(4x4) on every eligible one (study, benchmarks);
     * "auto": direct unless both channel counts reach ``AUTO_MIN_CHANNELS`` and the plane
       ``AUTO_MIN_PLANE``; then F(4x4) on planes of at least ``F4_MIN_PLANE`` within its
-      accuracy bound where a task holds ``AUTO_MIN_REUSE_F4`` tiles (C_in <= 303); else direct
+      accuracy bound where a task holds ``AUTO_MIN_REUSE_F4`` tiles (C_in <= 303) or whole planes
+      in three steps pay (:func:`planes_pay`: VGG's 512-channel 28x28 layers); else direct
       when the input is NCHW[V]c (the row-tile direct kernel, c_conv's ``rowtiles``, ran 1.1-1.6x
       faster than F(2x2) on every such ResNet-50 and GoogLeNet layer, docs/cpu.md); else F(2x2)
-      where a task holds ``AUTO_MIN_REUSE_F2`` (C_in <= 341), else direct.
+      where a task holds ``AUTO_MIN_REUSE_F2`` (C_in <= 341) or whole planes pay, else direct.
     """
     check_algorithm(algorithm)
     if spec.family != "conv":
@@ -231,14 +241,15 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
         return Choice("direct", 0, f"plane {g['OH']}x{g['OW']} < {AUTO_MIN_PLANE}: too few tiles")
     pays = f"{chans}+ channels, plane {g['OH']}x{g['OW']}"
     reuse4, reuse2 = tiles_per_task(g, 4), tiles_per_task(g, 2)
-    if small >= F4_MIN_PLANE and _f4_ok(g) and reuse4 >= AUTO_MIN_REUSE_F4:
-        return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}")
+    if small >= F4_MIN_PLANE and _f4_ok(g) and (reuse4 >= AUTO_MIN_REUSE_F4 or planes_pay(g, 4)):
+        how = "; whole planes in three steps" if planes_pay(g, 4) else ""
+        return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}{how}")
     why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
            if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE_F4}")
     if direct_reads_in_place(spec):
         return Choice("direct", 0, f"no F(4x4) ({why}), and on an NCHW[V]c input the row-tile direct kernel "
                                    "outruns F(2x2)")
-    if reuse2 < AUTO_MIN_REUSE_F2:
+    if reuse2 < AUTO_MIN_REUSE_F2 and not planes_pay(g, 2):
         return Choice("direct", 0, f"C_in {g['C_in']}: a task would reuse each weight block for {reuse2} tiles "
                                    f"< {AUTO_MIN_REUSE_F2}")
     return Choice("winograd F(2x2,3x3)", 2, f"{pays}; F(2x2) since {why}")
@@ -254,6 +265,13 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
     g = spec.geometry
     m, VEC, regs = choice.m, target.vector_floats, target.vector_registers
     TH, TW = -(-g["OH"] // m), -(-g["OW"] // m)
+    if planes_pay(g, m):
+        TB = TH * TW
+        V, P = register_tile(g["C_out"], TB, 1, VEC, regs)
+        COB = V * VEC
+        NCB = -(-g["C_out"] // COB)
+        return WinogradPlan(m, VEC, V, COB, P, NCB, TH, TW, TB, 1, NCB, 1, spec.pool is not None, choice.reason,
+                            planes=True)
     TB = tiles_per_task(g, m)
     NCH = -(-(TH * TW) // TB)
     TB = -(-(TH * TW) // NCH)                        # the same tiles in as many tasks, evenly
@@ -268,6 +286,22 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
     CBG = -(-NCB // NCG)
     NCG = -(-NCB // CBG)
     return WinogradPlan(m, VEC, V, COB, P, NCB, TH, TW, TB, NCH, CBG, NCG, spec.pool is not None, choice.reason)
+
+
+def planes_pay(g: dict, m: int) -> bool:
+    """Whole planes in three steps (WinogradPlan.planes) move fewer bytes than fused tasks: a fused
+    task streams its channel groups' U once per chunk of tiles (U x chunks per item), the three
+    steps write and read back every tile's transformed input V and GEMM result M once. VGG-19 at
+    batch 1 (2-core AVX-512 Xeon, 2026-12-03): 512 -> 512 at 28x28 (U 38 MB x 7 chunks vs 2 x 7 MB)
+    ran 4.9-5.4 ms instead of 9.7 (direct, which "auto" had kept) and 256 -> 256 at 56x56 3.6-4.3
+    instead of 5.1 ms. A U under ``PLANES_MIN_U_BYTES`` stays in cache between chunks, while V and
+    M of a large plane go to memory: 128 -> 128 at 112x112 (U 2.4 MB x 112 chunks vs 2 x 115 MB)
+    ran 6.5 ms in three steps and 4.2 fused, 64 -> 64 at 224x224 9.3 and 5.4 ms."""
+    alpha2, tiles = (m + 2) ** 2, -(-g["OH"] // m) * -(-g["OW"] // m)
+    chunks = -(-tiles // tiles_per_task(g, m))
+    u = 4 * alpha2 * g["C_in"] * g["C_out"]
+    vm = 4 * alpha2 * tiles * (g["C_in"] + g["C_out"])
+    return u > PLANES_MIN_U_BYTES and u * chunks > 2 * vm
 
 
 def tiles_per_task(g: dict, m: int) -> int:

@@ -199,22 +199,27 @@ def test_winograd_reads_and_writes_blocked():
     check(g, mod, batches=(2,))
 
 
-def test_blocked_text_reads_like_a_person_wrote_it(tmp_path):
-    """Rendered for AVX-512 (no build): no `* 1`, no loop of one trip, no unused local (gcc -Wall)."""
+def test_blocked_text_reads_like_a_person_wrote_it(tmp_path, monkeypatch):
+    """Rendered for AVX-512 (no build): no `* 1`, no loop of one trip, no unused local (gcc -Wall);
+    Winograd fused and in whole planes."""
     import subprocess
 
     from cnncc.codegen import c as c_render
+    from cnncc.codegen import c_winograd
     from cnncc.codegen.lower import lower_program
     from cnncc.codegen.target import CTarget
     from test_generated_text import problems
 
-    for g, algorithm in ((tiny(16), "auto"), (wino(), "winograd")):
+    for g, algorithm in ((tiny(16), "auto"), (wino(), "winograd"), (wino(), "planes")):
+        if algorithm == "planes":
+            monkeypatch.setattr(c_winograd, "planes_pay", lambda g, m: True)
+            algorithm = "winograd"
         program = lower_program(optimize(g, 2, layout_vector=16))
         program.conv_algorithm = algorithm
         src, _, _ = c_render.render(program, CTarget("avx512", 16, 32))
         assert not problems(src), problems(src)[:10]
         if shutil.which("gcc"):
-            path = tmp_path / f"{g.name}.c"
+            path = tmp_path / f"{g.name}_{algorithm}.c"
             path.write_text(src)
             r = subprocess.run(["gcc", "-std=gnu99", "-fopenmp", "-fsyntax-only", "-Wall", "-Wunused-variable",
                                 "-Wunused-but-set-variable", "-Werror", str(path)], capture_output=True, text=True)

@@ -120,6 +120,40 @@ def test_winograd_kernel_matches_reference(isa, algorithm, vec_regs, monkeypatch
 
 
 @needs_cc
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # the numpy reference on NaN/Inf inputs
+@pytest.mark.parametrize("algorithm,layout", [("winograd2", "nchw"), ("winograd4", "blocked")])
+def test_whole_planes_in_three_steps_match_the_reference(algorithm, layout, monkeypatch):
+    """WinogradPlan.planes: every tile row transformed into one V, the GEMMs per (position, block),
+    the output transforms per (block, tile) -- with the zoo's epilogues, pools and edge tiles, and
+    NaN/Inf inputs (a shared flag, reduced over the first step's tasks)."""
+    from test_ieee import assert_ieee_equal, special_input
+
+    monkeypatch.setattr(c_winograd, "planes_pay", lambda g, m: True)
+    g = wino_zoo()
+    mod = cnncc.compile(g, "c", 2, conv_algorithm=algorithm, layout=layout)
+    wino = [p for p in (c_conv.plan(k, host_target(), algorithm) for k in mod.program.kernels if k.family == "conv")
+            if p.kind == "winograd"]
+    assert len(wino) == WINOGRAD_KERNELS and all(p.planes and p.NCH == 1 for p in wino)
+    assert "in three steps split over the threads" in mod.source
+    check(g, mod)
+    xx = special_input((2, 20, 11, 13), seed=5)
+    xx[1] = np.random.default_rng(6).standard_normal((20, 11, 13))          # item 1 finite: the flag resets per item
+    feeds = {"x": xx, "r": np.random.default_rng(7).standard_normal((2, 24, 11, 13)).astype(np.float32)}
+    ref, out = cnncc.reference(g, feeds), mod(feeds)
+    for k in ref:
+        assert_ieee_equal(out[k], ref[k], f"{algorithm}, output {k}")
+
+
+def test_whole_planes_where_U_outgrows_the_cache():
+    """The rule on VGG's layers: 512 -> 512 at 28x28 and 256 -> 256 at 56x56 run in three steps,
+    128 -> 128 at 112x112 (U 2.4 MB) and 64 -> 64 at 224x224 stay fused."""
+    def geo(c, hw):
+        return dict(C_in=c, C_out=c, OH=hw, OW=hw)
+    assert c_winograd.planes_pay(geo(512, 28), 4) and c_winograd.planes_pay(geo(256, 56), 4)
+    assert not c_winograd.planes_pay(geo(128, 112), 4) and not c_winograd.planes_pay(geo(64, 224), 4)
+
+
+@needs_cc
 def test_nan_and_inf_inputs_give_the_reference_outputs(tmp_path):
     """The transforms would spread a NaN or Inf over whole tiles (an Inf - Inf makes NaN): tasks
     with a non-finite input compute direct sums, so every output is the reference's, NaN for NaN."""
