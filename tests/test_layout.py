@@ -104,7 +104,10 @@ def test_blocked_kernels_match_the_reference(monkeypatch):
     check(g16, mod, batches=(1, 3))
 
 
-def rowtile_zoo(c: int = 8):
+c_in_wide = 8
+
+
+def rowtile_zoo(c: int = c_in_wide):
     """Convolutions that read an NCHW[V]c input in place (c_conv's rowtiles kind), one awkward
     geometry each: rows longer than a tile with edge tiles at both ends and a shorter last tile,
     stride 2, dilation 2, several channel blocks (grouped by weight size, or block by block), a window taller and wider than the input plus padding (every tile an edge
@@ -117,7 +120,7 @@ def rowtile_zoo(c: int = 8):
             dsl.conv2d(a, 2 * c, 3, stride=2, padding=1, name="stride2"),
             dsl.conv2d(a, c, 3, padding=2, dilation=2, name="dilated"),
             dsl.conv2d(a, c, (11, 5), padding=(5, 2), name="tall"),
-            dsl.conv2d(a, 12 * c, 1, name="wide"),                                # several channel blocks
+            dsl.conv2d(a, 10 * c, 1, name="wide"),                                # several channel blocks
             dsl.relu(dsl.add(dsl.conv2d(a, c, 3, padding=1, name="res"), a, name="resadd"), name="resrelu"),
             dsl.max_pool2d(dsl.relu(dsl.conv2d(a, 5 * c, 3, padding=1, name="mp")), 2, stride=2, name="mpool"),
             dsl.avg_pool2d(dsl.conv2d(a, 4 * c, 3, stride=(1, 2), name="ap"), 3, stride=2, ceil_mode=True,
@@ -133,6 +136,8 @@ def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
     if vec_regs:     # and every channel block a group of its own: tasks run block by block
         monkeypatch.setenv("CNNCC_C_VECTOR", f"{vec_regs[0]},{vec_regs[1]}")
         monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 1)
+    else:            # "wide" (1x1, 8 -> 80: 5 blocks of 16) in groups of 3, the last one short
+        monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 2 * 4 * c_in_wide * 32)
     host_target.cache_clear()
     try:
         g = rowtile_zoo()
@@ -145,6 +150,8 @@ def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
         assert any(b.NBAND > 1 for b in rows.values())              # pool bands and their seams
         assert any(b.tiles[r.fn].pixels < b.P for b in rows.values() for r in b.runs)   # a shorter last tile
         assert any((b.CBG > 1) if not vec_regs else (b.NCB > 1 and b.CBG == 1) for b in rows.values())
+        if not vec_regs and rows["wide"].COB == 16:
+            assert rows["wide"].NCB % rows["wide"].CBG, rows["wide"]
         check(g, mod, batches=(1, 2))
     finally:
         host_target.cache_clear()
