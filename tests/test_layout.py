@@ -14,6 +14,7 @@ from cnncc import N
 from cnncc.codegen import c_conv
 from cnncc.frontends import dsl
 from cnncc.passes import optimize
+from cnncc.passes import layout as layout_pass
 from cnncc.runtime.cpu import host_target
 
 from helpers import assert_matches_reference
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("shared_kernel_cache")
 
 def tiny(c: int = 8):
     """conv (3-channel image in) -> conv + residual add + relu + 2x2 max pool -> a concat of two
-    branches (conv, max pool) -> depthwise conv (no blocked kernel) and 1x1 conv -> 1x1 conv ->
+    branches (conv, max pool) -> depthwise conv (no blocked kernel) and 1x1 conv -> 3x3 conv ->
     elementwise -> global pool, and a second head that flattens a blocked tensor into a dense layer."""
     x = dsl.input("x", (N, 3, 12, 12))
     a = dsl.relu(dsl.conv2d(x, c, 3, padding=1, name="c1"), name="a")
@@ -36,7 +37,7 @@ def tiny(c: int = 8):
     right = dsl.max_pool2d(s, 3, stride=1, padding=1, name="right")
     cat = dsl.concat([left, right], name="cat")
     dw = dsl.conv2d(cat, 2 * c, 3, padding=1, groups=2 * c, name="dw")
-    pw = dsl.conv2d(dw, c, 1, name="pw")
+    pw = dsl.conv2d(dw, c, 3, padding=1, name="pw")     # 3x3: a narrow 1x1 here would stay NCHW (the next test)
     mix = dsl.conv2d(cat, c, 1, name="mix")
     e = dsl.sigmoid(dsl.mul(pw, mix, name="sq"), name="e")
     g1 = dsl.global_avg_pool(e, name="gap")
@@ -185,6 +186,26 @@ def test_small_planes_run_chunk_by_chunk(monkeypatch):
         host_target.cache_clear()
 
 
+@needs_cc
+def test_a_narrow_1x1_after_a_depthwise_conv_stays_nchw():
+    """A 1x1 convolution reading a depthwise output (NCHW) keeps NCHW when it has few outputs
+    (the pixels GEMM, no blocked copy), and is blocked when it has many."""
+    x = dsl.input("x", (N, 32, 12, 12))
+    e = dsl.relu(dsl.conv2d(x, 64, 1, name="expand"), name="e")
+    d = dsl.relu(dsl.conv2d(e, 64, 3, padding=1, groups=64, name="dw"), name="d")
+    narrow = dsl.add(dsl.conv2d(d, 32, 1, name="project"), x, name="res")
+    wide = dsl.conv2d(d, 256, 1, name="wide1x1")
+    g = dsl.graph(dsl.conv2d(narrow, 32, 3, padding=1, name="after"), dsl.conv2d(wide, 16, 3, padding=1, name="after2"),
+                  name="mbv2ish")
+    mod = cnncc.compile(g, "c", 2, layout="blocked")
+    blocked = mod.report["graph"].layout.blocked
+    fused = {n.members[0].name: n.name for n in mod.report["graph"] if n.op == "fused"}
+    assert fused.get("project", "project") not in blocked and "wide1x1" in blocked
+    kinds = {k.name: c_conv.plan(k, host_target()).kind for k in mod.program.kernels if k.family == "conv"}
+    assert kinds[fused.get("project", "project")] == "pixels"
+    check(g, mod, batches=(2,))
+
+
 def wino(c: int = 64):
     """Winograd convolutions in blocked layout: plain (blocked out), and with a blocked residual
     operand and the 2x2 max pool fused into the output transform."""
@@ -250,11 +271,16 @@ def test_example_blocked(path):
     g = example_graph(path)
     mod = cnncc.compile(g, "c", 2, layout="blocked")
     opt = mod.report["graph"]
-    if path.stem in QUICK:
+    if path.stem in QUICK and path.stem != "mobilenet_v2":
         assert opt.layout.blocked, "nothing blocked"
-    if path.stem == "mobilenet_v2":      # depthwise convolutions read NCHW: what feeds them is written NCHW
+    if path.stem == "mobilenet_v2":      # depthwise convolutions read NCHW: what feeds them is written NCHW,
         dw = [n for n in opt if n.op == "fused" and n.members[0].attrs.get("groups", 1) > 1]
         assert dw and not any(i in opt.layout.blocked for n in dw for i in n.inputs)
+        # and so are the narrow 1x1 projections reading them (the pixels GEMM; at this size the
+        # wider ones' planes are too small to block, so nothing is)
+        proj = [n for n in opt if n.op == "fused" and n.members[0].name.endswith("_project")]
+        assert proj and not any(n.name in opt.layout.blocked for n in proj
+                                if int(n.type.shape[1]) <= layout_pass.POINTWISE_NCHW_MAX_COUT)
     if path.stem == "densenet121":
         assert any(n.placement.eliminated for n in opt if n.op == "concat" and n.name in opt.layout.blocked)
     assert_matches_reference(g, mod, (2,), against=(opt, g), rtol=1e-4)
