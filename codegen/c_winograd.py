@@ -211,8 +211,10 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
       accuracy bound where a task holds ``AUTO_MIN_REUSE_F4`` tiles (C_in <= 303) or whole planes
       in three steps pay (:func:`planes_pay`: VGG's 512-channel 28x28 layers); else direct
       when the input is NCHW[V]c (the row-tile direct kernel, c_conv's ``rowtiles``, ran 1.1-1.6x
-      faster than F(2x2) on every such ResNet-50 and GoogLeNet layer, docs/cpu.md); else F(2x2)
-      where a task holds ``AUTO_MIN_REUSE_F2`` (C_in <= 341) or whole planes pay, else direct.
+      faster than fused F(2x2) on every such ResNet-50 and GoogLeNet layer, docs/cpu.md) unless
+      F(2x2) in whole planes pays (VGG's 512-channel 14x14 layers: 1.75 vs 3.1 ms direct at batch
+      1, 15.1 vs 17.0 at batch 8); else F(2x2) where a task holds ``AUTO_MIN_REUSE_F2`` (C_in <= 341)
+      or whole planes pay, else direct.
     """
     check_algorithm(algorithm)
     if spec.family != "conv":
@@ -246,13 +248,14 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
         return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}{how}")
     why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
            if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE_F4}")
-    if direct_reads_in_place(spec):
+    planes2 = planes_pay(g, 2)
+    if direct_reads_in_place(spec) and not planes2:
         return Choice("direct", 0, f"no F(4x4) ({why}), and on an NCHW[V]c input the row-tile direct kernel "
-                                   "outruns F(2x2)")
-    if reuse2 < AUTO_MIN_REUSE_F2 and not planes_pay(g, 2):
+                                   "outruns F(2x2) in fused tasks")
+    if reuse2 < AUTO_MIN_REUSE_F2 and not planes2:
         return Choice("direct", 0, f"C_in {g['C_in']}: a task would reuse each weight block for {reuse2} tiles "
                                    f"< {AUTO_MIN_REUSE_F2}")
-    return Choice("winograd F(2x2,3x3)", 2, f"{pays}; F(2x2) since {why}")
+    return Choice("winograd F(2x2,3x3)", 2, f"{pays}; F(2x2) since {why}" + ("; whole planes in three steps" if planes2 else ""))
 
 
 def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> WinogradPlan | None:
