@@ -86,12 +86,8 @@ class ConvBlocking:
 
     def row_geometry(self, spec: KernelSpec) -> dict:
         """The geometry the ``rowtiles`` template tiles: the spec's, or with ``flat`` its plane
-        as a single row (a 1x1 unpadded stride-1 convolution's pixels are the same whichever
-        rows they lie in)."""
-        g = spec.geometry
-        if not self.flat:
-            return g
-        return dict(g, OH=1, OW=g["OH"] * g["OW"], H=1, W=g["H"] * g["W"])
+        as a single row."""
+        return _one_row(spec.geometry) if self.flat else spec.geometry
 
     @property
     def tag(self) -> str:
@@ -202,7 +198,7 @@ def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocki
     KS = _chunk(spec, V * VEC, XB)
     if KS:    # tasks are whole planes; a 1x1 unpadded stride-1 plane is tiled as one row
         if (g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"]) == (1, 1, 1, 1, 0, 0) and g["OH"] > 1:
-            g = dict(g, OH=1, OW=g["OH"] * g["OW"], H=1, W=g["H"] * g["W"])
+            g = _one_row(g)
         V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, threads)
         KS = _chunk(spec, V * VEC, XB)
     flat = g is not spec.geometry
@@ -215,6 +211,12 @@ def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocki
                         XB=XB, CBG=_group(NCB, max(1, GROUP_WEIGHT_BYTES // block_bytes)), tiles=tiles, runs=runs,
                         KS=KS, flat=flat,
                         PF=PREFETCH_CHUNKS if KS else 0, **band)
+
+
+def _one_row(g: dict) -> dict:
+    """A 1x1 unpadded stride-1 convolution's geometry with its planes as single rows: its pixels
+    are the same whichever rows they lie in (``ConvBlocking.flat``)."""
+    return dict(g, OH=1, OW=g["OH"] * g["OW"], H=1, W=g["H"] * g["W"])
 
 
 def _group(NCB: int, most: int) -> int:

@@ -243,12 +243,12 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
         return Choice("direct", 0, f"plane {g['OH']}x{g['OW']} < {AUTO_MIN_PLANE}: too few tiles")
     pays = f"{chans}+ channels, plane {g['OH']}x{g['OW']}"
     reuse4, reuse2 = tiles_per_task(g, 4), tiles_per_task(g, 2)
-    if small >= F4_MIN_PLANE and _f4_ok(g) and (reuse4 >= AUTO_MIN_REUSE_F4 or planes_pay(g, 4)):
-        how = "; whole planes in three steps" if planes_pay(g, 4) else ""
+    planes4, planes2 = planes_pay(g, 4), planes_pay(g, 2)
+    if small >= F4_MIN_PLANE and _f4_ok(g) and (reuse4 >= AUTO_MIN_REUSE_F4 or planes4):
+        how = "; whole planes in three steps" if planes4 else ""
         return Choice("winograd F(4x4,3x3)", 4, f"{pays} >= {F4_MIN_PLANE}, C_in <= {F4_MAX_CIN}{how}")
     why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
            if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE_F4}")
-    planes2 = planes_pay(g, 2)
     if direct_reads_in_place(spec) and not planes2:
         return Choice("direct", 0, f"no F(4x4) ({why}), and on an NCHW[V]c input the row-tile direct kernel "
                                    "outruns F(2x2) in fused tasks")
@@ -268,27 +268,22 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
     g = spec.geometry
     m, VEC, regs = choice.m, target.vector_floats, target.vector_registers
     TH, TW = -(-g["OH"] // m), -(-g["OW"] // m)
-    if planes_pay(g, m):
-        TB = TH * TW
-        V, P = register_tile(g["C_out"], TB, 1, VEC, regs)
-        COB = V * VEC
-        NCB = -(-g["C_out"] // COB)
-        return WinogradPlan(m, VEC, V, COB, P, NCB, TH, TW, TB, 1, NCB, 1, spec.pool is not None, choice.reason,
-                            planes=True)
-    TB = tiles_per_task(g, m)
+    planes = planes_pay(g, m)                        # whole planes: one chunk of every tile, one channel group
+    TB = TH * TW if planes else tiles_per_task(g, m)
     NCH = -(-(TH * TW) // TB)
     TB = -(-(TH * TW) // NCH)                        # the same tiles in as many tasks, evenly
     V, P = register_tile(g["C_out"], TB, 1, VEC, regs)   # P tiles x V vectors of output channels
-    if TB > P and TB % P:   # whole register tiles per task: only the last task has a partial group
+    if not planes and TB > P and TB % P:   # whole register tiles per task: only the last task has a partial group
         TB = -(-TB // P) * P
         NCH = -(-(TH * TW) // TB)
     COB = V * VEC
     NCB = -(-g["C_out"] // COB)
     # more tasks from channel groups (each redoes the input transform: groups of >= 64 channels)
-    NCG = max(1, min(NCB, -(-MIN_TASKS // NCH), g["C_out"] // 64))
+    NCG = 1 if planes else max(1, min(NCB, -(-MIN_TASKS // NCH), g["C_out"] // 64))
     CBG = -(-NCB // NCG)
     NCG = -(-NCB // CBG)
-    return WinogradPlan(m, VEC, V, COB, P, NCB, TH, TW, TB, NCH, CBG, NCG, spec.pool is not None, choice.reason)
+    return WinogradPlan(m, VEC, V, COB, P, NCB, TH, TW, TB, NCH, CBG, NCG, spec.pool is not None, choice.reason,
+                        planes=planes)
 
 
 def planes_pay(g: dict, m: int) -> bool:

@@ -17,7 +17,7 @@ from .core import (
     OpDef, POOL, REDUCTION, REGISTRY, REQUIRED, VIEW, _cost, _safe_check, c_float, elementwise_flops, get,
     ints_or_int, is_int, is_number, padding_ok, pos_int, register, tup)
 from . import boundary  # noqa: F401  (registers its operators)
-from .conv import CONV_ATTRS, conv_geometry, conv_ref, conv_transpose_ref
+from .conv import CONV_ATTRS, conv_geometry, conv_ref, conv_transpose_ref, pointwise
 from .pool import POOL_ATTRS, max_pool_indices_ref, pool_geometry, pool_ref
 from . import linear  # noqa: F401  (registers its operators)
 from . import norm  # noqa: F401  (registers its operators)

@@ -29,6 +29,14 @@ def conv_geometry(node: Node, in_type: TensorType) -> dict:
     return geo
 
 
+def pointwise(node: Node, in_type: TensorType) -> bool:
+    """A 1x1 (x1) convolution with stride 1, dilation 1 and no padding: every output position
+    reads its own input position only (any groups)."""
+    geo = conv_geometry(node, in_type)
+    return (all(k == 1 for k in geo["kernel"]) and all(s == 1 for s in geo["stride"])
+            and all(d == 1 for d in geo["dilation"]) and all(tuple(p) == (0, 0) for p in geo["pads"]))
+
+
 def _conv_shape(nd: int):
     def shape(node: Node, ins: list[TensorType]):
         x = ins[0]

@@ -15,18 +15,11 @@ reads the conv. Rounding differs from the original order by float32 noise only.
 """
 from __future__ import annotations
 
+from .. import ops
 from ..ir import Graph
 from .base import note, register_pass, rename_output
 
 CONV, POOL = "conv2d", "avg_pool2d"
-
-
-def _pointwise(graph: Graph, conv) -> bool:
-    from ..ops.conv import conv_geometry
-
-    geo = conv_geometry(conv, graph[conv.inputs[0]].type)
-    return (all(k == 1 for k in geo["kernel"]) and all(s == 1 for s in geo["stride"])
-            and all(d == 1 for d in geo["dilation"]) and all(p == (0, 0) for p in geo["pads"]))
 
 
 def _unpadded(graph: Graph, pool) -> bool:
@@ -43,7 +36,7 @@ def commutes(graph: Graph, pool) -> bool:
     conv = graph[pool.inputs[0]]
     return (conv.op == CONV and len(conv.inputs) == 1 and conv.name not in graph.outputs
             and [c.name for c in graph.consumers(conv.name)] == [pool.name]
-            and _pointwise(graph, conv) and _unpadded(graph, pool))
+            and ops.pointwise(conv, graph[conv.inputs[0]].type) and _unpadded(graph, pool))
 
 
 @register_pass("commute_pool")

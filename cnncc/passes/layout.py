@@ -77,7 +77,8 @@ def kind(graph: Graph, node: Node, vector: int) -> tuple[str, str]:
         if int(anchor.attrs.get("groups", 1)) > 1:
             return "none", (f"{anchor.name} is a grouped convolution (groups {anchor.attrs['groups']}): its kernels "
                             f"read and write NCHW")
-        if pointwise(graph, anchor) and _nchw_only(graph, graph[anchor.inputs[0]], vector) \
+        x = graph[anchor.inputs[0]]
+        if ops.pointwise(anchor, x.type) and _nchw_only(graph, x, vector) \
                 and int(anchor.type.shape[1]) <= POINTWISE_NCHW_MAX_COUT:
             return "none", (f"{anchor.name} is a 1x1 convolution reading {anchor.inputs[0]}, which stays NCHW: the "
                             f"GEMM on its NCHW planes (c_conv 'pixels') outruns a blocked copy")
@@ -108,15 +109,6 @@ def kind(graph: Graph, node: Node, vector: int) -> tuple[str, str]:
 #: members at opt 0 (4 -> 0-1 of 45); ResNeXt-50 39.3 -> 38.1 ms. With 256 (ResNeXt's conv3
 #: too) ResNeXt-50 ran 39.8 ms, with no limit 46.9 (the whole network NCHW).
 POINTWISE_NCHW_MAX_COUT = 128
-
-
-def pointwise(graph: Graph, conv: Node) -> bool:
-    """A 1x1, stride-1, unpadded, ungrouped 2-D convolution: c_conv's ``pixels`` GEMM on NCHW planes."""
-    from ..ops.conv import conv_geometry
-
-    geo = conv_geometry(conv, graph[conv.inputs[0]].type)
-    return (geo["nd"] == 2 and geo["groups"] == 1 and geo["kernel"] == (1, 1) and tuple(geo["stride"]) == (1, 1)
-            and all(int(p) == 0 for pair in geo["pads"] for p in pair))
 
 
 def _nchw_only(graph: Graph, producer: Node, vector: int) -> bool:
