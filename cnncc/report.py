@@ -78,7 +78,10 @@ def conv_algorithm_table(graph: Graph, conv_algorithm: str = "auto") -> str:
         c = choose(spec, conv_algorithm)
         b = c_conv.plan(spec, target, conv_algorithm)
         reason = c.reason + (f"; {b.kind}: {b.reason}" if getattr(b, "reason", "") and b.kind != "winograd" else "")
-        rows.append((spec.name, conv, c.algorithm, kind_text(b), reason))
+        kind = kind_text(b)
+        if getattr(b, "min_batch", 0):   # and below min_batch items, the direct kernel
+            kind = f"winograd planes / {kind_text(c_conv.plan(spec, target, 'direct'))}"
+        rows.append((spec.name, conv, c.text, kind, reason))
     if len(rows) == 1:
         return "(no convolutions)"
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -95,16 +95,39 @@ def parallel_if(work: int, target: CTarget) -> str:
     return f"N * {work}L >= {target.parallel_work}L"
 
 
-def render_kernel(spec: KernelSpec, target: CTarget, blk) -> tuple[str, Workspace | None]:
+def render_kernel(spec: KernelSpec, target: CTarget, blk) -> tuple[str, list[Workspace]]:
     """One kernel's source for ``target`` with its blocking ``blk`` (c_conv.plan, None for kernels
-    without one), and the scratch it asked for (codegen/c_scratch.py; None: none)."""
+    without one), and the scratch it asked for (codegen/c_scratch.py). A Winograd kernel that runs
+    only from ``blk.min_batch`` items on is two kernels and a call that picks one by N: the
+    Winograd one and the direct one (c_conv.plan with conv_algorithm "direct", its weights packed
+    beside U as ``spec.weights["packed_direct"]``)."""
+    if getattr(blk, "min_batch", 0):
+        direct = c_conv.plan(spec, target, "direct")
+        weights = {k: t for k, t in spec.weights.items() if k != "packed_direct"}
+        both = [(dataclasses.replace(spec, cname=f"{spec.cname}_winograd", weights=weights),
+                 dataclasses.replace(blk, min_batch=0)),
+                (dataclasses.replace(spec, cname=f"{spec.cname}_direct",
+                                     weights=dict(weights, packed=spec.weights["packed_direct"])), direct)]
+        texts, scratch = [], []
+        for s, b in both:
+            text, ws = render_kernel(s, target, b)
+            texts.append(text)
+            scratch += ws
+        args = ", ".join(["N", "W"] + [t.cname for t in spec.tensors()])
+        texts.append(f"/* ---- kernel {names.comment(spec.name)}: Winograd F({blk.m}x{blk.m},3x3) in whole planes from "
+                     f"{blk.min_batch} items on, where reading U once per pass pays; the direct kernel below ---- */\n"
+                     f"static void kernel_{spec.cname}({signature(spec)})\n{{\n"
+                     f"    if (N >= {blk.min_batch}) kernel_{spec.cname}_winograd({args});\n"
+                     f"    else kernel_{spec.cname}_direct({args});\n}}\n")
+        return "\n\n".join(texts), scratch
     tmpl = _env().get_template(TEMPLATES[spec.family])
     tail = spec.geometry.get("M", 0) * ELEMENT_WORK if spec.tail else 0
     request = ScratchRequest(spec.name)
     text = tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec), blk=blk,
                        parallel_if=parallel_if(parallel_work(spec), target), parallel_if_tail=parallel_if(tail, target),
                        workspace=request, plan=c_pool.plan(spec) if spec.family == "pool" else None)
-    return text.strip() + "\n", request.record(spec.batch)
+    record = request.record(spec.batch)
+    return text.strip() + "\n", [record] if record else []
 
 
 def _in_arena(a: int, b: int) -> str:
@@ -152,7 +175,7 @@ def render(program: Program, target: CTarget):
     for spec, blk in zip(program.kernels, blocked):
         text, scratch = render_kernel(spec, target, blk)
         kernels.append((spec, text))
-        workspace += [scratch] if scratch else []
+        workspace += scratch
     program = dataclasses.replace(program, workspace=workspace)   # the scratch the runtime plans with the arena
     prelude = env.get_template("c/prelude.c.j2").render(
         program=program, version=__version__, target=target,

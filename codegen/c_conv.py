@@ -425,25 +425,33 @@ def prepare(program: Program, target: CTarget) -> Program:
                 del kernels[i].weights["packed"]
             continue
         w = spec.weights["weight"]
-        key = f"{w.name}.c_{b.tag}"
-        if "packed" in spec.weights and spec.weights["packed"].name == key:
+        # a Winograd kernel that runs only from min_batch items on has the direct kernel beside it
+        wanted = [("packed", b)] + ([("packed_direct", plan(spec, target, "direct"))]
+                                    if getattr(b, "min_batch", 0) else [])
+        if all(slot in spec.weights and spec.weights[slot].name == f"{w.name}.c_{pb.tag}" for slot, pb in wanted) \
+                and ("packed_direct" in spec.weights) == (len(wanted) == 2):
             continue
-        if key in layout:
-            off, shape = layout[key]
-        else:
-            if w.offset < 0:
-                raise CompileError(f"{spec.name}: its weights were packed for another vector width and the "
-                                   "original layout was dropped; compile the model again")
-            numel = int(np.prod(w.shape, dtype=np.int64))
-            arr = pack(program.blob[w.offset: w.offset + numel].reshape(w.shape), spec.geometry.get("groups", 1), b)
-            off, shape = size, arr.shape
-            size += append_blob_entry(extra, arr)
-            layout[key] = (off, tuple(shape))
-        node, _, param = w.name.rpartition(".")
         if kernels is None:
             kernels = copy.deepcopy(program.kernels)    # specs and their TensorRefs: the caller's stay as they are
-        kernels[i].weights["packed"] = TensorRef(key, names.weight_ident(node, f"{param}_c_{b.tag}"), tuple(shape),
+        for slot, pb in wanted:
+            key = f"{w.name}.c_{pb.tag}"
+            if key in layout:
+                off, shape = layout[key]
+            else:
+                if w.offset < 0:
+                    raise CompileError(f"{spec.name}: its weights were packed for another vector width and the "
+                                       "original layout was dropped; compile the model again")
+                numel = int(np.prod(w.shape, dtype=np.int64))
+                arr = pack(program.blob[w.offset: w.offset + numel].reshape(w.shape), spec.geometry.get("groups", 1),
+                           pb)
+                off, shape = size, arr.shape
+                size += append_blob_entry(extra, arr)
+                layout[key] = (off, tuple(shape))
+            node, _, param = w.name.rpartition(".")
+            kernels[i].weights[slot] = TensorRef(key, names.weight_ident(node, f"{param}_c_{pb.tag}"), tuple(shape),
                                                  batched=False, storage="weights", offset=off)
+        if "packed_direct" in kernels[i].weights and len(wanted) == 1:
+            del kernels[i].weights["packed_direct"]
         if b.kind == "winograd":   # keeps the PyTorch layout too: direct sums where the input is not finite
             kernels[i].weights["weight_direct"] = kernels[i].weights["weight"]
     if kernels is None:

@@ -18,9 +18,10 @@ What the kernel does (templates/c/conv_winograd.c.j2 spells it):
   direct kernel's tile), and transforms the result back (``A^T M A``, vectorised over output
   channels) with the epilogue -- bias, folded BN, activation, residual add -- before the store;
 * or, where that would stream U once per chunk of tiles for more bytes than the tiles' V and M
-  (:func:`planes_pay`), an item runs in three steps split over the threads: every tile row staged
-  and transformed into one V, then the GEMMs per (transform position, channel block) -- each
-  block of U read once per item -- into one M, then the output transforms per (block, tile);
+  (:func:`planes_pay`), ``IB`` items at a time run in three steps split over the threads: every
+  tile row of the items staged and transformed into one V, then the GEMMs per (transform
+  position, channel block) over all their tiles -- each block of U read once per ``IB`` items --
+  into one M, then the output transforms per (item, block, tile);
 * with F(2x2) an output tile is exactly one 2x2 pool window (with F(4x4), four): a fused 2x2/2 max
   pool is reduced inside the output transform, and only the pooled tile is stored.
 
@@ -102,6 +103,21 @@ MIN_TASKS = 16              # tasks per batch item to aim for (tile chunks x cha
 #: transformed weights U smaller than this (a core's L2 and then some, on the machines we measure)
 #: are re-read from cache by fused tasks: whole planes in three steps only pay above it
 PLANES_MIN_U_BYTES = 4 << 20
+#: whole planes take up to this many items at a time (IB) while their V and M fit this scratch:
+#: each block of U is then read once per IB items. ResNet-50's 256-channel 14x14 layers at batch 8
+#: (U 9.4 MB, V + M 1.2 MB per item) read U from memory once per item otherwise
+PLANES_MAX_ITEMS = 8
+PLANES_BATCH_BYTES = 16 << 20
+#: "auto" on an NCHW[V]c input whose direct kernel outruns Winograd at batch 1 (ResNet's 256- and
+#: 512-channel 14x14 and 7x7 layers: U is read from memory for a single item's few tiles) takes
+#: F(4x4) in whole planes from a batch of ``min_batch`` items on, where reading U once pays for
+#: itself: U / BATCH_U_BYTES items, at least BATCH_MIN_ITEMS. A smaller batch runs the direct
+#: kernel (both are compiled; the call picks by N). Measured on ResNet-50 (2-core AVX-512 Xeon,
+#: 2026-12-04): 256 -> 256 at 14x14 (U 9.4 MB) ties direct at batch 2 and wins from 4 (1.55 vs
+#: 1.90 ms at 4, 2.5 vs 3.8 at 8); 512 -> 512 at 7x7 (U 37.7 MB) loses at 4 (2.41 vs 2.14) and
+#: wins at 8 (3.26 vs 3.94)
+BATCH_U_BYTES = 5 << 20
+BATCH_MIN_ITEMS = 3
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,12 @@ class Choice:
     algorithm: str        # "direct", "winograd F(2x2,3x3)", "winograd F(4x4,3x3)"
     m: int                # output tile size; 0 for direct
     reason: str
+    min_batch: int = 0    # Winograd from this batch on, the direct kernel below it (0: at every batch)
+
+    @property
+    def text(self) -> str:
+        """The algorithm as ``cnncc inspect`` shows it."""
+        return self.algorithm + (f" at N >= {self.min_batch}, direct below" if self.min_batch else "")
 
 
 @dataclass(frozen=True)
@@ -132,7 +154,9 @@ class WinogradPlan:
     pooled: bool          # a fused 2x2/2 max pool is reduced in the output transform
     reason: str = ""
     planes: bool = False  # whole planes in three steps (every tile transformed, then the GEMMs, then the
-                          # output transforms), each block of U read once per item; else fused tasks
+                          # output transforms), each block of U read once per IB items; else fused tasks
+    IB: int = 1           # whole planes: items per pass (their tiles are one GEMM's rows)
+    min_batch: int = 0    # Choice.min_batch: below it the call runs the direct kernel compiled beside
     kind: str = "winograd"
 
     @property
@@ -141,8 +165,9 @@ class WinogradPlan:
 
     @property
     def TBP(self) -> int:
-        """Rows of the GEMM output buffer per transform position: TB rounded up to whole register tiles."""
-        return -(-self.TB // self.P) * self.P
+        """Rows of the GEMM output buffer per transform position: TB (times IB, whole planes) rounded
+        up to whole register tiles."""
+        return -(-self.TB * self.IB // self.P) * self.P
 
     @property
     def XW(self) -> int:
@@ -240,6 +265,9 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
     if chans < AUTO_MIN_CHANNELS:
         return Choice("direct", 0, f"{chans} channels < {AUTO_MIN_CHANNELS}: the transforms would not pay")
     if small < AUTO_MIN_PLANE:
+        batched = batch_choice(spec, f"plane {g['OH']}x{g['OW']} < {AUTO_MIN_PLANE}: too few tiles for one item")
+        if batched is not None:
+            return batched
         return Choice("direct", 0, f"plane {g['OH']}x{g['OW']} < {AUTO_MIN_PLANE}: too few tiles")
     pays = f"{chans}+ channels, plane {g['OH']}x{g['OW']}"
     reuse4, reuse2 = tiles_per_task(g, 4), tiles_per_task(g, 2)
@@ -250,12 +278,32 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
     why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
            if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE_F4}")
     if direct_reads_in_place(spec) and not planes2:
+        batched = batch_choice(spec, f"no F(4x4) at batch 1 ({why}): the row-tile direct kernel outruns it")
+        if batched is not None:
+            return batched
         return Choice("direct", 0, f"no F(4x4) ({why}), and on an NCHW[V]c input the row-tile direct kernel "
                                    "outruns F(2x2) in fused tasks")
     if reuse2 < AUTO_MIN_REUSE_F2 and not planes2:
         return Choice("direct", 0, f"C_in {g['C_in']}: a task would reuse each weight block for {reuse2} tiles "
                                    f"< {AUTO_MIN_REUSE_F2}")
     return Choice("winograd F(2x2,3x3)", 2, f"{pays}; F(2x2) since {why}" + ("; whole planes in three steps" if planes2 else ""))
+
+
+def batch_choice(spec: KernelSpec, why: str) -> Choice | None:
+    """F(4x4) in whole planes from a batch of ``min_batch`` items on (see ``BATCH_U_BYTES``), the
+    direct kernel below; None where that does not apply (input not NCHW[V]c, C_in beyond F(4x4)'s
+    accuracy bound, a plane under 4x4, U small enough to stay in cache, or too many items needed)."""
+    g = spec.geometry
+    if not direct_reads_in_place(spec) or not _f4_ok(g) or min(g["OH"], g["OW"]) < 4:
+        return None
+    u = 4 * 36 * g["C_in"] * g["C_out"]
+    if u <= PLANES_MIN_U_BYTES:
+        return None
+    k = max(BATCH_MIN_ITEMS, -(-u // BATCH_U_BYTES))
+    if k > planes_items(g, 4, g["C_out"]):
+        return None
+    return Choice("winograd F(4x4,3x3)", 4, f"{why}; from {k} items on F(4x4) in whole planes reads U "
+                                           f"({u / 1e6:.1f} MB) once per pass", min_batch=k)
 
 
 def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> WinogradPlan | None:
@@ -268,7 +316,7 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
     g = spec.geometry
     m, VEC, regs = choice.m, target.vector_floats, target.vector_registers
     TH, TW = -(-g["OH"] // m), -(-g["OW"] // m)
-    planes = planes_pay(g, m)                        # whole planes: one chunk of every tile, one channel group
+    planes = bool(choice.min_batch) or planes_pay(g, m)   # whole planes: one chunk of every tile, one channel group
     TB = TH * TW if planes else tiles_per_task(g, m)
     NCH = -(-(TH * TW) // TB)
     TB = -(-(TH * TW) // NCH)                        # the same tiles in as many tasks, evenly
@@ -282,8 +330,20 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
     NCG = 1 if planes else max(1, min(NCB, -(-MIN_TASKS // NCH), g["C_out"] // 64))
     CBG = -(-NCB // NCG)
     NCG = -(-NCB // CBG)
+    IB = planes_items(g, m, NCB * COB) if planes else 1
     return WinogradPlan(m, VEC, V, COB, P, NCB, TH, TW, TB, NCH, CBG, NCG, spec.pool is not None, choice.reason,
-                        planes=planes)
+                        planes=planes, IB=IB, min_batch=choice.min_batch)
+
+
+def planes_items(g: dict, m: int, c_out: int) -> int:
+    """Items per pass of whole planes: the most (a power of two, at most ``PLANES_MAX_ITEMS``) whose
+    V and M fit ``PLANES_BATCH_BYTES``; a batch of one runs one item whatever this says."""
+    alpha2, tiles = (m + 2) ** 2, -(-g["OH"] // m) * -(-g["OW"] // m)
+    per_item = 4 * alpha2 * tiles * (g["C_in"] + c_out)
+    ib = 1
+    while 2 * ib <= PLANES_MAX_ITEMS and 2 * ib * per_item <= PLANES_BATCH_BYTES:
+        ib *= 2
+    return ib
 
 
 def planes_pay(g: dict, m: int) -> bool:

@@ -129,19 +129,58 @@ def test_whole_planes_in_three_steps_match_the_reference(algorithm, layout, monk
     from test_ieee import assert_ieee_equal, special_input
 
     monkeypatch.setattr(c_winograd, "planes_pay", lambda g, m: True)
+    monkeypatch.setattr(c_winograd, "PLANES_MAX_ITEMS", 2)   # passes of two items: 3 items end on a short one
     g = wino_zoo()
     mod = cnncc.compile(g, "c", 2, conv_algorithm=algorithm, layout=layout)
     wino = [p for p in (c_conv.plan(k, host_target(), algorithm) for k in mod.program.kernels if k.family == "conv")
             if p.kind == "winograd"]
-    assert len(wino) == WINOGRAD_KERNELS and all(p.planes and p.NCH == 1 for p in wino)
-    assert "in three steps split over the threads" in mod.source
+    assert len(wino) == WINOGRAD_KERNELS and all(p.planes and p.NCH == 1 and p.IB == 2 for p in wino)
+    assert "2 items at a time, in three steps split over the threads" in mod.source
     check(g, mod)
-    xx = special_input((2, 20, 11, 13), seed=5)
-    xx[1] = np.random.default_rng(6).standard_normal((20, 11, 13))          # item 1 finite: the flag resets per item
-    feeds = {"x": xx, "r": np.random.default_rng(7).standard_normal((2, 24, 11, 13)).astype(np.float32)}
+    xx = special_input((3, 20, 11, 13), seed=5)
+    xx[2] = np.random.default_rng(6).standard_normal((20, 11, 13))          # item 2 finite: the flag resets per pass
+    feeds = {"x": xx, "r": np.random.default_rng(7).standard_normal((3, 24, 11, 13)).astype(np.float32)}
     ref, out = cnncc.reference(g, feeds), mod(feeds)
     for k in ref:
         assert_ieee_equal(out[k], ref[k], f"{algorithm}, output {k}")
+
+
+@needs_cc
+def test_from_a_batch_on_winograd_else_direct(monkeypatch):
+    """batch_choice: a layer whose direct kernel wins at batch 1 gets F(4x4) in whole planes from
+    min_batch items on -- both kernels compiled, the call picks by N -- each matching the reference."""
+    monkeypatch.setattr(c_winograd, "PLANES_MIN_U_BYTES", 0)        # a small layer stands for ResNet's
+    monkeypatch.setattr(c_winograd, "BATCH_U_BYTES", 1 << 30)       # -> BATCH_MIN_ITEMS (3) items
+    x = dsl.input("x", (N, 64, 6, 6))
+    y = dsl.relu(dsl.conv2d(x, 64, 3, padding=1, name="pre"), name="pre_relu")  # NCHW16c / 8c from here on
+    g = dsl.graph(dsl.relu(dsl.conv2d(y, 72, 3, padding=1, name="c3"), name="c3_relu"), name="batch_wino")
+    mod = cnncc.compile(g, "c", 2, layout="blocked")
+    spec = next(k for k in mod.program.kernels if k.name.startswith("c3"))
+    choice = c_winograd.choose(spec, "auto")
+    assert choice.m == 4 and choice.min_batch == 3 and "at N >= 3, direct below" in choice.text
+    assert "from 3 items on F(4x4) in whole planes" in choice.reason
+    b = c_conv.plan(spec, host_target(), "auto")
+    assert b.kind == "winograd" and b.planes and b.min_batch == 3
+    assert f"if (N >= 3) kernel_{spec.cname}_winograd(" in mod.source and f"kernel_{spec.cname}_direct(" in mod.source
+    assert "packed_direct" in spec.weights
+    for n in (1, 3, 4):
+        feeds = {"x": np.random.default_rng(n).standard_normal((n, 64, 6, 6)).astype(np.float32)}
+        ref, out = cnncc.reference(g, feeds), mod(feeds)
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), err_msg=f"batch {n}")
+    assert c_winograd.choose(spec, "direct").m == 0 and c_winograd.choose(spec, "winograd").min_batch == 0
+
+
+def test_the_batch_rule_on_resnet_layers():
+    """ResNet-50's 256-channel 14x14 layers take Winograd from 3 items on, the 512-channel 7x7 ones
+    from 8 (U 9.4 and 37.7 MB); with too few channels or U that stays in cache, no batch form."""
+    def spec(c, hw):
+        x = dsl.input("x", (N, c, hw, hw))
+        y = dsl.relu(dsl.conv2d(x, c, 3, padding=1, name="pre"), name="pre_relu")   # NCHW[V]c from here on
+        g = dsl.graph(dsl.conv2d(y, c, 3, padding=1, name="c3"), name="rule")
+        return next(k for k in lower_program(cnncc.optimize(g, 2, layout_vector=host_target().vector_floats)).kernels
+                    if k.name == "c3")
+    assert [c_winograd.choose(spec(c, hw), "auto").min_batch for c, hw in ((256, 14), (512, 7))] == [3, 8]
+    assert c_winograd.batch_choice(spec(128, 7), "") is None                   # U 2.4 MB stays in cache
 
 
 def test_whole_planes_where_U_outgrows_the_cache():
@@ -185,10 +224,12 @@ def test_the_rule_and_its_fallbacks_in_inspect(capsys):
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("conv")}
     assert "direct" in rows["conv1_1_relu1_1"] and "3 channels" in rows["conv1_1_relu1_1"]
     assert "winograd F(4x4,3x3)" in rows["conv1_2_relu1_2_pool1"]      # 64x64 plane, fused pool
-    # blocked layout (opt 2's default): where F(4x4) cannot go, the row-tile direct kernel beats F(2x2)
-    assert "direct" in rows["conv3_1_relu3_1"] and "plane < 28" in rows["conv3_1_relu3_1"] \
-        and "outruns F(2x2)" in rows["conv3_1_relu3_1"]
-    assert "direct" in rows["conv5_1_relu5_1"] and "too few tiles" in rows["conv5_1_relu5_1"]
+    # blocked layout (opt 2's default): where F(4x4) cannot go at batch 1, the row-tile direct kernel
+    # runs below a batch of 3, F(4x4) in whole planes from there (U 4.7 MB read once per pass)
+    assert "at N >= 3, direct below" in rows["conv3_1_relu3_1"] and "plane < 28" in rows["conv3_1_relu3_1"] \
+        and "from 3 items on" in rows["conv3_1_relu3_1"]
+    assert "at N >= 8, direct below" in rows["conv5_1_relu5_1"] and "too few tiles" in rows["conv5_1_relu5_1"]
+    assert "winograd planes / rowtiles" in rows["conv5_1_relu5_1"]
     assert main(["inspect", str(EXAMPLES / "vgg16.py"), "--size", "64", "--layout", "nchw"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("conv")}
     assert "winograd F(2x2,3x3)" in rows["conv3_1_relu3_1"] and "plane < 28" in rows["conv3_1_relu3_1"]

@@ -151,8 +151,9 @@ def _roof_text(r: dict) -> str:
     return f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof"
 
 
-def winograd_kernels(opt_graph: Graph, conv_algorithm: str = "auto") -> dict[str, int]:
-    """C target: kernel name -> Winograd output tile m, for the convolutions the rule makes Winograd."""
+def winograd_kernels(opt_graph: Graph, conv_algorithm: str = "auto", batch: int = 1) -> dict[str, int]:
+    """C target: kernel name -> Winograd output tile m, for the convolutions the rule makes Winograd
+    at this batch size (one whose Winograd form starts at a larger batch runs direct here)."""
     from ..codegen.c_winograd import choose
     from ..codegen.lower import lower_program
     from ..errors import CnnccError
@@ -161,7 +162,8 @@ def winograd_kernels(opt_graph: Graph, conv_algorithm: str = "auto") -> dict[str
         specs = lower_program(opt_graph).kernels
     except CnnccError:
         return {}
-    return {s.name: c.m for s in specs if s.family == "conv" and (c := choose(s, conv_algorithm)).m}
+    return {s.name: c.m for s in specs if s.family == "conv" and (c := choose(s, conv_algorithm)).m
+            and c.min_batch <= batch}
 
 
 def winograd_fraction(m: int) -> float:
@@ -176,7 +178,7 @@ def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, r
     multiply-adds than it is credited, so its place on the roof is taken from those it really
     does (``executed_gflops``), never from the credited rate."""
     total = sum(t for _, t in rows) or 1.0
-    wino = winograd_kernels(opt_graph, conv_algorithm) if target == "c" else {}
+    wino = winograd_kernels(opt_graph, conv_algorithm, batch) if target == "c" else {}
     out = []
     for node, t in rows:
         flops, nbytes = node_work(opt_graph, node, batch)
