@@ -121,21 +121,23 @@ def test_winograd_kernel_matches_reference(isa, algorithm, vec_regs, monkeypatch
 
 @needs_cc
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # the numpy reference on NaN/Inf inputs
-@pytest.mark.parametrize("algorithm,layout", [("winograd2", "nchw"), ("winograd4", "blocked")])
-def test_whole_planes_in_three_steps_match_the_reference(algorithm, layout, monkeypatch):
-    """WinogradPlan.planes: every tile row transformed into one V, the GEMMs per (position, block),
-    the output transforms per (block, tile) -- with the zoo's epilogues, pools and edge tiles, and
-    NaN/Inf inputs (a shared flag, reduced over the first step's tasks)."""
+@pytest.mark.parametrize("algorithm,layout,items", [("winograd2", "nchw", 1), ("winograd4", "blocked", 2)])
+def test_whole_planes_in_three_steps_match_the_reference(algorithm, layout, items, monkeypatch):
+    """WinogradPlan.planes: every tile row of ``items`` items transformed into one V, the GEMMs
+    per (position, block), the output transforms per (item, block, tile) -- with the zoo's
+    epilogues, pools and edge tiles, and NaN/Inf inputs (a shared flag, reduced over the first
+    step's tasks); passes of two items over three end on a short one."""
     from test_ieee import assert_ieee_equal, special_input
 
     monkeypatch.setattr(c_winograd, "planes_pay", lambda g, m: True)
-    monkeypatch.setattr(c_winograd, "PLANES_MAX_ITEMS", 2)   # passes of two items: 3 items end on a short one
+    monkeypatch.setattr(c_winograd, "PLANES_MAX_ITEMS", items)
     g = wino_zoo()
     mod = cnncc.compile(g, "c", 2, conv_algorithm=algorithm, layout=layout)
     wino = [p for p in (c_conv.plan(k, host_target(), algorithm) for k in mod.program.kernels if k.family == "conv")
             if p.kind == "winograd"]
-    assert len(wino) == WINOGRAD_KERNELS and all(p.planes and p.NCH == 1 and p.IB == 2 for p in wino)
-    assert "2 items at a time, in three steps split over the threads" in mod.source
+    assert len(wino) == WINOGRAD_KERNELS and all(p.planes and p.NCH == 1 and p.IB == items for p in wino)
+    assert ("2 items at a time" if items == 2 else "item by item") + ", in three steps split over the threads" \
+        in mod.source
     check(g, mod)
     xx = special_input((3, 20, 11, 13), seed=5)
     xx[2] = np.random.default_rng(6).standard_normal((20, 11, 13))          # item 2 finite: the flag resets per pass
