@@ -5,7 +5,10 @@ cnncc and onnxruntime run the same graph with the same weights in this process. 
 interleaved; onnxruntime runs with intra-op spinning stopped and OpenMP with a short
 GOMP_SPINCOUNT (cnncc.bench states both). Every engine's output is checked against the
 numpy reference before it is timed. Ratio = onnxruntime time / cnncc opt-2 time (> 1: cnncc is
-faster); the fusion case is cnncc opt-0 time / opt-2 time.
+faster); the fusion case is cnncc opt-0 time / opt-2 time. Each case runs in a process of its
+own: a second case timed in one process ran one engine or the other 2x slow (conv 64->64 at batch
+1: onnxruntime 1.14 instead of 0.67 ms, or cnncc 0.87 instead of 0.45, 2026-12-04) -- some thread
+state of the first case's sessions and OpenMP team lingers.
 
     python benchmarks/targets.py                    # every case (a few minutes on 2 cores)
     python benchmarks/targets.py --cases lenet5_b1,conv_b1 --repeat 5
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,6 +96,19 @@ def run_case(case: Case, graph, repeat: int, warmup: int, threads: int | None, s
     return row
 
 
+def in_own_process(case: Case, args, tmp: Path, say) -> dict:
+    """One case timed by this script in a fresh Python process; its row."""
+    out = tmp / f"{case.key}.json"
+    cmd = [sys.executable, __file__, "--cases", case.key, "--repeat", str(args.repeat), "--warmup", str(args.warmup),
+           "--json", str(out)] + (["--threads", str(args.threads)] if args.threads else []) + \
+          ([] if not args.quiet else ["--quiet"])
+    say(f"{case.key}: in a process of its own")
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    if proc.returncode or not out.exists():
+        raise SystemExit(f"{case.key}: the timing process failed (exit {proc.returncode}): {' '.join(cmd)}")
+    return json.loads(out.read_text())["rows"][0]
+
+
 def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,6 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="threads for both engines (default: all cores)")
     p.add_argument("--json", default=None, help="write every figure here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--in-process", action="store_true",
+                   help="time every case in this process (default: one process per case)")
     args = p.parse_args(argv)
 
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -113,6 +132,9 @@ def main(argv=None) -> int:
     rows, graphs = [], {}
     with tempfile.TemporaryDirectory(prefix="cnncc-targets-") as tmp:
         for case in cases:
+            if not args.in_process and len(cases) > 1:
+                rows.append(in_own_process(case, args, Path(tmp), say))
+                continue
             if case.model not in graphs:
                 say(f"{case.model}: DSL -> ONNX -> cnncc.from_onnx")
                 graphs[case.model] = through_onnx(build_graph(case.model), Path(tmp))
