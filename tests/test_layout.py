@@ -139,6 +139,8 @@ def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
         monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 1)
     else:            # "wide" (1x1, 8 -> 80: 5 blocks of 16) in groups of 3, the last one short
         monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 2 * 4 * c_in_wide * 32)
+        # (its flat plane's own rule, c_conv._choose_flat, would take 2 blocks of 48: test_small_planes's)
+        monkeypatch.setattr(c_conv, "_choose_flat", c_conv._choose_row)
     host_target.cache_clear()
     try:
         g = rowtile_zoo()
@@ -174,16 +176,33 @@ def test_small_planes_run_chunk_by_chunk(monkeypatch):
         b = dsl.relu(dsl.conv2d(a, 48, 3, padding=1, name="k3"), name="kb")                 # 3x3, chunked
         c = dsl.relu(dsl.add(dsl.conv2d(b, 48, 1, name="k1"), a, name="kres"), name="kc")  # 1x1 flat + residual
         d = dsl.conv2d(c, 20, 1, stride=2, name="ks2")
-        g = dsl.graph(d, name="chunked")
+        e = dsl.conv2d(c, 128, 1, name="kwide")                                             # flat, its own tile rule
+        g = dsl.graph(d, e, name="chunked")
         mod = cnncc.compile(g, "c", 2, layout="blocked", conv_algorithm="direct")
         plans = {k.name: c_conv.plan(k, host_target()) for k in mod.program.kernels if k.family == "conv"}
         chunked = {n: b for n, b in plans.items() if b.kind == "rowtiles" and b.KS}
-        assert len(chunked) == 3 and all(1 < b.KS < 12 and b.PF == 1 for b in chunked.values()), plans
+        assert len(chunked) == 4 and all(1 < b.KS < 12 and b.PF == 1 for b in chunked.values()), plans
         assert any(12 % b.KS for b in chunked.values())
-        assert sum(b.flat for b in chunked.values()) == 1
+        assert sum(b.flat for b in chunked.values()) == 2
+        t = host_target()
+        assert (plans["kwide"].V, plans["kwide"].P) == c_conv._choose_flat(128, 42, t.vector_floats,
+                                                                           t.vector_registers, t.threads)
         check(g, mod, batches=(1, 2))
     finally:
         host_target.cache_clear()
+
+
+def test_flat_planes_load_the_fewest_vectors_per_fma():
+    """c_conv._choose_flat on ResNet-50's 7x7 and 14x14 1x1 layers (AVX-512: 32 registers of 16
+    floats, 2 threads): 4 weight vectors x 6 pixels (10 loads per 24 FMAs) rather than the row
+    rule's 2 x 13 (15 per 26); every tile fits the registers; a single block would idle a thread."""
+    for c_out in (256, 512, 1024, 2048):
+        for plane in (49, 196):
+            assert c_conv._choose_flat(c_out, plane, 16, 32, 2) == (4, 6)
+    for vec, regs in ((16, 32), (8, 16)):
+        V, P = c_conv._choose_flat(256, 49, vec, regs, 2)
+        assert V * P + V + 1 <= regs and 4 * V * P >= 3 * (regs - 4)
+    assert c_conv._choose_flat(48, 42, 16, 32, 2)[0] == 2      # 3 x 16 would be one block: one thread
 
 
 @needs_cc
