@@ -233,8 +233,9 @@ def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocki
     tiles, runs = _row_tiles(g, P, XB)
     band = _pool_bands(spec, COB, NCB, threads) if spec.pool is not None else {}
     block_bytes = 4 * g["KH"] * g["KW"] * g["C_in"] * COB
+    most = NCB if NCB * block_bytes <= ONE_GROUP_BYTES else max(1, GROUP_WEIGHT_BYTES // block_bytes)
     return ConvBlocking("rowtiles", VEC, V, COB, P, NCB, g["OH"] * sum(r.count for r in runs),
-                        XB=XB, CBG=_group(NCB, max(1, GROUP_WEIGHT_BYTES // block_bytes)), tiles=tiles, runs=runs,
+                        XB=XB, CBG=_group(NCB, most), tiles=tiles, runs=runs,
                         KS=KS, flat=flat,
                         PF=PREFETCH_CHUNKS if KS else 0, **band)
 
@@ -280,6 +281,12 @@ def _chunk(spec: KernelSpec, COB: int, XB: int) -> int:
 #: 1x1 stride-2 downsamples (512 KiB to 8 MiB of weights, 6-25 MB inputs at batch 8) had run block
 #: by block at 36-50% of the FMA peak, re-reading their input once per block (16-64 times).
 GROUP_WEIGHT_BYTES = 1 << 20
+#: ... but weights up to this size in all make one group: the items are then the outermost loop,
+#: so each thread reads the items whose input it wrote itself (the previous kernel split them the
+#: same way) and re-reads the weights from its L2. ResNet-18's layer3_0_conv1 (3x3/2, 1.2 MB of
+#: weights) at batch 8: 2.25 -> 2.05 ms, 87 -> 93-95% of the FMA peak (2-core AVX-512 Xeon,
+#: 2026-12-04); above it (layer4_0_conv1, 4.7 MB) items outermost re-streamed the weights per item
+ONE_GROUP_BYTES = 3 << 19
 
 
 def _pointwise(spec: KernelSpec, VEC: int, regs: int) -> ConvBlocking | None:
