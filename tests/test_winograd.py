@@ -148,7 +148,7 @@ def test_whole_planes_in_three_steps_match_the_reference(algorithm, layout, item
 
 
 @needs_cc
-def test_from_a_batch_on_winograd_else_direct(monkeypatch):
+def test_from_a_batch_on_winograd_else_direct(monkeypatch, tmp_path):
     """batch_choice: a layer whose direct kernel wins at batch 1 gets F(4x4) in whole planes from
     min_batch items on -- both kernels compiled, the call picks by N -- each matching the reference."""
     monkeypatch.setattr(c_winograd, "PLANES_MIN_U_BYTES", 0)        # a small layer stands for ResNet's
@@ -169,6 +169,8 @@ def test_from_a_batch_on_winograd_else_direct(monkeypatch):
         feeds = {"x": np.random.default_rng(n).standard_normal((n, 64, 6, 6)).astype(np.float32)}
         ref, out = cnncc.reference(g, feeds), mod(feeds)
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), err_msg=f"batch {n}")
+    loaded = cnncc.load(mod.save(tmp_path / "m"))          # both kernels' weights travel with a saved module
+    np.testing.assert_array_equal(loaded(feeds), out)
     assert c_winograd.choose(spec, "direct").m == 0 and c_winograd.choose(spec, "winograd").min_batch == 0
 
 
