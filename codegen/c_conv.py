@@ -175,7 +175,7 @@ def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int) -> tupl
     broadcasts -- wins, among those whose accumulators, weights and broadcast all fit in the
     registers with at least 3/4 of ``regs - 4`` accumulators. ResNet-50 at batch 1 (2-core
     AVX-512 Xeon, 2026-12-04): 4 x 6 instead of :func:`_choose_row`'s 2 x 13/14 on the 7x7 and
-    14x14 layers, 22.2 -> 21.7 ms in all (layer4_1_conv3 0.52 -> 0.43 ms); no change at batch 8."""
+    14x14 layers, about 1% in all (docs/cpu.md); at batch 8 145.6 -> 144.5 ms."""
     best, best_key = None, None
     for V in range(1, 5):
         cob = V * vec

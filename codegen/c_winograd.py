@@ -118,6 +118,10 @@ PLANES_BATCH_BYTES = 16 << 20
 #: wins at 8 (3.26 vs 3.94)
 BATCH_U_BYTES = 5 << 20
 BATCH_MIN_ITEMS = 3
+#: ... and only where that is at most this many items: the layer then carries U (4x its weights)
+#: and the direct kernel's packing besides; the 512-channel 7x7 layers (U 37.7 MB, from 8 items:
+#: 3.9 -> 3.3 ms each at batch 8) would add 94 MB to ResNet-50's 177 MB of weights for 1%
+BATCH_MAX_ITEMS = 4
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,8 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
 def batch_choice(spec: KernelSpec, why: str) -> Choice | None:
     """F(4x4) in whole planes from a batch of ``min_batch`` items on (see ``BATCH_U_BYTES``), the
     direct kernel below; None where that does not apply (input not NCHW[V]c, C_in beyond F(4x4)'s
-    accuracy bound, a plane under 4x4, U small enough to stay in cache, or too many items needed)."""
+    accuracy bound, a plane under 4x4, U small enough to stay in cache, or more than
+    ``BATCH_MAX_ITEMS`` items needed)."""
     g = spec.geometry
     if not direct_reads_in_place(spec) or not _f4_ok(g) or min(g["OH"], g["OW"]) < 4:
         return None
@@ -300,7 +305,7 @@ def batch_choice(spec: KernelSpec, why: str) -> Choice | None:
     if u <= PLANES_MIN_U_BYTES:
         return None
     k = max(BATCH_MIN_ITEMS, -(-u // BATCH_U_BYTES))
-    if k > planes_items(g, 4, g["C_out"]):
+    if k > min(BATCH_MAX_ITEMS, planes_items(g, 4, g["C_out"])):
         return None
     return Choice("winograd F(4x4,3x3)", 4, f"{why}; from {k} items on F(4x4) in whole planes reads U "
                                            f"({u / 1e6:.1f} MB) once per pass", min_batch=k)
