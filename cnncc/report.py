@@ -79,8 +79,8 @@ def conv_algorithm_table(graph: Graph, conv_algorithm: str = "auto") -> str:
         b = c_conv.plan(spec, target, conv_algorithm)
         reason = c.reason + (f"; {b.kind}: {b.reason}" if getattr(b, "reason", "") and b.kind != "winograd" else "")
         kind = kind_text(b)
-        if getattr(b, "min_batch", 0):   # and below min_batch items, the direct kernel
-            kind = f"winograd planes / {kind_text(c_conv.plan(spec, target, 'direct'))}"
+        if getattr(b, "direct", None):   # and below min_batch items, the direct kernel
+            kind = f"winograd planes / {kind_text(b.direct)}"
         rows.append((spec.name, conv, c.text, kind, reason))
     if len(rows) == 1:
         return "(no convolutions)"

@@ -99,15 +99,14 @@ def render_kernel(spec: KernelSpec, target: CTarget, blk) -> tuple[str, list[Wor
     """One kernel's source for ``target`` with its blocking ``blk`` (c_conv.plan, None for kernels
     without one), and the scratch it asked for (codegen/c_scratch.py). A Winograd kernel that runs
     only from ``blk.min_batch`` items on is two kernels and a call that picks one by N: the
-    Winograd one and the direct one (c_conv.plan with conv_algorithm "direct", its weights packed
-    beside U as ``spec.weights["packed_direct"]``)."""
-    if getattr(blk, "min_batch", 0):
-        direct = c_conv.plan(spec, target, "direct")
+    Winograd one and the direct one (``blk.direct``, its weights packed beside U as
+    ``spec.weights["packed_direct"]``)."""
+    if getattr(blk, "direct", None):
         weights = {k: t for k, t in spec.weights.items() if k != "packed_direct"}
         both = [(dataclasses.replace(spec, cname=f"{spec.cname}_winograd", weights=weights),
-                 dataclasses.replace(blk, min_batch=0)),
+                 dataclasses.replace(blk, direct=None)),
                 (dataclasses.replace(spec, cname=f"{spec.cname}_direct",
-                                     weights=dict(weights, packed=spec.weights["packed_direct"])), direct)]
+                                     weights=dict(weights, packed=spec.weights["packed_direct"])), blk.direct)]
         texts, scratch = [], []
         for s, b in both:
             text, ws = render_kernel(s, target, b)

@@ -132,7 +132,7 @@ def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[in
         P = min(plane, min(max_acc, regs - V - 2) // V)
         if P < 1:
             continue
-        useful = co_g / (-(-co_g // cob) * cob) * plane / (-(-plane // P) * P)
+        useful = _useful(co_g, cob) * _useful(plane, P)
         score = useful * min(1.0, V * P / max_acc) ** 1.5
         key = (round(score, 3), -abs(V - 2))
         if best_key is None or key > best_key:
@@ -159,12 +159,11 @@ def _choose_row(c_out: int, OW: int, vec: int, regs: int, threads: int = 1) -> t
             continue
         per_row = -(-OW // pmax)
         P = -(-OW // per_row)
-        useful = c_out / (-(-c_out // cob) * cob)
+        useful = _useful(c_out, cob)
         # V weight loads and P broadcasts per V * P FMAs: two of each per cycle at most
         score = useful * min(1.0, V * OW / per_row / max_acc) ** 1.5 * min(1.0, V * P / (V + P))
         if threads > 1:    # tasks are whole channel blocks (a batch-1 call): every thread as busy
-            ncb = -(-c_out // cob)
-            score *= ncb / (-(-ncb // threads) * threads)
+            score *= _balance(-(-c_out // cob), threads)
         key = (round(score, 3), -abs(V - 2))
         if best_key is None or key > best_key:
             best, best_key = (V, P), key
@@ -182,9 +181,7 @@ def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int) -> tupl
     best, best_key = None, None
     for V in range(1, 5):
         cob = V * vec
-        useful = c_out / (-(-c_out // cob) * cob)
-        ncb = -(-c_out // cob)
-        balance = ncb / (-(-ncb // threads) * threads)
+        useful, balance = _useful(c_out, cob), _balance(-(-c_out // cob), threads)
         for P in range(1, OW + 1):
             if V * P + V + 1 > regs or 4 * V * P < 3 * (regs - 4):
                 continue
@@ -194,6 +191,16 @@ def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int) -> tupl
             if best_key is None or key < best_key:
                 best, best_key = (V, Pe), key
     return best or _choose_row(c_out, OW, vec, regs, threads)
+
+
+def _useful(c_out: int, cob: int) -> float:
+    """The share of ``cob``-channel blocks that holds real output channels."""
+    return c_out / (-(-c_out // cob) * cob)
+
+
+def _balance(ncb: int, threads: int) -> float:
+    """How busy ``threads`` are when ``ncb`` equal tasks split over them."""
+    return ncb / (-(-ncb // threads) * threads)
 
 
 def _row_tiles(g: dict, P: int, XB: int) -> tuple[tuple, tuple]:
@@ -342,8 +349,8 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     if spec.family != "conv":
         return None
     wino = c_winograd.plan(spec, target, algorithm, _choose)
-    if wino is not None:
-        return wino
+    if wino is not None:   # one that starts at min_batch items carries the direct plan it runs below
+        return dataclasses.replace(wino, direct=plan(spec, target, "direct")) if wino.min_batch else wino
     g = spec.geometry
     if c_winograd.direct_reads_in_place(spec):
         return _rowtiles(spec, VEC, regs, target.threads)
@@ -462,8 +469,7 @@ def prepare(program: Program, target: CTarget) -> Program:
             continue
         w = spec.weights["weight"]
         # a Winograd kernel that runs only from min_batch items on has the direct kernel beside it
-        wanted = [("packed", b)] + ([("packed_direct", plan(spec, target, "direct"))]
-                                    if getattr(b, "min_batch", 0) else [])
+        wanted = [("packed", b)] + ([("packed_direct", b.direct)] if getattr(b, "direct", None) else [])
         if all(slot in spec.weights and spec.weights[slot].name == f"{w.name}.c_{pb.tag}" for slot, pb in wanted) \
                 and ("packed_direct" in spec.weights) == (len(wanted) == 2):
             continue

@@ -160,7 +160,8 @@ class WinogradPlan:
     planes: bool = False  # whole planes in three steps (every tile transformed, then the GEMMs, then the
                           # output transforms), each block of U read once per IB items; else fused tasks
     IB: int = 1           # whole planes: items per pass (their tiles are one GEMM's rows)
-    min_batch: int = 0    # Choice.min_batch: below it the call runs the direct kernel compiled beside
+    min_batch: int = 0    # Choice.min_batch: below it the call runs the direct kernel compiled beside,
+    direct: object = None  # ... whose plan c_conv.plan puts here (this module cannot plan direct kernels)
     kind: str = "winograd"
 
     @property
@@ -301,7 +302,7 @@ def batch_choice(spec: KernelSpec, why: str) -> Choice | None:
     g = spec.geometry
     if not direct_reads_in_place(spec) or not _f4_ok(g) or min(g["OH"], g["OW"]) < 4:
         return None
-    u = 4 * 36 * g["C_in"] * g["C_out"]
+    u = _u_bytes(g, 4)
     if u <= PLANES_MIN_U_BYTES:
         return None
     k = max(BATCH_MIN_ITEMS, -(-u // BATCH_U_BYTES))
@@ -343,8 +344,7 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
 def planes_items(g: dict, m: int, c_out: int) -> int:
     """Items per pass of whole planes: the most (a power of two, at most ``PLANES_MAX_ITEMS``) whose
     V and M fit ``PLANES_BATCH_BYTES``; a batch of one runs one item whatever this says."""
-    alpha2, tiles = (m + 2) ** 2, -(-g["OH"] // m) * -(-g["OW"] // m)
-    per_item = 4 * alpha2 * tiles * (g["C_in"] + c_out)
+    per_item = _vm_bytes(g, m, c_out)
     ib = 1
     while 2 * ib <= PLANES_MAX_ITEMS and 2 * ib * per_item <= PLANES_BATCH_BYTES:
         ib *= 2
@@ -360,11 +360,24 @@ def planes_pay(g: dict, m: int) -> bool:
     instead of 5.1 ms. A U under ``PLANES_MIN_U_BYTES`` stays in cache between chunks, while V and
     M of a large plane go to memory: 128 -> 128 at 112x112 (U 2.4 MB x 112 chunks vs 2 x 115 MB)
     ran 6.5 ms in three steps and 4.2 fused, 64 -> 64 at 224x224 9.3 and 5.4 ms."""
-    alpha2, tiles = (m + 2) ** 2, -(-g["OH"] // m) * -(-g["OW"] // m)
-    chunks = -(-tiles // tiles_per_task(g, m))
-    u = 4 * alpha2 * g["C_in"] * g["C_out"]
-    vm = 4 * alpha2 * tiles * (g["C_in"] + g["C_out"])
-    return u > PLANES_MIN_U_BYTES and u * chunks > 2 * vm
+    chunks = -(-_tiles(g, m) // tiles_per_task(g, m))
+    u = _u_bytes(g, m)
+    return u > PLANES_MIN_U_BYTES and u * chunks > 2 * _vm_bytes(g, m, g["C_out"])
+
+
+def _tiles(g: dict, m: int) -> int:
+    """m x m output tiles per item."""
+    return -(-g["OH"] // m) * -(-g["OW"] // m)
+
+
+def _u_bytes(g: dict, m: int) -> int:
+    """Bytes of the transformed weights U of F(m x m, 3x3)."""
+    return 4 * (m + 2) ** 2 * g["C_in"] * g["C_out"]
+
+
+def _vm_bytes(g: dict, m: int, c_out: int) -> int:
+    """Bytes of one item's transformed input V and GEMM results M (``c_out`` channels of them)."""
+    return 4 * (m + 2) ** 2 * _tiles(g, m) * (g["C_in"] + c_out)
 
 
 def tiles_per_task(g: dict, m: int) -> int:
