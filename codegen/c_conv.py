@@ -228,7 +228,7 @@ def _row_tiles(g: dict, P: int, XB: int) -> tuple[tuple, tuple]:
 def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocking:
     """An ungrouped convolution reading an NCHW[V]c input in place (see the module docstring)."""
     g = spec.geometry
-    XB = spec.inputs[0].block
+    XB = spec.inputs[0].block or 1     # an NCHW input is NCHW1c (see nchw_in_place)
     V, P = _choose_row(g["C_out"], g["OW"], VEC, regs)
     KS = _chunk(spec, V * VEC, XB)
     if KS:    # tasks are whole planes; a 1x1 unpadded stride-1 plane is tiled as one row
@@ -248,6 +248,23 @@ def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocki
                         XB=XB, CBG=_group(NCB, most), tiles=tiles, runs=runs,
                         KS=KS, flat=flat,
                         PF=PREFETCH_CHUNKS if KS else 0, **band)
+
+
+def executed_fraction(spec: KernelSpec, blk) -> float:
+    """The share of a direct convolution's nominal multiply-adds (every tap of every output) that
+    kernel plan ``blk`` really does: the ``rowtiles`` kind leaves out the taps on the zero border
+    (its edge tiles and its top and bottom rows), every other kind multiplies them by the zeros of
+    its bordered copy. ResNet's 3x3s on 7x7 planes do 82% of their nominal FLOPs, so their nominal
+    rate reads above the FMA peak (`cnncc bench` places them on the roof by this share)."""
+    if getattr(blk, "kind", "") != "rowtiles":
+        return 1.0
+    g = spec.geometry
+
+    def inside(out: int, stride: int, pad: int, k: int, dil: int, size: int) -> float:
+        return sum(0 <= o * stride - pad + t * dil < size for o in range(out) for t in range(k)) / (out * k)
+
+    return (inside(g["OH"], g["SH"], g["PH"], g["KH"], g["DH"], g["H"])
+            * inside(g["OW"], g["SW"], g["PW"], g["KW"], g["DW"], g["W"]))
 
 
 def _one_row(g: dict) -> dict:
@@ -318,6 +335,17 @@ def _pointwise(spec: KernelSpec, VEC: int, regs: int) -> ConvBlocking | None:
     return ConvBlocking("pixels", VEC, V, COB, P, -(-g["C_out"] // COB), NT, TPC=TPC, NCHUNK=-(-NT // TPC))
 
 
+def nchw_in_place(spec: KernelSpec) -> bool:
+    """A 1x1 stride-1 unpadded ungrouped convolution from an NCHW input to an NCHW[V]c output
+    (ResNeXt's conv3 after its grouped conv, which has no blocked kernel) reads the input in
+    place as NCHW1c with the ``rowtiles`` kind -- one broadcast per pixel and input channel, as
+    from a blocked input -- instead of copying it channels-last for the ``channels`` kind (the
+    ``pixels`` GEMM writes NCHW only)."""
+    g = spec.geometry
+    return (not spec.inputs[0].block and bool(spec.output.block) and spec.pool is None
+            and (g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"], g["groups"]) == (1, 1, 1, 1, 0, 0, 1))
+
+
 def _rows(spec: KernelSpec, VEC: int) -> ConvBlocking:
     """Grouped convolutions with less than a vector of output channels per group (depthwise):
     vectors along each output row. Each input plane is copied zero-bordered and split into its
@@ -352,7 +380,7 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     if wino is not None:   # one that starts at min_batch items carries the direct plan it runs below
         return dataclasses.replace(wino, direct=plan(spec, target, "direct")) if wino.min_batch else wino
     g = spec.geometry
-    if c_winograd.direct_reads_in_place(spec):
+    if c_winograd.direct_reads_in_place(spec) or nchw_in_place(spec):
         return _rowtiles(spec, VEC, regs, target.threads)
     blocked = bool(spec.inputs[0].block or spec.output.block)   # NCHW[V]c (passes/layout.py): the channels kind
     pw = None if blocked else _pointwise(spec, VEC, regs)

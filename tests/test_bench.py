@@ -218,11 +218,12 @@ def test_a_winograd_kernel_sits_on_the_roof_by_the_flops_it_does():
     from cnncc.bench.kernels import _roof_text, kernel_table
     from cnncc.cost import node_work
     from cnncc.frontends import dsl
+    from cnncc.runtime.cpu import host_target
 
     x = dsl.input("x", (dsl.N, 64, 32, 32))
     c = dsl.conv2d(x, 64, 3, padding=1, name="w")
     g = dsl.graph(dsl.conv2d(dsl.relu(c, name="r"), 64, 3, stride=2, padding=1, name="d"), name="wino")
-    opt = cnncc.optimize(g)
+    opt = cnncc.optimize(g, layout_vector=host_target().vector_floats)    # as the bench compiles it: blocked
     kernels = {n.name: n for n in opt if n.op in ("fused", "conv2d")}
     roof = roofline.Roofline(100.0, 20.0, 2, "test cpu", "2000-01-01 00:00:00")
     rows = [(node, node_work(opt, node, 1)[0] / 200e9) for node in kernels.values()]   # credited 200 GFLOP/s
@@ -230,8 +231,36 @@ def test_a_winograd_kernel_sits_on_the_roof_by_the_flops_it_does():
     wino, direct = table["w_r"], table["d"]
     assert wino.algorithm == "winograd F(4x4,3x3)" and direct.algorithm == ""
     assert abs(wino.executed_gflops - 200 * 36 / 144) < 1e-6 and abs(wino.roof_fraction - 0.5) < 1e-6
+    # the stride-2 direct kernel reads its blocked input in place and leaves out the taps on the
+    # zero border: row and column 0 lose one of their 3 taps, (47/48)^2 of the credited FLOPs
+    assert abs(direct.executed_gflops - 200 * (47 / 48) ** 2) < 1e-6
     assert direct.bound == "above probe" and direct.roof_fraction == 1.0
     assert "winograd F(4x4,3x3): its GEMMs' FLOPs" in _roof_text(vars(wino))
+    slow = kernel_table([(kernels["d"], node_work(opt, kernels["d"], 1)[0] / 90e9)], opt, 1, roof)[0]
+    assert abs(slow.roof_fraction - 0.9 * (47 / 48) ** 2) < 1e-6
+    assert _roof_text(vars(slow)) == "86% of compute roof (by the taps inside the input)"
+
+
+def test_a_direct_kernel_is_credited_the_taps_it_does():
+    """c_conv.executed_fraction: the row-tile kernel skips the zero border's taps (3x3 on 7x7:
+    19 of 21 per axis), a kernel reading a bordered copy multiplies them by zero."""
+    import cnncc
+    from cnncc.codegen import c_conv
+    from cnncc.codegen.lower import lower_program
+    from cnncc.codegen.target import CTarget
+    from cnncc.frontends import dsl
+
+    x = dsl.input("x", (dsl.N, 32, 7, 7))
+    g = dsl.graph(dsl.conv2d(dsl.relu(dsl.conv2d(x, 32, 3, padding=1, name="a")), 32, 3, padding=1, name="b"),
+                  name="small")
+    target = CTarget("avx512", 16, 32, threads=2)
+    specs = {s.name: s for s in lower_program(cnncc.optimize(g, layout_vector=16)).kernels if s.family == "conv"}
+    shares = {}
+    for name, spec in specs.items():
+        b = c_conv.plan(spec, target, "direct")
+        shares[b.kind] = c_conv.executed_fraction(spec, b)
+    assert abs(shares["rowtiles"] - (19 / 21) ** 2) < 1e-12, shares
+    assert shares.get("channels") == 1.0, shares      # "a" reads the NCHW input through a bordered copy
 
 
 def test_report_marks_fused_groups_slower_than_their_members():

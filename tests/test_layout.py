@@ -226,6 +226,29 @@ def test_a_narrow_1x1_after_a_depthwise_conv_stays_nchw():
     check(g, mod, batches=(2,))
 
 
+@needs_cc
+@pytest.mark.parametrize("size", [10, 24], ids=["chunked", "rows"])
+def test_a_1x1_after_a_grouped_conv_reads_nchw_in_place(size):
+    """ResNeXt's conv3: a 1x1 convolution reading a grouped convolution's NCHW output (no blocked
+    kernel for groups narrower than a vector) into an NCHW[V]c output with a residual add runs
+    the rowtiles kind on the input as it is, NCHW1c (c_conv.nchw_in_place), not a channels-last
+    copy: on a small plane chunk by chunk of input channels as one flat row, on a larger one row by row."""
+    x = dsl.input("x", (N, 24, size, size))
+    a = dsl.relu(dsl.conv2d(x, 256, 1, name="stem"), name="sa")
+    b = dsl.relu(dsl.conv2d(a, 64, 1, name="conv1"), name="ba")
+    gc = dsl.relu(dsl.conv2d(b, 64, 3, padding=1, groups=16, name="grouped"), name="ga")
+    y = dsl.relu(dsl.add(dsl.conv2d(gc, 256, 1, name="conv3"), a, name="res"), name="ya")   # > POINTWISE_NCHW_MAX_COUT
+    g = dsl.graph(dsl.conv2d(y, 32, 3, padding=1, name="next"), name="resnextish")
+    mod = cnncc.compile(g, "c", 2, layout="blocked", conv_algorithm="direct")
+    plans = {k.name: (k, c_conv.plan(k, host_target())) for k in mod.program.kernels if k.family == "conv"}
+    spec, b = next(v for n, v in plans.items() if n.startswith("conv3"))
+    assert not spec.inputs[0].block and spec.output.block and c_conv.nchw_in_place(spec)
+    assert b.kind == "rowtiles" and b.XB == 1 and bool(b.KS) == (size == 10) and b.flat == (size == 10), b
+    text = "\n".join(src for _, src, _ in mod.kernels)
+    assert "The input is NCHW, read in place" in text
+    check(g, mod, batches=(1, 2))
+
+
 def wino(c: int = 64):
     """Winograd convolutions in blocked layout: plain (blocked out), and with a blocked residual
     operand and the 2x2 max pool fused into the output transform."""

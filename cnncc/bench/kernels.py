@@ -32,7 +32,8 @@ class KernelRow:
     roof_fraction: float = 0.0
     members: list[str] = field(default_factory=list)
     algorithm: str = ""          # C target convolutions: "direct" or "winograd F(mxm,3x3)"
-    executed_gflops: float = 0.0  # Winograd: the rate of the multiply-adds it really does (its GEMMs)
+    executed_gflops: float = 0.0  # the rate of the multiply-adds it really does, where fewer than credited:
+                                  # Winograd's GEMMs, a direct kernel's taps inside the input
 
 
 def kernel_nodes(opt_graph: Graph) -> list[Node]:
@@ -146,24 +147,41 @@ def _roof_text(r: dict) -> str:
         return "above DRAM roof (cache-resident)"
     if r["bound"] == "above probe":
         return "above the FMA probe: --refresh-roofline"
-    if r.get("executed_gflops"):
+    if r.get("executed_gflops") and r.get("algorithm"):
         return f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof ({r['algorithm']}: its GEMMs' FLOPs)"
+    if r.get("executed_gflops"):
+        return f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof (by the taps inside the input)"
     return f"{r['roof_fraction'] * 100:.0f}% of {r['bound']} roof"
 
 
-def winograd_kernels(opt_graph: Graph, conv_algorithm: str = "auto", batch: int = 1) -> dict[str, int]:
-    """C target: kernel name -> Winograd output tile m, for the convolutions the rule makes Winograd
-    at this batch size (one whose Winograd form starts at a larger batch runs direct here)."""
-    from ..codegen.c_winograd import choose
+def executed_shares(opt_graph: Graph, conv_algorithm: str = "auto", batch: int = 1) -> dict[str, tuple[str, float]]:
+    """C target: kernel name -> (algorithm, share of its credited multiply-adds it really does),
+    for the convolutions that do fewer than they are credited at this batch size: Winograd
+    (its GEMMs, :func:`winograd_fraction`; one whose Winograd form starts at a larger batch runs
+    direct here) and direct kernels that leave out the taps on the zero border
+    (``c_conv.executed_fraction``; algorithm "")."""
+    from ..codegen import c_conv
     from ..codegen.lower import lower_program
-    from ..errors import CnnccError
+    from ..runtime.cpu import host_target
 
     try:
         specs = lower_program(opt_graph).kernels
     except CnnccError:
         return {}
-    return {s.name: c.m for s in specs if s.family == "conv" and (c := choose(s, conv_algorithm)).m
-            and c.min_batch <= batch}
+    target, out = host_target(), {}
+    for s in specs:
+        if s.family != "conv":
+            continue
+        b = c_conv.plan(s, target, conv_algorithm)
+        if b is not None and b.kind == "winograd":
+            if b.min_batch <= batch:
+                out[s.name] = (f"winograd F({b.m}x{b.m},3x3)", winograd_fraction(b.m))
+                continue
+            b = b.direct
+        share = c_conv.executed_fraction(s, b)
+        if share < 1.0:
+            out[s.name] = ("", share)
+    return out
 
 
 def winograd_fraction(m: int) -> float:
@@ -174,11 +192,12 @@ def winograd_fraction(m: int) -> float:
 def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, roof,
                  target: str = "c", conv_algorithm: str = "auto") -> list[KernelRow]:
     """One row per kernel: its time, FLOPs (of the operators: a Winograd convolution is credited
-    a direct one's) and where it sits on the roofline. A Winograd kernel does fewer
-    multiply-adds than it is credited, so its place on the roof is taken from those it really
-    does (``executed_gflops``), never from the credited rate."""
+    a direct one's) and where it sits on the roofline. A Winograd kernel, and a direct one that
+    leaves out the zero border's taps, does fewer multiply-adds than it is credited, so its place
+    on the roof is taken from those it really does (``executed_gflops``), never from the credited
+    rate."""
     total = sum(t for _, t in rows) or 1.0
-    wino = winograd_kernels(opt_graph, conv_algorithm, batch) if target == "c" else {}
+    shares = executed_shares(opt_graph, conv_algorithm, batch) if target == "c" else {}
     out = []
     for node, t in rows:
         flops, nbytes = node_work(opt_graph, node, batch)
@@ -187,9 +206,9 @@ def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, r
         r = KernelRow(node.name, op_text, t, flops, nbytes, flops / t / 1e9, nbytes / t / 1e9, t / total,
                       members=members)
         rate = r.gflops
-        if node.name in wino:
-            r.algorithm = f"winograd F({wino[node.name]}x{wino[node.name]},3x3)"
-            r.executed_gflops = rate = r.gflops * winograd_fraction(wino[node.name])
+        if node.name in shares:
+            r.algorithm, share = shares[node.name]
+            r.executed_gflops = rate = r.gflops * share
         if roof is not None and r.gbs > 0:
             pos = roof.position(rate, r.gbs)
             r.intensity, r.bound, r.roof_fraction = pos["intensity"], pos["bound"], pos["fraction"]

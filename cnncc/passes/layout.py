@@ -107,7 +107,9 @@ def kind(graph: Graph, node: Node, vector: int) -> tuple[str, str]:
 #: which few output channels do not amortise. Measured (2-core AVX-512 Xeon, batch 1, 2026-12-03):
 #: MobileNetV2 6.50 -> 5.53 ms, its fused project/expand groups no longer slower than their
 #: members at opt 0 (4 -> 0-1 of 45); ResNeXt-50 39.3 -> 38.1 ms. With 256 (ResNeXt's conv3
-#: too) ResNeXt-50 ran 39.8 ms, with no limit 46.9 (the whole network NCHW).
+#: too) ResNeXt-50 ran 39.8 ms, with no limit 46.9 (the whole network NCHW). Those figures predate
+#: c_conv.nchw_in_place (a blocked output no longer needs the copy: the rowtiles kernel reads the
+#: NCHW planes in place); the limit has not been measured again since.
 POINTWISE_NCHW_MAX_COUT = 128
 
 
