@@ -50,9 +50,10 @@ def auto_choice(graph) -> str:
     import cnncc
     from cnncc.codegen.c_winograd import choose
     from cnncc.codegen.lower import lower_program
+    from cnncc.runtime.cpu import host_target
 
     spec = next(k for k in lower_program(cnncc.optimize(graph)).kernels if k.family == "conv")
-    c = choose(spec, "auto")
+    c = choose(spec, "auto", host_target())
     return f"{c.algorithm} ({c.reason})"
 
 

@@ -75,7 +75,7 @@ def conv_algorithm_table(graph: Graph, conv_algorithm: str = "auto") -> str:
         pool = " + pool" if spec.pool is not None else ""
         conv = (f"{g['C_in']}->{g['C_out']} {g['KH']}x{g['KW']}/{g['SH']} on {g['OH']}x{g['OW']}"
                 f"{'' if g['groups'] == 1 else ' g' + str(g['groups'])}{pool}")
-        c = choose(spec, conv_algorithm)
+        c = choose(spec, conv_algorithm, target)
         b = c_conv.plan(spec, target, conv_algorithm)
         reason = c.reason + (f"; {b.kind}: {b.reason}" if getattr(b, "reason", "") and b.kind != "winograd" else "")
         kind = kind_text(b)

@@ -66,14 +66,21 @@ def launch(spec: KernelSpec) -> str:
 
 #: what one element visited by a memory-bound kernel (elementwise, softmax, gather, norms,
 #: resize, unpool, global pool) or one pooling window tap costs, in multiply-adds of a
-#: vectorized conv/dense loop: the ratios of the thresholds the kernels had been tuned to
-#: (100,000 elements, 200,000 taps and 500,000 multiply-adds on AVX2)
+#: vectorized conv/dense loop on AVX2 (8 floats a vector): the ratios of the thresholds the kernels
+#: had been tuned to (100,000 elements, 200,000 taps and 500,000 multiply-adds on AVX2). Such a
+#: kernel's time per element does not shrink with wider vectors while a multiply-add's does, so
+#: on a target with V floats a vector an element counts V / 8 times as much (:func:`parallel_work`):
+#: without it, AVX-512's doubled threshold kept 200,000-element chains on the calling thread, and
+#: DenseNet-121's 14x14 BatchNorm + ReLU groups (169,344 elements, read cold from the concatenated
+#: buffer) took 0.073 ms instead of 0.035 on two threads -- slower than their members apart.
 ELEMENT_WORK, TAP_WORK = 5, 2.5
+ELEMENT_WORK_FLOATS = 8     # the vector width ELEMENT_WORK and TAP_WORK were measured at
 
 
-def parallel_work(spec: KernelSpec) -> int:
-    """A kernel's work per batch item in multiply-adds (or their equivalent, see ELEMENT_WORK):
-    what ``parallel_if`` weighs against the target's ``parallel_work``."""
+def parallel_work(spec: KernelSpec, vector_floats: int = ELEMENT_WORK_FLOATS) -> int:
+    """A kernel's work per batch item in multiply-adds (or their equivalent for memory-bound
+    kernels on a target with ``vector_floats`` floats a vector, see ELEMENT_WORK): what
+    ``parallel_if`` weighs against the target's ``parallel_work``."""
     g, f = spec.geometry, spec.family
     if f == "conv":
         return g["C_out"] * g["OH"] * g["OW"] * (g["C_in"] // g["groups"]) * g["KH"] * g["KW"]
@@ -83,10 +90,11 @@ def parallel_work(spec: KernelSpec) -> int:
         return g["M"] * g["K"]
     if f == "matmul":
         return g["MB"] * g["R"] * g["K"] * g["M"]
+    scale = vector_floats / ELEMENT_WORK_FLOATS
     if f == "pool":
         p = spec.pool
-        return int(spec.out_C * p.OH * p.OW * p.KH * p.KW * TAP_WORK)
-    return int(max(t.item_numel for t in spec.tensors()) * ELEMENT_WORK)
+        return int(spec.out_C * p.OH * p.OW * p.KH * p.KW * TAP_WORK * scale)
+    return int(max(t.item_numel for t in spec.tensors()) * ELEMENT_WORK * scale)
 
 
 def parallel_if(work: int, target: CTarget) -> str:
@@ -120,10 +128,12 @@ def render_kernel(spec: KernelSpec, target: CTarget, blk) -> tuple[str, list[Wor
                      f"    else kernel_{spec.cname}_direct({args});\n}}\n")
         return "\n\n".join(texts), scratch
     tmpl = _env().get_template(TEMPLATES[spec.family])
-    tail = spec.geometry.get("M", 0) * ELEMENT_WORK if spec.tail else 0
+    per_float = target.vector_floats / ELEMENT_WORK_FLOATS   # a memory-bound element's work grows with the vector
+    tail = int(spec.geometry.get("M", 0) * ELEMENT_WORK * per_float) if spec.tail else 0
     request = ScratchRequest(spec.name)
     text = tmpl.render(spec=spec, signature=signature(spec), weight_decls=weight_decls(spec), blk=blk,
-                       parallel_if=parallel_if(parallel_work(spec), target), parallel_if_tail=parallel_if(tail, target),
+                       parallel_if=parallel_if(parallel_work(spec, target.vector_floats), target),
+                       parallel_if_tail=parallel_if(tail, target),
                        workspace=request, plan=c_pool.plan(spec) if spec.family == "pool" else None)
     record = request.record(spec.batch)
     return text.strip() + "\n", [record] if record else []

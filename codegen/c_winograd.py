@@ -122,6 +122,16 @@ BATCH_MIN_ITEMS = 3
 #: and the direct kernel's packing besides; the 512-channel 7x7 layers (U 37.7 MB, from 8 items:
 #: 3.9 -> 3.3 ms each at batch 8) would add 94 MB to ResNet-50's 177 MB of weights for 1%
 BATCH_MAX_ITEMS = 4
+#: On a core whose FMA units finish at most this many FLOPs a cycle (CTarget.fma_flops: AVX2, and
+#: Zen 4's AVX-512 in 256-bit halves) "auto" gives an NCHW[V]c-input layer F(4x4) (within its
+#: accuracy bound, plan's schedule) where the row-tile direct kernel wins on cores of twice the
+#: FMA rate. Measured on a 2-core Zen 4 EPYC (2026-12-04, batch 1, per-kernel medians of the quiet
+#: rounds, whole networks at opt 2 with the algorithm forced): ResNet-18's 256-channel 14x14 3x3s
+#: F(4x4) 0.67-0.77 ms vs 0.98-1.02 direct, GoogLeNet's inception4a-e 14x14 3x3s 0.23-0.49 vs
+#: 0.37-0.75; the 512-channel 7x7 layers stay direct (plane < AUTO_MIN_PLANE: F(4x4) 1.29-1.34 vs
+#: 0.98-1.05). On the 2-core Xeon (64 FLOP/cycle) F(4x4) on those 14x14 planes ran 1.4-1.5 ms vs
+#: 0.71 direct (docs/cpu.md).
+NARROW_FMA_FLOPS = 32
 
 
 @dataclass(frozen=True)
@@ -228,8 +238,9 @@ def _f4_ok(g: dict) -> bool:
     return g["C_in"] <= F4_MAX_CIN
 
 
-def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
-    """The rule, per conv kernel. ``algorithm`` is compile()'s ``conv_algorithm``:
+def choose(spec: KernelSpec, algorithm: str = "auto", target: CTarget | None = None) -> Choice:
+    """The rule, per conv kernel. ``algorithm`` is compile()'s ``conv_algorithm``; ``target`` the
+    machine (None: one with two full-vector FMA units):
 
     * "direct": every convolution direct;
     * "winograd": every eligible 3x3 stride-1 convolution Winograd -- F(4x4) where its accuracy
@@ -243,8 +254,9 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
       when the input is NCHW[V]c (the row-tile direct kernel, c_conv's ``rowtiles``, ran 1.1-1.6x
       faster than fused F(2x2) on every such ResNet-50 and GoogLeNet layer, docs/cpu.md) unless
       F(2x2) in whole planes pays (VGG's 512-channel 14x14 layers: 1.75 vs 3.1 ms direct at batch
-      1, 15.1 vs 17.0 at batch 8); else F(2x2) where a task holds ``AUTO_MIN_REUSE_F2`` (C_in <= 341)
-      or whole planes pay, else direct.
+      1, 15.1 vs 17.0 at batch 8) -- or, on a target of at most ``NARROW_FMA_FLOPS`` FLOPs a
+      cycle, F(4x4) within its accuracy bound (:data:`NARROW_FMA_FLOPS`); else F(2x2) where a task
+      holds ``AUTO_MIN_REUSE_F2`` (C_in <= 341) or whole planes pay, else direct.
     """
     check_algorithm(algorithm)
     if spec.family != "conv":
@@ -283,6 +295,9 @@ def choose(spec: KernelSpec, algorithm: str = "auto") -> Choice:
     why = (f"plane < {F4_MIN_PLANE}" if small < F4_MIN_PLANE else f"C_in {g['C_in']} > {F4_MAX_CIN}"
            if not _f4_ok(g) else f"F(4x4) would reuse each weight block for {reuse4} tiles < {AUTO_MIN_REUSE_F4}")
     if direct_reads_in_place(spec) and not planes2:
+        if target is not None and target.fma_flops <= NARROW_FMA_FLOPS and _f4_ok(g):
+            return Choice("winograd F(4x4,3x3)", 4, f"{pays}; {why}, but on FMA units of {target.fma_flops} "
+                                                    "FLOP/cycle F(4x4) outruns the row-tile direct kernel")
         batched = batch_choice(spec, f"no F(4x4) at batch 1 ({why}): the row-tile direct kernel outruns it")
         if batched is not None:
             return batched
@@ -316,7 +331,7 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str, register_tile) -> Wi
     """The Winograd tiling of a conv kernel for ``target``, or None when :func:`choose` says direct.
     ``register_tile(C_out, tiles, 1, VEC, regs) -> (V, P)`` is the direct kernel's register tile
     rule (c_conv._choose, passed in: c_conv imports this module)."""
-    choice = choose(spec, algorithm)
+    choice = choose(spec, algorithm, target)
     if not choice.m:
         return None
     g = spec.geometry

@@ -21,14 +21,21 @@ class CTarget:
     #: calling thread runs them alone (codegen/c.py ``parallel_if``). 0: derived from the vector
     #: width (``PARALLEL_WORK_PER_FLOAT`` per float of a vector).
     parallel_work: int = 0
+    #: single-precision FLOPs one core's FMA units finish per cycle. 0: two FMA units of a whole
+    #: vector (4 x vector_floats: 64 on AVX-512, 32 on AVX2). AMD Zen 4 runs a 512-bit FMA as two
+    #: 256-bit halves: 32 with 16-float vectors. Fewer FLOPs a cycle against the same caches
+    #: favour Winograd's fewer multiply-adds (codegen/c_winograd.py ``choose``).
+    fma_flops: int = 0
 
     def __post_init__(self):
         if not self.parallel_work:
             object.__setattr__(self, "parallel_work", PARALLEL_WORK_PER_FLOAT * self.vector_floats)
+        if not self.fma_flops:
+            object.__setattr__(self, "fma_flops", 4 * self.vector_floats)
 
     def describe(self) -> str:
         return (f"{self.isa}: {self.vector_floats} floats x {self.vector_registers} vector registers, "
-                f"{self.threads} threads")
+                f"FMA {self.fma_flops} FLOP/cycle, {self.threads} threads")
 
 
 #: Waking the OpenMP team and joining it costs ~5-10 us (sleeping threads; a short GOMP_SPINCOUNT

@@ -75,12 +75,30 @@ def _probe_isa() -> CTarget:
     except Exception:   # no compiler: the build will say so; any target renders correct C
         out = ""
     if "__AVX512F__" in out:
-        return CTarget("avx512", 16, 32)
+        return CTarget("avx512", 16, 32, fma_flops=32 if _amd_family() == 0x19 else 0)
     if "__AVX__" in out:
         return CTarget("avx2" if "__AVX2__" in out else "avx", 8, 16)
     if "__aarch64__" in out:
         return CTarget("neon", 4, 32)
     return GENERIC
+
+
+def _amd_family(cpuinfo: str | None = None) -> int | None:
+    """The CPU family of an AMD x86 CPU (``cpuinfo``: /proc/cpuinfo's text, read when None), else
+    None. Family 0x19 with AVX-512 is Zen 4, whose FMA units take a 512-bit vector in two 256-bit
+    halves (CTarget.fma_flops)."""
+    try:
+        info = (Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo).split("\n\n", 1)[0]
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if fields.get("vendor_id") != "AuthenticAMD":
+        return None
+    try:
+        return int(fields.get("cpu family", ""))
+    except ValueError:
+        return None
 
 
 #: instruction-set extensions -march=native may use (x86 /proc/cpuinfo "flags", Arm "Features")

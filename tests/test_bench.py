@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -64,7 +65,8 @@ def test_bench_cli_writes_tables_and_json(tiny_model, isolated_env, capsys):
         assert {r["name"] for r in opt0_rows} >= {"conv1", "relu1", "pool1", "fc1"}
         assert len(opt2_rows) < len(opt0_rows)
         assert abs(sum(r["share"] for r in opt2_rows) - 1.0) < 1e-6
-        assert run["kernels"]["opt2"]["method"] == "runtime profiler, engines interleaved, median"
+        assert re.fullmatch(r"runtime profiler, engines interleaved, median of the [3-7] of 7 rounds where every "
+                            r"engine ran within 10% of its fastest", run["kernels"]["opt2"]["method"])
         for r in opt0_rows + opt2_rows:
             assert r["seconds"] > 0 and r["flops"] >= 0 and r["bytes"] > 0
             assert r["bound"] in ("memory", "compute", "cache", "above probe")   # roofline.position's labels
@@ -98,7 +100,8 @@ def test_unknown_engine_is_an_error(tiny_model, capsys):
 
 
 def test_kernel_profiles_alternate_between_modules_and_skip_targets_without_one():
-    """opt 0 and opt 2 are profiled one forward each in turn (a slow minute hits both alike)."""
+    """opt 0 and opt 2 are profiled one forward each in turn, the order rotated (a slow minute hits
+    both alike); a target without a profiler is left out."""
     from cnncc.bench import interleaved_kernel_times
     from cnncc.errors import CompileError
 
@@ -114,11 +117,36 @@ def test_kernel_profiles_alternate_between_modules_and_skip_targets_without_one(
                 raise CompileError("per-kernel profiling is not available on target 'cuda'")
             return [(k, t.pop(0) if len(t) > 1 else t[0]) for k, t in self.times.items()]
 
-    mods = {"opt0": Fake("opt0", {"a": [9.0, 1.0, 2.0, 3.0]}), "opt2": Fake("opt2", {"ab": [9.0, 5.0, 4.0, 6.0]}),
+    mods = {"opt0": Fake("opt0", {"a": [9.0, 1.0, 1.05, 1.02]}), "opt2": Fake("opt2", {"ab": [9.0, 5.0, 5.2, 5.1]}),
             "gpu": Fake("gpu", None)}
-    times = interleaved_kernel_times(mods, [], rounds=3)
-    assert times == {"opt0": {"a": 2.0}, "opt2": {"ab": 5.0}}       # medians, warm-up call dropped
-    assert calls == ["opt0", "opt2", "gpu"] + ["opt0", "opt2"] * 3
+    got = interleaved_kernel_times(mods, [], rounds=3)
+    assert got.times == {"opt0": {"a": 1.02}, "opt2": {"ab": 5.1}}       # medians, warm-up call dropped
+    assert (got.rounds, got.kept) == (3, 3) and "3 of 3 rounds" in got.method
+    assert calls == ["opt0", "opt2", "gpu"] + ["opt0", "opt2", "opt2", "opt0", "opt0", "opt2"]
+
+
+def test_kernel_profiles_drop_the_rounds_a_slow_phase_hit():
+    """A round in which either module ran more than 10% over its fastest is left out of the medians:
+    a fused kernel timed in a slow phase is not put against its members timed outside one."""
+    from cnncc.bench import interleaved_kernel_times, quiet_rounds
+
+    class Fake:
+        def __init__(self, rounds):
+            self.rounds = rounds
+
+        def profile(self, inputs, repeat):
+            return self.rounds.pop(0)
+
+    # round 2 (index 1 after the warm-up) is slow for opt2 only, round 4 for opt0 only
+    opt0 = [[("a", 1.0), ("b", 1.0)]] + [[("a", t), ("b", 1.0)] for t in (1.0, 1.0, 1.02, 1.8, 1.01)]
+    opt2 = [[("ab", 1.0)]] + [[("ab", t)] for t in (1.2, 3.0, 1.25, 1.21, 1.22)]
+    got = interleaved_kernel_times({"opt0": Fake(opt0), "opt2": Fake(opt2)}, [], rounds=5)
+    assert (got.rounds, got.kept) == (5, 3)
+    assert got.times == {"opt0": {"a": 1.01, "b": 1.0}, "opt2": {"ab": 1.22}}     # rounds 1, 3 and 5
+    # fewer quiet rounds than three: the three nearest their fastest
+    assert quiet_rounds([{"x": 1.0}, {"x": 2.0}, {"x": 1.5}, {"x": 1.3}]) == [0, 2, 3]
+    assert quiet_rounds([{"x": 1.0, "y": 1.0}, {"x": 1.0, "y": 1.5}], least=3) == [0, 1]
+    assert quiet_rounds([]) == []
 
 
 def test_interleaving_rotates_order():

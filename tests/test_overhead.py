@@ -127,6 +127,37 @@ def test_small_kernels_run_on_the_calling_thread(compiled):
         assert parallel_if(parallel_work(conv), target) in source
 
 
+def test_the_fma_rate_of_the_target():
+    """Two FMA units of a whole vector unless /proc/cpuinfo names AMD family 0x19 (Zen 4: 512-bit
+    FMAs in two 256-bit halves); describe() says it."""
+    from cnncc.runtime.cpu import _amd_family
+
+    assert CTarget("avx512", 16, 32).fma_flops == 64 and CTarget("avx2", 8, 16).fma_flops == 32
+    assert "FMA 32 FLOP/cycle" in CTarget("avx512", 16, 32, fma_flops=32).describe()
+    zen4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n\nprocessor\t: 1\n"
+    assert _amd_family(zen4) == 25
+    assert _amd_family(zen4.replace("AuthenticAMD", "GenuineIntel").replace("25", "6")) is None
+    assert _amd_family("") is None
+
+
+def test_a_memory_bound_kernels_work_grows_with_the_vector_width():
+    """A multiply-add gets cheaper with wider vectors, an element of a memory-bound kernel does
+    not: on a 16-float target an elementwise element or a pool tap counts twice what it counts on
+    an 8-float one, against a threshold twice as high -- the same elements decide in both, where
+    a fixed count had kept 200,000-element chains on one thread on AVX-512 (codegen/c.py)."""
+    from cnncc.codegen.lower import lower_program
+
+    x = dsl.input("x", (N, 16, 8, 8))
+    g = dsl.graph(dsl.max_pool2d(dsl.relu(x, name="act"), 2, name="pool"), name="membound")
+    specs = {k.family: k for k in lower_program(cnncc.optimize(g, opt_level=0)).kernels}
+    chain, pool = specs["elementwise"], specs["pool"]
+    assert parallel_work(chain) == 16 * 8 * 8 * 5 and parallel_work(chain, 16) == 2 * parallel_work(chain, 8)
+    assert parallel_work(pool) == int(16 * 4 * 4 * 2 * 2 * 2.5) and parallel_work(pool, 16) == 2 * parallel_work(pool)
+    for vec in (8, 16):
+        assert (parallel_work(chain, vec) / CTarget("t", vec, 16).parallel_work ==
+                parallel_work(chain) / CTarget("t", 8, 16).parallel_work)
+
+
 def test_every_kernel_parallel_still_correct_and_old_modules_still_run(shared_kernel_cache, monkeypatch):
     """With a threshold of 1 every region runs on the team (3 threads); a module without
     cnncc_run (saved before it existed) is called through cnncc_forward, threads set from Python."""

@@ -223,7 +223,14 @@ def test_nan_and_inf_inputs_give_the_reference_outputs(tmp_path):
         np.testing.assert_array_equal(again[k], out[k])
 
 
-def test_the_rule_and_its_fallbacks_in_inspect(capsys):
+def test_the_rule_and_its_fallbacks_in_inspect(capsys, monkeypatch):
+    import dataclasses
+
+    from cnncc.runtime import cpu
+
+    host = cpu.host_target()
+    full = dataclasses.replace(host, fma_flops=2 * c_winograd.NARROW_FMA_FLOPS)   # a Xeon's two 512-bit FMA units
+    monkeypatch.setattr(cpu, "host_target", lambda: full)
     assert main(["inspect", str(EXAMPLES / "vgg16.py"), "--size", "64"]) == 0
     out = capsys.readouterr().out
     assert "C convolutions (conv_algorithm='auto')" in out
@@ -239,6 +246,17 @@ def test_the_rule_and_its_fallbacks_in_inspect(capsys):
     assert main(["inspect", str(EXAMPLES / "vgg16.py"), "--size", "64", "--layout", "nchw"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("conv")}
     assert "winograd F(2x2,3x3)" in rows["conv3_1_relu3_1"] and "plane < 28" in rows["conv3_1_relu3_1"]
+    # FMA units of 32 FLOP/cycle (Zen 4's AVX-512 in 256-bit halves, AVX2): F(4x4) at batch 1 on 16x16 planes too
+    monkeypatch.setattr(cpu, "host_target", lambda: dataclasses.replace(full, fma_flops=c_winograd.NARROW_FMA_FLOPS))
+    assert main(["inspect", str(EXAMPLES / "vgg16.py"), "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "FMA 32 FLOP/cycle" in next(t for t in out.splitlines() if "C convolutions" in t)
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("conv")}
+    for name in ("conv3_1_relu3_1", "conv3_2_relu3_2"):
+        assert "winograd F(4x4,3x3)" in rows[name] and "N >=" not in rows[name], rows[name]
+        assert "FLOP/cycle F(4x4) outruns the row-tile direct kernel" in rows[name]
+    assert "direct" in rows["conv5_1_relu5_1"] and "too few tiles" in rows["conv5_1_relu5_1"]
+    monkeypatch.setattr(cpu, "host_target", lambda: full)
     # forced: a layer that cannot use Winograd falls back to direct and says so
     assert main(["inspect", str(EXAMPLES / "resnet18.py"), "--size", "32", "--conv-algorithm", "winograd"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "3x3/" in line or "7x7/" in line}

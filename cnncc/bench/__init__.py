@@ -22,10 +22,11 @@ kernels.py (per-kernel times, fusion summary), harness.py (bench_model), report.
 """
 from .engines import ENGINES, SPINCOUNT, Engine, configure_threads, prepare_engine, torch_precision
 from .harness import CHECK_RTOL, bench_model
-from .kernels import KernelRow, interleaved_kernel_times, kernel_table, profile_kernels
+from .kernels import KernelRow, ProfiledTimes, interleaved_kernel_times, kernel_table, profile_kernels, quiet_rounds
 from .report import format_report, plot_result
 from .timing import interleaved, rel_error, stats
 
-__all__ = ["CHECK_RTOL", "ENGINES", "SPINCOUNT", "Engine", "KernelRow", "bench_model", "configure_threads",
-           "format_report", "interleaved", "interleaved_kernel_times", "kernel_table", "plot_result",
-           "prepare_engine", "profile_kernels", "rel_error", "stats", "torch_precision"]
+__all__ = ["CHECK_RTOL", "ENGINES", "SPINCOUNT", "Engine", "KernelRow", "ProfiledTimes", "bench_model",
+           "configure_threads", "format_report", "interleaved", "interleaved_kernel_times", "kernel_table",
+           "plot_result", "prepare_engine", "profile_kernels", "quiet_rounds", "rel_error", "stats",
+           "torch_precision"]

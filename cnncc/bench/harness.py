@@ -10,10 +10,11 @@ import numpy as np
 from ..ir import Graph
 from ..reference import random_inputs
 from .engines import Engine, _first, configure_threads, prepare_engine
-from .kernels import fusion_summary, interleaved_kernel_times, kernel_table, profile_kernels
+from .kernels import ProfiledTimes, fusion_summary, interleaved_kernel_times, kernel_table, profile_kernels
 from .timing import interleaved, rel_error, stats
 
 CHECK_RTOL = 1e-3
+PROFILE_ROUNDS = 7          # per-kernel profiling: at least this many interleaved rounds (kernels.quiet_rounds)
 SENSITIVITY_NOISE = 1e-6    # relative input noise for the reference's own stability probe
 
 
@@ -170,9 +171,9 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
         ktables = {}
         try:
             profiled = interleaved_kernel_times({n: ready[n].module for n in kernels if n in ready},
-                                                [feeds[i] for i in graph.inputs], max(3, repeat // 2))
+                                                [feeds[i] for i in graph.inputs], max(PROFILE_ROUNDS, repeat))
         except Exception:  # noqa: BLE001 - each engine's own profiling below reports its error
-            profiled = {}
+            profiled = ProfiledTimes({})
         for name in kernels:
             if name not in ready:
                 continue
@@ -182,7 +183,8 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
             say(f"batch {batch}: per-kernel times for {name}")
             try:
                 rows, method = profile_kernels(ready[name].module, opt_graphs[name], feeds, batch, target, level,
-                                               max(3, repeat // 2), times=profiled.get(name))
+                                               max(3, repeat // 2), times=profiled.times.get(name),
+                                               method=profiled.method)
             except Exception as e:  # noqa: BLE001
                 ktables[name] = {"method": None, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200], "rows": []}
                 continue
