@@ -156,6 +156,17 @@ def test_a_memory_bound_kernels_work_grows_with_the_vector_width():
     for vec in (8, 16):
         assert (parallel_work(chain, vec) / CTarget("t", vec, 16).parallel_work ==
                 parallel_work(chain) / CTarget("t", 8, 16).parallel_work)
+    # a depthwise convolution's multiply-adds count DEPTHWISE_WORK times a dense one's; grouped ones once
+    from cnncc.codegen.c import DEPTHWISE_WORK
+
+    def conv(groups):
+        xi = dsl.input("x", (N, 16, 8, 8))
+        gc = dsl.graph(dsl.conv2d(xi, 16, 3, padding=1, groups=groups, name="c"), name=f"g{groups}")
+        return next(k for k in lower_program(cnncc.optimize(gc, opt_level=0)).kernels if k.family == "conv")
+
+    assert DEPTHWISE_WORK > 1
+    assert parallel_work(conv(16)) == 16 * 8 * 8 * 1 * 9 * DEPTHWISE_WORK
+    assert parallel_work(conv(8)) == 16 * 8 * 8 * 2 * 9 and parallel_work(conv(1)) == 16 * 8 * 8 * 16 * 9
 
 
 def test_every_kernel_parallel_still_correct_and_old_modules_still_run(shared_kernel_cache, monkeypatch):
