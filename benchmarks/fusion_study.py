@@ -14,13 +14,18 @@ are only as good as the cores are idle.
 Every example runs at its model()'s default input size except those in ``STUDY_SIZES`` (the
 heaviest literature networks, at a modest size); ``--size`` overrides either for every model
 (one number) or per model (``name=size``). The page shows the size each model ran at.
+
+Each model (on each target) is benched in a Python process of its own (``--in-process``: all in
+this one): in one long process the later models ran slower on one engine or the other.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
 import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--img-dir", default=None, help="PNG folder (default: <out dir>/img)")
     p.add_argument("--refresh-roofline", action="store_true", help="measure the roofline again (do it on a quiet machine)")
     p.add_argument("--gpu-json", default=None, help="a benchmarks/gpu_bench.py JSON to include")
+    p.add_argument("--in-process", action="store_true",
+                   help="bench every model in this process (default: one process per model and target)")
+    p.add_argument("--worker-json", default=None, help=argparse.SUPPRESS)   # one model, its result to this file
     args = p.parse_args(argv)
     if args.quick:
         args.repeat, args.warmup = 3, 1
@@ -132,10 +140,15 @@ def main(argv=None) -> int:
 
     results, started = [], time.time()
     total = len(models) * len(targets)
+    isolate = not args.in_process and not args.worker_json and total > 1
+    tmp = tempfile.TemporaryDirectory(prefix="cnncc-fusion-") if isolate else None
     for i, name in enumerate(models, 1):
         path = ROOT / "examples" / f"{name}.py"
         for target in targets:
             step = f"[{(i - 1) * len(targets) + targets.index(target) + 1}/{total}] {name} ({target})"
+            if isolate:
+                results.append(in_own_process(name, target, sizes[name], args, Path(tmp.name), step, started))
+                continue
             print(f"{step}: loading", file=sys.stderr, flush=True)
             try:
                 graph = dsl.load_model(path, **({"size": sizes[name]} if sizes[name] is not None else {}))
@@ -151,6 +164,11 @@ def main(argv=None) -> int:
                 r = {"example": name, "model": name, "target": target, "size": sizes[name],
                      "error": f"{type(e).__name__}: {e}"[:300]}
             results.append(r)
+    if args.worker_json:
+        Path(args.worker_json).write_text(json.dumps(results[0], default=str))
+        return 0
+    if tmp is not None:
+        tmp.cleanup()
     gpu = json.loads(Path(args.gpu_json).read_text()) if args.gpu_json else None
     study = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python benchmarks/fusion_study.py"]
                                                                           + (argv if argv is not None else sys.argv[1:])),
@@ -166,6 +184,26 @@ def main(argv=None) -> int:
     write_report(study, out, img_dir, json_path)
     print(f"wrote {out}, {json_path} and plots in {img_dir} ({time.time() - started:.0f} s)", file=sys.stderr)
     return 0
+
+
+def in_own_process(name: str, target: str, size: int | None, args, tmp: Path, step: str, started: float) -> dict:
+    """One model on one target benched by this script in a fresh Python process; its result. Why:
+    in one long process the later models ran slower on one engine or the other (a 2-core Zen 4
+    EPYC, 2026-12-04: ShuffleNetV2 at batch 8, opt 2 45 ms as the study's sixth model vs 24 ms
+    alone, and 14 of its fused groups 'slower' instead of 1) -- the state behind it (threads,
+    allocator, caches of earlier modules) was not found, and targets.py had met the same."""
+    out = tmp / f"{name}_{target}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--models", name, "--targets", target,
+           "--batches", args.batches, "--opts", args.opts, "--peers", args.peers, "--repeat", str(args.repeat),
+           "--warmup", str(args.warmup), "--worker-json", str(out)] + \
+        (["--size", f"{name}={size}"] if size is not None else []) + (["--no-kernels"] if args.no_kernels else [])
+    print(f"{step}: in a process of its own  ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    if proc.returncode or not out.exists():
+        print(f"{step}: FAILED: the benchmark process exited {proc.returncode}", file=sys.stderr, flush=True)
+        return {"example": name, "model": name, "target": target, "size": size,
+                "error": f"the benchmark process exited {proc.returncode}: {' '.join(cmd)}"[:300]}
+    return json.loads(out.read_text())
 
 
 # ---------------------------------------------------------------------------------------------

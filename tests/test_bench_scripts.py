@@ -59,6 +59,50 @@ def test_fusion_study_writes_page_json_and_plots(tmp_path, monkeypatch):
         assert f"img/{png}" in page
 
 
+def test_fusion_study_benches_each_model_in_a_process_of_its_own(tmp_path, monkeypatch):
+    """Several models: each is benched by the script itself in a fresh process (--worker-json),
+    whose result JSON the study reads back; a process that fails becomes that model's error."""
+    from cnncc import roofline
+
+    monkeypatch.setenv("CNNCC_CACHE_DIR", str(tmp_path / "cache"))
+    fake = roofline.Roofline(100.0, 20.0, 2, "test cpu", "2000-01-01 00:00:00")
+    monkeypatch.setattr(roofline, "machine_roofline", lambda threads=None, refresh=False: fake)
+    study = _script("fusion_study")
+    # the worker half, for real: one model, its result written where the parent reads it
+    worker = tmp_path / "lenet5_c.json"
+    assert study.main(["--models", "lenet5", "--batches", "1", "--quick", "--opts", "0,2", "--peers", "",
+                       "--targets", "c", "--no-kernels", "--worker-json", str(worker),
+                       "--out", str(tmp_path / "unused.md")]) == 0
+    result = json.loads(worker.read_text())
+    assert result["example"] == "lenet5" and result["runs"][0]["batch"] == 1
+    assert not (tmp_path / "unused.md").exists()
+    # the parent half: the command it runs, and a failed process
+    calls = []
+
+    class Done:
+        def __init__(self, rc):
+            self.returncode = rc
+
+    def fake_run(cmd, stdout=None):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--worker-json") + 1])
+        if "alexnet" in cmd:
+            return Done(1)
+        out.write_text(json.dumps(dict(result, example=cmd[cmd.index("--models") + 1])))
+        return Done(0)
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    args = study.parse_args(["--models", "lenet5,alexnet", "--batches", "1,8", "--repeat", "4"])
+    got = study.in_own_process("lenet5", "c", 32, args, tmp_path, "[1/2] lenet5 (c)", 0.0)
+    assert got["example"] == "lenet5"
+    cmd = calls[-1]
+    for flag, value in (("--models", "lenet5"), ("--targets", "c"), ("--batches", "1,8"), ("--repeat", "4"),
+                        ("--size", "lenet5=32")):
+        assert cmd[cmd.index(flag) + 1] == value, flag
+    failed = study.in_own_process("alexnet", "c", None, args, tmp_path, "[2/2] alexnet (c)", 0.0)
+    assert "exited 1" in failed["error"] and "--size" not in calls[-1]
+
+
 def test_overhead_benchmark_runs_and_writes_its_figures(tmp_path, monkeypatch, shared_kernel_cache):
     """A smoke run of benchmarks/overhead.py on the empty model: every engine checked and timed
     (structure only, never speed)."""
