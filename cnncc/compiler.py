@@ -50,12 +50,25 @@ def make_symbolic(g: Graph, names: list[str]) -> Graph:
 
 
 # -- the public entry points of the other floors (imported lazily: extras stay optional) ----------
-def optimize(graph: Graph, opt_level: int = 2, passes=None, disable=(), layout_vector: int = 0) -> Graph:
+def optimize(graph: Graph, opt_level: int = 2, passes=None, disable=(), layout_vector: int = 0,
+             fuse_balance: float | None = None) -> Graph:
     """Run the pass pipeline; returns the optimized Graph with ``.pass_report``. ``layout_vector``:
-    the channel block of the layout pass (0: every tensor NCHW; compile() gives the C target's)."""
+    the channel block of the layout pass (0: every tensor NCHW; compile() gives the C target's);
+    ``fuse_balance``: the target's FLOPs per byte for the fuse pass's recompute rule
+    (``fuse_balance(target)``; None: the GPU's)."""
     from .passes.manager import optimize as _optimize
 
-    return _optimize(graph, opt_level=opt_level, passes=passes, disable=disable, layout_vector=layout_vector)
+    return _optimize(graph, opt_level=opt_level, passes=passes, disable=disable, layout_vector=layout_vector,
+                     fuse_balance=fuse_balance)
+
+
+def fuse_balance(target: str) -> float:
+    """FLOPs one byte of saved traffic is worth on ``target`` ("c", "cuda", "cuda-emu"): the fuse
+    pass fuses an overlapping pool only when its recompute costs less (passes/fuse.py BALANCE).
+    cuda-emu runs the CUDA target's source, so it fuses as the GPU does."""
+    from .passes.fuse import BALANCE
+
+    return BALANCE["c" if target == "c" else "cuda"]
 
 
 def from_onnx(model, **kwargs) -> Graph:
@@ -73,7 +86,7 @@ def from_torch(module, example_input, **kwargs) -> Graph:
 
 
 # -- compile and load (codegen + runtime) -----------------------------------------------------------
-def _optimized(graph: Graph, opt_level: int, layout_vector: int = 0) -> Graph:
+def _optimized(graph: Graph, opt_level: int, layout_vector: int = 0, balance: float | None = None) -> Graph:
     """cnncc.optimize when the pass manager is there; otherwise opt 0 (one kernel per operator)."""
     try:
         from .passes.manager import optimize as _optimize
@@ -81,7 +94,7 @@ def _optimized(graph: Graph, opt_level: int, layout_vector: int = 0) -> Graph:
         g = graph.copy().infer_shapes()
         g.pass_report = [{"pass": "infer_shapes", "note": "pass manager unavailable: compiled at opt 0"}]
         return g
-    return _optimize(graph, opt_level=opt_level, layout_vector=layout_vector)
+    return _optimize(graph, opt_level=opt_level, layout_vector=layout_vector, fuse_balance=balance)
 
 
 #: compile()'s ``layout`` values; "auto" is LAYOUT_DEFAULT on the C target, "nchw" elsewhere
@@ -227,7 +240,7 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     backend = get_backend(target)
     t0 = time.perf_counter()
     say(f"optimizing {graph.name} at opt {opt_level}")
-    g = _optimized(graph, opt_level, layout_vector(layout, target))
+    g = _optimized(graph, opt_level, layout_vector(layout, target), fuse_balance(target))
     say(f"lowering {sum(1 for _ in g)} nodes")
     program = lower_program(g)
     if target != "cuda":               # the model must fit in host memory at batch 1

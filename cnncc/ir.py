@@ -39,9 +39,12 @@ class Graph:
         self.memory_plan: MemoryPlan | None = None
         self.traffic: Traffic | None = None
         self.layout: LayoutPlan = LayoutPlan()
+        #: FLOPs a byte of saved traffic is worth to the fuse pass's recompute rule (set by the pass
+        #: manager for the target; None: the GPU's, passes/fuse.py BALANCE)
+        self.fuse_balance: float | None = None
 
     #: the graph-level records a copy of the graph's structure carries along (snapshots, fuse)
-    RECORDS = ("origin", "renamed", "opt_level", "fusion", "memory_plan", "traffic", "layout")
+    RECORDS = ("origin", "renamed", "opt_level", "fusion", "memory_plan", "traffic", "layout", "fuse_balance")
 
     def carry_records(self, other: "Graph") -> "Graph":
         """Take ``other``'s graph-level records (shared: records are replaced, never edited)."""

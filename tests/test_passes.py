@@ -213,6 +213,25 @@ def test_pool_fusion_follows_the_recompute_rule():
         assert_same_results(g, optimize(g))
 
 
+def test_the_recompute_rule_weighs_the_targets_balance():
+    """ShuffleNetV2's stem: 3x3 conv over 3 channels + 3x3/2 max pool (1.25 x 54 extra FLOPs per
+    conv output). The H200's balance (14 FLOP/byte) fuses it; the C target's (4) refuses it, and
+    compile() / inspect hand each target its own."""
+    from cnncc.compiler import fuse_balance
+
+    g = conv_pool(3, 2, cin=3, k=3)
+    assert fuse_balance("cuda") == fuse_balance("cuda-emu") == 14.0 and fuse_balance("c") == 4.0
+    gpu = optimize(g)                                            # the default: the GPU's balance
+    assert fused(gpu)[0].members[-1].op == "max_pool2d"
+    cpu = optimize(g, fuse_balance=fuse_balance("c"))
+    assert fused(cpu)[0].members[-1].op == "relu"
+    assert any(why.endswith("> 32 that the 8 bytes saved are worth at 4 FLOP/byte") for _, _, why in cpu.fusion.why_not)
+    cheap = optimize(conv_pool(3, 2, cin=2, k=1), fuse_balance=fuse_balance("c"))   # 5 extra FLOPs: still fuses
+    assert fused(cheap)[0].members[-1].op == "max_pool2d"
+    mod = cnncc.compile(g, target="c", opt_level=2)
+    assert [m.op for m in fused(mod.report["graph"])[0].members][-1] == "relu"
+
+
 def test_dense_softmax_and_elementwise_groups():
     x = dsl.input("x", (N, 6))
     y = dsl.softmax(dsl.tanh(dsl.dense(x, 5)), axis=1)

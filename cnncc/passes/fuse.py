@@ -21,9 +21,16 @@ recompute each conv output r = prod(kernel / stride) times (2.25x, 9x). We fuse 
   * r <= MAX_RECOMPUTE (4x), and
   * the extra work (r - 1) * F, with F the anchor's FLOPs per conv output, costs no more time
     than the traffic it saves: the conv output written once and read back once, 2 * 4 bytes per
-    element, at FLOPS_PER_BYTE (the machine balance: H200, ~67 TFLOP/s fp32 / 4.8 TB/s ~ 14).
-So 2x2/2 always fuses; 3x3/2 fuses only after cheap anchors (F <= 90 FLOPs, e.g. a 1x1 conv
-over <= 44 channels); 3x3/1 never. Each refusal is recorded with its numbers.
+    element, at the target's balance (BALANCE, FLOPs per byte; the pass manager puts it on the
+    graph as ``graph.fuse_balance``, compile() and the bench from ``compiler.fuse_balance``):
+    - GPU: the H200's ~67 TFLOP/s fp32 / 4.8 TB/s HBM ~ 14. 3x3/2 fuses after anchors of
+      F <= 90 FLOPs (a 1x1 conv over <= 44 channels, a 3x3 over 3 input channels).
+    - C: 4. The conv plane of one item is written and read back through the caches (ShuffleNetV2's
+      conv1 output, 1.2 MB, stays in L2/L3), so the round trip saves little, and a fused kernel
+      recomputing 1.25 x 54 FLOPs per output lost on both CPUs measured: ShuffleNetV2's conv1 +
+      3x3/2 max pool 0.71-0.77x, SqueezeNet 1.1's 0.92-0.98x of their members apart (Zen 4,
+      2 cores, docs/fusion.md). 3x3/2 fuses on C only after anchors of F <= 25 FLOPs.
+So 2x2/2 always fuses; 3x3/1 never. Each refusal is recorded with its numbers.
 
 Every producer -> consumer edge left unfused gets its reason in ``graph.fusion.why_not`` as a
 (producer, consumer, reason) WhyNot, with the original node names (cnncc/contracts.py).
@@ -56,7 +63,8 @@ def _is_binary(op: str) -> bool:
 
 
 MAX_RECOMPUTE = 4.0
-FLOPS_PER_BYTE = 14.0
+#: FLOPs one byte of saved traffic is worth, per target family (the module docstring says why)
+BALANCE = {"cuda": 14.0, "c": 4.0}
 
 
 @dataclass
@@ -113,9 +121,10 @@ def pool_recompute(graph: Graph, anchor: Node, producer: Node, pool: Node) -> tu
         return r, f"{where}: recompute {r:g}x with a symbolic conv cost"
     extra = (r - 1) * float(per_output)
     saved = 2 * anchor.type.itemsize
-    if extra > FLOPS_PER_BYTE * saved:
+    balance = graph.fuse_balance or BALANCE["cuda"]
+    if extra > balance * saved:
         return r, (f"{where}: recompute {r:g}x adds {extra:.0f} FLOPs per conv output > "
-                   f"{FLOPS_PER_BYTE * saved:.0f} that the {saved} bytes saved are worth")
+                   f"{balance * saved:.0f} that the {saved} bytes saved are worth at {balance:g} FLOP/byte")
     return r, None
 
 
