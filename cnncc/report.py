@@ -94,7 +94,7 @@ def kind_text(b) -> str:
     """A kernel plan's kind and register tile, as the conv table shows it."""
     if b is None:
         return "-"
-    if b.kind in ("channels", "pixels", "rowtiles"):
+    if b.kind in ("channels", "pixels", "rowtiles", "depthwise"):
         return f"{b.kind} {b.P}px x {b.COB}ch"
     if b.kind == "rowblock":
         return f"rowblock {b.RT}x{b.NV * b.VEC} x {b.COB}ch"

@@ -20,7 +20,13 @@ several FMAs. :func:`plan` picks one of these kinds per kernel:
   channels-last with a zero border, weights packed as ``[block][kh][kw][ci][COB]``.
 * ``pixels`` (1x1, stride 1, unpadded): the GEMM W @ X straight on the NCHW planes, vectors along
   the pixels, ``COB`` channels broadcast from weights packed as ``[block][ci][COB]``.
-* ``rows`` (depthwise and other groups smaller than a vector): vectors along each output row of a
+* ``depthwise`` (a depthwise convolution whose input or output is NCHW[V]c): vectors along a
+  channel block's ``COB`` = V channels, ``P`` output pixels of a row at a time, every tap one
+  input vector times the tap's weight vector (packed ``[block][kh][kw][COB]``). A task is one
+  item's channel block and band of ``BR`` output rows; it first copies the ``BROWS`` input rows
+  the band reads into a zero-bordered ``[BROWS][Wp][COB]`` buffer (from NCHW[V]c: a run per row;
+  from NCHW: transposed), so the taps need no bounds checks.
+* ``rows`` (depthwise and other groups smaller than a vector, NCHW): vectors along each output row of a
   zero-bordered plane split into its stride phases; weights in the PyTorch layout.
 * ``dense``: a tile of ``NR`` batch rows x ``MR`` weight rows (PyTorch layout) with vector
   accumulators along the inputs, over chunks of ``KC`` inputs that stay in L1.
@@ -346,6 +352,48 @@ def nchw_in_place(spec: KernelSpec) -> bool:
             and (g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"], g["groups"]) == (1, 1, 1, 1, 0, 0, 1))
 
 
+def is_depthwise(geometry: dict) -> bool:
+    """One input and one output channel per group (MobileNet's, ShuffleNet's 3x3s)."""
+    g = geometry
+    return g["groups"] > 1 and g["groups"] == g["C_in"] == g["C_out"]
+
+
+def depthwise_blocked(spec: KernelSpec) -> bool:
+    """The ``depthwise`` kind: a depthwise convolution without a fused pool whose input or output
+    is NCHW[V]c with V >= 2 (passes/layout.py keeps such a group's tensors blocked when it may)."""
+    block = spec.inputs[0].block or spec.output.block
+    return is_depthwise(spec.geometry) and spec.pool is None and block >= 2
+
+
+#: a ``depthwise`` task's staged input rows: well inside L2, so the KH rows each output row reads
+#: stay near; bands get shorter until the tasks (items x channel blocks x bands) reach
+#: DEPTHWISE_TASKS per thread, each band copying its KH - 1 rows of overlap again
+DEPTHWISE_BAND_BYTES = 48 * 1024
+DEPTHWISE_TASKS = 4
+
+
+def _depthwise(spec: KernelSpec, target: CTarget) -> ConvBlocking:
+    g = spec.geometry
+    B = spec.inputs[0].block or spec.output.block
+    if spec.inputs[0].block and spec.output.block and spec.inputs[0].block != spec.output.block:
+        raise CompileError(f"{spec.name}: a depthwise convolution from NCHW{spec.inputs[0].block}c to "
+                           f"NCHW{spec.output.block}c (the layout pass blocks every tensor alike)")
+    OH, OW = g["OH"], g["OW"]
+    pmax = 8 if target.vector_registers >= 32 else 4   # accumulators beside the KH x KW weight vectors
+    tiles = -(-OW // pmax)
+    P = -(-OW // tiles)                                  # a row in equal tiles: 14 = 7 + 7, not 8 + 6
+    # the staged row: the left border, the input, and zeros up to the last tile's last tap
+    Wp = max(g["PW"] + g["W"], (tiles * P - 1) * g["SW"] + (g["KW"] - 1) * g["DW"] + 1)
+    span = lambda br: (br - 1) * g["SH"] + (g["KH"] - 1) * g["DH"] + 1    # input rows of br output rows
+    NCB = g["C_out"] // B
+    br = OH
+    while br > 1 and span(br) * Wp * B * 4 > DEPTHWISE_BAND_BYTES:
+        br -= 1
+    while br > 1 and NCB * -(-OH // br) < DEPTHWISE_TASKS * target.threads:
+        br = -(-br // 2)
+    return ConvBlocking("depthwise", B, 1, B, P, NCB, tiles, Wp=Wp, BR=br, NBAND=-(-OH // br), BROWS=span(br))
+
+
 def _rows(spec: KernelSpec, VEC: int) -> ConvBlocking:
     """Grouped convolutions with less than a vector of output channels per group (depthwise):
     vectors along each output row. Each input plane is copied zero-bordered and split into its
@@ -376,6 +424,8 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
         return c_small.plan_dense(spec, target) or _dense(spec, VEC, regs)
     if spec.family != "conv":
         return None
+    if depthwise_blocked(spec):
+        return _depthwise(spec, target)
     wino = c_winograd.plan(spec, target, algorithm, _choose)
     if wino is not None:   # one that starts at min_batch items carries the direct plan it runs below
         return dataclasses.replace(wino, direct=plan(spec, target, "direct")) if wino.min_batch else wino
@@ -445,6 +495,8 @@ def pack(weight: np.ndarray, groups: int, b: ConvBlocking) -> np.ndarray:
     if b.kind in c_small.KINDS:
         return c_small.pack(weight, b)
     c_out, ci_g, kh, kw = weight.shape
+    if b.kind == "depthwise":   # (NCB, KH, KW, COB): a tap's weights of a channel block, one vector
+        return np.ascontiguousarray(np.transpose(weight[:, 0].reshape(b.NCB, b.COB, kh, kw), (0, 2, 3, 1)))
     if b.kind == "pixels":      # (NCB, C_in, COB): the block's channels side by side per input channel
         out = np.zeros((b.NCB, ci_g, b.COB), np.float32)
         for blk in range(b.NCB):

@@ -14,7 +14,6 @@ from cnncc import N
 from cnncc.codegen import c_conv
 from cnncc.frontends import dsl
 from cnncc.passes import optimize
-from cnncc.passes import layout as layout_pass
 from cnncc.runtime.cpu import host_target
 
 from helpers import assert_matches_reference
@@ -27,8 +26,9 @@ pytestmark = pytest.mark.usefixtures("shared_kernel_cache")
 
 def tiny(c: int = 8):
     """conv (3-channel image in) -> conv + residual add + relu + 2x2 max pool -> a concat of two
-    branches (conv, max pool) -> depthwise conv (no blocked kernel) and 1x1 conv -> 3x3 conv ->
-    elementwise -> global pool, and a second head that flattens a blocked tensor into a dense layer."""
+    branches (conv, max pool) -> grouped conv of 2 channels a group (no blocked kernel) ->
+    depthwise conv (NCHW in, blocked out), and 1x1 conv -> 3x3 conv -> elementwise -> global pool,
+    and a second head that flattens a blocked tensor into a dense layer."""
     x = dsl.input("x", (N, 3, 12, 12))
     a = dsl.relu(dsl.conv2d(x, c, 3, padding=1, name="c1"), name="a")
     b = dsl.conv2d(a, c, 3, padding=1, name="c2")
@@ -36,7 +36,8 @@ def tiny(c: int = 8):
     left = dsl.conv2d(s, c, 1, name="left")
     right = dsl.max_pool2d(s, 3, stride=1, padding=1, name="right")
     cat = dsl.concat([left, right], name="cat")
-    dw = dsl.conv2d(cat, 2 * c, 3, padding=1, groups=2 * c, name="dw")
+    gc = dsl.conv2d(cat, 2 * c, 3, padding=1, groups=c, name="gc")
+    dw = dsl.conv2d(gc, 2 * c, 3, padding=1, groups=2 * c, name="dw")
     pw = dsl.conv2d(dw, c, 3, padding=1, name="pw")     # 3x3: a narrow 1x1 here would stay NCHW (the next test)
     mix = dsl.conv2d(cat, c, 1, name="mix")
     e = dsl.sigmoid(dsl.mul(pw, mix, name="sq"), name="e")
@@ -53,15 +54,15 @@ def test_the_pass_blocks_conv_chains_and_reorders_only_at_kernels_without_a_bloc
     name = lambda t: producer.get(t, t)    # noqa: E731  (the fused group that now produces t)
     blocked = set(lay.blocked)
     # conv chains, the fused residual + pool, concat of blocked parts, pool, elementwise: blocked
-    for t in ("a", "pool", "left", "right", "cat", "pw", "mix", "e"):
+    for t in ("a", "pool", "left", "right", "cat", "dw", "pw", "mix", "e"):
         assert name(t) in blocked, (t, sorted(blocked))
-    # the 3-channel image, the depthwise conv's output (its rows kernel is NCHW) and outputs: NCHW
-    assert "x" not in blocked and name("dw") not in blocked
+    # the 3-channel image, the grouped conv's output (its rows kernel is NCHW) and outputs: NCHW
+    assert "x" not in blocked and name("gc") not in blocked
     assert not blocked & set(g.outputs)
-    # one reorder before the depthwise conv, one before flatten (-> dense); each says why
+    # one reorder before the grouped conv, one before flatten (-> dense); each says why
     assert len(lay.reorders) == 2, lay.reorders
-    dw = [r for r in lay.reorders if name("dw") in r.consumers]
-    assert dw and dw[0].tensor == name("cat") and "grouped convolution" in dw[0].reason
+    gc = [r for r in lay.reorders if name("gc") in r.consumers]
+    assert gc and gc[0].tensor == name("cat") and "grouped convolution (groups 8, not depthwise)" in gc[0].reason
     flat = [r for r in lay.reorders if "flat" in r.consumers]
     assert flat and flat[0].tensor == name("pw") and "view" in flat[0].reason
     for r in lay.reorders:
@@ -76,11 +77,11 @@ def test_the_pass_keeps_nchw_without_a_vector_width_and_where_nobody_reads_block
     g = optimize(tiny(), 2)
     assert g.layout.vector == 0 and not g.layout.blocked and not any(n.op == "reorder" for n in g)
     # C % V != 0 everywhere: nothing blocked, no reorder
-    g = optimize(tiny(c=6), 2, layout_vector=4)
+    g = optimize(tiny(c=5), 2, layout_vector=4)
     assert not g.layout.blocked and not g.layout.reorders
     # a conv whose only reader has no blocked form writes NCHW (no reorder for nothing)
     x = dsl.input("x", (N, 8, 6, 6))
-    y = dsl.conv2d(dsl.conv2d(x, 8, 3, padding=1, name="k"), 8, 3, padding=1, groups=8, name="dw")
+    y = dsl.conv2d(dsl.conv2d(x, 8, 3, padding=1, name="k"), 8, 3, padding=1, groups=4, name="gc")
     g = optimize(dsl.graph(y), 2, layout_vector=4)
     assert not g.layout.blocked and not g.layout.reorders
 
@@ -99,7 +100,7 @@ def test_blocked_kernels_match_the_reference(monkeypatch):
     opt = mod.report["graph"]
     assert opt.layout.blocked and opt.layout.reorders
     kinds = {c_conv.plan(k, host_target()).kind for k in mod.program.kernels if k.family == "conv"}
-    assert "channels" in kinds and "rows" in kinds and "pixels" not in kinds   # 1x1 convs: channels kind, blocked
+    assert {"channels", "rows", "depthwise"} <= kinds and "pixels" not in kinds   # 1x1 convs: channels kind, blocked
     text = "\n".join(src for _, src, _ in mod.kernels)
     assert "read in place" in text and "reorder" in text
     check(g16, mod, batches=(1, 3))
@@ -113,7 +114,7 @@ def rowtile_zoo(c: int = c_in_wide):
     geometry each: rows longer than a tile with edge tiles at both ends and a shorter last tile,
     stride 2, dilation 2, several channel blocks (grouped by weight size, or block by block), a window taller and wider than the input plus padding (every tile an edge
     tile, rows with kernel rows in the border at both ends), a partial channel block, a residual
-    operand, an NCHW output (read by a depthwise conv), and fused max / avg pools computed in
+    operand, an NCHW output (read by a grouped conv), and fused max / avg pools computed in
     bands (the avg pool's epilogue after it)."""
     x = dsl.input("x", (N, 3, 9, 37))
     a = dsl.relu(dsl.conv2d(x, c, 3, padding=1, name="c1"), name="a")        # NCHW in, blocked out
@@ -126,8 +127,8 @@ def rowtile_zoo(c: int = c_in_wide):
             dsl.max_pool2d(dsl.relu(dsl.conv2d(a, 5 * c, 3, padding=1, name="mp")), 2, stride=2, name="mpool"),
             dsl.avg_pool2d(dsl.conv2d(a, 4 * c, 3, stride=(1, 2), name="ap"), 3, stride=2, ceil_mode=True,
                            name="apool")]
-    dw = dsl.conv2d(dsl.conv2d(a, c, 1, name="to_nchw"), c, 3, padding=1, groups=c, name="dw")
-    return dsl.graph(*outs, dw, name="rowtiles")
+    gc = dsl.conv2d(dsl.conv2d(a, c, 1, name="to_nchw"), c, 3, padding=1, groups=c // 2, name="gc")
+    return dsl.graph(*outs, gc, name="rowtiles")
 
 
 @needs_cc
@@ -156,6 +157,51 @@ def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
         assert any((b.CBG > 1) if not vec_regs else (b.NCB > 1 and b.CBG == 1) for b in rows.values())
         if not vec_regs and rows["wide"].COB == 16:
             assert rows["wide"].NCB % rows["wide"].CBG, rows["wide"]
+        check(g, mod, batches=(1, 2))
+    finally:
+        host_target.cache_clear()
+
+
+def depthwise_zoo(c: int = 8):
+    """Depthwise convolutions in NCHW[V]c (c_conv's depthwise kind), one awkward case each: an NCHW
+    input (the graph's, transposed into lanes) with ReLU6, stride 2 on odd sizes, dilation 2 with a
+    blocked residual operand, a 5x5 window on rows of several tiles and a short last one into an
+    NCHW output (a graph output), and one with a fused max pool (no blocked form: rows kind after
+    a reorder)."""
+    x = dsl.input("x", (N, c, 9, 37))
+    d0 = dsl.relu6(dsl.conv2d(x, c, 3, padding=1, groups=c, name="dw_in"), name="d0")   # NCHW in, blocked out
+    a = dsl.conv2d(d0, c, 1, name="a")
+    s2 = dsl.conv2d(a, c, 3, stride=2, padding=1, groups=c, name="dw_s2")
+    dil = dsl.relu(dsl.add(dsl.conv2d(a, c, 3, padding=2, dilation=2, groups=c, name="dw_dil"), a, name="dres"),
+                   name="drelu")
+    out5 = dsl.conv2d(a, c, 5, padding=2, groups=c, name="dw_out")                          # blocked in, NCHW out
+    pooled = dsl.max_pool2d(dsl.conv2d(a, c, 3, padding=1, groups=c, name="dw_pool"), 2, stride=2, name="dpool")
+    return dsl.graph(dsl.conv2d(s2, c, 1, name="after_s2"), dsl.conv2d(dil, c, 3, padding=1, name="after_dil"),
+                     out5, dsl.conv2d(pooled, c, 1, name="after_pool"), name="depthwise")
+
+
+@needs_cc
+@pytest.mark.parametrize("vec_regs", [None, (8, 16)], ids=["native", "avx2-plan"])
+def test_depthwise_convolutions_in_channel_blocks_match_the_reference(monkeypatch, vec_regs):
+    monkeypatch.setenv("CNNCC_LAYOUT_BLOCK", "4")
+    monkeypatch.setattr(c_conv, "DEPTHWISE_BAND_BYTES", 4 * 1024)    # several bands of rows, and their seams
+    if vec_regs:
+        monkeypatch.setenv("CNNCC_C_VECTOR", f"{vec_regs[0]},{vec_regs[1]}")
+    host_target.cache_clear()
+    try:
+        g = depthwise_zoo()
+        mod = cnncc.compile(g, "c", 2, layout="blocked")
+        target = host_target()
+        specs = {k.name: k for k in mod.program.kernels if k.family == "conv"}
+        kinds = {n: c_conv.plan(k, target).kind for n, k in specs.items()}
+        dw = {n: c_conv.plan(k, target) for n, k in specs.items() if kinds[n] == "depthwise"}
+        first = lambda pre: next(n for n in specs if n.startswith(pre))    # noqa: E731
+        assert set(dw) == {first(p) for p in ("dw_in", "dw_s2", "dw_dil", "dw_out")}, kinds
+        assert kinds[first("dw_pool")] == "rows"
+        assert not specs[first("dw_in")].inputs[0].block and specs[first("dw_in")].output.block == 4
+        assert specs[first("dw_out")].inputs[0].block == 4 and not specs[first("dw_out")].output.block
+        assert any(b.NBAND > 1 for b in dw.values()) and any(37 % b.P for b in dw.values())
+        assert "reorder" in "\n".join(src for _, src, _ in mod.kernels)   # before the pooled one
         check(g, mod, batches=(1, 2))
     finally:
         host_target.cache_clear()
@@ -207,16 +253,16 @@ def test_flat_planes_load_the_fewest_vectors_per_fma():
 
 
 @needs_cc
-def test_a_narrow_1x1_after_a_depthwise_conv_stays_nchw():
-    """A 1x1 convolution reading a depthwise output (NCHW) keeps NCHW when it has few outputs
-    (the pixels GEMM, no blocked copy), and is blocked when it has many."""
+def test_a_narrow_1x1_after_a_grouped_conv_stays_nchw():
+    """A 1x1 convolution reading a grouped convolution's output (NCHW: 4 channels a group) keeps
+    NCHW when it has few outputs (the pixels GEMM, no blocked copy), and is blocked when it has many."""
     x = dsl.input("x", (N, 32, 12, 12))
     e = dsl.relu(dsl.conv2d(x, 64, 1, name="expand"), name="e")
-    d = dsl.relu(dsl.conv2d(e, 64, 3, padding=1, groups=64, name="dw"), name="d")
+    d = dsl.relu(dsl.conv2d(e, 64, 3, padding=1, groups=16, name="gc"), name="d")
     narrow = dsl.add(dsl.conv2d(d, 32, 1, name="project"), x, name="res")
     wide = dsl.conv2d(d, 256, 1, name="wide1x1")
     g = dsl.graph(dsl.conv2d(narrow, 32, 3, padding=1, name="after"), dsl.conv2d(wide, 16, 3, padding=1, name="after2"),
-                  name="mbv2ish")
+                  name="grouped_then_1x1")
     mod = cnncc.compile(g, "c", 2, layout="blocked")
     blocked = mod.report["graph"].layout.blocked
     fused = {n.members[0].name: n.name for n in mod.report["graph"] if n.op == "fused"}
@@ -316,14 +362,14 @@ def test_example_blocked(path):
     opt = mod.report["graph"]
     if path.stem in QUICK and path.stem != "mobilenet_v2":
         assert opt.layout.blocked, "nothing blocked"
-    if path.stem == "mobilenet_v2":      # depthwise convolutions read NCHW: what feeds them is written NCHW,
+    if path.stem == "mobilenet_v2":      # depthwise convolutions read and write NCHW[V]c (c_conv's depthwise
+        # kind) where their planes have more than one position: at this small size the 2x2 ones
         dw = [n for n in opt if n.op == "fused" and n.members[0].attrs.get("groups", 1) > 1]
-        assert dw and not any(i in opt.layout.blocked for n in dw for i in n.inputs)
-        # and so are the narrow 1x1 projections reading them (the pixels GEMM; at this size the
-        # wider ones' planes are too small to block, so nothing is)
-        proj = [n for n in opt if n.op == "fused" and n.members[0].name.endswith("_project")]
-        assert proj and not any(n.name in opt.layout.blocked for n in proj
-                                if int(n.type.shape[1]) <= layout_pass.POINTWISE_NCHW_MAX_COUT)
+        big = [n for n in dw if int(n.type.shape[2]) * int(n.type.shape[3]) > 1 and int(n.type.shape[1]) % opt.layout.vector == 0]
+        assert big and all(n.name in opt.layout.blocked and n.inputs[0] in opt.layout.blocked for n in big)
+        kinds = {c_conv.plan(k, host_target()).kind for k in mod.program.kernels if k.family == "conv"
+                 and k.geometry["groups"] > 1}
+        assert "depthwise" in kinds, kinds
     if path.stem == "densenet121":
         assert any(n.placement.eliminated for n in opt if n.op == "concat" and n.name in opt.layout.blocked)
     assert_matches_reference(g, mod, (2,), against=(opt, g), rtol=1e-4)
@@ -337,7 +383,7 @@ from cnncc.frontends import dsl
 def model():
     x = dsl.input("x", (N, 16, 8, 8))
     a = dsl.relu(dsl.conv2d(x, 16, 3, padding=1, name="c1"), name="a")
-    d = dsl.conv2d(a, 16, 3, padding=1, groups=16, name="dw")
+    d = dsl.conv2d(a, 16, 3, padding=1, groups=8, name="gc")
     return dsl.graph(dsl.add(dsl.conv2d(a, 16, 3, padding=1, name="c2"), d, name="out"))
 """
 
@@ -351,6 +397,6 @@ def test_inspect_lists_every_reorder_and_why(capsys, tmp_path):
     out = capsys.readouterr().out
     assert re.search(r"^layout\s+\d+ -> \d+\s+nodes .*1 reorders to NCHW", out, re.M)       # the pass table
     assert re.search(r"^layout: 1 tensors NCHW\d+c, 1 reorder\(s\) to NCHW$", out, re.M)
-    assert re.search(r"^  c1_a__nchw: c1_a -> NCHW for dw: dw is a grouped convolution", out, re.M), out[-600:]
+    assert re.search(r"^  c1_a__nchw: c1_a -> NCHW for gc: gc is a grouped convolution", out, re.M), out[-600:]
     assert main(["inspect", str(path), "--layout", "nchw"]) == 0
     assert "layout: every tensor NCHW" in capsys.readouterr().out

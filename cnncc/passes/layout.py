@@ -14,16 +14,17 @@ the C target's; 0 = every tensor NCHW, the pass does nothing). A tensor is block
   image and every tensor with C % V != 0 stay NCHW) and more than one position per channel
   (a 1x1 plane is laid out alike either way: global pooling's output is plain NCHW);
 * it is not a graph output (the user gets NCHW);
-* its producer has a blocked kernel: an ungrouped 2-D convolution (grouped and depthwise ones
-  keep their NCHW kernels; so does a 1x1 one with at most ``POINTWISE_NCHW_MAX_COUT`` outputs
-  reading a tensor that stays NCHW) with its fused epilogue and pool; elementwise kernels (when one of their
+* its producer has a blocked kernel: an ungrouped 2-D convolution (grouped ones keep their NCHW
+  kernels; so does a 1x1 one with at most ``POINTWISE_NCHW_MAX_COUT`` outputs
+  reading a tensor that stays NCHW) with its fused epilogue and pool, or a depthwise one (one
+  channel per group) with its epilogue and no pool; elementwise kernels (when one of their
   same-shape inputs is blocked); max/avg pooling (when its input is); a channel concat (when
   every part is);
 * some consumer reads it blocked (else the producer writes NCHW and no reorder is needed).
 
 Every blocked-layout kernel reads either layout for its inputs (a convolution stages its input,
 an operand of the output's shape is addressed in its own layout), so a reorder is inserted only
-where a blocked tensor meets a kernel without a blocked form (or is broadcast): flatten/reshape before a dense layer, a depthwise
+where a blocked tensor meets a kernel without a blocked form (or is broadcast): flatten/reshape before a dense layer, a grouped
 convolution, a concat whose parts are not all blocked, anything else. One reorder per tensor
 serves all such consumers. The graph's ``layout`` record (contracts.LayoutPlan) lists the
 blocked tensors and every reorder with its reason; ``cnncc inspect`` prints them.
@@ -74,8 +75,14 @@ def kind(graph: Graph, node: Node, vector: int) -> tuple[str, str]:
     if anchor is not None:
         if anchor.type.rank != 4:
             return "none", f"{anchor.name} is not a 2-D convolution"
-        if int(anchor.attrs.get("groups", 1)) > 1:
-            return "none", (f"{anchor.name} is a grouped convolution (groups {anchor.attrs['groups']}): its kernels "
+        groups = int(anchor.attrs.get("groups", 1))
+        if groups > 1:
+            pooled = any(ops.get(m.op).has(ops.POOL) for m in node.members or [])
+            x = graph[anchor.inputs[0]].type
+            if groups == int(x.shape[1]) == int(anchor.type.shape[1]) and not pooled:
+                return "conv", ""      # c_conv's "depthwise" kind: channel blocks in the lanes
+            why = "with a fused pool" if pooled else "not depthwise"
+            return "none", (f"{anchor.name} is a grouped convolution (groups {groups}, {why}): its kernels "
                             f"read and write NCHW")
         x = graph[anchor.inputs[0]]
         if ops.pointwise(anchor, x.type) and _nchw_only(graph, x, vector) \
@@ -101,7 +108,8 @@ def kind(graph: Graph, node: Node, vector: int) -> tuple[str, str]:
     return "none", f"{node.name} ({node.op}) has no blocked kernel"
 
 
-#: a 1x1 convolution reading a tensor that stays NCHW (a depthwise or grouped convolution's) with at
+#: a 1x1 convolution reading a tensor that stays NCHW (a grouped convolution's; a depthwise one's
+#: since its blocked kernel only where its channels do not block or it has a fused pool) with at
 #: most this many output channels keeps NCHW too: c_conv's ``pixels`` GEMM reads the planes as they
 #: are, while a blocked output needs the ``channels`` kernel and its per-item copy of the input,
 #: which few output channels do not amortise. Measured (2-core AVX-512 Xeon, batch 1, 2026-12-03):
@@ -109,7 +117,8 @@ def kind(graph: Graph, node: Node, vector: int) -> tuple[str, str]:
 #: members at opt 0 (4 -> 0-1 of 45); ResNeXt-50 39.3 -> 38.1 ms. With 256 (ResNeXt's conv3
 #: too) ResNeXt-50 ran 39.8 ms, with no limit 46.9 (the whole network NCHW). Those figures predate
 #: c_conv.nchw_in_place (a blocked output no longer needs the copy: the rowtiles kernel reads the
-#: NCHW planes in place); the limit has not been measured again since.
+#: NCHW planes in place); the limit has not been measured again since. MobileNetV2's figures
+#: predate the depthwise kind too: its projections now read blocked depthwise outputs.
 POINTWISE_NCHW_MAX_COUT = 128
 
 
