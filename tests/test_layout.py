@@ -84,6 +84,12 @@ def test_the_pass_keeps_nchw_without_a_vector_width_and_where_nobody_reads_block
     y = dsl.conv2d(dsl.conv2d(x, 8, 3, padding=1, name="k"), 8, 3, padding=1, groups=4, name="gc")
     g = optimize(dsl.graph(y), 2, layout_vector=4)
     assert not g.layout.blocked and not g.layout.reorders
+    # blocks of 1 channel (CNNCC_LAYOUT_BLOCK=1): the depthwise kind needs 2 lanes, so such a conv
+    # keeps NCHW (the rows kernel has no blocked form), and what feeds it writes NCHW too
+    x = dsl.input("x", (N, 8, 6, 6))
+    y = dsl.conv2d(dsl.conv2d(x, 8, 3, padding=1, name="k"), 8, 3, padding=1, groups=8, name="dw")
+    g = optimize(dsl.graph(y), 2, layout_vector=1)
+    assert not g.layout.blocked and not g.layout.reorders
 
 
 @needs_cc

@@ -79,9 +79,9 @@ def kind(graph: Graph, node: Node, vector: int) -> tuple[str, str]:
         if groups > 1:
             pooled = any(ops.get(m.op).has(ops.POOL) for m in node.members or [])
             x = graph[anchor.inputs[0]].type
-            if groups == int(x.shape[1]) == int(anchor.type.shape[1]) and not pooled:
+            if groups == int(x.shape[1]) == int(anchor.type.shape[1]) and not pooled and vector >= 2:
                 return "conv", ""      # c_conv's "depthwise" kind: channel blocks in the lanes
-            why = "with a fused pool" if pooled else "not depthwise"
+            why = "with a fused pool" if pooled else ("blocks of 1 channel" if vector < 2 else "not depthwise")
             return "none", (f"{anchor.name} is a grouped convolution (groups {groups}, {why}): its kernels "
                             f"read and write NCHW")
         x = graph[anchor.inputs[0]]
