@@ -115,7 +115,7 @@ def test_blocked_kernels_match_the_reference(monkeypatch):
 c_in_wide = 8
 
 
-def rowtile_zoo(c: int = c_in_wide):
+def rowtile_zoo(c: int = c_in_wide, wide: int = 10):
     """Convolutions that read an NCHW[V]c input in place (c_conv's rowtiles kind), one awkward
     geometry each: rows longer than a tile with edge tiles at both ends and a shorter last tile,
     stride 2, dilation 2, several channel blocks (grouped by weight size, or block by block), a window taller and wider than the input plus padding (every tile an edge
@@ -128,7 +128,7 @@ def rowtile_zoo(c: int = c_in_wide):
             dsl.conv2d(a, 2 * c, 3, stride=2, padding=1, name="stride2"),
             dsl.conv2d(a, c, 3, padding=2, dilation=2, name="dilated"),
             dsl.conv2d(a, c, (11, 5), padding=(5, 2), name="tall"),
-            dsl.conv2d(a, 10 * c, 1, name="wide"),                                # several channel blocks
+            dsl.conv2d(a, wide * c, 1, name="wide"),                              # several channel blocks
             dsl.relu(dsl.add(dsl.conv2d(a, c, 3, padding=1, name="res"), a, name="resadd"), name="resrelu"),
             dsl.max_pool2d(dsl.relu(dsl.conv2d(a, 5 * c, 3, padding=1, name="mp")), 2, stride=2, name="mpool"),
             dsl.avg_pool2d(dsl.conv2d(a, 4 * c, 3, stride=(1, 2), name="ap"), 3, stride=2, ceil_mode=True,
@@ -138,20 +138,28 @@ def rowtile_zoo(c: int = c_in_wide):
 
 
 @needs_cc
-@pytest.mark.parametrize("vec_regs", [None, (8, 16)], ids=["native", "avx2-plan"])
-def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
+@pytest.mark.parametrize("vec_regs,chunked", [(None, True), (None, False), ((8, 16), True)],
+                         ids=["native", "native-rows", "avx2-plan"])
+def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs, chunked):
+    """chunked: these small planes are tasks of whole planes summed chunk by chunk (c_conv's KS);
+    else (PLANE_BYTES = 0) tasks of rows."""
     monkeypatch.setenv("CNNCC_LAYOUT_BLOCK", "4")
     monkeypatch.setattr(c_conv, "ONE_GROUP_BYTES", 0)      # these tiny weights would make one group each
+    if not chunked:
+        monkeypatch.setattr(c_conv, "PLANE_BYTES", 0)
     if vec_regs:     # and every channel block a group of its own: tasks run block by block
         monkeypatch.setenv("CNNCC_C_VECTOR", f"{vec_regs[0]},{vec_regs[1]}")
         monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 1)
-    else:            # "wide" (1x1, 8 -> 80: 5 blocks of 16) in groups of 3, the last one short
+    elif chunked:    # "wide" (1x1, 8 -> 80: 5 blocks of 16) in groups of 3 would leave the last one
+        # short: whole-plane tasks take a group per block instead (c_conv._rowtiles)
         monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 2 * 4 * c_in_wide * 32)
         # (its flat plane's own rule, c_conv._choose_flat, would take 2 blocks of 48: test_small_planes's)
         monkeypatch.setattr(c_conv, "_choose_flat", c_conv._choose_row)
+    else:            # row tasks: "wide" (1x1, 8 -> 224: 7 blocks of 32) in groups of 3, the last one short
+        monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 3 * 4 * c_in_wide * 32)
     host_target.cache_clear()
     try:
-        g = rowtile_zoo()
+        g = rowtile_zoo(wide=10 if chunked else 28)
         mod = cnncc.compile(g, "c", 2, layout="blocked", conv_algorithm="direct")
         target = host_target()
         plans = {k.name: c_conv.plan(k, target) for k in mod.program.kernels if k.family == "conv"}
@@ -160,9 +168,15 @@ def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs):
         assert any(len(b.tiles) >= 3 for b in rows.values())        # left edge, middle, right edge
         assert any(b.NBAND > 1 for b in rows.values())              # pool bands and their seams
         assert any(b.tiles[r.fn].pixels < b.P for b in rows.values() for r in b.runs)   # a shorter last tile
-        assert any((b.CBG > 1) if not vec_regs else (b.NCB > 1 and b.CBG == 1) for b in rows.values())
-        if not vec_regs and rows["wide"].COB == 16:
-            assert rows["wide"].NCB % rows["wide"].CBG, rows["wide"]
+        assert any((b.CBG > 1) if not vec_regs else (b.NCB > 1 and b.CBG == 1) for b in rows.values()) \
+            or (chunked and not vec_regs)
+        assert all(bool(b.KS) == chunked for b in rows.values() if b.NBAND == 0), [(n, b.KS) for n, b in rows.items()]
+        if chunked:        # whole-plane tasks: never a short last group (test_whole_plane_tasks_...)
+            assert all(b.NCB % b.CBG == 0 for b in rows.values()), [(n, b.NCB, b.CBG) for n, b in rows.items()]
+            if not vec_regs and rows["wide"].COB == 16:
+                assert rows["wide"].NCB > 1 and rows["wide"].CBG == 1, rows["wide"]
+        elif not vec_regs:
+            assert rows["wide"].COB == 32 and rows["wide"].NCB % rows["wide"].CBG, rows["wide"]
         check(g, mod, batches=(1, 2))
     finally:
         host_target.cache_clear()
@@ -211,6 +225,23 @@ def test_depthwise_convolutions_in_channel_blocks_match_the_reference(monkeypatc
         check(g, mod, batches=(1, 2))
     finally:
         host_target.cache_clear()
+
+
+def test_whole_plane_tasks_split_evenly_over_the_threads():
+    """A small plane's tasks are whole planes (no rows in the task loop): channel blocks in groups
+    with a short last group would leave the empty slots to the last thread of the static split.
+    Inception-v3's 1x1 1280->448 on 8x8 on AVX-512: 7 blocks of 64 in groups of 3 ran 5 blocks on
+    one thread and 2 on the other (0.54 ms; a group per block 0.39 ms, 2-core Zen 4)."""
+    from cnncc.codegen.lower import lower_program
+    from cnncc.codegen.target import CTarget
+
+    x = dsl.input("x", (N, 64, 8, 8))
+    y = dsl.conv2d(dsl.conv2d(x, 1280, 1, name="pre"), 448, 1, name="k")
+    g = dsl.graph(dsl.conv2d(y, 64, 1, name="post"), name="mixed7b")
+    spec = next(k for k in lower_program(optimize(g, 2, layout_vector=16)).kernels if k.name.startswith("k"))
+    for target in (CTarget("avx512", 16, 32, threads=2), CTarget("avx2", 8, 16, threads=2)):
+        b = c_conv.plan(spec, target)
+        assert b.kind == "rowtiles" and b.KS and b.NCB > 1 and b.NCB % b.CBG == 0, (target.isa, b.NCB, b.CBG)
 
 
 @needs_cc
