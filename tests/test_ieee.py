@@ -134,3 +134,30 @@ def test_nan_before_conv_relu_gives_the_reference_nan_count(shared_kernel_cache)
     r = cnncc.reference(g, {"x": xx})
     assert int(np.isnan(r).sum()) == 72
     run_all(g, {"x": xx})
+
+
+def test_the_c_targets_exp_is_accurate_over_the_float_range_and_calls_no_libm(shared_kernel_cache):
+    """The C prelude's cnncc_expf (a polynomial, so that gcc vectorizes sigmoid / silu loops)
+    against float64: softplus is log1p(exp(x)) and sigmoid(x) is about exp(x) for x << 0, so both
+    carry exp's relative error from the underflow edge to the overflow edge. A loop that still
+    called libm's expf would not vectorize: the built library must not import it."""
+    import subprocess
+    values = np.concatenate([np.linspace(-103.0, 95.0, 4093, dtype=np.float32),
+                             np.float32([88.72, 88.7228, -87.33, 0.0])]).reshape(1, 1, 1, -1)
+    x = dsl.input("x", (N, 1, 1, values.shape[-1]))
+    g = dsl.graph(dsl.softplus(x, threshold=100.0, name="sp"), dsl.sigmoid(x, name="sig"),
+                  dsl.silu(x, name="silu"), name="exp_range")
+    mod = cnncc.compile(g, target="c", opt_level=0)
+    out = mod({"x": values})
+    v = values.astype(np.float64)
+    with np.errstate(over="ignore"):
+        want = {"sp": np.log1p(np.exp(v)), "sig": 1 / (1 + np.exp(-v)), "silu": v / (1 + np.exp(-v))}
+    for k, w in want.items():
+        y = out[k].astype(np.float64)
+        normal = np.isfinite(w) & (np.abs(w) > 1.2e-38) & (np.abs(w) < 3.4e38) & (np.abs(v) < 88.7)   # exp(+-v) finite in float
+        rel = np.abs(y[normal] - w[normal]) / np.abs(w[normal])
+        assert rel.max() < 4.8e-7, (k, float(rel.max()), float(v[normal][rel.argmax()]))   # 4 ulp
+    assert np.isposinf(out["sp"][v > 88.8]).all() and np.isfinite(out["sp"][v <= 88.72]).all()   # exp's overflow edge
+    nm = subprocess.run(["nm", "-D", "--undefined-only", str(mod.artifact)], capture_output=True, text=True)
+    if nm.returncode == 0:
+        assert not any(line.split()[-1].startswith("expf") for line in nm.stdout.splitlines() if line.split())

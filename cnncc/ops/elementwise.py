@@ -84,22 +84,24 @@ def _gelu_c(a):
 # name -> (epilogue spelling in C and CUDA (OpDef.c_expr), ONNX operator, torch.nn.functional name)
 # for the ops the exporters map without attributes. Clamps are comparisons and every select lets
 # NaN take the branch that keeps v (codegen/templates/common/epilogue.j2, tests/test_ieee.py).
+# cnncc_expf is each target's exp: a branch-free polynomial in the C prelude (libm's expf is a call
+# per element, which stops gcc vectorizing the loop), CUDA's expf in the CUDA prelude.
 SPELLINGS = {
     "relu": ("v = v < 0.0f ? 0.0f : v;", "Relu", "relu"),
     "leaky_relu": ("v = v >= 0.0f ? v : v * {alpha};", None, None),
     "relu6": ("v = v < 0.0f ? 0.0f : v; v = v > 6.0f ? 6.0f : v;", None, None),
     "clip": (_clip_c, None, None),
-    "sigmoid": ("v = 1.0f / (1.0f + expf(-v));", "Sigmoid", "sigmoid"),
+    "sigmoid": ("v = 1.0f / (1.0f + cnncc_expf(-v));", "Sigmoid", "sigmoid"),
     "tanh": ("v = tanhf(v);", "Tanh", "tanh"),
     "elu": ("v = v > 0.0f ? v : {alpha} * expm1f(v);", None, None),
     "selu": ("v = 1.05070098736f * (v > 0.0f ? v : 1.67326324235f * expm1f(v));", "Selu", "selu"),
     "hardswish": ("{{ float t = v + 3.0f; t = t < 0.0f ? 0.0f : t; t = t > 6.0f ? 6.0f : t; v = v * t / 6.0f; }}",
                   "HardSwish", "hardswish"),
     "hardsigmoid": ("v = {alpha} * v + {beta}; v = v < 0.0f ? 0.0f : v; v = v > 1.0f ? 1.0f : v;", None, None),
-    "silu": ("v = v / (1.0f + expf(-v));", None, "silu"),
+    "silu": ("v = v / (1.0f + cnncc_expf(-v));", None, "silu"),
     "gelu": (_gelu_c, None, None),
-    "softplus": ("v = v * {beta} > {threshold} ? v : log1pf(expf(v * {beta})) / {beta};", None, None),
-    "mish": ("{{ float sp = v > 20.0f ? v : log1pf(expf(v)); v = v * tanhf(sp); }}", "Mish", "mish"),
+    "softplus": ("v = v * {beta} > {threshold} ? v : log1pf(cnncc_expf(v * {beta})) / {beta};", None, None),
+    "mish": ("{{ float sp = v > 20.0f ? v : log1pf(cnncc_expf(v)); v = v * tanhf(sp); }}", "Mish", "mish"),
     "pow": ("v = powf(v, {exponent});", None, None),
 }
 
