@@ -176,14 +176,21 @@ def _choose_row(c_out: int, OW: int, vec: int, regs: int, threads: int = 1) -> t
     return best
 
 
-def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int) -> tuple[int, int]:
+def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int,
+                 fma_per_load: float = 1.0) -> tuple[int, int]:
     """The (V, P) tile of a ``flat`` plane (a 1x1 convolution's whole small plane as one row,
-    summed chunk by chunk): its weights sit in L1 while each tile's input streams in from L2, so
-    the tile that loads the fewest vectors per FMA -- (V + P) / (V * P), V weight vectors and P
-    broadcasts -- wins, among those whose accumulators, weights and broadcast all fit in the
-    registers with at least 3/4 of ``regs - 4`` accumulators. ResNet-50 at batch 1 (2-core
-    AVX-512 Xeon, 2026-12-04): 4 x 6 instead of :func:`_choose_row`'s 2 x 13/14 on the 7x7 and
-    14x14 layers, about 1% in all (docs/cpu.md); at batch 8 145.6 -> 144.5 ms."""
+    summed chunk by chunk): its weights sit in L1 while each tile's input streams in from L2. A
+    tile step loads V weight vectors and P broadcasts for V * P FMAs; the core keeps its FMA units
+    busy while (V + P) / (V * P) * ``fma_per_load`` <= 1 (vector FMAs a cycle per load a cycle:
+    1 with two FMA units and two loads, 1/2 where a 512-bit FMA takes both halves of 256-bit units,
+    as on AMD Zen 4). The cost of a useful FMA is the larger of the two, over the share of real
+    output channels and -- tasks are whole channel blocks at batch 1 -- how evenly the blocks split
+    over ``threads``; ties go to the fewest loads. Tiles must fit their accumulators, weights and
+    broadcast in the registers with at least 3/4 of ``regs - 4`` accumulators. ResNet-50 at batch
+    1 (2-core AVX-512 Xeon, 2026-12-04): 4 x 6 instead of :func:`_choose_row`'s 2 x 13/14 on the
+    7x7 and 14x14 layers, about 1% in all (docs/cpu.md). Inception-v3's 1x1 1280->448 on 8x8 (2-core
+    Zen 4): 4 x 6 made 7 blocks of 64 channels for 2 threads, 0.398 ms at batch 1 (pixels GEMM at
+    opt 0: 0.329); 2 x 11 (14 blocks) 0.342, and 2.86 vs 2.91 ms at batch 8."""
     best, best_key = None, None
     for V in range(1, 5):
         cob = V * vec
@@ -193,10 +200,17 @@ def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int) -> tupl
                 continue
             per_row = -(-OW // P)
             Pe = -(-OW // per_row)                  # the row cut into equal tiles
-            key = ((V + Pe) / (V * Pe) / useful / balance, -V)
+            loads = (V + Pe) / (V * Pe)
+            key = (round(max(1.0, loads * fma_per_load) / useful / balance, 6), loads, -V)
             if best_key is None or key < best_key:
                 best, best_key = (V, Pe), key
     return best or _choose_row(c_out, OW, vec, regs, threads)
+
+
+def _fma_per_load(target: CTarget) -> float:
+    """Vector FMAs a core issues per cycle over the vector loads it issues (2): 1 with two FMA
+    units of a whole vector, 1/2 on AMD Zen 4's AVX-512 (``CTarget.fma_flops``)."""
+    return target.fma_flops / (2 * target.vector_floats) / 2
 
 
 def _useful(c_out: int, cob: int) -> float:
@@ -231,7 +245,7 @@ def _row_tiles(g: dict, P: int, XB: int) -> tuple[tuple, tuple]:
     return tuple(tiles), tuple(runs)
 
 
-def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocking:
+def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int, fma_per_load: float = 1.0) -> ConvBlocking:
     """An ungrouped convolution reading an NCHW[V]c input in place (see the module docstring)."""
     g = spec.geometry
     XB = spec.inputs[0].block or 1     # an NCHW input is NCHW1c (see nchw_in_place)
@@ -240,8 +254,10 @@ def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int) -> ConvBlocki
     if KS:    # tasks are whole planes; a 1x1 unpadded stride-1 plane is tiled as one row
         if (g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"]) == (1, 1, 1, 1, 0, 0) and g["OH"] > 1:
             g = _one_row(g)
-        choose = _choose_flat if g is not spec.geometry else _choose_row
-        V, P = choose(g["C_out"], g["OW"], VEC, regs, threads)
+        if g is not spec.geometry:
+            V, P = _choose_flat(g["C_out"], g["OW"], VEC, regs, threads, fma_per_load)
+        else:
+            V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, threads)
         KS = _chunk(spec, V * VEC, XB)
     flat = g is not spec.geometry
     COB = V * VEC
@@ -438,7 +454,7 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
         return dataclasses.replace(wino, direct=plan(spec, target, "direct")) if wino.min_batch else wino
     g = spec.geometry
     if c_winograd.direct_reads_in_place(spec) or nchw_in_place(spec):
-        return _rowtiles(spec, VEC, regs, target.threads)
+        return _rowtiles(spec, VEC, regs, target.threads, _fma_per_load(target))
     blocked = bool(spec.inputs[0].block or spec.output.block)   # NCHW[V]c (passes/layout.py): the channels kind
     pw = None if blocked else _pointwise(spec, VEC, regs)
     if pw is not None:

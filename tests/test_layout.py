@@ -12,6 +12,7 @@ import pytest
 import cnncc
 from cnncc import N
 from cnncc.codegen import c_conv
+from cnncc.codegen.target import CTarget
 from cnncc.frontends import dsl
 from cnncc.passes import optimize
 from cnncc.runtime.cpu import host_target
@@ -154,7 +155,8 @@ def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs, chunked
         # short: whole-plane tasks take a group per block instead (c_conv._rowtiles)
         monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 2 * 4 * c_in_wide * 32)
         # (its flat plane's own rule, c_conv._choose_flat, would take 2 blocks of 48: test_small_planes's)
-        monkeypatch.setattr(c_conv, "_choose_flat", c_conv._choose_row)
+        monkeypatch.setattr(c_conv, "_choose_flat",
+                            lambda c_out, ow, vec, regs, threads, fpl: c_conv._choose_row(c_out, ow, vec, regs, threads))
     else:            # row tasks: "wide" (1x1, 8 -> 224: 7 blocks of 32) in groups of 3, the last one short
         monkeypatch.setattr(c_conv, "GROUP_WEIGHT_BYTES", 3 * 4 * c_in_wide * 32)
     host_target.cache_clear()
@@ -269,24 +271,33 @@ def test_small_planes_run_chunk_by_chunk(monkeypatch):
         assert any(12 % b.KS for b in chunked.values())
         assert sum(b.flat for b in chunked.values()) == 2
         t = host_target()
-        assert (plans["kwide"].V, plans["kwide"].P) == c_conv._choose_flat(128, 42, t.vector_floats,
-                                                                           t.vector_registers, t.threads)
+        assert (plans["kwide"].V, plans["kwide"].P) == c_conv._choose_flat(
+            128, 42, t.vector_floats, t.vector_registers, t.threads, c_conv._fma_per_load(t))
         check(g, mod, batches=(1, 2))
     finally:
         host_target.cache_clear()
 
 
-def test_flat_planes_load_the_fewest_vectors_per_fma():
+def test_flat_planes_keep_the_fma_units_busy_with_blocks_for_every_thread():
     """c_conv._choose_flat on ResNet-50's 7x7 and 14x14 1x1 layers (AVX-512: 32 registers of 16
     floats, 2 threads): 4 weight vectors x 6 pixels (10 loads per 24 FMAs) rather than the row
-    rule's 2 x 13 (15 per 26); every tile fits the registers; a single block would idle a thread."""
-    for c_out in (256, 512, 1024, 2048):
-        for plane in (49, 196):
-            assert c_conv._choose_flat(c_out, plane, 16, 32, 2) == (4, 6)
-    for vec, regs in ((16, 32), (8, 16)):
-        V, P = c_conv._choose_flat(256, 49, vec, regs, 2)
-        assert V * P + V + 1 <= regs and 4 * V * P >= 3 * (regs - 4)
-    assert c_conv._choose_flat(48, 42, 16, 32, 2)[0] == 2      # 3 x 16 would be one block: one thread
+    rule's 2 x 13 (15 per 26); every tile fits the registers; a single block would idle a thread.
+    Where loads keep up with the FMAs anyway (Zen 4's AVX-512: half an FMA a load), blocks that
+    split evenly over the threads win: Inception-v3's 1280->448 on 8x8 takes 14 blocks of 32
+    channels, not 7 of 64; GoogLeNet's 512->160 ten of 16, not 4 of 48 (a third of one padding)."""
+    for fpl in (1.0, 0.5):
+        for c_out in (256, 512, 1024, 2048):
+            for plane in (49, 196):
+                assert c_conv._choose_flat(c_out, plane, 16, 32, 2, fpl) == (4, 6)
+        for vec, regs in ((16, 32), (8, 16)):
+            V, P = c_conv._choose_flat(256, 49, vec, regs, 2, fpl)
+            assert V * P + V + 1 <= regs and 4 * V * P >= 3 * (regs - 4)
+        assert c_conv._choose_flat(48, 42, 16, 32, 2, fpl)[0] == 2      # 3 x 16 would be one block: one thread
+        assert c_conv._choose_flat(448, 64, 16, 32, 2, fpl) == (2, 13)  # 7 blocks of 64 split 4 + 3
+    for fpl in (1.0, 0.5):   # 29 loads per 28 FMAs: (nearly) FMA-bound, and 10 blocks split evenly
+        assert c_conv._choose_flat(160, 196, 16, 32, 2, fpl) == (1, 28)
+    zen4 = CTarget("avx512", 16, 32, threads=2, fma_flops=32)
+    assert c_conv._fma_per_load(zen4) == 0.5 and c_conv._fma_per_load(CTarget("avx2", 8, 16)) == 1.0
 
 
 @needs_cc
