@@ -300,6 +300,26 @@ def test_flat_planes_keep_the_fma_units_busy_with_blocks_for_every_thread():
     assert c_conv._fma_per_load(zen4) == 0.5 and c_conv._fma_per_load(CTarget("avx2", 8, 16)) == 1.0
 
 
+def test_small_plane_rows_count_accumulators_and_loads_by_the_cores_fma_rate():
+    """c_conv._choose_row for chunked planes (tasks are whole channel blocks at batch 1): where a
+    core runs half an FMA per load (Zen 4's AVX-512) half the accumulators hide the latency, so
+    blocks that split evenly over 2 threads win over big tiles in few blocks: Inception-v4's 7x1
+    224->224 on 17-wide rows takes 1 x 17 (14 blocks) rather than 3 x 9 (5 blocks of 48), and
+    DenseNet's 3x3 128->32 on 7x7 two vectors (one block of 32) rather than four (half padding).
+    With two FMA units per two loads the rule is as before; ties keep the larger tile (4 x 7 on
+    ResNet's 512-channel 7x7 layers)."""
+    assert c_conv._choose_row(224, 17, 16, 32, 2, 0.5) == (1, 17)
+    assert c_conv._choose_row(224, 17, 16, 32, 2, 1.0) == (3, 9)
+    assert c_conv._choose_row(32, 7, 16, 32, 2, 0.5) == (2, 7)
+    assert c_conv._choose_row(384 - 128, 8, 16, 32, 2, 0.5) == (2, 8)       # 8 blocks, not 6 of 48
+    for fpl in (1.0, 0.5):
+        assert c_conv._choose_row(512, 7, 16, 32, 2, fpl) == (4, 7)
+        assert c_conv._choose_row(512, 7, 16, 32, 1, fpl) == (4, 7)
+    for c_out in (64, 96, 224, 448):      # AVX2: every tile fits the 16 registers
+        V, P = c_conv._choose_row(c_out, 17, 8, 16, 2, 1.0)
+        assert V * P + V + 1 <= 16
+
+
 @needs_cc
 def test_a_narrow_1x1_after_a_grouped_conv_stays_nchw():
     """A 1x1 convolution reading a grouped convolution's output (NCHW: 4 channels a group) keeps
