@@ -268,6 +268,12 @@ def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int, fma_per_load:
         else:
             V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, threads, fma_per_load)
         KS = _chunk(spec, V * VEC, XB)
+        if (-(-g["C_out"] // (V * VEC)) < threads and spec.geometry["OH"] > 1
+                and 4 * g["KH"] * g["KW"] * g["C_in"] * V * VEC <= ROW_TASK_WEIGHT_BYTES):
+            # fewer channel blocks than threads: whole-plane tasks would idle a thread at batch 1;
+            # row tasks split the plane instead (each row reads the block's weights again)
+            g, KS = spec.geometry, 0
+            V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, 1, fma_per_load)
     flat = g is not spec.geometry
     COB = V * VEC
     NCB = -(-g["C_out"] // COB)
@@ -328,6 +334,9 @@ def _group(NCB: int, most: int) -> int:
 #: prefetched PREFETCH_CHUNKS chunks ahead. Row by row over all inputs, ResNet-50's 14x14 and 7x7
 #: layers re-read their block's weights (0.6-0.9 MiB, from L2 or, at batch 1, L3/DRAM) once per row.
 PLANE_BYTES = 64 * 1024
+#: ... but a plane whose channel blocks are fewer than the threads runs in row tasks (not chunked)
+#: when a block's weights are at most this: every row re-reads them (from L1 at this size)
+ROW_TASK_WEIGHT_BYTES = 32 * 1024
 CHUNK_BYTES = 24 * 1024
 PREFETCH_CHUNKS = 2
 
