@@ -198,8 +198,8 @@ def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int,
     broadcast in the registers with at least 3/4 of ``regs - 4`` accumulators. ResNet-50 at batch
     1 (2-core AVX-512 Xeon, 2026-12-04): 4 x 6 instead of :func:`_choose_row`'s 2 x 13/14 on the
     7x7 and 14x14 layers, about 1% in all (docs/cpu.md). Inception-v3's 1x1 1280->448 on 8x8 (2-core
-    Zen 4): 4 x 6 made 7 blocks of 64 channels for 2 threads, 0.398 ms at batch 1 (pixels GEMM at
-    opt 0: 0.329); 2 x 11 (14 blocks) 0.342, and 2.86 vs 2.91 ms at batch 8."""
+    Zen 4): 4 x 6 made 7 blocks of 64 channels for 2 threads, 0.410 ms at batch 1 (pixels GEMM at
+    opt 0: 0.345); 2 x 13 (14 blocks) 0.368, and 2.89 vs 3.01 ms at batch 8."""
     best, best_key = None, None
     for V in range(1, 5):
         cob = V * vec
