@@ -51,15 +51,16 @@ def make_symbolic(g: Graph, names: list[str]) -> Graph:
 
 # -- the public entry points of the other floors (imported lazily: extras stay optional) ----------
 def optimize(graph: Graph, opt_level: int = 2, passes=None, disable=(), layout_vector: int = 0,
-             fuse_balance: float | None = None) -> Graph:
+             fuse_balance: float | None = None, layout_register: int = 0) -> Graph:
     """Run the pass pipeline; returns the optimized Graph with ``.pass_report``. ``layout_vector``:
     the channel block of the layout pass (0: every tensor NCHW; compile() gives the C target's);
     ``fuse_balance``: the target's FLOPs per byte for the fuse pass's recompute rule
-    (``fuse_balance(target)``; None: the GPU's)."""
+    (``fuse_balance(target)``; None: the GPU's); ``layout_register``: the C target's vector width
+    where the block is smaller (``layout_register(layout, target)``; 0: the block's)."""
     from .passes.manager import optimize as _optimize
 
     return _optimize(graph, opt_level=opt_level, passes=passes, disable=disable, layout_vector=layout_vector,
-                     fuse_balance=fuse_balance)
+                     fuse_balance=fuse_balance, layout_register=layout_register)
 
 
 def fuse_balance(target: str) -> float:
@@ -86,7 +87,8 @@ def from_torch(module, example_input, **kwargs) -> Graph:
 
 
 # -- compile and load (codegen + runtime) -----------------------------------------------------------
-def _optimized(graph: Graph, opt_level: int, layout_vector: int = 0, balance: float | None = None) -> Graph:
+def _optimized(graph: Graph, opt_level: int, layout_vector: int = 0, balance: float | None = None,
+               register: int = 0) -> Graph:
     """cnncc.optimize when the pass manager is there; otherwise opt 0 (one kernel per operator)."""
     try:
         from .passes.manager import optimize as _optimize
@@ -94,7 +96,8 @@ def _optimized(graph: Graph, opt_level: int, layout_vector: int = 0, balance: fl
         g = graph.copy().infer_shapes()
         g.pass_report = [{"pass": "infer_shapes", "note": "pass manager unavailable: compiled at opt 0"}]
         return g
-    return _optimize(graph, opt_level=opt_level, layout_vector=layout_vector, fuse_balance=balance)
+    return _optimize(graph, opt_level=opt_level, layout_vector=layout_vector, fuse_balance=balance,
+                     layout_register=register)
 
 
 #: compile()'s ``layout`` values; "auto" is LAYOUT_DEFAULT on the C target, "nchw" elsewhere
@@ -127,6 +130,16 @@ def layout_vector(layout: str, target: str) -> int:
             raise CnnccError(f"CNNCC_LAYOUT_BLOCK={block!r}: expected a positive divisor of the vector width {vec}")
         return int(block)
     return vec
+
+
+def layout_register(layout: str, target: str) -> int:
+    """The C target's vector width in floats when the layout pass blocks (``layout_vector``), else
+    0: with ``CNNCC_LAYOUT_BLOCK`` the block may be smaller than the kernels' registers."""
+    if not layout_vector(layout, target):
+        return 0
+    from cnncc.runtime.cpu import host_target
+
+    return host_target().vector_floats
 
 
 #: arithmetic the CUDA convolutions may use; each has a tolerance against the FP32 reference
@@ -240,7 +253,8 @@ def compile(graph: Graph, target: str = "c", opt_level: int = 2, *, precision: s
     backend = get_backend(target)
     t0 = time.perf_counter()
     say(f"optimizing {graph.name} at opt {opt_level}")
-    g = _optimized(graph, opt_level, layout_vector(layout, target), fuse_balance(target))
+    g = _optimized(graph, opt_level, layout_vector(layout, target), fuse_balance(target),
+                   layout_register(layout, target))
     say(f"lowering {sum(1 for _ in g)} nodes")
     program = lower_program(g)
     if target != "cuda":               # the model must fit in host memory at batch 1

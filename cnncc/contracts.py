@@ -161,6 +161,10 @@ class LayoutPlan:
 
     vector: int = 0
     blocked: frozenset = frozenset()
+    #: the kernels' vector register in floats (0: ``vector``); with CNNCC_LAYOUT_BLOCK a smaller
+    #: block than the register. A grouped convolution is blocked only with whole registers of
+    #: output channels a group (its blocked kernel's channel blocks never straddle groups)
+    register: int = 0
     reorders: tuple[Reorder, ...] = ()
     why_nchw: dict[str, str] = field(default_factory=dict)   # kernel -> why its output stays NCHW (notable cases)
 

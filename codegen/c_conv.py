@@ -6,7 +6,8 @@ every element, so it runs at a tenth of the FMA peak. The blocked kernels keep a
 in as many vector registers as the target has (a :class:`CTarget`) and feed every loaded vector to
 several FMAs. :func:`plan` picks one of these kinds per kernel:
 
-* ``rowtiles`` (an ungrouped convolution whose input is NCHW[V]c, passes/layout.py): vectors
+* ``rowtiles`` (an ungrouped convolution whose input is NCHW[V]c, passes/layout.py, or a grouped
+  one whose groups are whole channel blocks, :func:`grouped_in_place`): vectors
   along ``COB`` output channels x up to ``P`` output pixels of one output row, the input read
   in place (no copy): each tile's base pointer is its first input column, every tap a constant
   offset from it (no pointer per pixel, no bounds check). The tiles at a row's ends are their own
@@ -93,8 +94,9 @@ class ConvBlocking:
 
     def row_geometry(self, spec: KernelSpec) -> dict:
         """The geometry the ``rowtiles`` template tiles: the spec's, or with ``flat`` its plane
-        as a single row."""
-        return _one_row(spec.geometry) if self.flat else spec.geometry
+        as a single row; a grouped convolution's C_in is its group's (what one block reads)."""
+        g = _one_row(spec.geometry) if self.flat else spec.geometry
+        return dict(g, C_in=g["C_in"] // g["groups"]) if g["groups"] > 1 else g
 
     @property
     def tag(self) -> str:
@@ -148,7 +150,7 @@ def _choose(co_g: int, plane: int, groups: int, vec: int, regs: int) -> tuple[in
 
 
 def _choose_row(c_out: int, OW: int, vec: int, regs: int, threads: int = 1,
-                fma_per_load: float = 1.0) -> tuple[int, int]:
+                fma_per_load: float = 1.0, co_g: int = 0) -> tuple[int, int]:
     """The (V, P) tile of the ``rowtiles`` kind: V vectors of output channels x at most P pixels of
     one output row (a row is cut into equal tiles). Scored like :func:`_choose` -- useful channels
     x enough accumulators (V * pixels per tile, up to ``regs - 4``) to hide the FMA latency; a
@@ -158,12 +160,15 @@ def _choose_row(c_out: int, OW: int, vec: int, regs: int, threads: int = 1,
     scales both needs: a core that runs half the FMAs a cycle hides their latency with half the
     accumulators and keeps up with twice the loads (Zen 4's AVX-512). Inception-v4's 7x1 224->224
     on 17x17 at batch 1 (2-core Zen 4): 3 x 9 (5 blocks of 48 for 2 threads) 1.110 ms, 1 x 17 (14
-    blocks, 17 sums) 0.885 ms, 229 GFLOP/s."""
+    blocks, 17 sums) 0.885 ms, 229 GFLOP/s. ``co_g``: a grouped convolution's output channels a
+    group, which a block must divide (blocks never straddle groups)."""
     max_acc = regs - 4
     need = max_acc * min(1.0, fma_per_load)
     best, best_key = None, None
     for V in range(1, 5):
         cob = V * vec
+        if co_g and co_g % cob:
+            continue
         # with 32 registers a tile may be one over (4 x 7: 28 sums, 4 weights, a broadcast): on
         # ResNet's 7-wide rows it beat 3 x 7 (21 sums, 11 blocks of 48 channels) -- layer4's 3x3s
         # 0.77 -> 0.67 ms at batch 1, 4.38 -> 3.93 ms at batch 8 (2-core AVX-512 Xeon, 2026-12-04)
@@ -187,7 +192,7 @@ def _choose_row(c_out: int, OW: int, vec: int, regs: int, threads: int = 1,
 
 
 def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int,
-                 fma_per_load: float = 1.0) -> tuple[int, int]:
+                 fma_per_load: float = 1.0, co_g: int = 0) -> tuple[int, int]:
     """The (V, P) tile of a ``flat`` plane (a 1x1 convolution's whole small plane as one row,
     summed chunk by chunk): its weights sit in L1 while each tile's input streams in from L2. A
     tile step loads V weight vectors and P broadcasts for V * P FMAs; the core keeps its FMA units
@@ -200,10 +205,13 @@ def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int,
     1 (2-core AVX-512 Xeon, 2026-12-04): 4 x 6 instead of :func:`_choose_row`'s 2 x 13/14 on the
     7x7 and 14x14 layers, about 1% in all (docs/cpu.md). Inception-v3's 1x1 1280->448 on 8x8 (2-core
     Zen 4): 4 x 6 made 7 blocks of 64 channels for 2 threads, 0.410 ms at batch 1 (pixels GEMM at
-    opt 0: 0.345); 2 x 13 (14 blocks) 0.368, and 2.89 vs 3.01 ms at batch 8."""
+    opt 0: 0.345); 2 x 13 (14 blocks) 0.368, and 2.89 vs 3.01 ms at batch 8. ``co_g``: as in
+    :func:`_choose_row`."""
     best, best_key = None, None
     for V in range(1, 5):
         cob = V * vec
+        if co_g and co_g % cob:
+            continue
         useful, balance = _useful(c_out, cob), _balance(-(-c_out // cob), threads)
         for P in range(1, OW + 1):
             if V * P + V + 1 > regs or 4 * V * P < 3 * (regs - 4):
@@ -214,7 +222,7 @@ def _choose_flat(c_out: int, OW: int, vec: int, regs: int, threads: int,
             key = (round(max(1.0, loads * fma_per_load) / useful / balance, 6), loads, -V)
             if best_key is None or key < best_key:
                 best, best_key = (V, Pe), key
-    return best or _choose_row(c_out, OW, vec, regs, threads)
+    return best or _choose_row(c_out, OW, vec, regs, threads, co_g=co_g)
 
 
 def _fma_per_load(target: CTarget) -> float:
@@ -256,31 +264,35 @@ def _row_tiles(g: dict, P: int, XB: int) -> tuple[tuple, tuple]:
 
 
 def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int, fma_per_load: float = 1.0) -> ConvBlocking:
-    """An ungrouped convolution reading an NCHW[V]c input in place (see the module docstring)."""
+    """A convolution reading an NCHW[V]c input in place (see the module docstring); a grouped one
+    (:func:`grouped_in_place`) is planned on its group's input channels, its blocks inside groups."""
     g = spec.geometry
     XB = spec.inputs[0].block or 1     # an NCHW input is NCHW1c (see nchw_in_place)
-    V, P = _choose_row(g["C_out"], g["OW"], VEC, regs)
+    groups = g["groups"]
+    grp = {"co_g": g["C_out"] // groups} if groups > 1 else {}
+    ci = g["C_in"] // groups            # input channels a block reads
+    V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, **grp)
     KS = _chunk(spec, V * VEC, XB)
     if KS:    # tasks are whole planes; a 1x1 unpadded stride-1 plane is tiled as one row
         if (g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"]) == (1, 1, 1, 1, 0, 0) and g["OH"] > 1:
             g = _one_row(g)
         if g is not spec.geometry:
-            V, P = _choose_flat(g["C_out"], g["OW"], VEC, regs, threads, fma_per_load)
+            V, P = _choose_flat(g["C_out"], g["OW"], VEC, regs, threads, fma_per_load, **grp)
         else:
-            V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, threads, fma_per_load)
+            V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, threads, fma_per_load, **grp)
         KS = _chunk(spec, V * VEC, XB)
         if (-(-g["C_out"] // (V * VEC)) < threads and spec.geometry["OH"] > 1
-                and 4 * g["KH"] * g["KW"] * g["C_in"] * V * VEC <= ROW_TASK_WEIGHT_BYTES):
+                and 4 * g["KH"] * g["KW"] * ci * V * VEC <= ROW_TASK_WEIGHT_BYTES):
             # fewer channel blocks than threads: whole-plane tasks would idle a thread at batch 1;
             # row tasks split the plane instead (each row reads the block's weights again)
             g, KS = spec.geometry, 0
-            V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, 1, fma_per_load)
+            V, P = _choose_row(g["C_out"], g["OW"], VEC, regs, 1, fma_per_load, **grp)
     flat = g is not spec.geometry
     COB = V * VEC
     NCB = -(-g["C_out"] // COB)
     tiles, runs = _row_tiles(g, P, XB)
     band = _pool_bands(spec, COB, NCB, threads) if spec.pool is not None else {}
-    block_bytes = 4 * g["KH"] * g["KW"] * g["C_in"] * COB
+    block_bytes = 4 * g["KH"] * g["KW"] * ci * COB
     most = NCB if NCB * block_bytes <= ONE_GROUP_BYTES else max(1, GROUP_WEIGHT_BYTES // block_bytes)
     CBG = _group(NCB, most)
     if KS and NCB % CBG:
@@ -293,6 +305,21 @@ def _rowtiles(spec: KernelSpec, VEC: int, regs: int, threads: int, fma_per_load:
                         XB=XB, CBG=CBG, tiles=tiles, runs=runs,
                         KS=KS, flat=flat,
                         PF=PREFETCH_CHUNKS if KS else 0, **band)
+
+
+def grouped_in_place(spec: KernelSpec, vec: int) -> bool:
+    """A grouped (not depthwise) convolution whose groups are whole channel blocks -- input
+    channels a group a multiple of its NCHW[V]c input's block, output channels a group a multiple
+    of the vector width ``vec`` -- takes the ``rowtiles`` kind: a channel block's tiles read the
+    input blocks of its group in place (the block's input pointer starts at its group's first
+    block) with weights packed per block over the group's input channels only. ResNeXt's 3x3s
+    with 16 or more channels a group (AVX-512; 8 on AVX2); smaller groups keep the ``channels`` kind
+    (a channels-last copy of the input) or the NCHW ``rows`` kind."""
+    g = spec.geometry
+    XB = spec.inputs[0].block
+    groups = g["groups"]
+    return (groups > 1 and bool(XB) and not is_depthwise(g)
+            and (g["C_in"] // groups) % XB == 0 and (g["C_out"] // groups) % vec == 0)
 
 
 def executed_fraction(spec: KernelSpec, blk) -> float:
@@ -347,7 +374,7 @@ def _chunk(spec: KernelSpec, COB: int, XB: int) -> int:
     g = spec.geometry
     if spec.pool is not None or 4 * g["OH"] * g["OW"] * COB > PLANE_BYTES:
         return 0
-    return max(1, min(g["C_in"] // XB, CHUNK_BYTES // (4 * g["KH"] * g["KW"] * XB * COB)))
+    return max(1, min(g["C_in"] // g["groups"] // XB, CHUNK_BYTES // (4 * g["KH"] * g["KW"] * XB * COB)))
 
 
 #: the packed weights of a group of channel blocks that fit this (half an L2 of the machines we
@@ -472,7 +499,7 @@ def plan(spec: KernelSpec, target: CTarget, algorithm: str = "auto"):
     if wino is not None:   # one that starts at min_batch items carries the direct plan it runs below
         return dataclasses.replace(wino, direct=plan(spec, target, "direct")) if wino.min_batch else wino
     g = spec.geometry
-    if c_winograd.direct_reads_in_place(spec) or nchw_in_place(spec):
+    if c_winograd.direct_reads_in_place(spec) or nchw_in_place(spec) or grouped_in_place(spec, VEC):
         return _rowtiles(spec, VEC, regs, target.threads, _fma_per_load(target))
     blocked = bool(spec.inputs[0].block or spec.output.block)   # NCHW[V]c (passes/layout.py): the channels kind
     pw = None if blocked else _pointwise(spec, VEC, regs)

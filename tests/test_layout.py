@@ -64,7 +64,7 @@ def test_the_pass_blocks_conv_chains_and_reorders_only_at_kernels_without_a_bloc
     # one reorder before the grouped conv, one before flatten (-> dense); each says why
     assert len(lay.reorders) == 2, lay.reorders
     gc = [r for r in lay.reorders if name("gc") in r.consumers]
-    assert gc and gc[0].tensor == name("cat") and "grouped convolution (groups 8, not depthwise)" in gc[0].reason
+    assert gc and gc[0].tensor == name("cat") and "grouped convolution (groups 8, 2 -> 2 channels a group" in gc[0].reason
     flat = [r for r in lay.reorders if "flat" in r.consumers]
     assert flat and flat[0].tensor == name("pw") and "view" in flat[0].reason
     for r in lay.reorders:
@@ -181,6 +181,74 @@ def test_rowtile_convolutions_match_the_reference(monkeypatch, vec_regs, chunked
                 assert rows["wide"].NCB > 1 and rows["wide"].CBG == 1, rows["wide"]
         elif not vec_regs:
             assert rows["wide"].COB == 32 and rows["wide"].NCB % rows["wide"].CBG, rows["wide"]
+        check(g, mod, batches=(1, 2))
+    finally:
+        host_target.cache_clear()
+
+
+def test_groups_of_whole_channel_blocks_are_blocked():
+    """A grouped convolution whose groups are whole blocks (input channels a group a multiple of
+    the block, output channels a group of the kernels' register) is blocked like an ungrouped
+    one; with a block smaller than the register (CNNCC_LAYOUT_BLOCK) groups of fewer output
+    channels than a register keep NCHW and say why."""
+    x = dsl.input("x", (N, 3, 8, 8))
+    a = dsl.relu(dsl.conv2d(x, 32, 3, padding=1, name="k"), name="a")
+    gc = dsl.relu(dsl.conv2d(a, 32, 3, padding=1, groups=4, name="gc"), name="gr")    # 8 -> 8 a group
+    g = dsl.graph(dsl.conv2d(gc, 16, 3, padding=1, name="after"), dsl.conv2d(a, 16, 3, padding=1, name="beside"),
+                  name="grouped")
+    opt = optimize(g, 2, layout_vector=8)
+    producer = {m.name: n.name for n in opt if n.op == "fused" for m in n.members}
+    assert {producer["a"], producer["gr"]} <= set(opt.layout.blocked) and not opt.layout.reorders
+    opt = optimize(g, 2, layout_vector=8, layout_register=16)     # AVX-512 registers, blocks of 8
+    assert producer["gr"] not in opt.layout.blocked
+    why = [r.reason for r in opt.layout.reorders if producer["gr"] in r.consumers]
+    assert why and "groups 4, 8 -> 8 channels a group: not whole blocks of 8 in and 16 out" in why[0], why
+
+
+def grouped_zoo(c: int = 96):
+    """Grouped convolutions whose groups are whole channel blocks (c_conv.grouped_in_place), one
+    awkward case each (on AVX-512's 16 lanes and AVX2's 8): stride 2 on odd sizes, a residual
+    operand, a taller-than-wide dilated window, a 1x1 (a flat plane when chunked), and an NCHW
+    output (a graph output); groups of 16, 32, 48 channels (blocks of 1 to 3 vectors)."""
+    x = dsl.input("x", (N, 3, 9, 37))
+    a = dsl.relu(dsl.conv2d(x, c, 3, padding=1, name="stem"), name="a")     # NCHW in, blocked out
+    s2 = dsl.relu(dsl.conv2d(a, c, 3, stride=2, padding=1, groups=c // 16, name="g_s2"), name="s2")
+    res = dsl.relu(dsl.add(dsl.conv2d(a, c, 3, padding=1, groups=c // 32, name="g_res"), a, name="gadd"), name="rr")
+    dil = dsl.conv2d(a, c, (3, 5), padding=(2, 2), dilation=(2, 1), groups=2, name="g_dil")
+    one = dsl.conv2d(a, 2 * c, 1, groups=c // 32, name="g_1x1")
+    out = dsl.conv2d(a, c // 2, 3, padding=1, groups=c // 32, name="g_out")     # 32 -> 16 a group, NCHW out
+    after = [dsl.conv2d(t, 16, 3, padding=1, name=f"after_{t}") for t in (s2, res, dil, one)]
+    return dsl.graph(*after, out, name="grouped")
+
+
+@needs_cc
+@pytest.mark.parametrize("case", ["native", "native-rows", "avx2-plan", "block4"])
+def test_grouped_convolutions_of_whole_blocks_read_their_groups_in_place(monkeypatch, case):
+    """Each block reads its group's input blocks from the NCHW[V]c input as it is (the rowtiles
+    kind, its input pointer at the group's first block); every output matches the reference.
+    native-rows: tasks of rows (PLANE_BYTES = 0) rather than chunked planes; block4: NCHW4c
+    activations (CNNCC_LAYOUT_BLOCK=4) under 16- or 8-float registers, 4 to 12 input blocks a group."""
+    if case == "avx2-plan":
+        monkeypatch.setenv("CNNCC_C_VECTOR", "8,16")
+    if case == "block4":
+        monkeypatch.setenv("CNNCC_LAYOUT_BLOCK", "4")
+    if case == "native-rows":
+        monkeypatch.setattr(c_conv, "PLANE_BYTES", 0)
+    host_target.cache_clear()
+    try:
+        g = grouped_zoo()
+        mod = cnncc.compile(g, "c", 2, layout="blocked", conv_algorithm="direct")
+        target = host_target()
+        plans = {k.name: (k, c_conv.plan(k, target)) for k in mod.program.kernels if k.family == "conv"}
+        grouped = {n: b for n, (k, b) in plans.items() if k.geometry["groups"] > 1}
+        assert len(grouped) == 5 and all(b.kind == "rowtiles" for b in grouped.values()), grouped
+        assert all(c_conv.grouped_in_place(k, target.vector_floats) for k, _ in plans.values() if k.geometry["groups"] > 1)
+        assert any(b.V > 1 for b in grouped.values())                     # blocks of several vectors in a group
+        assert all(bool(b.KS) == (case != "native-rows") for b in grouped.values() if not b.flat)
+        out = next(k for n, (k, b) in plans.items() if n.startswith("g_out"))
+        assert out.inputs[0].block and not out.output.block
+        text = "\n".join(src for _, src, _ in mod.kernels)
+        assert "Blocks never straddle groups" in text and "the group's first input block" in text
         check(g, mod, batches=(1, 2))
     finally:
         host_target.cache_clear()
@@ -329,7 +397,7 @@ def test_a_plane_with_fewer_channel_blocks_than_threads_runs_in_row_tasks(monkey
     plane) ran on one thread at batch 1; with its 12 KiB of weights it runs in row tasks instead
     (0.046 -> 0.030 ms on 2-core Zen 4). DenseNet's 3x3 128->32 on 7x7 (147 KiB a block) stays
     chunked: every row would re-read its weights. Both match the reference on 2 threads."""
-    import runtime.cpu as cpu
+    import cnncc.runtime.cpu as cpu
     x = dsl.input("x", (N, 32, 28, 28))
     a = dsl.relu(dsl.conv2d(x, 192, 1, name="a"), name="ar")
     b = dsl.relu(dsl.conv2d(a, 16, 1, name="few"), name="fr")

@@ -120,10 +120,11 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
     if target != "c" and any(e in ("onnxruntime", "torch") for e in compare):
         notes.append("peers run on the CPU while cnncc runs on the GPU target: compare with care")
     opt_graphs: dict[str, Graph] = {}
-    from ..compiler import TOLERANCE, check_precision, fuse_balance, layout_vector
+    from ..compiler import TOLERANCE, check_precision, fuse_balance, layout_register, layout_vector
 
     check_precision(precision, target)
     vector = layout_vector(layout, target)      # the graphs of the per-kernel tables are the modules' own
+    register = layout_register(layout, target)
     balance = fuse_balance(target)
     predict = (target == "cuda") if predict is None else predict
     result = {"model": graph.name, "target": target, "precision": precision, "layout": layout,
@@ -180,7 +181,8 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
                 continue
             level = int(name[3:])
             if name not in opt_graphs:
-                opt_graphs[name] = cnncc.optimize(graph, opt_level=level, layout_vector=vector, fuse_balance=balance)
+                opt_graphs[name] = cnncc.optimize(graph, opt_level=level, layout_vector=vector, fuse_balance=balance,
+                                                  layout_register=register)
             say(f"batch {batch}: per-kernel times for {name}")
             try:
                 rows, method = profile_kernels(ready[name].module, opt_graphs[name], feeds, batch, target, level,
@@ -192,7 +194,8 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
             table = kernel_table(rows, opt_graphs[name], batch, roof, target, conv_algorithm)
             ktables[name] = {"method": method, "rows": [asdict(r) for r in table]}
         if "opt2" not in opt_graphs and "opt2" in compare:
-            opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2, layout_vector=vector, fuse_balance=balance)
+            opt_graphs["opt2"] = cnncc.optimize(graph, opt_level=2, layout_vector=vector, fuse_balance=balance,
+                                                layout_register=register)
         fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables) if "opt2" in opt_graphs else {}
         run = {"batch": batch, "engines": engines, "kernels": ktables, "fusion": fusion}
         if sensitivity is not None:

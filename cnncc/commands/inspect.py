@@ -53,11 +53,12 @@ def run(args) -> int:
     from cnncc import report
 
     graph = _load(args)
-    from cnncc.compiler import fuse_balance, layout_vector
+    from cnncc.compiler import fuse_balance, layout_register, layout_vector
 
     vector = 0 if args.cuda else layout_vector(args.layout, "c")   # what compile() would give the C target
     opt = cnncc.optimize(graph, opt_level=args.opt, passes=_names(args.passes), disable=_names(args.disable) or (),
-                         layout_vector=vector, fuse_balance=fuse_balance("cuda" if args.cuda else "c"))
+                         layout_vector=vector, fuse_balance=fuse_balance("cuda" if args.cuda else "c"),
+                         layout_register=0 if args.cuda else layout_register(args.layout, "c"))
     if args.after:
         print(opt.pass_report.snapshot(args.after))
         return 0

@@ -81,7 +81,12 @@ def kind(graph: Graph, node: Node, vector: int) -> tuple[str, str]:
             x = graph[anchor.inputs[0]].type
             if groups == int(x.shape[1]) == int(anchor.type.shape[1]) and not pooled and vector >= 2:
                 return "conv", ""      # c_conv's "depthwise" kind: channel blocks in the lanes
-            why = "with a fused pool" if pooled else ("blocks of 1 channel" if vector < 2 else "not depthwise")
+            ci_g, co_g = int(x.shape[1]) // groups, int(anchor.type.shape[1]) // groups
+            register = graph.layout.register or vector
+            if not pooled and vector >= 2 and ci_g % vector == 0 and co_g % register == 0:
+                return "conv", ""      # groups of whole channel blocks: c_conv's "rowtiles" (grouped_in_place)
+            why = ("with a fused pool" if pooled else "blocks of 1 channel" if vector < 2 else
+                   f"{ci_g} -> {co_g} channels a group: not whole blocks of {vector} in and {register} out")
             return "none", (f"{anchor.name} is a grouped convolution (groups {groups}, {why}): its kernels "
                             f"read and write NCHW")
         x = graph[anchor.inputs[0]]

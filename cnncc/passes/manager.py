@@ -147,18 +147,21 @@ def run_pass(graph: Graph, name: str) -> tuple[Graph, PassRecord]:
 
 
 def optimize(graph: Graph, opt_level: int = 2, passes: Iterable[str] | None = None,
-             disable: Iterable[str] = (), layout_vector: int = 0, fuse_balance: float | None = None) -> Graph:
+             disable: Iterable[str] = (), layout_vector: int = 0, fuse_balance: float | None = None,
+             layout_register: int = 0) -> Graph:
     """Run the pipeline of ``opt_level`` (or exactly ``passes``) on a copy of ``graph``.
 
     ``layout_vector``: the floats per channel block the layout pass may store activations in
     (NCHW[V]c, passes/layout.py); compile() gives the C target's vector width, 0 keeps NCHW.
+    ``layout_register``: the target's vector register in floats when the block is smaller
+    (CNNCC_LAYOUT_BLOCK; 0: the same), ``LayoutPlan.register``.
     ``fuse_balance``: FLOPs per byte of saved traffic for the fuse pass's recompute rule
     (passes/fuse.py BALANCE; None: the GPU's); compile() gives its target's.
     Returns the optimized copy; ``result.pass_report`` holds one PassRecord per pass, each with
     a snapshot of the graph right after it."""
     names = pipeline_for(opt_level, passes, disable)
     work = snapshot(graph)   # weights shared: passes replace arrays, never write into them
-    work.layout = LayoutPlan(vector=int(layout_vector))
+    work.layout = LayoutPlan(vector=int(layout_vector), register=int(layout_register))
     work.fuse_balance = fuse_balance
     work.pass_report = None
     work.opt_level = opt_level if passes is None else None
