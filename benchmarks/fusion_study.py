@@ -475,8 +475,20 @@ def write_report(study: dict, out: Path, img_dir: Path, json_path: Path) -> None
                                     f"{p['seconds_unfused'] * 1e3:.3f}", f"{p['seconds_fused'] * 1e3:.3f}",
                                     f"{p['speedup']:.2f}x" + (" SLOWER" if p["speedup"] < 1 else "")] for p in sel]))
             slower = [p for p in pts if p["speedup"] < 1]
+            runs = [run for r in study["results"] if r.get("target") == target and "error" not in r for run in r["runs"]]
+            again = [run for run in runs if "slower_first_pass" in (run.get("fusion") or {})]
+            methods = [(run.get("kernels") or {}).get("opt2", {}).get("method") or "" for run in runs]
             lines += ["", f"{len(slower)} of {len(pts)} fused groups ran slower than their members apart "
                           "(per-kernel times from the profiled forward; groups of a few microseconds are within noise)."]
+            if any("handoff probe" in m for m in methods):
+                split = sum("too few others" in m for m in methods)
+                lines += ["", "Per-kernel profiles: each round after a cross-core handoff probe "
+                              "(`cnncc/bench/handoff.py`); rounds timed while the two cores shared no cache are left out"
+                              + (f" (kept in {split} of {len(runs)} model x batch runs: too few others)" if split
+                                 else "") + ". "
+                              f"{sum(len(run['fusion']['slower_first_pass']) for run in again)} groups in {len(again)} "
+                              f"of {len(runs)} runs read slower after the first pass and were profiled again, as many "
+                              "rounds pooled with the first; the table and count above are the pooled figures."]
     lines += [""] + gpu_section(study.get("gpu")) + [""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

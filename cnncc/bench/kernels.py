@@ -3,6 +3,7 @@ predicted bytes saved vs measured speedup."""
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..cost import node_work
 from ..errors import CnnccError
 from ..ir import N, Graph, Node
 from ..reference import random_inputs
+from .handoff import SPLIT_RATIO
 from .timing import calibrate, sample
 
 
@@ -66,6 +68,11 @@ def single_kernel_graph(opt_graph: Graph, node: Node) -> Graph:
 
 QUIET_WITHIN = 1.10     # a profiling round is quiet when every module's forward is within 10% of its fastest
 QUIET_LEAST = 3         # ... and at least this many rounds are kept (the quietest) when fewer are
+#: how long one profile waits in all, before its rounds, for the cores to share a cache again
+#: (bench/handoff.py); past it the rounds are timed as they come and the method says how many
+#: were timed split. The split phases of our VM lasted 10-20 s.
+SPLIT_WAIT_S = 30.0
+SPLIT_POLL_S = 0.5
 
 
 @dataclass
@@ -74,11 +81,21 @@ class ProfiledTimes:
     times: dict[str, dict[str, float]]
     rounds: int = 0          # forwards of each module timed
     kept: int = 0            # the quiet rounds among them that the medians are taken over
+    probed: bool = False     # the cross-core handoff was probed before each round
+    split: int = 0           # kept rounds timed while the cores did not share a cache (none other there)
+    waited_s: float = 0.0    # seconds spent waiting for them to share one again
+    per_round: list = field(default_factory=list, repr=False)   # each round: module -> kernel -> seconds
+    ratios: list = field(default_factory=list, repr=False)      # the handoff ratio before each round
 
     @property
     def method(self) -> str:
-        return (f"runtime profiler, engines interleaved, median of the {self.kept} of {self.rounds} rounds "
+        text = (f"runtime profiler, engines interleaved, median of the {self.kept} of {self.rounds} rounds "
                 f"where every engine ran within {(QUIET_WITHIN - 1) * 100:.0f}% of its fastest")
+        if self.probed:
+            text += (f", each after a cross-core handoff probe: rounds timed while the cores shared no cache "
+                     f"left out" + (f" ({self.split} kept: too few others)" if self.split else "")
+                     + (f", {self.waited_s:.0f} s waited for a shared one" if self.waited_s >= 1 else ""))
+        return text
 
 
 def quiet_rounds(totals: list[dict[str, float]], within: float = QUIET_WITHIN, least: int = QUIET_LEAST) -> list[int]:
@@ -99,13 +116,34 @@ def quiet_rounds(totals: list[dict[str, float]], within: float = QUIET_WITHIN, l
     return kept
 
 
-def interleaved_kernel_times(modules: dict, inputs: list, rounds: int) -> ProfiledTimes:
+def reduce_rounds(per_round: list[dict[str, dict[str, float]]], ratios: list[float] | None = None,
+                  probed: bool = False, waited_s: float = 0.0) -> ProfiledTimes:
+    """Per-kernel medians over the quiet rounds (:func:`quiet_rounds`) among those timed while the
+    cores shared a cache (``ratios``: the handoff probe's before each round, bench/handoff.py);
+    all rounds where fewer than QUIET_LEAST were."""
+    ratios = list(ratios or [])
+    shared = [i for i in range(len(per_round)) if i >= len(ratios) or ratios[i] <= SPLIT_RATIO]
+    pool = shared if len(shared) >= min(QUIET_LEAST, len(per_round)) else list(range(len(per_round)))
+    sub = quiet_rounds([{m: sum(k.values()) for m, k in per_round[i].items()} for i in pool])
+    kept = [pool[i] for i in sub]
+    times = {name: {k: statistics.median(per_round[i][name][k] for i in kept) for k in per_round[kept[0]][name]}
+             for name in per_round[kept[0]]} if kept else {}
+    split = sum(1 for i in kept if i < len(ratios) and ratios[i] > SPLIT_RATIO)
+    return ProfiledTimes(times, len(per_round), len(kept), probed, split, waited_s, per_round, ratios)
+
+
+def interleaved_kernel_times(modules: dict, inputs: list, rounds: int, handoff=None,
+                             previous: ProfiledTimes | None = None, wait_s: float = SPLIT_WAIT_S) -> ProfiledTimes:
     """Per-kernel seconds of several modules from their runtime profilers, one forward of each in
-    turn per round (the order rotated), reduced by the median over the quiet rounds
-    (:func:`quiet_rounds`). Why interleaved: profiling opt 0's kernels and then opt 2's put
-    minutes between them, and a shared machine's slow minute swung per-group speedups by 4x.
-    Modules whose target has no profiler are left out (their kernels are timed one module per
-    kernel)."""
+    turn per round (the order rotated), reduced by :func:`reduce_rounds`. Why interleaved:
+    profiling opt 0's kernels and then opt 2's put minutes between them, and a shared machine's
+    slow minute swung per-group speedups by 4x. Modules whose target has no profiler are left out
+    (their kernels are timed one module per kernel).
+
+    ``handoff``: a callable giving the cross-core handoff ratio now (bench/handoff.py
+    ``handoff_ratio``), probed before each round; while it says the cores share no cache the
+    round waits (``wait_s`` in all for the call), and rounds timed so are left out where enough
+    others are. ``previous``: rounds of the same modules measured before, pooled with these."""
     names = []
     for name, mod in modules.items():
         try:
@@ -113,14 +151,21 @@ def interleaved_kernel_times(modules: dict, inputs: list, rounds: int) -> Profil
         except CnnccError:
             continue
         names.append(name)
-    per_round: list[dict[str, dict[str, float]]] = []
-    for r in range(rounds if names else 0):
+    per_round = list(previous.per_round) if previous else []
+    ratios = list(previous.ratios) if previous else []
+    waited = previous.waited_s if previous else 0.0
+    start = len(per_round)
+    for r in range(start, start + (rounds if names else 0)):
+        if handoff is not None:
+            ratio = handoff()
+            while ratio > SPLIT_RATIO and waited < wait_s:
+                time.sleep(SPLIT_POLL_S)
+                waited += SPLIT_POLL_S
+                ratio = handoff()
+            ratios.append(ratio)
         order = names[r % len(names):] + names[:r % len(names)]
         per_round.append({name: dict(modules[name].profile(inputs, repeat=1)) for name in order})
-    kept = quiet_rounds([{m: sum(k.values()) for m, k in rnd.items()} for rnd in per_round])
-    times = {name: {k: statistics.median(per_round[i][name][k] for i in kept) for k in per_round[kept[0]][name]}
-             for name in names} if kept else {}
-    return ProfiledTimes(times, len(per_round), len(kept))
+    return reduce_rounds(per_round, ratios, handoff is not None or bool(previous and previous.probed), waited)
 
 
 def profile_kernels(module, opt_graph: Graph, feeds: dict, batch: int, target: str, opt_level: int,
