@@ -66,14 +66,20 @@ def launch(spec: KernelSpec) -> str:
 
 #: what one element visited by a memory-bound kernel (elementwise, softmax, gather, norms,
 #: resize, unpool, global pool) or one pooling window tap costs, in multiply-adds of a
-#: vectorized conv/dense loop on AVX2 (8 floats a vector): the ratios of the thresholds the kernels
-#: had been tuned to (100,000 elements, 200,000 taps and 500,000 multiply-adds on AVX2). Such a
-#: kernel's time per element does not shrink with wider vectors while a multiply-add's does, so
-#: on a target with V floats a vector an element counts V / 8 times as much (:func:`parallel_work`):
-#: without it, AVX-512's doubled threshold kept 200,000-element chains on the calling thread, and
-#: DenseNet-121's 14x14 BatchNorm + ReLU groups (169,344 elements, read cold from the concatenated
-#: buffer) took 0.073 ms instead of 0.035 on two threads -- slower than their members apart.
-ELEMENT_WORK, TAP_WORK = 5, 2.5
+#: vectorized conv/dense loop on AVX2 (8 floats a vector). Such a kernel's time per element does
+#: not shrink with wider vectors while a multiply-add's does, so on a target with V floats a
+#: vector an element counts V / 8 times as much (:func:`parallel_work`): without it, AVX-512's
+#: doubled threshold kept 200,000-element chains on the calling thread, and DenseNet-121's 14x14
+#: BatchNorm + ReLU groups (169,344 elements, read cold from the concatenated buffer) took 0.073
+#: ms instead of 0.035 on two threads -- slower than their members apart. An element counted 5
+#: (the AVX2 tuning's 100,000 elements against 500,000 multiply-adds) until the element kernels of
+#: 25,000-100,000 elements a batch item -- DenseNet-121's 7x7 and 14x14 BN + ReLU groups,
+#: ShuffleNetV2's and MobileNetV2's chains -- read their input from both cores' caches (the two
+#: threads' convolutions wrote it) and ran faster on the team: at 20 (a team from 25,000
+#: elements) ShuffleNetV2 at batch 1 3.05 -> 2.89 ms, MobileNetV2 3.92 -> 3.85, DenseNet-121
+#: 25.45 -> 25.22 with none of its BN + ReLU groups under its members (0.95x at 5); LeNet-5 at
+#: batch 1 and 8 unchanged (2-core Zen 4, 2026-12-04, interleaved). Pool taps stay at 2.5.
+ELEMENT_WORK, TAP_WORK = 20, 2.5
 ELEMENT_WORK_FLOATS = 8     # the vector width ELEMENT_WORK and TAP_WORK were measured at
 #: what one multiply-add of a depthwise convolution (one input channel per group) costs in those of
 #: a dense one: it has no broadcast register tile, each tap an unaligned load of a zero-bordered

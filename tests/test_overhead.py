@@ -151,11 +151,17 @@ def test_a_memory_bound_kernels_work_grows_with_the_vector_width():
     g = dsl.graph(dsl.max_pool2d(dsl.relu(x, name="act"), 2, name="pool"), name="membound")
     specs = {k.family: k for k in lower_program(cnncc.optimize(g, opt_level=0)).kernels}
     chain, pool = specs["elementwise"], specs["pool"]
-    assert parallel_work(chain) == 16 * 8 * 8 * 5 and parallel_work(chain, 16) == 2 * parallel_work(chain, 8)
+    assert parallel_work(chain) == 16 * 8 * 8 * 20 and parallel_work(chain, 16) == 2 * parallel_work(chain, 8)
     assert parallel_work(pool) == int(16 * 4 * 4 * 2 * 2 * 2.5) and parallel_work(pool, 16) == 2 * parallel_work(pool)
     for vec in (8, 16):
         assert (parallel_work(chain, vec) / CTarget("t", vec, 16).parallel_work ==
                 parallel_work(chain) / CTarget("t", 8, 16).parallel_work)
+    # DenseNet-121's last block's BN + ReLU (512 x 7 x 7 = 25,088 elements) wakes the team at batch 1
+    x = dsl.input("x", (N, 512, 7, 7))
+    last = lower_program(cnncc.optimize(dsl.graph(dsl.relu(x, name="act"), name="c"), opt_level=0)).kernels[0]
+    for vec in (8, 16):
+        per_element = parallel_work(last, vec) / 25088
+        assert 25088 * per_element >= CTarget("t", vec, 16).parallel_work > 20000 * per_element
     # a depthwise convolution's multiply-adds count DEPTHWISE_WORK times a dense one's; grouped ones once
     from cnncc.codegen.c import DEPTHWISE_WORK
 
