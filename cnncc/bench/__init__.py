@@ -17,7 +17,13 @@ when the runtime offers it; otherwise each kernel of the optimized graph is comp
 own one-kernel module (its inputs become graph inputs) and timed alone, which adds one call's
 overhead to each kernel; the report says which method was used.
 
-engines.py (cnncc, onnxruntime, PyTorch; threads), timing.py (interleaved samples),
+Per-kernel profiles (the fusion verdict: a fused group against its members at opt 0) are taken
+in interleaved rounds too, each after a cross-core handoff probe (handoff.py): rounds timed while
+the two cores shared no cache are left out (a fused kernel that is the first to read the other
+core's bytes pays their move alone there), and where a fused group reads slower than its members
+as many rounds again are pooled with the first before the verdict.
+
+engines.py (cnncc, onnxruntime, PyTorch; threads), timing.py (interleaved samples), handoff.py,
 kernels.py (per-kernel times, fusion summary), harness.py (bench_model), report.py (text, plot).
 """
 from .engines import ENGINES, SPINCOUNT, Engine, configure_threads, prepare_engine, torch_precision
