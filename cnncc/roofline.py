@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -168,13 +167,7 @@ def _cache_file(threads: int) -> Path:
 
 
 def _build_probe(tmp: Path) -> ctypes.CDLL:
-    cc = toolchain.compiler()
-    src, lib = tmp / "probe.c", tmp / "probe.so"
-    src.write_text(PROBE_C)
-    res = subprocess.run([cc, *toolchain.FLAGS, str(src), "-o", str(lib)], capture_output=True, text=True)
-    if res.returncode:
-        raise CompileError(f"the roofline probe did not compile with {cc}:\n{res.stderr}")
-    dll = ctypes.CDLL(str(lib))
+    dll = toolchain.load_probe(PROBE_C, tmp, "roofline probe")
     dll.cnncc_fma_gflops.restype = ctypes.c_double
     dll.cnncc_fma_gflops.argtypes = [ctypes.c_long, ctypes.c_int]
     dll.cnncc_triad_gbs.restype = ctypes.c_double

@@ -8,6 +8,7 @@ every cached artifact.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -79,3 +80,16 @@ def compiler_version(cc: str) -> str:
 def nvcc_path() -> str | None:
     """The CUDA toolkit's offline compiler, if on PATH (the nvcc cross-check, its include folder)."""
     return shutil.which("nvcc")
+
+
+def load_probe(source: str, folder: Path, what: str) -> ctypes.CDLL:
+    """A measuring probe's C ``source`` compiled like the kernels (FLAGS) in ``folder`` and
+    loaded: the roofline's and the bench's cross-core handoff probe. ``what`` names it in the
+    error when the compiler refuses it."""
+    cc = compiler()
+    src, lib = folder / "probe.c", folder / "probe.so"
+    src.write_text(source)
+    res = subprocess.run([cc, *FLAGS, str(src), "-o", str(lib)], capture_output=True, text=True)
+    if res.returncode:
+        raise CompileError(f"the {what} did not compile with {cc}:\n{res.stderr}")
+    return ctypes.CDLL(str(lib))

@@ -19,13 +19,11 @@ is remote over local: ~1.0 with a shared cache on that VM, 2.8 without one.
 from __future__ import annotations
 
 import ctypes
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CompileError
 from ..runtime import toolchain
 
 PROBE_C = r"""
@@ -73,14 +71,7 @@ _buf: np.ndarray | None = None
 def _load() -> ctypes.CDLL:
     global _probe, _buf
     if _probe is None:
-        cc = toolchain.compiler()
-        tmp = Path(tempfile.mkdtemp(prefix="cnncc-handoff-"))
-        src, lib = tmp / "handoff.c", tmp / "handoff.so"
-        src.write_text(PROBE_C)
-        res = subprocess.run([cc, *toolchain.FLAGS, str(src), "-o", str(lib)], capture_output=True, text=True)
-        if res.returncode:
-            raise CompileError(f"the handoff probe did not compile with {cc}:\n{res.stderr}")
-        dll = ctypes.CDLL(str(lib))
+        dll = toolchain.load_probe(PROBE_C, Path(tempfile.mkdtemp(prefix="cnncc-handoff-")), "handoff probe")
         dll.cnncc_handoff_s.restype = ctypes.c_double
         dll.cnncc_handoff_s.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int]
         _probe, _buf = dll, np.zeros(PROBE_FLOATS, np.float32)
