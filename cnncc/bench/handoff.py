@@ -71,7 +71,8 @@ _buf: np.ndarray | None = None
 def _load() -> ctypes.CDLL:
     global _probe, _buf
     if _probe is None:
-        dll = toolchain.load_probe(PROBE_C, Path(tempfile.mkdtemp(prefix="cnncc-handoff-")), "handoff probe")
+        with tempfile.TemporaryDirectory(prefix="cnncc-handoff-") as tmp:   # loaded, the file may go
+            dll = toolchain.load_probe(PROBE_C, Path(tmp), "handoff probe")
         dll.cnncc_handoff_s.restype = ctypes.c_double
         dll.cnncc_handoff_s.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int]
         _probe, _buf = dll, np.zeros(PROBE_FLOATS, np.float32)
