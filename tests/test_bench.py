@@ -187,7 +187,7 @@ def test_kernel_profiles_leave_out_rounds_timed_while_the_cores_shared_no_cache(
     assert more.rounds == 3 and more.ratios == [1.0, 1.0, 1.0] and more.probed
 
     # every round split: all count, and the method says how many such were kept
-    split = reduce_rounds([{"x": {"k": 1.0}}, {"x": {"k": 1.05}}], [2.8, 2.9], probed=True)
+    split = reduce_rounds([{"x": {"k": 1.0}}, {"x": {"k": 1.05}}], [2.8, 2.9])
     assert (split.kept, split.split) == (2, 2) and split.times == {"x": {"k": 1.025}}
     assert "(2 kept: too few others)" in split.method
 

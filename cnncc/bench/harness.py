@@ -131,8 +131,8 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
     if target == "c":
         say("roofline probe (cached for a few minutes)")
         roof = machine_roofline(threads)
-    probe = handoff_probe(threads) if target == "c" and kernels != () else None
     kernels = [e for e in compare if e.startswith("opt")] if kernels is None else list(kernels)
+    probe = handoff_probe(threads) if target == "c" and kernels else None
     if target != "c" and any(e in ("onnxruntime", "torch") for e in compare):
         notes.append("peers run on the CPU while cnncc runs on the GPU target: compare with care")
     opt_graphs: dict[str, Graph] = {}

@@ -81,11 +81,15 @@ class ProfiledTimes:
     times: dict[str, dict[str, float]]
     rounds: int = 0          # forwards of each module timed
     kept: int = 0            # the quiet rounds among them that the medians are taken over
-    probed: bool = False     # the cross-core handoff was probed before each round
     split: int = 0           # kept rounds timed while the cores did not share a cache (none other there)
     waited_s: float = 0.0    # seconds spent waiting for them to share one again
     per_round: list = field(default_factory=list, repr=False)   # each round: module -> kernel -> seconds
     ratios: list = field(default_factory=list, repr=False)      # the handoff ratio before each round
+
+    @property
+    def probed(self) -> bool:
+        """The cross-core handoff was probed before the rounds (bench/handoff.py)."""
+        return bool(self.ratios)
 
     @property
     def method(self) -> str:
@@ -117,7 +121,7 @@ def quiet_rounds(totals: list[dict[str, float]], within: float = QUIET_WITHIN, l
 
 
 def reduce_rounds(per_round: list[dict[str, dict[str, float]]], ratios: list[float] | None = None,
-                  probed: bool = False, waited_s: float = 0.0) -> ProfiledTimes:
+                  waited_s: float = 0.0) -> ProfiledTimes:
     """Per-kernel medians over the quiet rounds (:func:`quiet_rounds`) among those timed while the
     cores shared a cache (``ratios``: the handoff probe's before each round, bench/handoff.py);
     all rounds where fewer than QUIET_LEAST were."""
@@ -129,7 +133,7 @@ def reduce_rounds(per_round: list[dict[str, dict[str, float]]], ratios: list[flo
     times = {name: {k: statistics.median(per_round[i][name][k] for i in kept) for k in per_round[kept[0]][name]}
              for name in per_round[kept[0]]} if kept else {}
     split = sum(1 for i in kept if i < len(ratios) and ratios[i] > SPLIT_RATIO)
-    return ProfiledTimes(times, len(per_round), len(kept), probed, split, waited_s, per_round, ratios)
+    return ProfiledTimes(times, len(per_round), len(kept), split, waited_s, per_round, ratios)
 
 
 def interleaved_kernel_times(modules: dict, inputs: list, rounds: int, handoff=None,
@@ -165,7 +169,7 @@ def interleaved_kernel_times(modules: dict, inputs: list, rounds: int, handoff=N
             ratios.append(ratio)
         order = names[r % len(names):] + names[:r % len(names)]
         per_round.append({name: dict(modules[name].profile(inputs, repeat=1)) for name in order})
-    return reduce_rounds(per_round, ratios, handoff is not None or bool(previous and previous.probed), waited)
+    return reduce_rounds(per_round, ratios, waited)
 
 
 def profile_kernels(module, opt_graph: Graph, feeds: dict, batch: int, target: str, opt_level: int,
