@@ -200,6 +200,20 @@ def test_the_handoff_probe_times_both_reads():
     assert handoff_ratio(reps=2) > 0
 
 
+def test_the_handoff_ratio_counts_against_the_machines_usual(monkeypatch):
+    """A machine whose cores never share a cache (a Xeon VM: 4.1-4.8 throughout) is in its usual
+    state, not split: the ratio is read over the lowest seen, so only a change leaves rounds out."""
+    from cnncc.bench import handoff
+
+    reads = iter([4.3, 4.1, 4.6, 2.5, 11.5, 4.4])
+    monkeypatch.setattr(handoff, "handoff_ratio", lambda reps=0: next(reads))
+    monkeypatch.setattr(handoff, "_seen", [])
+    handoff.calibrate(probes=2)
+    got = [handoff.relative_handoff() for _ in range(4)]
+    assert all(r <= handoff.SPLIT_RATIO for r in got[:2] + got[3:]) and got[2] > handoff.SPLIT_RATIO
+    assert abs(got[0] - 4.6 / 4.3) < 1e-12       # the median of 4.3, 4.1, 4.6; a low 2.5 moves nothing
+
+
 def test_a_group_read_slower_is_profiled_again_before_the_verdict(tiny_model, isolated_env, monkeypatch):
     """One pass's medians put a fused group under its members: as many rounds again, pooled, and
     the verdict is taken from all of them; the first pass's slower groups stay in the JSON."""

@@ -19,18 +19,18 @@ SENSITIVITY_NOISE = 1e-6    # relative input noise for the reference's own stabi
 
 
 def handoff_probe(threads: int):
-    """bench/handoff.py's ``handoff_ratio`` where kernels run on 2 threads or more and the probe
-    compiles; else None (nothing to tell apart, or no compiler for it)."""
+    """bench/handoff.py's ``relative_handoff``, calibrated, where kernels run on 2 threads or more
+    and the probe compiles; else None (nothing to tell apart, or no compiler for it)."""
     if threads < 2:
         return None
     from ..errors import CompileError
-    from .handoff import handoff_ratio
+    from .handoff import calibrate, relative_handoff
 
     try:
-        handoff_ratio(2)
+        calibrate()
     except (CompileError, OSError):
         return None
-    return handoff_ratio
+    return relative_handoff
 
 
 def reference_sensitivity(graph: Graph, feeds: dict, want: np.ndarray, reference=None) -> dict:

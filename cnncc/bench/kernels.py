@@ -145,7 +145,7 @@ def interleaved_kernel_times(modules: dict, inputs: list, rounds: int, handoff=N
     (their kernels are timed one module per kernel).
 
     ``handoff``: a callable giving the cross-core handoff ratio now (bench/handoff.py
-    ``handoff_ratio``), probed before each round; while it says the cores share no cache the
+    ``relative_handoff``), probed before each round; while it says the cores share no cache the
     round waits (``wait_s`` in all for the call), and rounds timed so are left out where enough
     others are. ``previous``: rounds of the same modules measured before, pooled with these."""
     names = []
