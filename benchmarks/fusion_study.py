@@ -466,6 +466,8 @@ def write_report(study: dict, out: Path, img_dir: Path, json_path: Path) -> None
             lines += ["", f"### {title} ({target})", "", f"![{title}]({rel(img_dir / name)})"]
         pts = group_points(study, target)
         if pts:
+            from cnncc.bench.report import slower_count, speedup_text
+
             pts.sort(key=lambda p: -p["speedup"])
             lines += ["", f"### Fused groups ({target}): best and worst", ""]
             sel = pts[:8] + [p for p in pts[-8:] if p not in pts[:8]]
@@ -473,13 +475,21 @@ def write_report(study: dict, out: Path, img_dir: Path, json_path: Path) -> None
                                    "speedup"],
                                   [[p["model"], str(p["batch"]), p["name"][:40], p["ops"], _pct(p["predicted_saving"]),
                                     f"{p['seconds_unfused'] * 1e3:.3f}", f"{p['seconds_fused'] * 1e3:.3f}",
-                                    f"{p['speedup']:.2f}x" + (" SLOWER" if p["speedup"] < 1 else "")] for p in sel]))
+                                    speedup_text(p)] for p in sel]))
             slower = [p for p in pts if p["speedup"] < 1]
             runs = [run for r in study["results"] if r.get("target") == target and "error" not in r for run in r["runs"]]
             again = [run for run in runs if "slower_first_pass" in (run.get("fusion") or {})]
             methods = [(run.get("kernels") or {}).get("opt2", {}).get("method") or "" for run in runs]
-            lines += ["", f"{len(slower)} of {len(pts)} fused groups ran slower than their members apart "
-                          "(per-kernel times from the profiled forward; groups of a few microseconds are within noise)."]
+            lines += ["", f"{slower_count(pts)} (per-kernel times from the profiled forward; each group's "
+                          "speedup is its members' medians over its own, its interval from the ratios of the "
+                          "rounds, each round one forward of opt 0 and one of opt 2 in turn)."]
+            beyond = [p for p in slower if p.get("verdict") == "slower"]
+            if beyond:
+                lines += ["", "Slower beyond noise:", "",
+                          md_table(["model", "batch", "group", "ops", "unfused ms", "fused ms", "speedup"],
+                                   [[p["model"], str(p["batch"]), p["name"][:40], p["ops"],
+                                     f"{p['seconds_unfused'] * 1e3:.3f}", f"{p['seconds_fused'] * 1e3:.3f}",
+                                     speedup_text(p)] for p in sorted(beyond, key=lambda p: p["speedup"])])]
             if any("handoff probe" in m for m in methods):
                 split = sum("too few others" in m for m in methods)
                 lines += ["", "Per-kernel profiles: each round after a cross-core handoff probe "

@@ -394,7 +394,57 @@ def test_report_marks_fused_groups_slower_than_their_members():
                                                           "predicted_saving": 0.5}, "groups": groups}}]}
     text = format_report(result)
     assert "0.50x SLOWER" in text and "2.00x SLOWER" not in text
-    assert "1 of 2 fused groups ran slower than their members apart (marked SLOWER): slow_group" in text
+    assert "1 of 2 fused groups ran slower than their members apart, marked SLOWER: slow_group" in text
+
+
+def test_the_median_interval_is_the_sign_tests():
+    """The k-th smallest and largest of n values with P(Binomial(n, 1/2) < k) <= 2.5%: ranks 2 and 9
+    of 10, 6 and 15 of 20; none below 6 values; one wild value does not move it."""
+    from cnncc.bench.kernels import median_interval
+
+    assert median_interval(list(range(10, 0, -1))) == (2, 9)
+    assert median_interval(list(range(1, 21))) == (6, 15)
+    assert median_interval([1.0] * 6) == (1.0, 1.0) and median_interval([1.0] * 5) is None
+    assert median_interval([0.9, 0.95, 0.97, 0.98, 0.99, 0.96, 0.94, 0.93, 0.92, 50.0]) == (0.92, 0.99)
+
+
+def test_a_fused_group_is_called_slower_only_beyond_the_noise_of_its_rounds():
+    """Per-round ratios (opt 0's members summed over opt 2's kernel, the same round): a group whose
+    ratios all sit under 1.0 is "slower"; one whose median does but whose rounds reach over 1.0 is
+    "within noise"; the report and its count say which."""
+    from cnncc.bench.kernels import fusion_summary
+    from cnncc.bench.report import slower_count, speedup_text
+    from cnncc.frontends import dsl
+    from cnncc.passes import optimize
+
+    x = dsl.input("x", (dsl.N, 4, 8, 8))
+    graph = dsl.graph(dsl.relu(dsl.conv2d(x, 4, 3, padding=1, name="c1"), name="r1"), name="g")
+    opt2 = optimize(graph, opt_level=2)
+    (group,) = [n for n in opt2 if n.op == "fused"]
+    members = [m.name for m in group.members]
+    conv, relu = members
+    rows0 = [{"name": conv, "members": [conv], "seconds": 0.9}, {"name": relu, "members": [relu], "seconds": 0.1}]
+    rows2 = [{"name": group.name, "members": members, "seconds": 1.0}]
+    kernels = {"opt0": {"rows": rows0}, "opt2": {"rows": rows2}}
+
+    def summary(fused_per_round):
+        rounds = {"opt0": [{conv: 0.9, relu: 0.1}] * len(fused_per_round),
+                  "opt2": [{group.name: t} for t in fused_per_round]}
+        rows2[0]["seconds"] = sorted(fused_per_round)[len(fused_per_round) // 2]
+        return fusion_summary(opt2, 1, {}, kernels, rounds)["groups"][0]
+
+    slow = summary([1.05, 1.06, 1.04, 1.07, 1.05, 1.08, 1.06, 1.05, 1.04, 1.06])
+    assert slow["speedup"] < 1 and slow["verdict"] == "slower" and slow["slower_rounds"] == 10
+    assert speedup_text(slow).startswith(f"{slow['speedup']:.2f}x SLOWER (0.93-0.96)")
+    noisy = summary([1.05, 0.97, 1.04, 1.07, 0.98, 1.08, 1.06, 0.99, 1.04, 1.06])
+    assert noisy["verdict"] == "within noise" and noisy["speedup_interval"][1] > 1.0
+    assert "SLOWER (within noise: " in speedup_text(noisy)
+    few = summary([1.05, 1.06, 1.04])
+    assert few["verdict"] == "too few rounds" and "3 rounds: too few" in speedup_text(few)
+    fast = summary([0.9] * 8)
+    assert "verdict" not in fast and speedup_text(fast) == f"{fast['speedup']:.2f}x"
+    assert slower_count([slow, noisy, fast]).startswith(
+        "2 of 3 fused groups ran slower than their members apart (1 beyond noise")
 
 
 def test_bench_forces_the_conv_algorithm(tiny_model, isolated_env, capsys):

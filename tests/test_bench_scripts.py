@@ -132,3 +132,30 @@ def test_fusion_study_sizes_modest_by_default_and_chosen_on_the_command_line():
     assert study.default_size("inception_v4") == 299 and study.summary_rows(
         {"results": [{"example": "openpose", "target": "c", "size": 184, "error": "x"}]}, "c", 1)[0][:2] == [
         "openpose", "184x184"]
+
+
+def test_fusion_study_page_counts_and_lists_the_groups_slower_beyond_noise(tmp_path):
+    """The page says how many fused groups read slower and how many of those beyond noise, and
+    lists the latter with their intervals; one within noise is marked but not listed there."""
+    study = _script("fusion_study")
+
+    def group(name, speedup, verdict, interval):
+        return {"name": name, "ops": "conv2d+relu", "predicted_saving": 0.5, "seconds_unfused": 1e-3,
+                "seconds_fused": 1e-3 / speedup, "speedup": speedup, "measured_saving": 1 - 1 / speedup,
+                "rounds": 10, "verdict": verdict,
+                "speedup_interval": interval}
+
+    groups = [group("fast", 1.5, None, [1.4, 1.6]), group("noisy", 0.97, "within noise", [0.9, 1.05]),
+              group("slow", 0.8, "slower", [0.75, 0.86])]
+    run = {"batch": 1, "engines": {}, "kernels": {}, "fusion": {"groups": groups}}
+    data = {"date": "2026-12-05", "command": "test", "opts": ["opt0", "opt2"], "targets": ["c"], "peers": [],
+            "batches": [1], "warmup": 1, "repeat": 10, "seconds": 60.0,
+            "results": [{"example": "m", "target": "c", "machine": "test", "runs": [run]}]}
+    out = tmp_path / "fusion.md"
+    (tmp_path / "img").mkdir()
+    study.write_report(data, out, tmp_path / "img", tmp_path / "fusion.json.gz")
+    page = out.read_text()
+    assert "2 of 3 fused groups ran slower than their members apart (1 beyond noise" in page
+    beyond = page[page.index("Slower beyond noise:"):]
+    assert "| slow |" in beyond and "0.80x SLOWER (0.75-0.86)" in beyond and "| noisy |" not in beyond
+    assert "0.97x SLOWER (within noise: 0.90-1.05)" in page

@@ -217,7 +217,8 @@ def bench_model(graph: Graph, *, target: str = "c", batches: Sequence[int] = (1,
                     continue
                 table = kernel_table(rows, opt_graphs[name], batch, roof, target, conv_algorithm)
                 ktables[name] = {"method": method, "rows": [asdict(r) for r in table]}
-            fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables) if "opt2" in opt_graphs else {}
+            paired = {n: profiled.rounds_of(n) for n in ("opt0", "opt2")} if profiled.paired else None
+            fusion = fusion_summary(opt_graphs["opt2"], batch, engines, ktables, paired) if "opt2" in opt_graphs else {}
             slower = [g["name"] for g in fusion.get("groups", []) if g.get("speedup", 1.0) < 1.0]
             if attempt == 2 or not slower or not profiled.per_round:
                 break

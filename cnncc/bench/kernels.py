@@ -2,6 +2,7 @@
 predicted bytes saved vs measured speedup."""
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,15 @@ class ProfiledTimes:
     waited_s: float = 0.0    # seconds spent waiting for them to share one again
     per_round: list = field(default_factory=list, repr=False)   # each round: module -> kernel -> seconds
     ratios: list = field(default_factory=list, repr=False)      # the handoff ratio before each round
+    paired: list = field(default_factory=list, repr=False)  # indices into per_round: rounds for paired ratios
+
+    def rounds_of(self, module: str) -> list[dict[str, float]]:
+        """``module``'s kernel -> seconds in each round timed with the cores sharing cache as they
+        usually do (all rounds where too few were), in order: round i of one module ran beside
+        round i of the others, so a ratio within one round is not moved by a slow phase that
+        slowed the whole round -- the quiet-round filter is not needed for those and would leave
+        too few of them."""
+        return [self.per_round[i][module] for i in self.paired if module in self.per_round[i]]
 
     @property
     def probed(self) -> bool:
@@ -133,7 +143,7 @@ def reduce_rounds(per_round: list[dict[str, dict[str, float]]], ratios: list[flo
     times = {name: {k: statistics.median(per_round[i][name][k] for i in kept) for k in per_round[kept[0]][name]}
              for name in per_round[kept[0]]} if kept else {}
     split = sum(1 for i in kept if i < len(ratios) and ratios[i] > SPLIT_RATIO)
-    return ProfiledTimes(times, len(per_round), len(kept), split, waited_s, per_round, ratios)
+    return ProfiledTimes(times, len(per_round), len(kept), split, waited_s, per_round, ratios, pool)
 
 
 def interleaved_kernel_times(modules: dict, inputs: list, rounds: int, handoff=None,
@@ -307,7 +317,42 @@ def kernel_table(rows: list[tuple[Node, float]], opt_graph: Graph, batch: int, r
 
 # ---------------------------------------------------------------------------------------------
 # fusion: predicted bytes saved vs measured speedup
-def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict) -> dict:
+#: the confidence of the interval around a fused group's per-round speedup (:func:`median_interval`)
+INTERVAL_LEVEL = 0.95
+
+
+def median_interval(values: list[float], level: float = INTERVAL_LEVEL) -> tuple[float, float] | None:
+    """A distribution-free interval for the median of ``values`` (the sign test's): the k-th
+    smallest and k-th largest, k the largest rank with P(Binomial(n, 1/2) < k) <= (1 - level) / 2.
+    Its coverage is at least ``level`` whatever the distribution, so one slow round (a core lent
+    elsewhere) cannot move it as it moves a mean. None below 6 values (no such k at 95%)."""
+    xs = sorted(values)
+    n, tail, k = len(xs), (1 - level) / 2, 0
+    while k < n // 2 and sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n <= tail:
+        k += 1
+    return (xs[k - 1], xs[n - k]) if k else None
+
+
+def _group_rounds(members: list[str], name: str, rows0: list[dict], rounds: dict) -> list[float]:
+    """Per-round speedups of one fused group: its members' opt-0 kernels summed over its opt-2
+    kernel, round by round -- each ratio from one round of both modules run in turn, so a round
+    that was slow for both cancels out."""
+    kernel_of = {m: r["name"] for r in rows0 for m in r["members"]}
+    out = []
+    for t0, t2 in zip(rounds.get("opt0", []), rounds.get("opt2", [])):
+        fused = t2.get(name)
+        unfused = sum(t0.get(kernel_of[m], 0.0) for m in members if m in kernel_of)
+        if fused:
+            out.append(unfused / fused)
+    return out
+
+
+def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict, rounds: dict | None = None) -> dict:
+    """Predicted bytes saved vs measured speedup, model-wide and per fused group. ``rounds``
+    (engine -> its profiling rounds, :meth:`ProfiledTimes.rounds_of`) adds to every group its
+    per-round speedups' interval (:func:`median_interval`) and, where the group reads slower (its
+    members' medians over its own under 1.0), a verdict: "slower" where the whole interval lies
+    under 1.0, "within noise" where it reaches 1.0, "too few rounds" where there is none."""
     sub = {N: batch}
     traffic = opt_graph.traffic
     out: dict = {}
@@ -335,6 +380,14 @@ def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict) -
             g.update(seconds_unfused=unfused_t, seconds_fused=t2[node.name],
                      speedup=unfused_t / t2[node.name] if t2[node.name] else 0.0,
                      measured_saving=1 - t2[node.name] / unfused_t if unfused_t else 0.0)
+            per_round = _group_rounds(members, node.name, kernels["opt0"]["rows"], rounds) if rounds else []
+            if per_round:
+                interval = median_interval(per_round)
+                g.update(rounds=len(per_round), slower_rounds=sum(r < 1.0 for r in per_round),
+                         speedup_interval=list(interval) if interval else None)
+                if g["speedup"] < 1.0:
+                    g["verdict"] = ("too few rounds" if interval is None else
+                                    "slower" if interval[1] < 1.0 else "within noise")
         groups.append(g)
     out["groups"] = groups
     return out

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..summary import text_table as _table
-from .kernels import _roof_text
+from .kernels import INTERVAL_LEVEL, _roof_text
 
 
 def _mismatch(err: float, run: dict) -> str:
@@ -14,11 +14,34 @@ def _mismatch(err: float, run: dict) -> str:
     return f"MISMATCH ({err:.1e})"
 
 
-def _speedup(group: dict) -> str:
-    """A fused group's speedup over its members run apart; under 1x it is marked."""
+def speedup_text(group: dict) -> str:
+    """A fused group's speedup over its members run apart; under 1x it is marked SLOWER, with
+    what its per-round speedups say (bench/kernels.py ``fusion_summary``): "0.97x SLOWER (within
+    noise: 0.91-1.04)", "0.85x SLOWER (0.80-0.90)"."""
     if "speedup" not in group:
         return ""
-    return f"{group['speedup']:.2f}x" + (" SLOWER" if group["speedup"] < 1.0 else "")
+    text = f"{group['speedup']:.2f}x"
+    if group["speedup"] >= 1.0:
+        return text
+    text += " SLOWER"
+    iv, verdict = group.get("speedup_interval"), group.get("verdict")
+    if verdict == "too few rounds":
+        return text + f" ({group.get('rounds', 0)} rounds: too few to tell from noise)"
+    if iv:
+        return text + (" (within noise: " if verdict == "within noise" else " (") + f"{iv[0]:.2f}-{iv[1]:.2f})"
+    return text
+
+
+def slower_count(groups: list[dict]) -> str:
+    """How many groups read slower and how many of those beyond noise: "3 of 40 fused groups ran
+    slower than their members apart (1 beyond noise: ...)"."""
+    slower = [g for g in groups if g.get("speedup", 1.0) < 1.0]
+    text = f"{len(slower)} of {len(groups)} fused groups ran slower than their members apart"
+    if any("verdict" in g for g in slower):
+        beyond = sum(g.get("verdict") == "slower" for g in slower)
+        text += (f" ({beyond} beyond noise: the {INTERVAL_LEVEL * 100:.0f}% interval of the median of "
+                 "their per-round speedups lies under 1.0)")
+    return text
 
 
 def _ms(s: float) -> str:
@@ -84,11 +107,10 @@ def format_report(result: dict, max_kernels: int = 25) -> str:
                                   [[g["name"][:40], g["ops"][:32], f"{g['predicted_saving'] * 100:.0f}%",
                                     _ms(g["seconds_unfused"]) if "seconds_unfused" in g else "",
                                     _ms(g["seconds_fused"]) if "seconds_fused" in g else "",
-                                    _speedup(g)] for g in groups[:max_kernels]]))
+                                    speedup_text(g)] for g in groups[:max_kernels]]))
                 slower = [g for g in groups if g.get("speedup", 1.0) < 1.0]
                 if slower:
-                    out.append(f"{len(slower)} of {len(groups)} fused groups ran slower than their members apart "
-                               f"(marked SLOWER): {', '.join(g['name'] for g in slower[:8])}"
+                    out.append(f"{slower_count(groups)}, marked SLOWER: {', '.join(g['name'] for g in slower[:8])}"
                                f"{' ...' if len(slower) > 8 else ''}")
     return "\n".join(out)
 
