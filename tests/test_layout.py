@@ -344,7 +344,7 @@ def test_whole_plane_tasks_split_evenly_over_the_threads():
 @needs_cc
 def test_small_planes_run_chunk_by_chunk(monkeypatch):
     """Small planes (c_conv's KS): a block's whole plane summed chunk by chunk of input channels,
-    the weights prefetched ahead, a last chunk shorter than the rest, a 1x1 plane tiled as one
+    the weights prefetched ahead (a slice before each tile of a flat row), a last chunk shorter than the rest, a 1x1 plane tiled as one
     row (flat), a residual operand and a stride-2 1x1."""
     monkeypatch.setenv("CNNCC_LAYOUT_BLOCK", "4")
     real = c_conv._chunk
@@ -369,6 +369,9 @@ def test_small_planes_run_chunk_by_chunk(monkeypatch):
         t = host_target()
         assert (plans["kwide"].V, plans["kwide"].P) == c_conv._choose_flat(
             128, 42, t.vector_floats, t.vector_registers, t.threads, c_conv._fma_per_load(t))
+        # a flat plane's row holds several tiles: each prefetches its slice of the chunk ahead
+        flat = next(src for name, src, _ in mod.kernels if name.startswith("k1"))
+        assert "this tile's slice of the weights" in flat and "a slice per row" not in flat
         check(g, mod, batches=(1, 2))
     finally:
         host_target.cache_clear()
