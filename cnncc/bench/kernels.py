@@ -380,7 +380,7 @@ def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict, r
             g.update(seconds_unfused=unfused_t, seconds_fused=t2[node.name],
                      speedup=unfused_t / t2[node.name] if t2[node.name] else 0.0,
                      measured_saving=1 - t2[node.name] / unfused_t if unfused_t else 0.0)
-            per_round = _group_rounds(members, node.name, kernels["opt0"]["rows"], rounds) if rounds else []
+            per_round = _group_rounds(members, node.name, kernels.get("opt0", {}).get("rows", []), rounds) if rounds else []
             if per_round:
                 interval = median_interval(per_round)
                 g.update(rounds=len(per_round), slower_rounds=sum(r < 1.0 for r in per_round),
