@@ -333,11 +333,10 @@ def median_interval(values: list[float], level: float = INTERVAL_LEVEL) -> tuple
     return (xs[k - 1], xs[n - k]) if k else None
 
 
-def _group_rounds(members: list[str], name: str, rows0: list[dict], rounds: dict) -> list[float]:
-    """Per-round speedups of one fused group: its members' opt-0 kernels summed over its opt-2
-    kernel, round by round -- each ratio from one round of both modules run in turn, so a round
-    that was slow for both cancels out."""
-    kernel_of = {m: r["name"] for r in rows0 for m in r["members"]}
+def _group_rounds(members: list[str], name: str, kernel_of: dict[str, str], rounds: dict) -> list[float]:
+    """Per-round speedups of one fused group: its members' opt-0 kernels (``kernel_of``: member ->
+    opt 0's kernel) summed over its opt-2 kernel, round by round -- each ratio from one round of
+    both modules run in turn, so a round that was slow for both cancels out."""
     out = []
     for t0, t2 in zip(rounds.get("opt0", []), rounds.get("opt2", [])):
         fused = t2.get(name)
@@ -365,7 +364,9 @@ def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict, r
         out.setdefault("model", {})["speedup_opt2_vs_opt0"] = e0["median_s"] / e2["median_s"]
         out["model"]["measured_saving"] = 1 - e2["median_s"] / e0["median_s"]
     groups = []
-    t0 = {m: r["seconds"] for r in kernels.get("opt0", {}).get("rows", []) for m in r["members"]}
+    rows0 = kernels.get("opt0", {}).get("rows", [])
+    t0 = {m: r["seconds"] for r in rows0 for m in r["members"]}
+    kernel_of = {m: r["name"] for r in rows0 for m in r["members"]}
     t2 = {r["name"]: r["seconds"] for r in kernels.get("opt2", {}).get("rows", [])}
     for node in opt_graph:
         if node.op != "fused" or node.group is None or node.group.bytes_unfused is None:
@@ -380,7 +381,7 @@ def fusion_summary(opt_graph: Graph, batch: int, engines: dict, kernels: dict, r
             g.update(seconds_unfused=unfused_t, seconds_fused=t2[node.name],
                      speedup=unfused_t / t2[node.name] if t2[node.name] else 0.0,
                      measured_saving=1 - t2[node.name] / unfused_t if unfused_t else 0.0)
-            per_round = _group_rounds(members, node.name, kernels.get("opt0", {}).get("rows", []), rounds) if rounds else []
+            per_round = _group_rounds(members, node.name, kernel_of, rounds) if rounds else []
             if per_round:
                 interval = median_interval(per_round)
                 g.update(rounds=len(per_round), slower_rounds=sum(r < 1.0 for r in per_round),
